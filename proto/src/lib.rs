@@ -1,0 +1,9 @@
+//! The plugin <-> node agent API (`proto/nodehealth/v1/agent.proto`).
+
+/// Version 1 of the API.
+pub mod v1 {
+    tonic::include_proto!("nodehealth.v1");
+}
+
+/// Evidence payload schema this build reads and writes.
+pub const SCHEMA: &str = "nodehealth/v1";

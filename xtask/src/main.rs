@@ -1,0 +1,48 @@
+//! `cargo xtask <command>`: developer automation for kubectl-nodehealth.
+//!
+//! Every command installs what it needs through `setup` (idempotent, cached outside the clone) and
+//! prints what it does, so a fresh machine and a warm one run the same commands.
+mod setup;
+mod sh;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "kubectl-nodehealth developer automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install everything this machine lacks for building and testing (idempotent).
+    Setup,
+    /// Setup, then fmt, clippy and every test tier.
+    Test {
+        /// Also run the long tier (default kubelet timings; minutes per scenario).
+        #[arg(long)]
+        long: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Test { long } => test::run(long),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

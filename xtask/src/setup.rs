@@ -1,0 +1,174 @@
+//! `cargo xtask setup`: installs what a fresh machine of this kind lacks, idempotently.
+//!
+//! Each step checks first and says what it found; only missing pieces are installed. Caches live
+//! outside the clone (Debian's package cache, ~/.cargo/bin, ~/.rustup, ~/.cache/kubectl-nodehealth),
+//! so CI's fresh clone on the same machine finds them warm.
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+use crate::sh::{self, info, step};
+
+/// Debian packages and why each is needed.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    (
+        "llvm-22-dev",
+        "bpf-linker links against LLVM 22 (the LLVM of rustc 1.95)",
+    ),
+    (
+        "libpolly-22-dev",
+        "needed to link bpf-linker against LLVM 22",
+    ),
+    (
+        "protobuf-compiler",
+        "protoc for the CRI API crate's build script",
+    ),
+    (
+        "containerd",
+        "the container runtime of the tests and the local cluster",
+    ),
+    ("runc", "the OCI runtime containerd starts containers with"),
+    (
+        "containernetworking-plugins",
+        "a CNI config so the node reports NetworkReady",
+    ),
+    (
+        "libbpf-tools",
+        "runqlat/biolatency, measured side by side in `bench tracer`",
+    ),
+    ("linux-perf", "`perf bench sched pipe` for tracer overhead"),
+    ("iproute2", "loop devices and network namespaces in tests"),
+];
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+pub fn run() -> Result<()> {
+    apt_packages().context("setup step 'Debian packages' failed")?;
+    rust_components().context("setup step 'Rust components' failed")?;
+    bpf_linker().context("setup step 'bpf-linker' failed")?;
+    step("setup complete");
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    sh::output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", package]))
+        .is_some_and(|s| s.trim() == "installed")
+}
+
+fn apt_packages() -> Result<()> {
+    step("Debian packages");
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(p, _)| !dpkg_installed(p))
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        info(format!("all {} present", APT_PACKAGES.len()));
+        return Ok(());
+    }
+    for (p, why) in APT_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+        info(format!("missing {p}: {why}"));
+    }
+    if !nix_is_root() {
+        bail!(
+            "installing {} needs root: run as root or install them with apt-get",
+            missing.join(" ")
+        );
+    }
+    // Packages such as containerd try to start their service on install; this machine's services
+    // are not ours to start. A policy-rc.d that answers 101 ("action forbidden") stops that, and is
+    // removed again if we created it.
+    let created_policy = !Path::new(POLICY_RC_D).exists();
+    if created_policy {
+        fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n").context("writing policy-rc.d")?;
+        sh::run(
+            "chmod policy-rc.d",
+            Command::new("chmod").args(["755", POLICY_RC_D]),
+        )?;
+    }
+    let result = (|| {
+        sh::run(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-q"]),
+        )?;
+        sh::run(
+            "apt-get install",
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    })();
+    if created_policy {
+        let _ = fs::remove_file(POLICY_RC_D);
+    }
+    result
+}
+
+fn nix_is_root() -> bool {
+    sh::output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+/// The toolchain this xtask runs under, as rustup names it (rust-toolchain.toml pins it).
+fn toolchain() -> String {
+    std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "1.95.0".to_string())
+}
+
+fn rust_components() -> Result<()> {
+    step("Rust components (rust-src for the eBPF build, rustfmt, clippy)");
+    let toolchain = toolchain();
+    let installed = sh::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        &toolchain,
+    ]))
+    .context("rustup is needed (this machine kind installs Rust with rustup)")?;
+    let missing: Vec<&str> = ["rust-src", "rustfmt", "clippy"]
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
+        info(format!("present for {toolchain}"));
+        return Ok(());
+    }
+    info(format!("adding {} to {toolchain}", missing.join(", ")));
+    sh::run(
+        "rustup component add",
+        Command::new("rustup")
+            .args(["component", "add", "--toolchain", &toolchain])
+            .args(&missing),
+    )
+}
+
+fn bpf_linker() -> Result<()> {
+    step("bpf-linker (links the eBPF programs; built against LLVM 22)");
+    if let Some(v) = sh::output(Command::new("bpf-linker").arg("--version")) {
+        info(format!("present: {}", v.trim()));
+        return Ok(());
+    }
+    info("building bpf-linker 0.13 with LLVM 22 (about 3 minutes)");
+    // Without LLVM_PREFIX it looks in /usr/lib64 and fails with "unable to find library -lLLVM".
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    sh::run(
+        "cargo install bpf-linker",
+        sh::cargo()
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "^0.13",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env("PATH", path),
+    )
+}

@@ -1,0 +1,55 @@
+//! Running commands with their output visible, and small helpers around it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Prints a progress line that stands out from command output.
+pub fn step(msg: impl AsRef<str>) {
+    eprintln!("==> {}", msg.as_ref());
+}
+
+/// Prints a detail line under a step.
+pub fn info(msg: impl AsRef<str>) {
+    eprintln!("    {}", msg.as_ref());
+}
+
+/// Runs `cmd` with inherited stdio; fails naming `what` when it does not exit 0.
+pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what}: {cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` and returns its stdout when it exits 0, None otherwise (also when it cannot start).
+pub fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The workspace root (the parent of xtask/).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// `cargo` of the toolchain this xtask runs under (rustup passes it down through the environment).
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
