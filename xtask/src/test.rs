@@ -47,7 +47,7 @@ pub fn run(long: bool) -> Result<()> {
     let mut integration = sh::cargo();
     integration
         .current_dir(&root)
-        .args(["test", "--workspace", "--tests", "--exclude", "xtask"])
+        .args(["test", "--workspace", "--test", "*"])
         .args(["--", "--test-threads=1"]);
     if long {
         integration.env("NODEHEALTH_LONG_TESTS", "1");
