@@ -1,4 +1,23 @@
-//! The node agent of kubectl-nodehealth: measures what only the node can see and reports it to the
-//! plugin, which judges. This first cut holds the kernel tracer's loader.
+//! The node agent of kubectl-nodehealth: measures what only the node can see and reports it to
+//! the plugin, which judges.
+//!
+//! collect: [`discovery`] (the kubelet's real paths) → [`processes`], [`socket`], [`cri`],
+//! [`certs`], [`apiserver`], [`clock`], [`kmsg`], [`pressure`] — orchestrated by [`probe`] —
+//! and the eBPF run-queue tracer ([`runq`], [`btf`]). Served over gRPC by [`server`].
+pub mod apiserver;
 pub mod btf;
+pub mod certs;
+pub mod clock;
+pub mod cri;
+pub mod discovery;
+pub mod host;
+pub mod http;
+pub mod kmsg;
+pub mod log;
+pub mod pressure;
+pub mod probe;
+pub mod processes;
+pub mod procfs;
 pub mod runq;
+pub mod server;
+pub mod socket;

@@ -1,14 +1,63 @@
 //! `tracer-user`: the node agent binary.
-use std::{process::ExitCode, thread, time::Duration};
+use std::{io::Write, path::PathBuf, process::ExitCode, thread, time::Duration};
 
-use clap::{Parser, Subcommand};
-use tracer_user::runq::RunqTracer;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracer_user::{
+    discovery::Overrides,
+    log,
+    probe::{self, ProbeConfig},
+    runq::RunqTracer,
+    server::{self, Exit, ServeOptions},
+};
 
 #[derive(Parser)]
 #[command(name = "tracer-user", version, about = "kubectl-nodehealth node agent")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options shared by `probe` and `serve`.
+#[derive(clap::Args, Clone)]
+struct ProbeArgs {
+    /// Where the host's root file system is mounted (`/host` in the probe pod).
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
+    /// Observation window (CRI calls are repeated over it), e.g. 10s, 500ms, 1m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Bound on each CRI call and network request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    cri_timeout: Duration,
+    /// Pause between repeated CRI calls (the kubelet relists every 1 s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    cri_interval: Duration,
+    /// Use this kubelet process instead of looking for one.
+    #[arg(long)]
+    kubelet_pid: Option<u32>,
+    /// Probe this CRI endpoint (unix:///path) instead of the kubelet's.
+    #[arg(long)]
+    runtime_endpoint: Option<String>,
+}
+
+impl ProbeArgs {
+    fn config(&self) -> ProbeConfig {
+        ProbeConfig {
+            host_root: self.host_root.clone(),
+            window: self.duration,
+            timeout: self.cri_timeout,
+            cri_interval: self.cri_interval,
+            overrides: Overrides {
+                kubelet_pid: self.kubelet_pid,
+                runtime_endpoint: self.runtime_endpoint.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -22,19 +71,135 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Probe the node once and print the evidence (the fallback when no probe pod can start).
+    Probe {
+        #[command(flatten)]
+        args: ProbeArgs,
+        #[arg(short = 'o', long, value_enum, default_value = "json")]
+        output: Output,
+    },
+    /// Serve one probe run over gRPC on 127.0.0.1, then exit.
+    Serve {
+        #[command(flatten)]
+        args: ProbeArgs,
+        /// Loopback port (0: pick one and write it to --ready-file).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// SHA-256 (hex) of the per-run token; the token itself is never given to the agent.
+        #[arg(long, env = "NODEHEALTH_TOKEN_SHA256")]
+        token_sha256: String,
+        /// Exit after this long whatever happens, e.g. 120s.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        deadline: Duration,
+        /// File to write the listening port to once ready.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Runq { pids, seconds } => match runq(&pids, seconds) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tracer-user: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+    let result = match cli.command {
+        Command::Runq { pids, seconds } => runq(&pids, seconds),
+        Command::Probe { args, output } => probe_once(&args, output),
+        Command::Serve {
+            args,
+            port,
+            token_sha256,
+            deadline,
+            ready_file,
+        } => return serve(args, port, &token_sha256, deadline, ready_file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer-user: {e:#}");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn probe_once(args: &ProbeArgs, _output: Output) -> anyhow::Result<()> {
+    let ev = runtime()?.block_on(probe::run(args.config(), None));
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &ev)?;
+    match writeln!(out) {
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn serve(
+    args: ProbeArgs,
+    port: u16,
+    token_sha256: &str,
+    deadline: Duration,
+    ready_file: Option<PathBuf>,
+) -> ExitCode {
+    log::init();
+    let token_sha256 = match server::parse_sha256(token_sha256) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("tracer-user: --token-sha256: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The last line of defence: whatever is stuck (a blocking read in the kernel, a wedged
+    // runtime thread), the process ends shortly after its deadline.
+    thread::spawn(move || {
+        thread::sleep(deadline + Duration::from_secs(3));
+        std::process::exit(124);
+    });
+    let opts = ServeOptions {
+        port,
+        token_sha256,
+        deadline,
+        defaults: args.config(),
+        ready_file,
+    };
+    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+        let r = rt.block_on(server::serve(opts));
+        // Do not wait for blocking collectors that may be stuck in the kernel.
+        rt.shutdown_timeout(Duration::from_millis(200));
+        r
+    });
+    let code = match result {
+        Ok(Exit::RunFinished) => 0,
+        Ok(Exit::Deadline) => 124,
+        Err(e) => {
+            log::line(&format!("{e:#}"));
+            2
+        }
+    };
+    // Give the log thread a moment, never more.
+    thread::sleep(Duration::from_millis(50));
+    std::process::exit(code);
 }
 
 fn runq(pids: &[u32], seconds: u64) -> anyhow::Result<()> {

@@ -1,0 +1,721 @@
+//! Node evidence: what the agent (`tracer-user`) measures on the node, as the plugin reads it.
+//!
+//! Each top-level field of [`NodeEvidence`] is one evidence *section*. Over gRPC every section
+//! travels as its own `Evidence { section, schema, json }` message (section names in
+//! [`section`]); standalone, `tracer-user probe -o json` prints the whole [`NodeEvidence`]. The
+//! JSON is camelCase. Times are Unix milliseconds on the node's clock (`...UnixMs`), durations
+//! carry their unit in the name. The agent only measures: fields state facts (a call timed out,
+//! a process is stopped), never a diagnosis.
+//!
+//! Secrets never appear here: certificates are described from their CERTIFICATE blocks only
+//! (never the private key in the same file), and from the kubeconfig only the server address and
+//! where the CA came from.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Section names, as sent in `Evidence.section`.
+pub mod section {
+    /// [`super::Discovery`]
+    pub const DISCOVERY: &str = "discovery";
+    /// [`super::Processes`]
+    pub const PROCESSES: &str = "processes";
+    /// [`super::RuntimeSocket`]
+    pub const RUNTIME_SOCKET: &str = "runtimeSocket";
+    /// [`super::KubeletHealthz`]
+    pub const KUBELET_HEALTHZ: &str = "kubeletHealthz";
+    /// [`super::CriProbe`]
+    pub const CRI: &str = "cri";
+    /// [`super::Certificates`]
+    pub const CERTIFICATES: &str = "certificates";
+    /// [`super::ApiServerProbe`]
+    pub const API_SERVER: &str = "apiServer";
+    /// [`super::Clock`]
+    pub const CLOCK: &str = "clock";
+    /// [`super::KernelLog`]
+    pub const KERNEL_LOG: &str = "kernelLog";
+    /// [`super::Pressure`]
+    pub const PRESSURE: &str = "pressure";
+}
+
+/// Everything the node probe collected in one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeEvidence {
+    /// Always [`crate::SCHEMA`].
+    pub schema: String,
+    /// Where the host's file system was read from (`/host` in the probe pod, `/` standalone).
+    pub host_root: String,
+    pub agent_version: String,
+    pub started_at_unix_ms: i64,
+    pub finished_at_unix_ms: i64,
+    /// Observation window: CRI calls were repeated and CPU/throttling deltas taken over it.
+    pub window_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Processes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_socket: Option<RuntimeSocket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_healthz: Option<KubeletHealthz>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cri: Option<CriProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Certificates>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<ApiServerProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<Clock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_log: Option<KernelLog>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<Pressure>,
+    /// Sections that could not be collected (or timed out), with the reason.
+    #[serde(default)]
+    pub errors: Vec<SectionFailure>,
+}
+
+/// A section the agent could not collect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SectionFailure {
+    pub section: String,
+    pub message: String,
+}
+
+/// An unknown section name in [`NodeEvidence::insert_section`].
+#[derive(Debug, thiserror::Error)]
+pub enum SectionError {
+    /// The agent sent a section this build does not know (newer agent): kept out, not fatal.
+    #[error("unknown evidence section {0:?}")]
+    Unknown(String),
+    /// The section's JSON does not match its type.
+    #[error("evidence section {section:?} is malformed: {source}")]
+    Malformed {
+        section: String,
+        source: serde_json::Error,
+    },
+}
+
+impl NodeEvidence {
+    /// Stores one section received as `Evidence { section, json }`.
+    pub fn insert_section(&mut self, section: &str, json: &[u8]) -> Result<(), SectionError> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            section: &str,
+            json: &[u8],
+        ) -> Result<Option<T>, SectionError> {
+            serde_json::from_slice(json)
+                .map(Some)
+                .map_err(|source| SectionError::Malformed {
+                    section: section.to_string(),
+                    source,
+                })
+        }
+        match section {
+            section::DISCOVERY => self.discovery = parse(section, json)?,
+            section::PROCESSES => self.processes = parse(section, json)?,
+            section::RUNTIME_SOCKET => self.runtime_socket = parse(section, json)?,
+            section::KUBELET_HEALTHZ => self.kubelet_healthz = parse(section, json)?,
+            section::CRI => self.cri = parse(section, json)?,
+            section::CERTIFICATES => self.certificates = parse(section, json)?,
+            section::API_SERVER => self.api_server = parse(section, json)?,
+            section::CLOCK => self.clock = parse(section, json)?,
+            section::KERNEL_LOG => self.kernel_log = parse(section, json)?,
+            section::PRESSURE => self.pressure = parse(section, json)?,
+            other => return Err(SectionError::Unknown(other.to_string())),
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// discovery
+
+/// Where a discovered setting came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    /// The kubelet's command line.
+    Flag,
+    /// The kubelet's `--config` file (KubeletConfiguration).
+    Config,
+    /// Not set anywhere: the kubelet's own compiled-in default applies.
+    KubeletDefault,
+    /// Given to the agent explicitly (e.g. `--runtime-endpoint`).
+    Override,
+    /// Not from the kubelet: a well-known runtime socket that exists on the node.
+    WellKnown,
+}
+
+/// A discovered value with its origin. Paths are the host's paths (not prefixed by the host root).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// The kubelet's real paths and endpoints, from `/proc/<pid>/cmdline` and its config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Discovery {
+    /// The kubelet process the settings were read from, if one was found.
+    pub kubelet_pid: Option<u32>,
+    /// Every process that looked like a kubelet (more than one is itself worth knowing).
+    pub kubelet_candidates: Vec<u32>,
+    /// The kubelet flags that matter here (a fixed allow-list; nothing else is copied).
+    pub flags: BTreeMap<String, String>,
+    /// `--config`, resolved against the kubelet's working directory.
+    pub config_file: Option<String>,
+    /// Why the config file could not be read or parsed.
+    pub config_error: Option<String>,
+    pub root_dir: Option<Sourced<String>>,
+    pub cert_dir: Option<Sourced<String>>,
+    pub kubeconfig: Option<Sourced<String>>,
+    pub bootstrap_kubeconfig: Option<Sourced<String>>,
+    pub runtime_endpoint: Option<Sourced<String>>,
+    pub static_pod_path: Option<Sourced<String>>,
+    /// `healthzBindAddress:healthzPort`; port 0 means the endpoint is disabled.
+    pub healthz_bind_address: Option<Sourced<String>>,
+    pub healthz_port: Option<Sourced<u16>>,
+    /// Serving certificate file (`tlsCertFile`), when configured.
+    pub tls_cert_file: Option<Sourced<String>>,
+    pub rotate_certificates: Option<bool>,
+    pub server_tls_bootstrap: Option<bool>,
+    /// Anything surprising found while discovering.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// processes
+
+/// The scheduler state of a process (`/proc/<pid>/stat` field 3), or that it is gone.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Liveness {
+    /// R
+    Running,
+    /// S
+    Sleeping,
+    /// D: uninterruptible (usually I/O) sleep.
+    DiskSleep,
+    /// T/t: stopped by a signal or a tracer — alive but cannot respond.
+    Stopped,
+    /// Z: exited, not reaped.
+    Zombie,
+    /// X/I or anything else the kernel reports.
+    Other,
+    /// No such process (never found, or exited during the window).
+    Gone,
+}
+
+/// How the agent decided which process is the container runtime.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Identification {
+    /// It holds the listening socket of the runtime endpoint (the reliable way).
+    SocketListener,
+    /// The kubelet's own cmdline/argv0 or pid given explicitly.
+    Kubelet,
+    /// By process name only (no listener found).
+    Name,
+}
+
+/// One process as seen through /proc, sampled at the start and the end of the window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessState {
+    pub pid: u32,
+    pub comm: String,
+    /// `/proc/<pid>/exe` target, when readable.
+    pub exe: Option<String>,
+    pub identified_by: Identification,
+    /// At the end of the window.
+    pub liveness: Liveness,
+    /// Liveness at the start of the window, if it differs.
+    pub liveness_at_start: Option<Liveness>,
+    /// Whether its cgroup is frozen (v1 freezer.state FROZEN/FREEZING, v2 cgroup.events frozen 1).
+    pub cgroup_frozen: Option<bool>,
+    pub parent_pid: u32,
+    pub parent_comm: Option<String>,
+    pub started_at_unix_ms: i64,
+    pub uptime_seconds: f64,
+    /// Seconds between node boot and this process's start: a kubelet started long after boot
+    /// was (re)started — with OOM kills in the kernel log, a restart loop.
+    pub started_after_boot_seconds: f64,
+    pub rss_bytes: u64,
+    pub threads: u32,
+    /// utime+stime since start.
+    pub cpu_seconds_total: f64,
+    /// CPU used during the window, as a percentage of one core.
+    pub cpu_percent_window: Option<f64>,
+    /// Kernel-log OOM kills of a process with this name (see `kernelLog`).
+    pub oom_kills_in_kernel_log: u32,
+}
+
+/// A containerd shim (`containerd-shim-runc-v2 -id <id>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Shim {
+    pub pid: u32,
+    pub comm: String,
+    /// Task id from `-id` (the sandbox id for CRI pods).
+    pub id: Option<String>,
+    pub namespace: Option<String>,
+    /// containerd socket it reports to (`-address`).
+    pub address: Option<String>,
+    /// Live (non-zombie) children: 0 means no container process left under it.
+    pub live_children: u32,
+    pub zombie_children: u32,
+    /// Whether the CRI listed a sandbox or container with this id (None: CRI not answered).
+    pub known_to_cri: Option<bool>,
+    pub started_at_unix_ms: i64,
+}
+
+/// Zombie children of a process of interest (kubelet, runtime, shim).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZombieGroup {
+    pub parent_pid: u32,
+    pub parent_comm: String,
+    pub count: u32,
+    /// Up to a few of their names.
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Processes {
+    pub node_uptime_seconds: f64,
+    pub kubelet: Option<ProcessState>,
+    /// The process that listens on the runtime socket, whatever its name.
+    pub runtime: Option<ProcessState>,
+    #[serde(default)]
+    pub shims: Vec<Shim>,
+    #[serde(default)]
+    pub zombies: Vec<ZombieGroup>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// runtime socket
+
+/// A process holding a socket open.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketHolder {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// The CRI unix socket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSocket {
+    /// As configured, e.g. `unix:///run/containerd/containerd.sock`.
+    pub endpoint: String,
+    /// The socket's host path.
+    pub path: String,
+    pub exists: bool,
+    pub is_socket: bool,
+    /// Permission bits in octal, e.g. "0660".
+    pub mode: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Inode of the listening socket bound to this path (/proc/net/unix).
+    pub listener_inode: Option<u64>,
+    /// Processes holding the listening socket (from /proc/<pid>/fd).
+    pub listeners: Vec<SocketHolder>,
+    /// Connected sockets bound to the path (the runtime's side of its clients' connections).
+    pub connections: u32,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// kubelet healthz
+
+/// One HTTP request and its outcome.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAttempt {
+    pub at_unix_ms: i64,
+    pub latency_ms: f64,
+    pub status: Option<u16>,
+    /// Start of the body (at most 256 bytes).
+    pub body: Option<String>,
+    pub error: Option<String>,
+    pub timed_out: bool,
+}
+
+/// The kubelet's local `/healthz` (`healthzBindAddress:healthzPort`, default 127.0.0.1:10248).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletHealthz {
+    pub url: Option<String>,
+    /// Why it was not probed (port 0 = disabled).
+    pub skipped: Option<String>,
+    pub attempts: Vec<HttpAttempt>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRI
+
+/// How one CRI call ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum CallOutcome {
+    Ok,
+    /// The runtime answered with a gRPC error (or the connection failed).
+    Error,
+    /// No answer within the timeout.
+    Timeout,
+}
+
+/// One timed CRI call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallSample {
+    pub at_unix_ms: i64,
+    pub latency_ms: f64,
+    pub outcome: CallOutcome,
+}
+
+/// Repeated calls of one CRI operation over the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CriOperation {
+    /// `connect`, `Version`, `Status`, `ListPodSandbox`, `ListContainers`.
+    pub name: String,
+    pub calls: u32,
+    pub ok: u32,
+    pub errors: u32,
+    pub timeouts: u32,
+    /// Median and maximum over the calls that returned (ok or error); timed-out calls are
+    /// counted in `timeouts`, they have no latency (it is at least `timeoutMs`).
+    pub p50_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub last_error: Option<String>,
+    pub samples: Vec<CallSample>,
+}
+
+/// Overall responsiveness of the runtime over the window (facts, not a verdict).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum CriState {
+    /// Every call answered without error.
+    Responding,
+    /// Calls answered, some with errors or timeouts.
+    Degraded,
+    /// No call answered within the timeout: the socket accepts (or not) but nothing replies.
+    Hung,
+    /// The socket could not be connected to at all.
+    Unreachable,
+    /// No runtime endpoint to probe.
+    NotProbed,
+}
+
+/// A runtime condition from CRI Status (RuntimeReady, NetworkReady).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeCondition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Counts from the last answered ListPodSandbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxCounts {
+    pub total: u32,
+    pub ready: u32,
+    pub not_ready: u32,
+}
+
+/// Counts from the last answered ListContainers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerCounts {
+    pub total: u32,
+    pub created: u32,
+    pub running: u32,
+    pub exited: u32,
+    pub unknown: u32,
+}
+
+/// The agent's own timed CRI calls — the `time crictl ps` of the guide.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CriProbe {
+    pub endpoint: String,
+    pub state: CriState,
+    pub timeout_ms: u64,
+    pub interval_ms: u64,
+    pub window_ms: u64,
+    /// Wall time the probe took; bounded by window + timeout.
+    pub elapsed_ms: u64,
+    pub operations: Vec<CriOperation>,
+    pub runtime_name: Option<String>,
+    pub runtime_version: Option<String>,
+    pub runtime_api_version: Option<String>,
+    pub conditions: Vec<RuntimeCondition>,
+    pub sandboxes: Option<SandboxCounts>,
+    pub containers: Option<ContainerCounts>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// certificates
+
+/// One X.509 certificate (from a CERTIFICATE PEM block).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub serial_hex: String,
+    /// DNS names and IP addresses of the subjectAltName extension.
+    pub sans: Vec<String>,
+    pub not_before_unix_ms: i64,
+    pub not_after_unix_ms: i64,
+    /// notAfter - now; negative once expired.
+    pub seconds_left: i64,
+    pub expired: bool,
+    pub not_yet_valid: bool,
+    pub is_ca: bool,
+}
+
+/// A certificate file on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateFile {
+    /// `client` (kubelet-client-current.pem) or `serving`.
+    pub role: String,
+    /// Host path.
+    pub path: String,
+    /// Where the symlink chain ends (kubelet-client-current.pem -> kubelet-client-<ts>.pem).
+    pub resolved_path: Option<String>,
+    pub exists: bool,
+    pub modified_at_unix_ms: Option<i64>,
+    /// The certificate chain, leaf first.
+    pub certificates: Vec<CertificateInfo>,
+    /// PEM blocks that are not certificates (e.g. the private key): counted, never decoded.
+    pub other_pem_blocks: u32,
+    pub error: Option<String>,
+}
+
+/// Whether a file exists (no content read).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FilePresence {
+    pub path: String,
+    pub exists: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificates {
+    pub client: Option<CertificateFile>,
+    pub serving: Option<CertificateFile>,
+    pub bootstrap_kubeconfig: Option<FilePresence>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// API server from the node
+
+/// Reachability of the API server from the node, using only the kubelet kubeconfig's server
+/// address and CA. The request is anonymous: its status code says the server answers, nothing
+/// about the kubelet's credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerProbe {
+    pub kubeconfig: Option<String>,
+    pub server: Option<String>,
+    /// `file:<path>`, `inline`, or `none` (then the handshake cannot verify the server).
+    pub ca_source: Option<String>,
+    pub tcp_connect_ms: Option<f64>,
+    pub tcp_error: Option<String>,
+    pub tls_handshake_ms: Option<f64>,
+    pub tls_error: Option<String>,
+    /// The server's certificate chained to the kubeconfig's CA and matched the host name.
+    pub tls_verified: bool,
+    pub healthz: Option<HttpAttempt>,
+    /// The server's `Date` header (1 s resolution).
+    pub server_date_unix_ms: Option<i64>,
+    /// Node clock minus server clock at the response, in ms (±1000 from the Date resolution).
+    pub clock_skew_ms: Option<i64>,
+    pub skipped: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// clock
+
+/// NTP discipline state from adjtimex(2) (read-only call).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Clock {
+    pub node_unix_ms: i64,
+    /// The kernel's clock is disciplined (STA_UNSYNC clear and state != TIME_ERROR).
+    pub ntp_synchronized: bool,
+    /// adjtimex return value: TIME_OK, TIME_INS, TIME_DEL, TIME_OOP, TIME_WAIT, TIME_ERROR.
+    pub clock_state: String,
+    /// Set STA_* flags.
+    pub status_flags: Vec<String>,
+    pub offset_us: i64,
+    pub max_error_us: i64,
+    pub est_error_us: i64,
+    /// Copied from `apiServer.clockSkewMs` when the API server answered.
+    pub api_server_skew_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// kernel log
+
+/// What a kernel-log record reports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum KernelEventKind {
+    OomKill,
+    HungTask,
+    IoError,
+}
+
+/// One relevant kernel-log record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelEvent {
+    pub kind: KernelEventKind,
+    /// Kernel timestamp (µs since boot) converted to the node's wall clock.
+    pub at_unix_ms: i64,
+    pub usec_since_boot: u64,
+    /// Process named in the record (OOM victim, hung task).
+    pub process: Option<String>,
+    pub pid: Option<u32>,
+    /// `kubelet` or `runtime` when the process is one of them.
+    pub subject: Option<String>,
+    /// Block device for I/O errors.
+    pub device: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelLog {
+    pub readable: bool,
+    pub error: Option<String>,
+    /// Records read from the ring buffer (it holds only the most recent ones).
+    pub records_read: u32,
+    /// Records overwritten while reading.
+    pub records_lost: u32,
+    pub oldest_record_unix_ms: Option<i64>,
+    pub counts: BTreeMap<String, u32>,
+    /// The most recent events of each kind (at most 20 each).
+    pub events: Vec<KernelEvent>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// pressure
+
+/// One PSI line: `some|full avg10= avg60= avg300= total=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PsiLine {
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    pub total_us: u64,
+    /// Stall time accumulated during the window, in µs.
+    pub window_delta_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PsiResource {
+    pub some: Option<PsiLine>,
+    pub full: Option<PsiLine>,
+}
+
+/// CPU bandwidth throttling of a process's cgroup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupCpu {
+    /// `kubelet` or `runtime`.
+    pub owner: String,
+    pub pid: u32,
+    /// 1 or 2.
+    pub cgroup_version: u8,
+    /// The cgroup path from /proc/<pid>/cgroup.
+    pub path: String,
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_ns: u64,
+    /// Deltas over the window.
+    pub window_nr_periods: Option<u64>,
+    pub window_nr_throttled: Option<u64>,
+    pub window_throttled_ns: Option<u64>,
+    /// CFS quota/period in µs (None: unlimited or unreadable).
+    pub quota_us: Option<i64>,
+    pub period_us: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pressure {
+    /// Node-wide PSI from /proc/pressure/*, None when the kernel has PSI off.
+    pub cpu: Option<PsiResource>,
+    pub io: Option<PsiResource>,
+    pub memory: Option<PsiResource>,
+    pub psi_error: Option<String>,
+    pub cgroups: Vec<CgroupCpu>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_round_trip_through_insert_section() {
+        let mut ev = NodeEvidence {
+            schema: crate::SCHEMA.into(),
+            ..Default::default()
+        };
+        let cri = CriProbe {
+            endpoint: "unix:///run/containerd/containerd.sock".into(),
+            state: CriState::Hung,
+            timeout_ms: 10_000,
+            interval_ms: 1_000,
+            window_ms: 10_000,
+            elapsed_ms: 20_000,
+            operations: vec![],
+            runtime_name: None,
+            runtime_version: None,
+            runtime_api_version: None,
+            conditions: vec![],
+            sandboxes: None,
+            containers: None,
+        };
+        let json = serde_json::to_vec(&cri).unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"timeoutMs\":10000"), "{text}");
+        assert!(text.contains("\"state\":\"hung\""), "{text}");
+        ev.insert_section(section::CRI, &json).unwrap();
+        assert_eq!(ev.cri, Some(cri));
+        assert!(matches!(
+            ev.insert_section("future", b"{}"),
+            Err(SectionError::Unknown(_))
+        ));
+        assert!(matches!(
+            ev.insert_section(section::CLOCK, b"[]"),
+            Err(SectionError::Malformed { .. })
+        ));
+    }
+}
