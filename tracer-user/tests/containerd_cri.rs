@@ -33,7 +33,10 @@ async fn probe_times_every_call_against_a_real_containerd() {
     let p = &r.probe;
     assert_eq!(p.state, CriState::Responding, "{p:#?}\n{}", c.log());
     assert_eq!(p.runtime_name.as_deref(), Some("containerd"));
-    assert!(p.runtime_version.as_deref().unwrap_or("").contains("1.6"), "{p:?}");
+    assert!(
+        p.runtime_version.as_deref().unwrap_or("").contains("1.6"),
+        "{p:?}"
+    );
     assert_eq!(p.runtime_api_version.as_deref(), Some("v1"));
     let cond = |t: &str| p.conditions.iter().find(|c| c.kind == t).map(|c| c.status);
     assert_eq!(cond("RuntimeReady"), Some(true));
@@ -56,7 +59,11 @@ async fn probe_times_every_call_against_a_real_containerd() {
             op.max_ms.unwrap()
         );
     }
-    assert!(p.elapsed_ms >= 3_000 && p.elapsed_ms < 5_000, "{}", p.elapsed_ms);
+    assert!(
+        p.elapsed_ms >= 3_000 && p.elapsed_ms < 5_000,
+        "{}",
+        p.elapsed_ms
+    );
 
     let s = socket::inspect(&HostRoot::new("/"), &c.endpoint());
     assert!(s.exists && s.is_socket, "{s:?}");
