@@ -2,6 +2,7 @@
 //!
 //! Every command installs what it needs through `setup` (idempotent, cached outside the clone) and
 //! prints what it does, so a fresh machine and a warm one run the same commands.
+mod cluster;
 mod setup;
 mod sh;
 mod test;
@@ -30,6 +31,24 @@ enum Command {
         #[arg(long)]
         long: bool,
     },
+    /// The local single-node Kubernetes cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: cluster::Cmd,
+    },
+    /// Inject a failure into the local cluster.
+    Fault {
+        #[command(subcommand)]
+        fault: cluster::fault::Fault,
+    },
+    /// Undo every fault injected into the local cluster.
+    Heal,
+    /// (internal) The kubelet's cuttable path to the API server.
+    #[command(hide = true)]
+    Lb(cluster::lb::Args),
+    /// (internal) Run a component like systemd would: restart on exit, count restarts.
+    #[command(hide = true)]
+    Supervise(cluster::supervise::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +56,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run(),
         Command::Test { long } => test::run(long),
+        Command::Cluster { cmd } => cluster::run(cmd),
+        Command::Supervise(args) => cluster::supervise::run(args),
+        Command::Fault { fault } => cluster::fault::apply(fault),
+        Command::Heal => cluster::fault::heal(),
+        Command::Lb(args) => cluster::lb::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,7 +38,18 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "runqlat/biolatency, measured side by side in `bench tracer`",
     ),
     ("linux-perf", "`perf bench sched pipe` for tracer overhead"),
-    ("iproute2", "loop devices and network namespaces in tests"),
+    (
+        "iproute2",
+        "the node's veth link, loop devices and network namespaces",
+    ),
+    (
+        "busybox-static",
+        "the shell and tools inside the test pods' image",
+    ),
+    (
+        "nftables",
+        "`cluster down` deletes the netfilter tables the kubelet created",
+    ),
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

@@ -49,6 +49,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cache kept outside the clone: CI clones afresh on the same machine, so downloads and
+/// builds that live here survive between runs.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("kubectl-nodehealth")
+}
+
 /// `cargo` of the toolchain this xtask runs under (rustup passes it down through the environment).
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))

@@ -1,0 +1,143 @@
+//! The few API calls the harness makes, with the admin client certificate through curl (keeps the
+//! xtask build small; the plugin and the tests use kube-rs).
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::{API_PORT, Layout};
+
+/// Sends a request as the cluster admin; returns the status code and body.
+pub fn request(
+    l: &Layout,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, String)> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", "-X", method])
+        .arg("--cacert")
+        .arg(l.pki("ca.crt"))
+        .arg("--cert")
+        .arg(l.pki("admin.crt"))
+        .arg("--key")
+        .arg(l.pki("admin.key"))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://127.0.0.1:{API_PORT}{path}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if body.is_some() {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
+        .stdin(Stdio::piped());
+    } else {
+        cmd.stdin(Stdio::null());
+    }
+    let mut child = cmd.spawn().context("running curl")?;
+    if let Some(b) = body {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(serde_json::to_string(b)?.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let code: u16 = code.trim().parse().unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// The API server answers /readyz with 200.
+pub fn ready(l: &Layout) -> bool {
+    l.pki("admin.crt").exists()
+        && request(l, "GET", "/readyz", None).is_ok_and(|(code, _)| code == 200)
+}
+
+fn get_json(l: &Layout, path: &str) -> Result<Option<Value>> {
+    let (code, body) = request(l, "GET", path, None)?;
+    match code {
+        200 => Ok(Some(serde_json::from_str(&body)?)),
+        404 => Ok(None),
+        _ => bail!("GET {path}: HTTP {code}"),
+    }
+}
+
+/// The node's Ready condition status ("True", "False", "Unknown"), None if the node is absent.
+pub fn node_ready(l: &Layout, node: &str) -> Result<Option<String>> {
+    let Some(n) = get_json(l, &format!("/api/v1/nodes/{node}"))? else {
+        return Ok(None);
+    };
+    Ok(n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_string))
+}
+
+/// The node lease's renewTime.
+pub fn lease_renew_time(l: &Layout, node: &str) -> Result<Option<String>> {
+    Ok(get_json(
+        l,
+        &format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"),
+    )?
+    .and_then(|v| v["spec"]["renewTime"].as_str().map(str::to_string)))
+}
+
+fn create(l: &Layout, path: &str, object: Value) -> Result<()> {
+    let (code, body) = request(l, "POST", path, Some(&object))?;
+    match code {
+        200 | 201 | 409 => Ok(()),
+        _ => bail!("POST {path}: HTTP {code}: {body}"),
+    }
+}
+
+/// RBAC that kubeadm would create, plus the tests' restricted viewer.
+pub fn bootstrap_rbac(l: &Layout) -> Result<()> {
+    let crb = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings";
+    // Nodes may renew their own client certificate and have it auto-approved (csrapproving).
+    create(
+        l,
+        crb,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "nodehealth:node-autoapprove-certificate-rotation"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                "name": "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
+        }),
+    )?;
+    create(
+        l,
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "nodehealth:viewer"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes", "events", "pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+            ],
+        }),
+    )?;
+    create(
+        l,
+        crb,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "nodehealth:viewer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nodehealth:viewer"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "nodehealth-viewer"}],
+        }),
+    )?;
+    Ok(())
+}

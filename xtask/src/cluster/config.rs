@@ -1,0 +1,150 @@
+//! Configuration files of the local cluster's components.
+
+use std::path::Path;
+
+use super::{Layout, Settings};
+
+/// A kubeconfig that authenticates with a client certificate from files.
+pub fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Config
+clusters:
+- name: nodehealth-local
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: {user}
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: nodehealth-local
+  context:
+    cluster: nodehealth-local
+    user: {user}
+current-context: nodehealth-local
+"#,
+        ca = ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+/// containerd 1.6 configuration (version 2): private root, state and sockets under the cluster
+/// directory; the CRI plugin with the locally built pause image and the loopback CNI config.
+pub fn containerd(l: &Layout) -> String {
+    format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+oom_score = 0
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{sock}.ttrpc"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  # No CAP_SYS_RESOURCE on this machine: negative oom_score_adj values fail.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{runc_root}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+        root = l.containerd_root().display(),
+        state = l.containerd_state().display(),
+        sock = l.containerd_socket().display(),
+        pause = super::PAUSE_IMAGE,
+        runc_root = l.dir.join("containerd/runc").display(),
+        cni = l.cni_conf_dir().display(),
+        opt = l.dir.join("containerd/opt").display(),
+    )
+}
+
+/// A CNI config so the runtime reports NetworkReady. Only hostNetwork pods run on this cluster; a
+/// pod on the pod network would get a loopback interface and nothing else, so no traffic can leave.
+pub const CNI_CONFLIST: &str = r#"{
+  "cniVersion": "1.0.0",
+  "name": "nodehealth-loopback",
+  "plugins": [{ "type": "loopback" }]
+}
+"#;
+
+/// The kubelet's KubeletConfiguration. Directories are deliberately not the defaults, so the agent
+/// must discover them as it must on real distributions.
+pub fn kubelet(l: &Layout, s: &Settings) -> String {
+    format!(
+        r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: {node_ip}
+port: 10250
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+  x509:
+    clientCAFile: {ca}
+authorization:
+  mode: Webhook
+tlsCertFile: {serving_cert}
+tlsPrivateKeyFile: {serving_key}
+rotateCertificates: true
+serverTLSBootstrap: false
+containerRuntimeEndpoint: unix://{sock}
+runtimeRequestTimeout: {runtime_timeout}
+cgroupDriver: cgroupfs
+cgroupRoot: /{cgroup_root}
+# cgroup v1 is all this machine has; kubelet 1.35 refuses it unless told otherwise.
+failCgroupV1: false
+failSwapOn: false
+# No CAP_SYS_RESOURCE here: negative OOM score adjustments fail.
+oomScoreAdj: 0
+podLogsDir: {pod_logs}
+# Debian's containerd does not pin the sandbox image: never garbage-collect it.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: "100Mi"
+  nodefs.available: "5%"
+  imagefs.available: "5%"
+  nodefs.inodesFree: "5%"
+enableSystemLogQuery: true
+enableProfilingHandler: true
+enableDebuggingHandlers: true
+featureGates:
+  NodeLogQuery: true
+resolvConf: /etc/resolv.conf
+maxPods: 32
+"#,
+        node_ip = super::host::NODE_IP,
+        ca = l.pki("ca.crt").display(),
+        serving_cert = l.pki("kubelet-serving.crt").display(),
+        serving_key = l.pki("kubelet-serving.key").display(),
+        sock = l.containerd_socket().display(),
+        runtime_timeout = s.runtime_request_timeout,
+        cgroup_root = super::KUBE_CGROUP_ROOT,
+        pod_logs = l.dir.join("pod-logs").display(),
+    )
+}
