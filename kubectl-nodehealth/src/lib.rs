@@ -1,6 +1,22 @@
-//! kubectl-nodehealth: collect -> evidence -> checks -> findings -> verdict -> render.
+//! kubectl-nodehealth: why is this node's kubelet not responding, and what is the safe fix?
 //!
-//! The API-side diagnosis arrives with its own issue; this crate currently holds the CLI frame.
+//! Data flows one way: [`collect`] (the only module doing I/O) builds an [`evidence::Evidence`]
+//! snapshot; [`checks`] turn it into findings; [`verdict`] ranks probable causes; [`render`]
+//! prints the [`Report`]. Everything after collection is a pure function of the snapshot.
+
+pub mod checks;
+pub mod cli;
+pub mod collect;
+pub mod error;
+pub mod evidence;
+pub mod metrics;
+pub mod render;
+pub mod units;
+pub mod verdict;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::Error;
 
 /// Exit codes scripts can rely on.
 pub mod exit {
@@ -10,4 +26,62 @@ pub mod exit {
     pub const PROBLEMS: u8 = 1;
     /// The tool could not diagnose (bad input, API unreachable, ...).
     pub const UNDIAGNOSED: u8 = 2;
+}
+
+/// The report's `apiVersion` (a contract).
+pub const API_VERSION: &str = "nodehealth/v1";
+
+/// The whole report: the JSON/YAML contract.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Node name.
+    pub node: String,
+    /// When the evidence was collected.
+    pub observed_at: jiff::Timestamp,
+    /// The verdict (ranked causes).
+    pub verdict: verdict::Verdict,
+    /// Findings, worst first.
+    pub findings: Vec<checks::Finding>,
+    /// The evidence snapshot.
+    pub evidence: evidence::Evidence,
+}
+
+/// Checks and verdict over a snapshot: pure.
+pub fn diagnose(evidence: evidence::Evidence) -> Report {
+    let mut findings = checks::run_all(&evidence);
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.domain.cmp(&b.domain)));
+    let verdict = verdict::decide(&evidence, &findings);
+    Report {
+        api_version: API_VERSION.to_string(),
+        node: evidence.node_name.clone(),
+        observed_at: evidence.collected_at,
+        verdict,
+        findings,
+        evidence,
+    }
+}
+
+impl Report {
+    /// 0 healthy, 1 problems found, 2 could not diagnose.
+    ///
+    /// Checks that could not run (`unknown`) do not by themselves change a healthy answer; a
+    /// report without the Node object and without any problem found is "could not diagnose".
+    pub fn exit_code(&self) -> u8 {
+        let problems = self.findings.iter().any(|f| f.severity.is_problem())
+            || self
+                .verdict
+                .causes
+                .first()
+                .is_some_and(|c| c.id != verdict::CauseId::Healthy);
+        if problems {
+            exit::PROBLEMS
+        } else if self.evidence.node.data().is_none() || self.verdict.causes.is_empty() {
+            exit::UNDIAGNOSED
+        } else {
+            exit::HEALTHY
+        }
+    }
 }

@@ -1,0 +1,717 @@
+//! One or more tests per check, on hand-built snapshots (see `tests_support`).
+
+use super::tests_support::*;
+use super::*;
+use crate::evidence::{Csr, CsrState, FailureKind, NodeEvent};
+
+fn only<'a>(findings: &'a [Finding], id: &str) -> &'a Finding {
+    let matching: Vec<&Finding> = findings.iter().filter(|f| f.id == id).collect();
+    assert_eq!(matching.len(), 1, "expected one {id} in {findings:#?}");
+    matching[0]
+}
+
+#[test]
+fn healthy_snapshot_has_no_problem() {
+    let findings = run_all(&healthy_evidence());
+    let problems: Vec<_> = findings
+        .iter()
+        .filter(|f| f.severity > Severity::Info)
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    // Every API-side domain was checked.
+    for id in [
+        ids::READY,
+        ids::LEASE,
+        ids::PLEG_DURATION,
+        ids::PLEG_INTERVAL,
+        ids::PLEG_LAST_SEEN,
+        ids::RUNTIME_LIST_LATENCY,
+        ids::RUNTIME_ERRORS,
+        ids::CERT_CLIENT_TTL,
+        ids::CERT_SERVER_TTL,
+        ids::KUBELET_AUTH,
+        ids::CSRS,
+        ids::KUBELET_MEMORY,
+        ids::KUBELET_GOROUTINES,
+        ids::HEALTHZ,
+        ids::GOROUTINE_DUMP,
+        ids::REST_LATENCY,
+        ids::REST_ERRORS,
+        ids::IMAGE_GC,
+        ids::LOG_ROTATION,
+        ids::RESERVED,
+        ids::EVENTS,
+    ] {
+        assert!(findings.iter().any(|f| f.id == id), "no {id} finding");
+    }
+}
+
+#[test]
+fn ready_false_with_pleg_message_is_parsed() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "PLEG is not healthy: pleg was last seen active 3m5.2s ago; threshold is 3m0s",
+    );
+    let f = ready(&e);
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(
+        f[0].summary.contains("PLEG is not healthy"),
+        "{}",
+        f[0].summary
+    );
+    assert!(f[0].summary.contains("3m05s"), "{}", f[0].summary);
+    assert_eq!(
+        parse_ready_message(
+            "[container runtime is down, PLEG is not healthy: pleg was last seen active 4m0s ago; threshold is 3m0s]"
+        ),
+        ReadyMessage::PlegUnhealthy {
+            last_seen_seconds: Some(240.0)
+        }
+    );
+    assert_eq!(
+        parse_ready_message("PLEG is not healthy: pleg has yet to be successful"),
+        ReadyMessage::PlegUnhealthy {
+            last_seen_seconds: None
+        }
+    );
+    assert_eq!(
+        parse_ready_message("container runtime is down"),
+        ReadyMessage::RuntimeDown
+    );
+    assert_eq!(
+        parse_ready_message("Kubelet stopped posting node status."),
+        ReadyMessage::StoppedPosting
+    );
+}
+
+#[test]
+fn ready_unknown_says_the_kubelet_stopped_reporting() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "Unknown",
+        "NodeStatusUnknown",
+        "Kubelet stopped posting node status.",
+    );
+    let f = ready(&e);
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(f[0].summary.starts_with("Ready=Unknown"));
+}
+
+#[test]
+fn pressure_conditions() {
+    let mut e = healthy_evidence();
+    let node = data(&mut e.node);
+    node.conditions[1] = condition(
+        "DiskPressure",
+        "True",
+        "KubeletHasDiskPressure",
+        "kubelet has disk pressure",
+    );
+    node.unschedulable = true;
+    let f = pressure(&e);
+    assert_eq!(only(&f, "node-pressure-disk").severity, Severity::Warning);
+    assert_eq!(only(&f, "node-pressure-memory").severity, Severity::Ok);
+    assert_eq!(only(&f, ids::CORDONED).severity, Severity::Info);
+}
+
+#[test]
+fn lease_age_tiers() {
+    let mut e = healthy_evidence();
+    assert_eq!(lease(&e)[0].severity, Severity::Ok);
+    set_lease_age(&mut e, 25.0);
+    assert_eq!(lease(&e)[0].severity, Severity::Warning);
+    set_lease_age(&mut e, 40.0);
+    assert_eq!(lease(&e)[0].severity, Severity::Critical);
+    e.lease = failed(FailureKind::NotFound, "GET lease", Some(404), "not found");
+    assert_eq!(lease(&e)[0].severity, Severity::Warning);
+}
+
+#[test]
+fn many_stale_leases_point_away_from_this_node() {
+    let mut e = healthy_evidence();
+    *data(&mut e.node_leases) = LeaseOverviewFixture::stale(10, 6);
+    assert_eq!(cluster_leases(&e)[0].severity, Severity::Warning);
+    *data(&mut e.node_leases) = LeaseOverviewFixture::stale(100, 1);
+    assert_eq!(cluster_leases(&e)[0].severity, Severity::Info);
+}
+
+struct LeaseOverviewFixture;
+impl LeaseOverviewFixture {
+    fn stale(total: usize, stale: usize) -> crate::evidence::LeaseOverview {
+        crate::evidence::LeaseOverview {
+            total,
+            stale,
+            stale_examples: (0..stale.min(10)).map(|i| format!("n{i}")).collect(),
+        }
+    }
+}
+
+#[test]
+fn recent_warning_events() {
+    let mut e = healthy_evidence();
+    *data(&mut e.events) = vec![
+        NodeEvent {
+            type_: "Warning".into(),
+            reason: "ContainerGCFailed".into(),
+            message: "rpc error: code = DeadlineExceeded".into(),
+            count: 3,
+            last_seen: Some(ago(120.0)),
+            source: Some("kubelet".into()),
+        },
+        NodeEvent {
+            type_: "Warning".into(),
+            reason: "Rebooted".into(),
+            message: "old".into(),
+            count: 1,
+            last_seen: Some(ago(86400.0)),
+            source: Some("kubelet".into()),
+        },
+    ];
+    let f = events(&e);
+    assert_eq!(f[0].severity, Severity::Warning);
+    assert!(f[0].summary.contains("ContainerGCFailed"));
+    assert!(
+        !f[0].summary.contains("Rebooted"),
+        "day-old event is not recent"
+    );
+}
+
+#[test]
+fn pleg_degraded_tier_p50_above_one_second() {
+    let mut e = healthy_evidence();
+    // 5 relists in the window in the fixture; add 20 slow ones (1-2.5 s bucket).
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_duration_seconds",
+        &[],
+        2.0,
+        20.0,
+    );
+    let f = pleg_duration(&e);
+    assert_eq!(f[0].severity, Severity::Warning, "{:#?}", f);
+    assert!(f[0].summary.contains("p50 above 1 s"));
+}
+
+#[test]
+fn pleg_p99_at_the_top_bucket_is_critical() {
+    let mut e = healthy_evidence();
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_duration_seconds",
+        &[],
+        30.0,
+        1.0,
+    );
+    let f = pleg_duration(&e);
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(f[0].summary.contains("> 10 s"));
+}
+
+#[test]
+fn no_relist_in_the_window_is_a_warning() {
+    let mut e = healthy_evidence();
+    e.metrics_end = e.metrics_start.clone();
+    data(&mut e.metrics_end).scraped_at = Some(now());
+    let f = pleg_duration(&e);
+    assert_eq!(f[0].severity, Severity::Warning);
+    assert!(f[0].summary.contains("no relist completed"));
+}
+
+#[test]
+fn pleg_counters_reset_uses_the_end_scrape() {
+    let mut e = healthy_evidence();
+    // Kubelet restarted between the scrapes: the end histogram has fewer observations.
+    let h = end(&mut e)
+        .histograms
+        .get_mut("kubelet_pleg_relist_duration_seconds")
+        .unwrap();
+    for b in &mut h[0].buckets {
+        b.cumulative = b.cumulative.min(3.0);
+    }
+    h[0].count = 3.0;
+    h[0].sum = 0.04;
+    let f = pleg_duration(&e);
+    assert_eq!(f[0].severity, Severity::Ok);
+    assert!(
+        f[0].evidence.iter().any(|l| l.contains("counters reset")),
+        "{:#?}",
+        f[0].evidence
+    );
+}
+
+#[test]
+fn pleg_interval_degraded() {
+    let mut e = healthy_evidence();
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_interval_seconds",
+        &[],
+        4.0,
+        20.0,
+    );
+    let f = pleg_interval(&e);
+    assert_eq!(f[0].severity, Severity::Warning);
+    let healthy = pleg_interval(&healthy_evidence());
+    assert_eq!(healthy[0].severity, Severity::Ok);
+}
+
+#[test]
+fn pleg_last_seen_tiers() {
+    let mut e = healthy_evidence();
+    assert_eq!(pleg_last_seen(&e)[0].severity, Severity::Ok);
+    let ts = |age: f64| now().as_second() as f64 - age;
+    set_scalar(end(&mut e), "kubelet_pleg_last_seen_seconds", &[], ts(90.0));
+    assert_eq!(pleg_last_seen(&e)[0].severity, Severity::Warning);
+    set_scalar(
+        end(&mut e),
+        "kubelet_pleg_last_seen_seconds",
+        &[],
+        ts(180.0),
+    );
+    assert_eq!(pleg_last_seen(&e)[0].severity, Severity::Critical);
+    end(&mut e).scalars.remove("kubelet_pleg_last_seen_seconds");
+    assert_eq!(
+        pleg_last_seen(&e)[0].severity,
+        Severity::Info,
+        "missing metric on another version"
+    );
+}
+
+#[test]
+fn pleg_discards_in_window() {
+    let mut e = healthy_evidence();
+    assert!(pleg_discards(&e).is_empty());
+    set_scalar(end(&mut e), "kubelet_pleg_discard_events", &[], 7.0);
+    assert_eq!(pleg_discards(&e)[0].severity, Severity::Warning);
+}
+
+#[test]
+fn runtime_list_calls_above_the_3s_bucket() {
+    let mut e = healthy_evidence();
+    let name = "kubelet_runtime_operations_duration_seconds";
+    observe(
+        end(&mut e),
+        name,
+        &[("operation_type", "list_containers")],
+        5.0,
+        1.0,
+    );
+    let f = runtime_list_latency(&e);
+    assert_eq!(f[0].severity, Severity::Warning, "{:#?}", f);
+    assert!(
+        f[0].remediation
+            .as_deref()
+            .unwrap()
+            .contains("systemctl restart containerd")
+    );
+    observe(
+        end(&mut e),
+        name,
+        &[("operation_type", "list_podsandbox")],
+        20.0,
+        5.0,
+    );
+    assert_eq!(runtime_list_latency(&e)[0].severity, Severity::Critical);
+}
+
+#[test]
+fn runtime_errors_rising() {
+    let mut e = healthy_evidence();
+    assert_eq!(
+        runtime_errors(&e)[0].severity,
+        Severity::Ok,
+        "errors since start only"
+    );
+    set_scalar(
+        end(&mut e),
+        "kubelet_runtime_operations_errors_total",
+        &[("operation_type", "list_podsandbox")],
+        4.0,
+    );
+    let f = runtime_errors(&e);
+    assert_eq!(f[0].severity, Severity::Warning);
+    assert!(f[0].summary.contains("list_podsandbox +4"));
+}
+
+#[test]
+fn certificate_ttl_tiers_and_inf() {
+    let mut e = healthy_evidence();
+    let name = "kubelet_certificate_manager_client_ttl_seconds";
+    assert_eq!(certificate_ttl(&e, true)[0].severity, Severity::Ok);
+    set_scalar(end(&mut e), name, &[], 3.0 * 86400.0);
+    assert_eq!(certificate_ttl(&e, true)[0].severity, Severity::Warning);
+    set_scalar(end(&mut e), name, &[], 3600.0);
+    assert_eq!(certificate_ttl(&e, true)[0].severity, Severity::Critical);
+    set_scalar(end(&mut e), name, &[], -60.0);
+    assert!(certificate_ttl(&e, true)[0].summary.contains("EXPIRED"));
+    set_scalar(end(&mut e), name, &[], f64::INFINITY);
+    assert_eq!(certificate_ttl(&e, true)[0].severity, Severity::Info);
+    set_scalar(
+        end(&mut e),
+        "kubelet_certificate_manager_server_ttl_seconds",
+        &[],
+        100.0,
+    );
+    assert_eq!(certificate_ttl(&e, false)[0].severity, Severity::Critical);
+    end(&mut e).scalars.remove(name);
+    assert_eq!(certificate_ttl(&e, true)[0].severity, Severity::Info);
+}
+
+#[test]
+fn certificate_renew_errors_in_window() {
+    let mut e = healthy_evidence();
+    assert_eq!(certificate_renew_errors(&e, true)[0].severity, Severity::Ok);
+    set_scalar(
+        end(&mut e),
+        "kubelet_certificate_manager_client_expiration_renew_errors",
+        &[],
+        2.0,
+    );
+    assert_eq!(
+        certificate_renew_errors(&e, true)[0].severity,
+        Severity::Warning
+    );
+    set_scalar(
+        end(&mut e),
+        "kubelet_server_expiration_renew_errors",
+        &[],
+        1.0,
+    );
+    assert_eq!(
+        certificate_renew_errors(&e, false)[0].severity,
+        Severity::Warning
+    );
+}
+
+#[test]
+fn kubelet_401_is_the_certificate_signal() {
+    let mut e = healthy_evidence();
+    // The fixture has 4 old 403s: historical only.
+    assert_eq!(kubelet_auth_errors(&e)[0].severity, Severity::Info);
+    let labels = [
+        ("code", "401"),
+        ("host", "10.0.0.1:6443"),
+        ("method", "PATCH"),
+    ];
+    set_scalar(end(&mut e), "rest_client_requests_total", &labels, 12.0);
+    let f = kubelet_auth_errors(&e);
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(f[0].summary.contains("12"));
+}
+
+#[test]
+fn pending_csrs_name_the_command() {
+    let mut e = healthy_evidence();
+    let csr = |name: &str, signer: &str| Csr {
+        name: name.into(),
+        signer_name: signer.into(),
+        username: "system:node:node-a".into(),
+        created: Some(ago(600.0)),
+        state: CsrState::Pending,
+    };
+    data(&mut e.csrs).push(csr("csr-client1", SIGNER_CLIENT));
+    data(&mut e.csrs).push(csr("csr-serving1", SIGNER_SERVING));
+    let f = csrs(&e);
+    let client = only(&f, ids::CSR_CLIENT_PENDING);
+    assert_eq!(
+        client.remediation.as_deref(),
+        Some("kubectl certificate approve csr-client1")
+    );
+    let serving = only(&f, ids::CSR_SERVING_PENDING);
+    assert!(
+        serving
+            .remediation
+            .as_deref()
+            .unwrap()
+            .contains("openssl req -noout -text")
+    );
+    assert!(serving.summary.contains("never auto-approved"));
+    assert!(f.iter().all(|x| x.id != ids::CSRS));
+}
+
+#[test]
+fn pending_csrs_with_stale_approver() {
+    let mut e = healthy_evidence();
+    assert!(
+        csr_approver(&e).is_empty(),
+        "no pending CSR: nothing to say"
+    );
+    data(&mut e.csrs)[0].state = CsrState::Pending;
+    assert_eq!(csr_approver(&e)[0].severity, Severity::Info);
+    data(&mut e.controller_manager_lease).renew_time = Some(ago(600.0));
+    let f = csr_approver(&e);
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(f[0].summary.contains("approver is down"));
+}
+
+#[test]
+fn kubelet_memory_absolute_and_per_pod() {
+    let mut e = healthy_evidence();
+    assert_eq!(kubelet_memory(&e)[0].severity, Severity::Ok);
+    set_scalar(
+        end(&mut e),
+        "process_resident_memory_bytes",
+        &[],
+        900.0 * 1024.0 * 1024.0,
+    );
+    let f = kubelet_memory(&e);
+    assert_eq!(f[0].severity, Severity::Warning);
+    assert!(f[0].evidence[0].contains("per running pod (12 pods)"));
+    set_scalar(end(&mut e), "kubelet_running_pods", &[], 150.0);
+    assert_eq!(
+        kubelet_memory(&e)[0].severity,
+        Severity::Info,
+        "explained by density"
+    );
+}
+
+#[test]
+fn kubelet_goroutines_absolute_and_per_pod() {
+    let mut e = healthy_evidence();
+    assert_eq!(kubelet_goroutines(&e)[0].severity, Severity::Ok);
+    set_scalar(end(&mut e), "go_goroutines", &[], 2400.0);
+    assert_eq!(kubelet_goroutines(&e)[0].severity, Severity::Warning);
+    set_scalar(end(&mut e), "kubelet_running_pods", &[], 300.0);
+    assert_eq!(kubelet_goroutines(&e)[0].severity, Severity::Info);
+}
+
+#[test]
+fn healthz_failing_syncloop_and_no_pleg_check_note() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "PLEG is not healthy: pleg was last seen active 3m1s ago; threshold is 3m0s",
+    );
+    let f = healthz(&e);
+    assert_eq!(f[0].severity, Severity::Ok);
+    assert!(
+        f[0].evidence
+            .iter()
+            .any(|l| l.contains("expected during a PLEG stall"))
+    );
+    e.healthz = crate::evidence::Step::Collected {
+        data: crate::evidence::parse_healthz(
+            500,
+            "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\n",
+        ),
+    };
+    let f = healthz(&e);
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(f[0].summary.contains("syncloop"));
+}
+
+#[test]
+fn goroutine_dump_missing_handler() {
+    let mut e = healthy_evidence();
+    assert_eq!(goroutine_dump(&e)[0].severity, Severity::Ok);
+    e.goroutine_dump = failed(
+        FailureKind::NotFound,
+        "GET pprof",
+        Some(404),
+        "404 page not found",
+    );
+    let f = goroutine_dump(&e);
+    assert_eq!(f[0].severity, Severity::Info);
+    assert!(f[0].summary.contains("profiling handler is disabled"));
+    assert!(
+        collection_failures(&e).is_empty(),
+        "a disabled handler is not a collection failure"
+    );
+}
+
+#[test]
+fn rest_client_slow_requests() {
+    let mut e = healthy_evidence();
+    assert_eq!(rest_client_latency(&e)[0].severity, Severity::Ok);
+    let name = "rest_client_request_duration_seconds";
+    observe(end(&mut e), name, &[("verb", "PUT")], 12.0, 5.0);
+    let f = rest_client_latency(&e);
+    assert_eq!(f[0].severity, Severity::Warning);
+    assert!(f[0].summary.contains("> 8 s"), "{}", f[0].summary);
+}
+
+#[test]
+fn rest_client_5xx_and_unanswered() {
+    let mut e = healthy_evidence();
+    assert_eq!(rest_client_errors(&e)[0].severity, Severity::Ok);
+    set_scalar(
+        end(&mut e),
+        "rest_client_requests_total",
+        &[("code", "503"), ("host", "h"), ("method", "PUT")],
+        3.0,
+    );
+    assert!(rest_client_errors(&e)[0].summary.contains("5xx"));
+    set_scalar(
+        end(&mut e),
+        "rest_client_requests_total",
+        &[("code", "<error>"), ("host", "h"), ("method", "PUT")],
+        9.0,
+    );
+    assert!(rest_client_errors(&e)[0].summary.contains("no answer"));
+}
+
+#[test]
+fn filesystem_bytes_and_inodes() {
+    let mut e = healthy_evidence();
+    let f = filesystems(&e);
+    assert_eq!(f.len(), 1, "imagefs equal to nodefs is not repeated");
+    assert_eq!(f[0].severity, Severity::Ok);
+    let s = data(&mut e.stats_summary);
+    s.node_fs.as_mut().unwrap().inodes_used = Some(4_500_000);
+    s.image_fs.as_mut().unwrap().used_bytes = Some(90_000_000_000);
+    let f = filesystems(&e);
+    assert_eq!(
+        only(&f, "filesystem-usage-nodefs").severity,
+        Severity::Warning
+    );
+    assert_eq!(
+        only(&f, "filesystem-usage-imagefs").severity,
+        Severity::Critical
+    );
+}
+
+#[test]
+fn image_gc_after_eviction() {
+    let mut e = healthy_evidence();
+    assert_eq!(image_gc(&e)[0].severity, Severity::Ok);
+    let c = data(&mut e.configz);
+    c.image_gc_high_threshold_percent = Some(95);
+    assert_eq!(image_gc(&e)[0].severity, Severity::Warning);
+    let c = data(&mut e.configz);
+    c.image_gc_high_threshold_percent = Some(85);
+    c.eviction_hard
+        .insert("imagefs.available".into(), "20%".into());
+    let f = image_gc(&e);
+    assert!(f[0].summary.contains("after eviction"), "{}", f[0].summary);
+}
+
+#[test]
+fn log_rotation_budget() {
+    let mut e = healthy_evidence();
+    assert_eq!(log_rotation(&e)[0].severity, Severity::Ok);
+    let c = data(&mut e.configz);
+    c.container_log_max_size = Some("500Mi".into());
+    c.container_log_max_files = Some(5);
+    assert_eq!(log_rotation(&e)[0].severity, Severity::Warning);
+}
+
+#[test]
+fn no_reservations() {
+    let mut e = healthy_evidence();
+    assert_eq!(reserved(&e)[0].severity, Severity::Ok);
+    let c = data(&mut e.configz);
+    c.kube_reserved.clear();
+    c.system_reserved.clear();
+    assert_eq!(reserved(&e)[0].severity, Severity::Warning);
+}
+
+#[test]
+fn rbac_denials_name_the_permission_and_others_still_run() {
+    let mut e = healthy_evidence();
+    e.healthz = failed(
+        FailureKind::Forbidden,
+        "GET /api/v1/nodes/node-a/proxy/healthz?verbose",
+        Some(403),
+        "forbidden",
+    );
+    e.metrics_start = failed(
+        FailureKind::Forbidden,
+        "GET /api/v1/nodes/node-a/proxy/metrics",
+        Some(403),
+        "forbidden",
+    );
+    e.metrics_end = failed(
+        FailureKind::Forbidden,
+        "GET /api/v1/nodes/node-a/proxy/metrics",
+        Some(403),
+        "forbidden",
+    );
+    let f = run_all(&e);
+    let access: Vec<_> = f.iter().filter(|x| x.id.starts_with(ids::ACCESS)).collect();
+    assert_eq!(
+        access.len(),
+        1,
+        "one finding per missing permission: {access:#?}"
+    );
+    assert_eq!(access[0].severity, Severity::Unknown);
+    assert!(access[0].summary.contains("needs get nodes/proxy"));
+    assert!(access[0].summary.contains("healthz"));
+    assert_eq!(
+        only(&f, ids::READY).severity,
+        Severity::Ok,
+        "the rest still ran"
+    );
+    assert_eq!(only(&f, ids::LEASE).severity, Severity::Ok);
+}
+
+#[test]
+fn proxy_503_means_the_api_server_cannot_reach_the_kubelet() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "Unknown",
+        "NodeStatusUnknown",
+        "Kubelet stopped posting node status.",
+    );
+    let msg = "error trying to reach service: dial tcp 10.0.0.5:10250: connect: connection refused";
+    e.healthz = failed(
+        FailureKind::KubeletUnreachable,
+        "GET /api/v1/nodes/node-a/proxy/healthz?verbose",
+        Some(503),
+        msg,
+    );
+    e.metrics_end = failed(
+        FailureKind::KubeletUnreachable,
+        "GET /api/v1/nodes/node-a/proxy/metrics",
+        Some(503),
+        msg,
+    );
+    let f = collection_failures(&e);
+    let u = only(&f, ids::KUBELET_UNREACHABLE);
+    assert_eq!(u.severity, Severity::Critical);
+    assert!(u.summary.contains("connection refused"));
+    assert_eq!(
+        dial_error("dial tcp 10.0.0.5:10250: i/o timeout"),
+        DialError::Timeout
+    );
+    assert_eq!(
+        dial_error("dial tcp: connect: no route to host"),
+        DialError::NoRoute
+    );
+}
+
+#[test]
+fn malformed_metrics_are_reported() {
+    let mut e = healthy_evidence();
+    end(&mut e).malformed_lines = 2;
+    end(&mut e).malformed_examples = vec!["line 7: value is not a number: x y".into()];
+    let f = collection_failures(&e);
+    assert_eq!(only(&f, ids::METRICS_MALFORMED).severity, Severity::Warning);
+}
+
+#[test]
+fn metrics_missing_on_another_kubelet_version_are_info_not_errors() {
+    let mut e = healthy_evidence();
+    for m in [&mut e.metrics_start, &mut e.metrics_end] {
+        let m = data(m);
+        m.histograms.clear();
+        m.scalars.clear();
+    }
+    let f = run_all(&e);
+    for id in [
+        ids::PLEG_DURATION,
+        ids::PLEG_INTERVAL,
+        ids::PLEG_LAST_SEEN,
+        ids::RUNTIME_LIST_LATENCY,
+        ids::REST_LATENCY,
+        ids::KUBELET_MEMORY,
+    ] {
+        assert_eq!(only(&f, id).severity, Severity::Info, "{id}");
+    }
+}

@@ -1,0 +1,839 @@
+//! Collection: the only module that does I/O. It talks to the API server (and to the kubelet
+//! through the API server's node proxy), concurrently, and turns every answer — or failure —
+//! into evidence. One step failing never stops the others.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jiff::Timestamp;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node};
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::error::Error;
+use crate::evidence::{
+    self, Condition, Csr, CsrState, Evidence, Failure, FailureKind, Layer, LeaseInfo,
+    LeaseOverview, MetricsSnapshot, NodeEvent, NodeInfo, RawCaptures, SIGNER_CLIENT,
+    SIGNER_SERVING, Step, Window,
+};
+use crate::metrics;
+
+/// How to reach the cluster (the kubectl flags).
+#[derive(Debug, Clone, Default)]
+pub struct KubeOptions {
+    /// `--kubeconfig` (else `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`.
+    pub context: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// A connected client and the server it talks to.
+#[derive(Clone)]
+pub struct Target {
+    /// The client.
+    pub client: Client,
+    /// API server URL (for messages).
+    pub server: String,
+}
+
+/// Build a client from the kubeconfig flags.
+pub async fn connect(options: &KubeOptions) -> Result<Target, Error> {
+    let kube_options = KubeConfigOptions {
+        context: options.context.clone(),
+        cluster: None,
+        user: None,
+    };
+    let context_text = options
+        .context
+        .as_ref()
+        .map(|c| format!(" for context {c:?}"))
+        .unwrap_or_default();
+    let mut config = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+                path: path.clone(),
+                source,
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &kube_options)
+                .await
+                .map_err(|e| Error::ClientConfig {
+                    context: context_text.clone(),
+                    message: format!("{} ({})", e, path.display()),
+                })?
+        }
+        None => match Config::from_kubeconfig(&kube_options).await {
+            Ok(config) => config,
+            Err(kubeconfig_error) if options.context.is_none() => {
+                Config::incluster().map_err(|incluster| Error::ClientConfig {
+                    context: String::new(),
+                    message: format!(
+                        "no usable kubeconfig ({kubeconfig_error}) and not in a cluster ({incluster})"
+                    ),
+                })?
+            }
+            Err(e) => {
+                return Err(Error::ClientConfig {
+                    context: context_text,
+                    message: e.to_string(),
+                });
+            }
+        },
+    };
+    config.connect_timeout = Some(options.timeout.min(Duration::from_secs(10)));
+    config.read_timeout = Some(options.timeout);
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|source| Error::Client {
+        server: server.clone(),
+        source,
+    })?;
+    Ok(Target { client, server })
+}
+
+/// What to collect.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    /// The node.
+    pub node: String,
+    /// Observation window between the two metrics scrapes.
+    pub window: Duration,
+    /// Per-step timeout.
+    pub timeout: Duration,
+}
+
+/// The error text with its sources (TLS errors hide in the chain).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn failure(err: kube::Error, request: &str, needs: &str, proxy: bool) -> Failure {
+    match err {
+        kube::Error::Api(status) => {
+            let code = status.code;
+            let message = if status.message.is_empty() {
+                status.reason.clone()
+            } else {
+                status.message.clone()
+            };
+            let dial = message.contains("dial tcp") || message.contains("error trying to reach");
+            let kind = match code {
+                401 => FailureKind::Unauthorized,
+                403 => FailureKind::Forbidden,
+                404 => FailureKind::NotFound,
+                502..=504 if proxy => FailureKind::KubeletUnreachable,
+                _ if proxy && dial => FailureKind::KubeletUnreachable,
+                _ => FailureKind::HttpError,
+            };
+            Failure {
+                kind,
+                request: request.to_string(),
+                http_status: Some(code),
+                needs: (code == 403).then(|| needs.to_string()),
+                message,
+            }
+        }
+        other => Failure {
+            kind: FailureKind::Transport,
+            request: request.to_string(),
+            http_status: None,
+            needs: None,
+            message: chain(&other),
+        },
+    }
+}
+
+fn timed_out(request: &str, timeout: Duration) -> Failure {
+    Failure {
+        kind: FailureKind::Timeout,
+        request: request.to_string(),
+        http_status: None,
+        needs: None,
+        message: format!("no answer within {}s", timeout.as_secs_f64()),
+    }
+}
+
+/// Run one request with the step timeout, mapping errors to a [`Failure`].
+async fn step<T>(
+    timeout: Duration,
+    request: &str,
+    needs: &str,
+    proxy: bool,
+    fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(failure(e, request, needs, proxy)),
+        Err(_) => Err(timed_out(request, timeout)),
+    }
+}
+
+const NEEDS_PROXY: &str = "get nodes/proxy";
+
+/// GET a kubelet path through the API server's node proxy.
+async fn proxy_get(
+    client: &Client,
+    node: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, Failure> {
+    let uri = format!("/api/v1/nodes/{node}/proxy/{path}");
+    let request_text = format!("GET {uri}");
+    let request = match http::Request::get(&uri).body(Vec::new()) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(Failure {
+                kind: FailureKind::HttpError,
+                request: request_text,
+                http_status: None,
+                needs: None,
+                message: e.to_string(),
+            });
+        }
+    };
+    step(
+        timeout,
+        &request_text,
+        NEEDS_PROXY,
+        true,
+        client.request_text(request),
+    )
+    .await
+}
+
+fn to_step<T>(result: Result<T, Failure>) -> Step<T> {
+    match result {
+        Ok(data) => Step::Collected { data },
+        Err(failure) => Step::Failed { failure },
+    }
+}
+
+fn parsed<T>(
+    result: Result<String, Failure>,
+    request: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> (Step<T>, Option<String>) {
+    match result {
+        Ok(text) => {
+            let step = match parse(&text) {
+                Ok(data) => Step::Collected { data },
+                Err(message) => Step::Failed {
+                    failure: Failure {
+                        kind: FailureKind::Malformed,
+                        request: request.to_string(),
+                        http_status: Some(200),
+                        needs: None,
+                        message,
+                    },
+                },
+            };
+            (step, Some(text))
+        }
+        Err(failure) => (Step::Failed { failure }, None),
+    }
+}
+
+fn node_info(node: &Node) -> NodeInfo {
+    let status = node.status.clone().unwrap_or_default();
+    let conditions = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| Condition {
+            type_: c.type_,
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+            last_heartbeat_time: c.last_heartbeat_time.map(|t| t.0),
+            last_transition_time: c.last_transition_time.map(|t| t.0),
+        })
+        .collect();
+    let spec = node.spec.clone().unwrap_or_default();
+    NodeInfo {
+        conditions,
+        unschedulable: spec.unschedulable.unwrap_or(false),
+        taints: spec
+            .taints
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect(),
+        kubelet_version: status.node_info.as_ref().map(|i| i.kubelet_version.clone()),
+        container_runtime_version: status
+            .node_info
+            .as_ref()
+            .map(|i| i.container_runtime_version.clone()),
+        pod_capacity: status
+            .capacity
+            .as_ref()
+            .and_then(|c| c.get("pods"))
+            .map(|q| q.0.clone()),
+        internal_ip: status
+            .addresses
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.type_ == "InternalIP")
+            .map(|a| a.address),
+    }
+}
+
+fn lease_info(lease: &Lease) -> LeaseInfo {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseInfo {
+        namespace: lease.metadata.namespace.clone().unwrap_or_default(),
+        name: lease.metadata.name.clone().unwrap_or_default(),
+        holder_identity: spec.holder_identity,
+        renew_time: spec.renew_time.map(|t| t.0),
+        lease_duration_seconds: spec.lease_duration_seconds,
+    }
+}
+
+/// Whether a PEM CSR's subject names `system:node:<node>` (used only for bootstrap requestors,
+/// whose username does not name the node). The DER holds the common name as a length-prefixed
+/// string, so the match requires the byte before it to be exactly its length: `node-a` does not
+/// match `node-ab`.
+pub fn pem_names_node(pem: &[u8], node: &str) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body.trim()) else {
+        return false;
+    };
+    let needle = format!("system:node:{node}");
+    let needle = needle.as_bytes();
+    (1..der.len().saturating_sub(needle.len()) + 1)
+        .any(|i| der[i..].starts_with(needle) && usize::from(der[i - 1]) == needle.len())
+}
+
+/// The CSRs that belong to `node`: kubelet signers, requested by the node itself or by a
+/// bootstrap token for this node's name.
+pub fn node_csrs(csrs: &[CertificateSigningRequest], node: &str) -> Vec<Csr> {
+    let own = format!("system:node:{node}");
+    let mut out: Vec<Csr> = csrs
+        .iter()
+        .filter(|c| c.spec.signer_name == SIGNER_CLIENT || c.spec.signer_name == SIGNER_SERVING)
+        .filter(|c| {
+            let user = c.spec.username.as_deref().unwrap_or_default();
+            user == own
+                || (user.starts_with("system:bootstrap:")
+                    && pem_names_node(&c.spec.request.0, node))
+        })
+        .map(|c| {
+            let status = c.status.clone().unwrap_or_default();
+            let conditions = status.conditions.unwrap_or_default();
+            let has = |t: &str| {
+                conditions
+                    .iter()
+                    .any(|x| x.type_ == t && x.status != "False")
+            };
+            let state = if has("Denied") {
+                CsrState::Denied
+            } else if has("Failed") {
+                CsrState::Failed
+            } else if has("Approved") {
+                if status.certificate.is_some() {
+                    CsrState::Issued
+                } else {
+                    CsrState::Approved
+                }
+            } else {
+                CsrState::Pending
+            };
+            Csr {
+                name: c.metadata.name.clone().unwrap_or_default(),
+                signer_name: c.spec.signer_name.clone(),
+                username: c.spec.username.clone().unwrap_or_default(),
+                created: c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                state,
+            }
+        })
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.created));
+    out
+}
+
+fn node_event(e: &Event) -> NodeEvent {
+    let last_seen = e
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0));
+    NodeEvent {
+        type_: e.type_.clone().unwrap_or_default(),
+        reason: e.reason.clone().unwrap_or_default(),
+        message: e.message.clone().unwrap_or_default(),
+        count: e.count.unwrap_or(1),
+        last_seen,
+        source: e
+            .source
+            .as_ref()
+            .and_then(|s| s.component.clone())
+            .or_else(|| e.reporting_component.clone()),
+    }
+}
+
+/// Levenshtein distance (for close-name suggestions).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Node names close to `wanted`: small edit distance or containing it, closest first, at most 5.
+pub fn suggest(wanted: &str, names: &[String]) -> Vec<String> {
+    let limit = (wanted.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &String)> = names
+        .iter()
+        .map(|n| (edit_distance(wanted, n), n))
+        .filter(|(d, n)| *d <= limit || n.contains(wanted) || wanted.contains(n.as_str()))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(5).map(|(_, n)| n.clone()).collect()
+}
+
+/// Collect the API-side evidence for one node.
+///
+/// Errors only when nothing can be diagnosed: the API server is unreachable, our credentials
+/// are rejected, or the node does not exist.
+pub async fn collect(
+    target: &Target,
+    options: &CollectOptions,
+) -> Result<(Evidence, RawCaptures), Error> {
+    let client = &target.client;
+    let node = options.node.as_str();
+    let timeout = options.timeout;
+
+    // The Node first: it tells us at once whether the API answers and the node exists.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node_request = format!("GET /api/v1/nodes/{node}");
+    let node_step = match step(timeout, &node_request, "get nodes", false, nodes.get(node)).await {
+        Ok(n) => Step::Collected {
+            data: node_info(&n),
+        },
+        Err(f) => match f.kind {
+            FailureKind::NotFound => {
+                let names = nodes
+                    .list_metadata(&ListParams::default().match_any())
+                    .await
+                    .map(|l| {
+                        l.items
+                            .into_iter()
+                            .filter_map(|n| n.metadata.name)
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                return Err(Error::UnknownNode {
+                    node: node.to_string(),
+                    suggestions: suggest(node, &names),
+                });
+            }
+            FailureKind::Transport | FailureKind::Timeout => {
+                return Err(Error::ApiUnreachable {
+                    server: target.server.clone(),
+                    message: f.message,
+                });
+            }
+            FailureKind::Unauthorized => {
+                return Err(Error::Unauthorized {
+                    server: target.server.clone(),
+                    message: f.message,
+                });
+            }
+            _ => Step::Failed { failure: f },
+        },
+    };
+
+    let window = async {
+        let started_at = Timestamp::now();
+        let first = proxy_get(client, node, "metrics", timeout).await;
+        let first_at = Timestamp::now();
+        let give_up = matches!(&first, Err(f) if matches!(f.kind, FailureKind::Forbidden | FailureKind::Unauthorized | FailureKind::NotFound));
+        let second = if give_up {
+            Err(first
+                .as_ref()
+                .err()
+                .cloned()
+                .unwrap_or_else(|| timed_out("", timeout)))
+        } else {
+            tokio::time::sleep(options.window).await;
+            proxy_get(client, node, "metrics", timeout).await
+        };
+        let second_at = Timestamp::now();
+        (started_at, first, first_at, second, second_at)
+    };
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease_request =
+        format!("GET /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}");
+    let any_version = ListParams::default().match_any();
+    let all_csrs = ListParams::default();
+    let field_selector = format!("involvedObject.kind=Node,involvedObject.name={node}");
+    let node_events = ListParams::default().fields(&field_selector);
+    let events_request = format!("LIST /api/v1/events?fieldSelector={field_selector}");
+    let lease = step(
+        timeout,
+        &lease_request,
+        "get leases.coordination.k8s.io in kube-node-lease",
+        false,
+        leases.get(node),
+    );
+    let all_leases = step(
+        timeout,
+        "LIST /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+        "list leases.coordination.k8s.io in kube-node-lease",
+        false,
+        leases.list(&any_version),
+    );
+    let kcm_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let kcm = step(
+        timeout,
+        "GET /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager",
+        "get leases.coordination.k8s.io in kube-system",
+        false,
+        kcm_leases.get("kube-controller-manager"),
+    );
+    let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let csrs = step(
+        timeout,
+        "LIST /apis/certificates.k8s.io/v1/certificatesigningrequests",
+        "list certificatesigningrequests.certificates.k8s.io",
+        false,
+        csr_api.list(&all_csrs),
+    );
+    let events_api: Api<Event> = Api::all(client.clone());
+    let events = step(
+        timeout,
+        &events_request,
+        "list events (all namespaces)",
+        false,
+        events_api.list(&node_events),
+    );
+    let healthz = async {
+        let request = format!("GET /api/v1/nodes/{node}/proxy/healthz?verbose");
+        match proxy_get(client, node, "healthz?verbose", timeout).await {
+            Ok(body) => (
+                Step::Collected {
+                    data: evidence::parse_healthz(200, &body),
+                },
+                Some(body),
+            ),
+            // A failing kubelet healthz is a 500 whose body lists the sub-checks.
+            Err(f)
+                if f.http_status == Some(500)
+                    && (f.message.contains("[-]") || f.message.contains("[+]")) =>
+            {
+                (
+                    Step::Collected {
+                        data: evidence::parse_healthz(500, &f.message),
+                    },
+                    Some(f.message),
+                )
+            }
+            Err(mut f) => {
+                f.request = request;
+                (Step::Failed { failure: f }, None)
+            }
+        }
+    };
+    let configz = proxy_get(client, node, "configz", timeout);
+    let stats = proxy_get(client, node, "stats/summary", timeout);
+    let pprof = proxy_get(client, node, "debug/pprof/goroutine?debug=2", timeout);
+
+    let (window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof) = tokio::join!(
+        window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof
+    );
+
+    let collected_at = Timestamp::now();
+    let mut raw = RawCaptures::default();
+    let (started_at, first, first_at, second, second_at) = window;
+    let snapshot =
+        |result: Result<String, Failure>, at: Timestamp, keep: &mut Option<String>| match result {
+            Ok(text) => {
+                let scrape = metrics::parse(&text);
+                let step = if scrape.samples.is_empty() {
+                    Step::Failed {
+                        failure: Failure {
+                            kind: FailureKind::Malformed,
+                            request: format!("GET /api/v1/nodes/{node}/proxy/metrics"),
+                            http_status: Some(200),
+                            needs: None,
+                            message: format!(
+                                "no metric samples in {} bytes ({} malformed lines)",
+                                text.len(),
+                                scrape.malformed_count
+                            ),
+                        },
+                    }
+                } else {
+                    Step::Collected {
+                        data: MetricsSnapshot::from_scrape(&scrape, text.len(), at),
+                    }
+                };
+                *keep = Some(text);
+                step
+            }
+            Err(f) => Step::Failed { failure: f },
+        };
+    let metrics_start = snapshot(first, first_at, &mut raw.metrics_start);
+    let metrics_end = snapshot(second, second_at, &mut raw.metrics_end);
+
+    let node_leases = all_leases.map(|list| {
+        let mut overview = LeaseOverview {
+            total: list.items.len(),
+            ..LeaseOverview::default()
+        };
+        for l in &list.items {
+            let info = lease_info(l);
+            let duration = f64::from(info.lease_duration_seconds.unwrap_or(40));
+            let stale = info
+                .renew_time
+                .is_none_or(|t| collected_at.duration_since(t).as_secs_f64() >= duration);
+            if stale {
+                overview.stale += 1;
+                if info.name != node && overview.stale_examples.len() < 10 {
+                    overview.stale_examples.push(info.name);
+                }
+            }
+        }
+        overview
+    });
+    let (healthz, healthz_raw) = healthz;
+    raw.healthz = healthz_raw;
+    let configz_request = format!("GET /api/v1/nodes/{node}/proxy/configz");
+    let (configz, configz_raw) = parsed(configz, &configz_request, evidence::parse_configz);
+    raw.configz = configz_raw;
+    let stats_request = format!("GET /api/v1/nodes/{node}/proxy/stats/summary");
+    let (stats_summary, stats_raw) = parsed(stats, &stats_request, evidence::parse_stats_summary);
+    raw.stats_summary = stats_raw;
+    let goroutine_dump = match pprof {
+        Ok(text) => {
+            let summary = evidence::summarise_goroutines(&text);
+            raw.goroutine_dump = Some(text);
+            Step::Collected { data: summary }
+        }
+        Err(f) => Step::Failed { failure: f },
+    };
+
+    let evidence = Evidence {
+        node_name: node.to_string(),
+        collected_at,
+        window: Window {
+            requested_seconds: options.window.as_secs_f64(),
+            started_at,
+            ended_at: second_at,
+        },
+        layers: vec![Layer::Api],
+        node: node_step,
+        lease: to_step(lease.map(|l| lease_info(&l))),
+        node_leases: to_step(node_leases),
+        csrs: to_step(csrs.map(|list| node_csrs(&list.items, node))),
+        events: to_step(events.map(|list| {
+            let mut events: Vec<NodeEvent> = list.items.iter().map(node_event).collect();
+            events.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
+            events.truncate(30);
+            events
+        })),
+        healthz,
+        configz,
+        metrics_start,
+        metrics_end,
+        stats_summary,
+        goroutine_dump,
+        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l))),
+    };
+    Ok((evidence, raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+        CertificateSigningRequestStatus,
+    };
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn csr(
+        name: &str,
+        user: &str,
+        signer: &str,
+        request: &[u8],
+        approved: bool,
+    ) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: CertificateSigningRequestSpec {
+                signer_name: signer.into(),
+                username: Some(user.into()),
+                request: ByteString(request.to_vec()),
+                ..CertificateSigningRequestSpec::default()
+            },
+            status: approved.then(|| CertificateSigningRequestStatus {
+                conditions: Some(vec![CertificateSigningRequestCondition {
+                    type_: "Approved".into(),
+                    status: "True".into(),
+                    ..CertificateSigningRequestCondition::default()
+                }]),
+                certificate: Some(ByteString(b"cert".to_vec())),
+            }),
+        }
+    }
+
+    fn pem_with_subject(subject: &str) -> Vec<u8> {
+        // Not a real CSR: DER-ish bytes that carry the subject's CN verbatim, as a real one does.
+        let mut der = vec![0x30, 0x82, 0x01, 0x0a, 0x0c, subject.len() as u8];
+        der.extend_from_slice(subject.as_bytes());
+        der.extend_from_slice(&[0x05, 0x00]);
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n")
+            .into_bytes()
+    }
+
+    #[test]
+    fn csrs_of_this_node_only() {
+        let items = vec![
+            csr("csr-own", "system:node:node-a", SIGNER_CLIENT, b"", false),
+            csr(
+                "csr-serving",
+                "system:node:node-a",
+                SIGNER_SERVING,
+                b"",
+                false,
+            ),
+            csr(
+                "csr-boot",
+                "system:bootstrap:abcdef",
+                SIGNER_CLIENT,
+                &pem_with_subject("system:node:node-a"),
+                false,
+            ),
+            csr(
+                "csr-boot-other",
+                "system:bootstrap:abcdef",
+                SIGNER_CLIENT,
+                &pem_with_subject("system:node:node-b"),
+                false,
+            ),
+            csr(
+                "csr-other-node",
+                "system:node:node-b",
+                SIGNER_CLIENT,
+                b"",
+                false,
+            ),
+            csr(
+                "csr-app",
+                "system:node:node-a",
+                "example.com/app",
+                b"",
+                false,
+            ),
+            csr("csr-done", "system:node:node-a", SIGNER_CLIENT, b"", true),
+        ];
+        let got = node_csrs(&items, "node-a");
+        let names: Vec<&str> = got.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        for n in ["csr-own", "csr-serving", "csr-boot", "csr-done"] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        let done = got.iter().find(|c| c.name == "csr-done").unwrap();
+        assert_eq!(done.state, CsrState::Issued);
+        let own = got.iter().find(|c| c.name == "csr-own").unwrap();
+        assert_eq!(own.state, CsrState::Pending);
+    }
+
+    #[test]
+    fn node_name_prefix_is_not_a_match() {
+        assert!(pem_names_node(
+            &pem_with_subject("system:node:node-a"),
+            "node-a"
+        ));
+        assert!(!pem_names_node(
+            &pem_with_subject("system:node:node-ab"),
+            "node-a"
+        ));
+        assert!(!pem_names_node(
+            &pem_with_subject("system:node:node-b"),
+            "node-a"
+        ));
+        assert!(!pem_names_node(b"not pem at all", "node-a"));
+    }
+
+    #[test]
+    fn suggestions_by_edit_distance() {
+        let names: Vec<String> = ["worker-1", "worker-2", "control-plane", "gpu-worker-17"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(suggest("worker1", &names), vec!["worker-1", "worker-2"]);
+        assert_eq!(suggest("control-plan", &names), vec!["control-plane"]);
+        assert!(suggest("zzzzzz", &names).is_empty());
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn api_errors_become_failures() {
+        let status = |code: u16, message: &str| {
+            kube::Error::Api(
+                kube::core::Status::failure(message, "x")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        let f = failure(status(403, "forbidden"), "GET p", NEEDS_PROXY, true);
+        assert_eq!(f.kind, FailureKind::Forbidden);
+        assert_eq!(f.needs.as_deref(), Some("get nodes/proxy"));
+        let f = failure(
+            status(
+                503,
+                "error trying to reach service: dial tcp 10.0.0.5:10250: connect: connection refused",
+            ),
+            "GET p",
+            NEEDS_PROXY,
+            true,
+        );
+        assert_eq!(f.kind, FailureKind::KubeletUnreachable);
+        let f = failure(status(503, "etcd down"), "GET n", "get nodes", false);
+        assert_eq!(f.kind, FailureKind::HttpError);
+        let f = failure(
+            status(404, "404 page not found"),
+            "GET pprof",
+            NEEDS_PROXY,
+            true,
+        );
+        assert_eq!(f.kind, FailureKind::NotFound);
+        assert_eq!(f.needs, None);
+    }
+}

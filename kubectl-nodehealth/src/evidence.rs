@@ -1,0 +1,739 @@
+//! The evidence snapshot: everything collection observed, and nothing judged.
+//!
+//! It is serializable both ways: it is the `evidence` of the JSON report and will be the
+//! replayable content of a bundle. Each collection step is a [`Step`]: what it saw, or why it
+//! could not see it (a failure is evidence too: a 503 from the node proxy says the API server
+//! cannot reach the kubelet). Raw texts too large for a report (metrics, the goroutine dump) are
+//! in [`RawCaptures`], kept for the bundle.
+//!
+//! Later layers (the node probe, eBPF attribution) add their own fields here; the API-side
+//! fields keep their names.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{self, Histogram, Labels, MetricType, Scrape};
+
+/// One observation layer. The verdict says which ones it had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    /// Kubernetes API objects and the kubelet through the API server's node proxy.
+    Api,
+    /// The privileged probe pod on the node (not implemented yet).
+    NodeProbe,
+    /// eBPF attribution in the node agent (not implemented yet).
+    Ebpf,
+}
+
+/// Everything observed about one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// Node name as asked.
+    pub node_name: String,
+    /// When collection finished (local clock); ages are computed against it.
+    pub collected_at: Timestamp,
+    /// The observation window between the two metrics scrapes.
+    pub window: Window,
+    /// Layers that contributed.
+    pub layers: Vec<Layer>,
+    /// The Node object.
+    pub node: Step<NodeInfo>,
+    /// The node's Lease in kube-node-lease.
+    pub lease: Step<LeaseInfo>,
+    /// How many node leases are stale cluster-wide (separates a partition from one dead kubelet).
+    pub node_leases: Step<LeaseOverview>,
+    /// Kubelet CSRs that belong to this node.
+    pub csrs: Step<Vec<Csr>>,
+    /// Events about the node, newest first.
+    pub events: Step<Vec<NodeEvent>>,
+    /// Kubelet `/healthz?verbose` through the node proxy.
+    pub healthz: Step<Healthz>,
+    /// Kubelet `/configz` (the fields the checks use).
+    pub configz: Step<KubeletConfig>,
+    /// Kubelet `/metrics` at the start of the window.
+    pub metrics_start: Step<MetricsSnapshot>,
+    /// Kubelet `/metrics` at the end of the window.
+    pub metrics_end: Step<MetricsSnapshot>,
+    /// Kubelet `/stats/summary` (node filesystems).
+    pub stats_summary: Step<StatsSummary>,
+    /// Kubelet `/debug/pprof/goroutine?debug=2`, summarised (raw text in [`RawCaptures`]).
+    pub goroutine_dump: Step<GoroutineDump>,
+    /// kube-controller-manager's Lease in kube-system: is the CSR approver alive?
+    pub controller_manager_lease: Step<LeaseInfo>,
+}
+
+/// Raw texts kept for the bundle, not put in the report.
+#[derive(Debug, Clone, Default)]
+pub struct RawCaptures {
+    /// `/metrics` at window start.
+    pub metrics_start: Option<String>,
+    /// `/metrics` at window end.
+    pub metrics_end: Option<String>,
+    /// `/debug/pprof/goroutine?debug=2`.
+    pub goroutine_dump: Option<String>,
+    /// `/configz` JSON.
+    pub configz: Option<String>,
+    /// `/stats/summary` JSON.
+    pub stats_summary: Option<String>,
+    /// `/healthz?verbose` body.
+    pub healthz: Option<String>,
+}
+
+/// The observation window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// The requested duration (`--duration`).
+    pub requested_seconds: f64,
+    /// When the first scrape was taken.
+    pub started_at: Timestamp,
+    /// When the last scrape was taken.
+    pub ended_at: Timestamp,
+}
+
+/// The outcome of one collection step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum Step<T> {
+    /// The step saw this.
+    Collected {
+        /// What was seen.
+        data: T,
+    },
+    /// The step failed; the failure is evidence.
+    Failed {
+        /// Why.
+        failure: Failure,
+    },
+    /// The step was not attempted.
+    Skipped {
+        /// Why not.
+        reason: String,
+    },
+}
+
+impl<T> Step<T> {
+    /// The data, when collected.
+    pub fn data(&self) -> Option<&T> {
+        match self {
+            Step::Collected { data } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The failure, when failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Step::Failed { failure } => Some(failure),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of failure a step met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// 401 from the API server: our own credentials were rejected.
+    Unauthorized,
+    /// 403 from the API server: RBAC denial; `needs` names the permission.
+    Forbidden,
+    /// 404: object or endpoint does not exist.
+    NotFound,
+    /// 502/503 from the node proxy: the API server could not reach the kubelet.
+    KubeletUnreachable,
+    /// Another non-2xx answer (from the API server or the kubelet).
+    HttpError,
+    /// No answer within `--timeout`.
+    Timeout,
+    /// Transport failure talking to the API server (connection, TLS).
+    Transport,
+    /// The answer could not be parsed.
+    Malformed,
+}
+
+/// A failed step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// Category.
+    pub kind: FailureKind,
+    /// The request, e.g. `GET /api/v1/nodes/n1/proxy/metrics`.
+    pub request: String,
+    /// HTTP status when there was one.
+    pub http_status: Option<u16>,
+    /// The permission this step needs, e.g. `get nodes/proxy` (for RBAC denials).
+    pub needs: Option<String>,
+    /// The message as received.
+    pub message: String,
+}
+
+/// One node condition.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `MemoryPressure`, ...
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason.
+    pub reason: Option<String>,
+    /// Human message.
+    pub message: Option<String>,
+    /// Last time the kubelet posted this condition.
+    pub last_heartbeat_time: Option<Timestamp>,
+    /// Last status change.
+    pub last_transition_time: Option<Timestamp>,
+}
+
+/// The parts of the Node object the checks use.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    /// Status conditions.
+    pub conditions: Vec<Condition>,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// Taints as `key:effect`.
+    pub taints: Vec<String>,
+    /// `status.nodeInfo.kubeletVersion`.
+    pub kubelet_version: Option<String>,
+    /// `status.nodeInfo.containerRuntimeVersion`, e.g. `containerd://2.1.4`.
+    pub container_runtime_version: Option<String>,
+    /// `status.capacity.pods`.
+    pub pod_capacity: Option<String>,
+    /// First InternalIP.
+    pub internal_ip: Option<String>,
+}
+
+impl NodeInfo {
+    /// The condition of this type.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// A coordination.k8s.io Lease.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.holderIdentity`.
+    pub holder_identity: Option<String>,
+    /// `spec.renewTime`.
+    pub renew_time: Option<Timestamp>,
+    /// `spec.leaseDurationSeconds`.
+    pub lease_duration_seconds: Option<i32>,
+}
+
+/// Node leases cluster-wide: how many are stale right now.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseOverview {
+    /// Leases in kube-node-lease.
+    pub total: usize,
+    /// Leases whose renewTime is older than their duration.
+    pub stale: usize,
+    /// Up to 10 names of stale leases (other than this node's).
+    pub stale_examples: Vec<String>,
+}
+
+/// State of a CSR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CsrState {
+    /// Neither approved nor denied.
+    Pending,
+    /// Approved, certificate not yet issued.
+    Approved,
+    /// Approved and the certificate is in status.
+    Issued,
+    /// Denied.
+    Denied,
+    /// Signing failed.
+    Failed,
+}
+
+/// A kubelet CertificateSigningRequest of this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Csr {
+    /// Object name (what `kubectl certificate approve` takes).
+    pub name: String,
+    /// `kubernetes.io/kube-apiserver-client-kubelet` or `kubernetes.io/kubelet-serving`.
+    pub signer_name: String,
+    /// Requestor (`spec.username`).
+    pub username: String,
+    /// Creation time.
+    pub created: Option<Timestamp>,
+    /// State.
+    pub state: CsrState,
+}
+
+/// The kubelet client-certificate signer (auto-approved by kube-controller-manager).
+pub const SIGNER_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The kubelet serving-certificate signer (never auto-approved).
+pub const SIGNER_SERVING: &str = "kubernetes.io/kubelet-serving";
+
+/// An Event about the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeEvent {
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Reason, e.g. `NodeNotReady`.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// How many times it happened.
+    pub count: i32,
+    /// Last time it happened.
+    pub last_seen: Option<Timestamp>,
+    /// Reporting component.
+    pub source: Option<String>,
+}
+
+/// Kubelet `/healthz?verbose`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Healthz {
+    /// HTTP status of the kubelet's answer (200 healthy, 500 failing).
+    pub http_status: u16,
+    /// Sub-checks (`ping`, `log`, `syncloop`).
+    pub checks: Vec<HealthzCheck>,
+}
+
+/// One `[+]name ok` / `[-]name failed: reason` line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthzCheck {
+    /// Check name.
+    pub name: String,
+    /// Passed.
+    pub ok: bool,
+    /// Text after the name.
+    pub detail: String,
+}
+
+/// Parse a verbose healthz body.
+pub fn parse_healthz(http_status: u16, body: &str) -> Healthz {
+    let checks = body
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let (ok, rest) = if let Some(rest) = line.strip_prefix("[+]") {
+                (true, rest)
+            } else {
+                (false, line.strip_prefix("[-]")?)
+            };
+            let (name, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some(HealthzCheck {
+                name: name.to_string(),
+                ok,
+                detail: detail.trim().to_string(),
+            })
+        })
+        .collect();
+    Healthz {
+        http_status,
+        checks,
+    }
+}
+
+/// The `/configz` fields the checks use (`None` = not set in the answer).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletConfig {
+    /// `imageGCHighThresholdPercent` (default 85).
+    pub image_gc_high_threshold_percent: Option<i64>,
+    /// `imageGCLowThresholdPercent` (default 80).
+    pub image_gc_low_threshold_percent: Option<i64>,
+    /// `containerLogMaxSize` (default 10Mi).
+    pub container_log_max_size: Option<String>,
+    /// `containerLogMaxFiles` (default 5).
+    pub container_log_max_files: Option<i64>,
+    /// `kubeReserved`.
+    pub kube_reserved: BTreeMap<String, String>,
+    /// `systemReserved`.
+    pub system_reserved: BTreeMap<String, String>,
+    /// `evictionHard`.
+    pub eviction_hard: BTreeMap<String, String>,
+    /// `containerRuntimeEndpoint`.
+    pub container_runtime_endpoint: Option<String>,
+    /// `enableProfilingHandler`.
+    pub enable_profiling_handler: Option<bool>,
+    /// `rotateCertificates`.
+    pub rotate_certificates: Option<bool>,
+    /// `serverTLSBootstrap`.
+    pub server_tls_bootstrap: Option<bool>,
+    /// `maxPods`.
+    pub max_pods: Option<i64>,
+    /// `runtimeRequestTimeout`.
+    pub runtime_request_timeout: Option<String>,
+}
+
+/// Parse the `/configz` answer (`{"kubeletconfig": {...}}`).
+pub fn parse_configz(text: &str) -> Result<KubeletConfig, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("configz is not JSON: {e}"))?;
+    let config = value
+        .get("kubeletconfig")
+        .ok_or("configz has no \"kubeletconfig\" object")?;
+    let int = |key: &str| config.get(key).and_then(serde_json::Value::as_i64);
+    let string = |key: &str| {
+        config
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let boolean = |key: &str| config.get(key).and_then(serde_json::Value::as_bool);
+    let map = |key: &str| -> BTreeMap<String, String> {
+        config
+            .get(key)
+            .and_then(serde_json::Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(KubeletConfig {
+        image_gc_high_threshold_percent: int("imageGCHighThresholdPercent"),
+        image_gc_low_threshold_percent: int("imageGCLowThresholdPercent"),
+        container_log_max_size: string("containerLogMaxSize"),
+        container_log_max_files: int("containerLogMaxFiles"),
+        kube_reserved: map("kubeReserved"),
+        system_reserved: map("systemReserved"),
+        eviction_hard: map("evictionHard"),
+        container_runtime_endpoint: string("containerRuntimeEndpoint"),
+        enable_profiling_handler: boolean("enableProfilingHandler"),
+        rotate_certificates: boolean("rotateCertificates"),
+        server_tls_bootstrap: boolean("serverTLSBootstrap"),
+        max_pods: int("maxPods"),
+        runtime_request_timeout: string("runtimeRequestTimeout"),
+    })
+}
+
+/// Usage of one filesystem from `/stats/summary`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FsUsage {
+    /// Capacity in bytes.
+    pub capacity_bytes: Option<u64>,
+    /// Used bytes.
+    pub used_bytes: Option<u64>,
+    /// Available bytes.
+    pub available_bytes: Option<u64>,
+    /// Total inodes.
+    pub inodes: Option<u64>,
+    /// Used inodes.
+    pub inodes_used: Option<u64>,
+    /// Free inodes.
+    pub inodes_free: Option<u64>,
+}
+
+/// The `/stats/summary` fields the checks use.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSummary {
+    /// `node.fs`: the kubelet's root filesystem (nodefs).
+    pub node_fs: Option<FsUsage>,
+    /// `node.runtime.imageFs`.
+    pub image_fs: Option<FsUsage>,
+    /// `node.runtime.containerFs` (split image filesystem, 1.31+).
+    pub container_fs: Option<FsUsage>,
+    /// Pods the kubelet reports stats for.
+    pub pods: usize,
+}
+
+/// Parse `/stats/summary` JSON.
+pub fn parse_stats_summary(text: &str) -> Result<StatsSummary, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("stats/summary is not JSON: {e}"))?;
+    let fs = |v: Option<&serde_json::Value>| -> Option<FsUsage> {
+        let v = v?.as_object()?;
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+        Some(FsUsage {
+            capacity_bytes: n("capacityBytes"),
+            used_bytes: n("usedBytes"),
+            available_bytes: n("availableBytes"),
+            inodes: n("inodes"),
+            inodes_used: n("inodesUsed"),
+            inodes_free: n("inodesFree"),
+        })
+    };
+    let node = value.get("node").ok_or("stats/summary has no \"node\"")?;
+    let runtime = node.get("runtime");
+    Ok(StatsSummary {
+        node_fs: fs(node.get("fs")),
+        image_fs: fs(runtime.and_then(|r| r.get("imageFs"))),
+        container_fs: fs(runtime.and_then(|r| r.get("containerFs"))),
+        pods: value
+            .get("pods")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len),
+    })
+}
+
+/// Summary of the kubelet's goroutine dump (the text itself is in [`RawCaptures`]).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GoroutineDump {
+    /// Number of goroutines in the dump.
+    pub goroutines: usize,
+    /// Size of the dump in bytes.
+    pub bytes: usize,
+    /// Goroutines blocked for at least a minute (`[select, 12 minutes]`).
+    pub blocked_over_a_minute: usize,
+    /// Count per wait state (`select`, `chan receive`, `IO wait`, ...), top 8.
+    pub top_states: BTreeMap<String, usize>,
+}
+
+/// Summarise a `debug=2` goroutine dump: headers look like `goroutine 42 [select, 3 minutes]:`.
+pub fn summarise_goroutines(text: &str) -> GoroutineDump {
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    let mut goroutines = 0;
+    let mut blocked = 0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("goroutine ") else {
+            continue;
+        };
+        let Some(open) = rest.find('[') else { continue };
+        let Some(close) = rest.rfind("]:") else {
+            continue;
+        };
+        if close < open {
+            continue;
+        }
+        goroutines += 1;
+        let inside = &rest[open + 1..close];
+        let state = inside.split(',').next().unwrap_or(inside).trim();
+        *states.entry(state.to_string()).or_default() += 1;
+        if inside.contains(" minutes") || inside.contains(" minute") {
+            blocked += 1;
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = states.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(8);
+    GoroutineDump {
+        goroutines,
+        bytes: text.len(),
+        blocked_over_a_minute: blocked,
+        top_states: ranked.into_iter().collect(),
+    }
+}
+
+/// One counter or gauge series.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Series {
+    /// Labels.
+    pub labels: Labels,
+    /// Value (`+Inf` survives JSON as a string).
+    #[serde(with = "metrics::prom_f64")]
+    pub value: f64,
+}
+
+/// The metric families the checks read. Everything else in `/metrics` stays in the raw capture.
+pub const SCALAR_FAMILIES: &[&str] = &[
+    "kubelet_pleg_last_seen_seconds",
+    "kubelet_pleg_discard_events",
+    "kubelet_runtime_operations_total",
+    "kubelet_runtime_operations_errors_total",
+    "kubelet_certificate_manager_client_ttl_seconds",
+    "kubelet_certificate_manager_client_expiration_renew_errors",
+    "kubelet_certificate_manager_server_ttl_seconds",
+    "kubelet_server_expiration_renew_errors",
+    "rest_client_requests_total",
+    "go_goroutines",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "kubelet_running_pods",
+    "kubelet_running_containers",
+];
+
+/// Histogram families the checks read.
+pub const HISTOGRAM_FAMILIES: &[&str] = &[
+    "kubelet_pleg_relist_duration_seconds",
+    "kubelet_pleg_relist_interval_seconds",
+    "kubelet_runtime_operations_duration_seconds",
+    "rest_client_request_duration_seconds",
+];
+
+/// One `/metrics` scrape, reduced to the families the checks use.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSnapshot {
+    /// When the answer arrived (local clock).
+    pub scraped_at: Option<Timestamp>,
+    /// Size of the text.
+    pub bytes: usize,
+    /// Lines that did not parse.
+    pub malformed_lines: usize,
+    /// The first few of them.
+    pub malformed_examples: Vec<String>,
+    /// Counter and gauge families by name; absent when the kubelet does not export it.
+    pub scalars: BTreeMap<String, Vec<Series>>,
+    /// Histogram families by name.
+    pub histograms: BTreeMap<String, Vec<Histogram>>,
+}
+
+impl MetricsSnapshot {
+    /// Reduce a parsed scrape to the families in [`SCALAR_FAMILIES`] and [`HISTOGRAM_FAMILIES`].
+    pub fn from_scrape(scrape: &Scrape, bytes: usize, scraped_at: Timestamp) -> Self {
+        let mut scalars = BTreeMap::new();
+        for &name in SCALAR_FAMILIES {
+            // Counters may be exposed with or without `_total` depending on the client version.
+            let series: Vec<Series> = scrape
+                .series(name)
+                .map(|s| Series {
+                    labels: s.labels.clone(),
+                    value: s.value,
+                })
+                .collect();
+            if !series.is_empty() {
+                scalars.insert(name.to_string(), series);
+            }
+        }
+        let mut histograms = BTreeMap::new();
+        for &name in HISTOGRAM_FAMILIES {
+            if matches!(
+                scrape.types.get(name),
+                Some(MetricType::Counter | MetricType::Gauge)
+            ) {
+                continue;
+            }
+            let found = scrape.histograms(name);
+            if !found.is_empty() {
+                histograms.insert(name.to_string(), found);
+            }
+        }
+        MetricsSnapshot {
+            scraped_at: Some(scraped_at),
+            bytes,
+            malformed_lines: scrape.malformed_count,
+            malformed_examples: scrape.malformed.clone(),
+            scalars,
+            histograms,
+        }
+    }
+
+    /// The value of an unlabelled gauge (first series).
+    pub fn scalar(&self, name: &str) -> Option<f64> {
+        self.scalars.get(name)?.first().map(|s| s.value)
+    }
+
+    /// Sum of the series of `name` whose labels pass `filter`; `None` if the family is absent.
+    pub fn sum_where(&self, name: &str, filter: impl Fn(&Labels) -> bool) -> Option<f64> {
+        let series = self.scalars.get(name)?;
+        Some(
+            series
+                .iter()
+                .filter(|s| filter(&s.labels))
+                .map(|s| s.value)
+                .sum(),
+        )
+    }
+
+    /// Histograms of `name` whose labels pass `filter`, merged.
+    pub fn histogram_where(
+        &self,
+        name: &str,
+        filter: impl Fn(&Labels) -> bool,
+    ) -> Option<Histogram> {
+        let series = self.histograms.get(name)?;
+        Histogram::merge(series.iter().filter(|h| filter(&h.labels)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_verbose_lines() {
+        let h = parse_healthz(
+            500,
+            "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\nhealthz check failed\n",
+        );
+        assert_eq!(h.checks.len(), 3);
+        assert_eq!(
+            h.checks[2],
+            HealthzCheck {
+                name: "syncloop".into(),
+                ok: false,
+                detail: "failed: reason withheld".into()
+            }
+        );
+        assert!(h.checks[0].ok);
+    }
+
+    #[test]
+    fn configz_fields_and_defaults_absent() {
+        let c = parse_configz(
+            r#"{"kubeletconfig":{"imageGCHighThresholdPercent":85,"imageGCLowThresholdPercent":80,
+            "containerLogMaxSize":"10Mi","containerLogMaxFiles":5,"kubeReserved":{"cpu":"100m"},
+            "containerRuntimeEndpoint":"unix:///run/containerd/containerd.sock","enableProfilingHandler":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.image_gc_high_threshold_percent, Some(85));
+        assert_eq!(c.kube_reserved["cpu"], "100m");
+        assert!(c.system_reserved.is_empty());
+        assert_eq!(c.enable_profiling_handler, Some(true));
+        assert_eq!(c.max_pods, None);
+        assert!(parse_configz("{}").is_err());
+        assert!(parse_configz("<html>").is_err());
+    }
+
+    #[test]
+    fn stats_summary_filesystems() {
+        let s = parse_stats_summary(
+            r#"{"node":{"nodeName":"n1","fs":{"capacityBytes":100,"usedBytes":75,"availableBytes":25,
+            "inodes":1000,"inodesUsed":100,"inodesFree":900},"runtime":{"imageFs":{"capacityBytes":100,"usedBytes":10}}},
+            "pods":[{},{}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.node_fs.unwrap().used_bytes, Some(75));
+        assert_eq!(s.image_fs.unwrap().used_bytes, Some(10));
+        assert!(s.container_fs.is_none());
+        assert_eq!(s.pods, 2);
+    }
+
+    #[test]
+    fn goroutine_dump_summary() {
+        let text = "goroutine 1 [select, 12 minutes]:\nmain.main()\n\ngoroutine 7 [chan receive]:\nx()\n\ngoroutine 9 [select]:\ny()\n\ngoroutine 10 [running]:\n";
+        let d = summarise_goroutines(text);
+        assert_eq!(d.goroutines, 4);
+        assert_eq!(d.blocked_over_a_minute, 1);
+        assert_eq!(d.top_states["select"], 2);
+        assert_eq!(d.bytes, text.len());
+    }
+
+    #[test]
+    fn step_serializes_with_outcome_tag() {
+        let step: Step<LeaseInfo> = Step::Failed {
+            failure: Failure {
+                kind: FailureKind::Forbidden,
+                request: "GET x".into(),
+                http_status: Some(403),
+                needs: Some("get leases".into()),
+                message: "denied".into(),
+            },
+        };
+        let json = serde_json::to_value(&step).unwrap();
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["failure"]["kind"], "forbidden");
+        let back: Step<LeaseInfo> = serde_json::from_value(json).unwrap();
+        assert!(back.failure().is_some());
+    }
+}

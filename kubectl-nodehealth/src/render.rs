@@ -1,0 +1,309 @@
+//! Rendering the report: a table a person reads in ten seconds (verdict first, then findings by
+//! domain), or the JSON/YAML contract.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use comfy_table::{Cell, Color, ContentArrangement, Table};
+
+use crate::Report;
+use crate::checks::{Domain, Finding, Severity};
+use crate::error::Error;
+use crate::verdict::{Cause, CauseId, Confidence};
+
+/// Output format (`-o`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human report.
+    Table,
+    /// The `nodehealth/v1` JSON report.
+    Json,
+    /// The same as YAML.
+    Yaml,
+}
+
+/// Render the report.
+pub fn render(
+    report: &Report,
+    format: Format,
+    color: bool,
+    width: Option<u16>,
+) -> Result<String, Error> {
+    match format {
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(report).map_err(|e| Error::Serialize {
+                format: "json",
+                message: e.to_string(),
+            })?;
+            text.push('\n');
+            Ok(text)
+        }
+        Format::Yaml => serde_saphyr::to_string(report).map_err(|e| Error::Serialize {
+            format: "yaml",
+            message: e.to_string(),
+        }),
+        Format::Table => Ok(table(report, color, width)),
+    }
+}
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn code(&self, text: &str, code: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn bold(&self, text: &str) -> String {
+        self.code(text, "1")
+    }
+    fn dim(&self, text: &str) -> String {
+        self.code(text, "2")
+    }
+    fn severity(&self, text: &str, severity: Severity) -> String {
+        match severity {
+            Severity::Critical => self.code(text, "1;31"),
+            Severity::Warning => self.code(text, "33"),
+            Severity::Unknown => self.code(text, "35"),
+            Severity::Info => self.code(text, "36"),
+            Severity::Ok => self.code(text, "32"),
+        }
+    }
+}
+
+fn severity_color(severity: Severity) -> Color {
+    match severity {
+        Severity::Critical => Color::Red,
+        Severity::Warning => Color::Yellow,
+        Severity::Unknown => Color::Magenta,
+        Severity::Info => Color::Cyan,
+        Severity::Ok => Color::Green,
+    }
+}
+
+fn cause_severity(cause: &Cause) -> Severity {
+    match (cause.id, cause.confidence) {
+        (CauseId::Healthy, _) => Severity::Ok,
+        (_, Confidence::High) => Severity::Critical,
+        _ => Severity::Warning,
+    }
+}
+
+fn cause_title(cause: &Cause) -> String {
+    let mut title = format!(
+        "{} ({} confidence)",
+        cause.id_text(),
+        confidence_text(cause.confidence)
+    );
+    if let Some(a) = cause.attribution {
+        let a = serde_json::to_value(a)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = write!(title, " attribution: {a}");
+    }
+    title
+}
+
+fn confidence_text(c: Confidence) -> &'static str {
+    match c {
+        Confidence::High => "high",
+        Confidence::Medium => "medium",
+        Confidence::Low => "low",
+    }
+}
+
+impl Cause {
+    /// The vocabulary id as text.
+    pub fn id_text(&self) -> String {
+        serde_json::to_value(self.id)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+fn table(report: &Report, color: bool, width: Option<u16>) -> String {
+    let p = Paint { on: color };
+    let mut out = String::new();
+    let layers: Vec<String> = report
+        .verdict
+        .layers
+        .iter()
+        .filter_map(|l| serde_json::to_value(l).ok()?.as_str().map(str::to_string))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{} {}   observed {}   layers: {}   window {:.1}s",
+        p.bold("NODE"),
+        p.bold(&report.node),
+        report.observed_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        layers.join(","),
+        report.evidence.window.requested_seconds
+    );
+    out.push('\n');
+    match report.verdict.causes.first() {
+        None => {
+            let _ = writeln!(
+                out,
+                "{} {}",
+                p.bold("VERDICT"),
+                p.severity("could not diagnose: not enough evidence", Severity::Unknown)
+            );
+        }
+        Some(top) => {
+            let sev = cause_severity(top);
+            let _ = writeln!(
+                out,
+                "{} {} — {}",
+                p.bold("VERDICT"),
+                p.severity(&cause_title(top), sev),
+                top.summary
+            );
+            let _ = writeln!(out, "  {} {}", p.bold("Fix:  "), top.fix);
+            let _ = writeln!(out, "  {} {}", p.bold("Avoid:"), top.avoid);
+            let _ = writeln!(out, "  {}", p.bold("Because:"));
+            for line in &top.evidence {
+                let _ = writeln!(out, "    - {line}");
+            }
+        }
+    }
+    if report.verdict.causes.len() > 1 {
+        let _ = writeln!(out, "\n{}", p.bold("Other probable causes:"));
+        for (i, c) in report.verdict.causes.iter().enumerate().skip(1) {
+            let _ = writeln!(
+                out,
+                "  {}. {} — {}",
+                i + 1,
+                p.severity(&cause_title(c), cause_severity(c)),
+                c.summary
+            );
+            for line in c.evidence.iter().take(3) {
+                let _ = writeln!(out, "     - {line}");
+            }
+            let _ = writeln!(out, "     fix: {}", c.fix);
+            let _ = writeln!(out, "     avoid: {}", c.avoid);
+        }
+    }
+
+    let (problems, passed): (Vec<&Finding>, Vec<&Finding>) = report
+        .findings
+        .iter()
+        .partition(|f| f.severity > Severity::Ok);
+    if !problems.is_empty() {
+        // Findings by domain; domains ordered by their worst finding.
+        let mut by_domain: BTreeMap<Domain, Vec<&Finding>> = BTreeMap::new();
+        for f in &problems {
+            by_domain.entry(f.domain).or_default().push(f);
+        }
+        let mut domains: Vec<(Domain, Vec<&Finding>)> = by_domain.into_iter().collect();
+        domains.sort_by_key(|(d, fs)| (std::cmp::Reverse(fs.iter().map(|f| f.severity).max()), *d));
+        let mut t = Table::new();
+        t.load_style(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        if color {
+            t.enforce_styling();
+        } else {
+            t.force_no_tty();
+        }
+        t.set_width(width.unwrap_or(120));
+        t.set_header(vec!["DOMAIN", "SEVERITY", "FINDING"]);
+        for (domain, mut fs) in domains {
+            fs.sort_by_key(|f| std::cmp::Reverse(f.severity));
+            for f in fs {
+                let mut text = f.summary.clone();
+                for line in f.evidence.iter().take(2) {
+                    let _ = write!(text, "\n  {line}");
+                }
+                if let Some(fix) = &f.remediation {
+                    let _ = write!(text, "\n  fix: {fix}");
+                }
+                let sev = serde_json::to_value(f.severity)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let mut sev_cell = Cell::new(sev);
+                if color {
+                    sev_cell = sev_cell.fg(severity_color(f.severity));
+                }
+                t.add_row(vec![Cell::new(domain.name()), sev_cell, Cell::new(text)]);
+            }
+        }
+        let _ = writeln!(out, "\n{}", p.bold("Findings"));
+        let _ = writeln!(out, "{t}");
+    }
+    if !passed.is_empty() {
+        let names: Vec<&str> = passed.iter().map(|f| f.id.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "\n{} {}",
+            p.severity(&format!("Passed ({}):", passed.len()), Severity::Ok),
+            p.dim(&names.join(", "))
+        );
+    }
+    for l in &report.verdict.limitations {
+        let _ = writeln!(out, "{} {}", p.dim("Note:"), p.dim(l));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::tests_support::healthy_evidence;
+
+    #[test]
+    fn table_puts_the_verdict_first_and_has_no_colour_when_off() {
+        let report = crate::diagnose(healthy_evidence());
+        let text = render(&report, Format::Table, false, None).unwrap();
+        let verdict_at = text.find("VERDICT").unwrap();
+        assert!(verdict_at < text.find("Passed").unwrap());
+        assert!(text.contains("healthy"), "{text}");
+        assert!(!text.contains('\x1b'), "no ANSI codes without colour");
+        let coloured = render(&report, Format::Table, true, None).unwrap();
+        assert!(coloured.contains('\x1b'));
+    }
+
+    #[test]
+    fn json_follows_the_contract() {
+        let report = crate::diagnose(healthy_evidence());
+        let text = render(&report, Format::Json, false, None).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["apiVersion"], "nodehealth/v1");
+        assert_eq!(v["node"], "node-a");
+        assert!(v["observedAt"].is_string());
+        assert!(v["evidence"].is_object());
+        let f = &v["findings"][0];
+        for key in ["id", "domain", "severity", "summary", "remediation"] {
+            assert!(f.get(key).is_some(), "finding lacks {key}: {f}");
+        }
+        let c = &v["verdict"]["causes"][0];
+        assert_eq!(c["id"], "healthy");
+        for key in ["confidence", "evidence", "fix", "avoid"] {
+            assert!(c.get(key).is_some(), "cause lacks {key}");
+        }
+        // The report is replayable: it deserializes back.
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.findings.len(), report.findings.len());
+    }
+
+    #[test]
+    fn yaml_has_the_same_top_level_keys() {
+        let report = crate::diagnose(healthy_evidence());
+        let text = render(&report, Format::Yaml, false, None).unwrap();
+        for key in [
+            "apiVersion: nodehealth/v1",
+            "node: node-a",
+            "observedAt:",
+            "findings:",
+            "verdict:",
+            "evidence:",
+        ] {
+            assert!(text.contains(key), "yaml lacks {key}");
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The verdict: ranked probable causes from a fixed vocabulary, each with the evidence chain
+//! behind it, the safe fix and what not to do.
+//!
+//! The decision tree is the operator guide's: Ready=False with "PLEG is not healthy" points at
+//! runtime or kubelet slowness; Ready=Unknown with 401s points at the certificate; Ready=Unknown
+//! with a stale lease and no certificate signal is a dead kubelet or a partition — and the two
+//! need different fixes (never restart the kubelet during a partition). Never "reboot the node"
+//! as the answer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::checks::{DialError, Finding, Severity, dial_error, ids, parse_ready_message};
+use crate::checks::{ReadyMessage, runtime_service};
+use crate::evidence::{CsrState, Evidence, FailureKind, Layer, SIGNER_CLIENT, Step};
+
+/// The cause vocabulary (a contract: scripts key on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CauseId {
+    /// Nothing wrong found.
+    Healthy,
+    /// PLEG relists slow or stuck.
+    PlegSlow,
+    /// The container runtime is hung or failing.
+    RuntimeUnresponsive,
+    /// Client certificate expired, not rotated, or not trusted.
+    Certificate,
+    /// The kubelet process is not running.
+    KubeletDown,
+    /// The kubelet is alive but starved or stuck.
+    KubeletStarved,
+    /// The node and the API server cannot talk.
+    ApiPartition,
+    /// Memory/disk/PID pressure.
+    NodePressure,
+}
+
+/// Where slow relists spend their time (needs the node probe; `unknown` API-side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attribution {
+    /// I/O wait dominates.
+    DiskIowait,
+    /// CRI calls slow while the runtime is neither runnable nor in I/O wait.
+    CriSocketStall,
+    /// Run-queue wait dominates.
+    CpuStarvation,
+    /// CRI fast, relists slow.
+    KubeletInternal,
+    /// Not attributed (API-side only).
+    Unknown,
+}
+
+/// How sure the verdict is about a cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    /// Plausible.
+    Low,
+    /// Supported.
+    Medium,
+    /// Strongly supported.
+    High,
+}
+
+/// One probable cause.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cause {
+    /// Vocabulary id.
+    pub id: CauseId,
+    /// Confidence.
+    pub confidence: Confidence,
+    /// Ranking score 0-100 (higher first).
+    pub score: u8,
+    /// One line.
+    pub summary: String,
+    /// The evidence chain.
+    pub evidence: Vec<String>,
+    /// The safe fix, with names filled in.
+    pub fix: String,
+    /// What not to do.
+    pub avoid: String,
+    /// For `pleg-slow` only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attribution: Option<Attribution>,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// Ranked causes, most probable first. Empty when nothing could be diagnosed.
+    pub causes: Vec<Cause>,
+    /// Layers the verdict had.
+    pub layers: Vec<Layer>,
+    /// What the verdict did not have.
+    pub limitations: Vec<String>,
+}
+
+/// Scores at or above this are reported as causes.
+const REPORT_SCORE: u8 = 30;
+
+fn confidence(score: u8) -> Confidence {
+    match score {
+        70.. => Confidence::High,
+        45..=69 => Confidence::Medium,
+        _ => Confidence::Low,
+    }
+}
+
+struct Signals<'a> {
+    findings: &'a [Finding],
+}
+
+impl Signals<'_> {
+    /// Worst severity among findings whose id is `id` or starts with `id-`.
+    fn sev(&self, id: &str) -> Severity {
+        self.findings
+            .iter()
+            .filter(|f| f.id == id || f.id.starts_with(&format!("{id}-")))
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Ok)
+    }
+
+    fn at_least(&self, id: &str, s: Severity) -> bool {
+        self.sev(id) >= s
+    }
+
+    fn summary(&self, id: &str) -> Option<String> {
+        self.findings
+            .iter()
+            .filter(|f| f.id == id || f.id.starts_with(&format!("{id}-")))
+            .max_by_key(|f| f.severity)
+            .filter(|f| f.severity.is_problem())
+            .map(|f| format!("{}: {}", f.id, f.summary))
+    }
+}
+
+struct Builder {
+    id: CauseId,
+    score: u8,
+    evidence: Vec<String>,
+}
+
+impl Builder {
+    fn new(id: CauseId) -> Self {
+        Builder {
+            id,
+            score: 0,
+            evidence: Vec::new(),
+        }
+    }
+
+    /// Raise the score to at least `score` and record why.
+    fn because(&mut self, score: u8, why: impl Into<String>) {
+        self.score = self.score.max(score);
+        self.evidence.push(why.into());
+    }
+
+    /// Add supporting evidence: +`bonus`, capped at 99.
+    fn support(&mut self, bonus: u8, why: impl Into<String>) {
+        if self.score > 0 {
+            self.score = (self.score + bonus).min(99);
+        }
+        self.evidence.push(why.into());
+    }
+}
+
+/// Decide the verdict from the evidence and the findings.
+pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
+    let s = Signals { findings };
+    let node = e.node.data();
+    let ready = node.and_then(|n| n.condition("Ready"));
+    let ready_status = ready.map(|c| c.status.as_str());
+    let ready_msg = ready
+        .and_then(|c| c.message.as_deref())
+        .map(parse_ready_message)
+        .unwrap_or(ReadyMessage::Other);
+    let ready_line = ready
+        .map(|c| {
+            format!(
+                "Ready={} ({}): {}",
+                c.status,
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let unknown = ready_status == Some("Unknown");
+    let lease_stale = s.at_least(ids::LEASE, Severity::Critical);
+    let not_reporting = unknown || lease_stale;
+    let service = runtime_service(e);
+
+    // The node-proxy failure, if any: it separates "kubelet down" from "partition".
+    let proxy_failure = [
+        e.healthz.failure(),
+        e.metrics_end.failure(),
+        e.configz.failure(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|f| f.kind == FailureKind::KubeletUnreachable)
+    .cloned();
+    let dial = proxy_failure.as_ref().map(|f| dial_error(&f.message));
+    let kubelet_answers = e.healthz.data().is_some() || e.metrics_end.data().is_some();
+
+    let pending_client: Vec<String> = e
+        .csrs
+        .data()
+        .map(|c| {
+            c.iter()
+                .filter(|c| c.state == CsrState::Pending && c.signer_name == SIGNER_CLIENT)
+                .map(|c| c.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // --- certificate -------------------------------------------------------------------------
+    let mut cert = Builder::new(CauseId::Certificate);
+    if let Some(w) = s.summary(ids::KUBELET_AUTH) {
+        if s.at_least(ids::KUBELET_AUTH, Severity::Critical) {
+            cert.because(90, w);
+        } else {
+            cert.because(50, w);
+        }
+    }
+    if let Some(w) = s.summary(ids::CERT_CLIENT_TTL) {
+        if s.at_least(ids::CERT_CLIENT_TTL, Severity::Critical) {
+            cert.because(if not_reporting { 90 } else { 75 }, w);
+        } else {
+            cert.because(35, w);
+        }
+    }
+    if !pending_client.is_empty() {
+        let why = format!("client CSR pending: {}", pending_client.join(", "));
+        if not_reporting {
+            cert.because(70, why);
+        } else {
+            cert.because(40, why);
+        }
+    }
+    if let Some(w) = s.summary(ids::CERT_CLIENT_RENEW) {
+        cert.because(45, w);
+    }
+    if let Some(w) = s.summary(ids::CSR_APPROVER) {
+        cert.support(5, w);
+    }
+    if cert.score > 0 && unknown {
+        cert.support(5, ready_line.clone());
+    }
+    let cert_signal = cert.score >= 45;
+
+    // --- PLEG and runtime -------------------------------------------------------------------
+    let mut pleg = Builder::new(CauseId::PlegSlow);
+    let mut runtime = Builder::new(CauseId::RuntimeUnresponsive);
+    if let ReadyMessage::PlegUnhealthy { .. } = ready_msg
+        && ready_status == Some("False")
+    {
+        pleg.because(85, ready_line.clone());
+    }
+    if ready_msg == ReadyMessage::RuntimeDown && ready_status == Some("False") {
+        runtime.because(85, ready_line.clone());
+    }
+    let stuck = s.at_least(ids::PLEG_LAST_SEEN, Severity::Critical);
+    if let Some(w) = s.summary(ids::PLEG_LAST_SEEN) {
+        pleg.because(if stuck { 80 } else { 55 }, w);
+    }
+    if let Some(w) = s.summary(ids::PLEG_DURATION) {
+        let critical = s.at_least(ids::PLEG_DURATION, Severity::Critical);
+        pleg.because(if critical { 70 } else { 45 }, w);
+    }
+    if let Some(w) = s.summary(ids::PLEG_INTERVAL) {
+        pleg.because(45, w);
+    }
+    if let Some(w) = s.summary(ids::PLEG_DISCARDS) {
+        pleg.support(5, w);
+    }
+    let runtime_slow = s.summary(ids::RUNTIME_LIST_LATENCY);
+    let runtime_errors = s.summary(ids::RUNTIME_ERRORS);
+    if let Some(w) = &runtime_slow {
+        let critical = s.at_least(ids::RUNTIME_LIST_LATENCY, Severity::Critical);
+        runtime.because(if critical { 70 } else { 45 }, w.clone());
+    }
+    if let Some(w) = &runtime_errors {
+        runtime.because(if stuck { 80 } else { 40 }, w.clone());
+    }
+    if pleg.score >= 80 && runtime.score == 0 {
+        runtime.because(
+            45,
+            "a relist that never finishes is most often a runtime list call that never returns (the kubelet's runtime metrics only record finished calls)",
+        );
+    }
+    if pleg.score > 0 && runtime.score > 0 {
+        pleg.support(
+            0,
+            "the kubelet's runtime calls are slow or failing: the relists wait on the runtime",
+        );
+    } else if pleg.score > 0 && runtime_slow.is_none() && !stuck && e.metrics_end.data().is_some() {
+        pleg.support(
+            0,
+            "the kubelet's own runtime list calls are fast while relists are slow: points inside the kubelet (CPU starvation or kubelet-internal); confirm with the node probe",
+        );
+    }
+
+    // --- kubelet down / partition / starved --------------------------------------------------
+    let mut down = Builder::new(CauseId::KubeletDown);
+    let mut partition = Builder::new(CauseId::ApiPartition);
+    let mut starved = Builder::new(CauseId::KubeletStarved);
+    let many_stale = s.at_least(ids::CLUSTER_LEASES, Severity::Warning);
+    if let Some(f) = &proxy_failure {
+        let line = format!("{} -> {}", f.request, f.message);
+        match dial {
+            Some(DialError::Refused) => {
+                down.because(if not_reporting { 85 } else { 60 }, line);
+                down.support(
+                    0,
+                    "connection refused: the node is up, nothing listens on the kubelet port",
+                );
+            }
+            Some(DialError::Timeout | DialError::NoRoute | DialError::Other)
+                if not_reporting && !cert_signal =>
+            {
+                down.because(45, line.clone());
+                partition.because(45, line);
+            }
+            _ => {}
+        }
+    }
+    if not_reporting && !cert_signal {
+        if many_stale {
+            partition.because(80, s.summary(ids::CLUSTER_LEASES).unwrap_or_default());
+        }
+        if kubelet_answers {
+            partition.because(
+                60,
+                "the kubelet answers the API server through the node proxy, yet does not renew its lease: its own path to the API server is broken",
+            );
+        }
+        if ready_line.contains("Unknown") {
+            down.support(0, ready_line.clone());
+            partition.support(0, ready_line.clone());
+        }
+        if let Some(w) = s.summary(ids::LEASE) {
+            down.support(0, w.clone());
+            partition.support(0, w);
+        }
+    }
+    if let Some(w) = s.summary(ids::REST_ERRORS) {
+        if w.contains("no answer") {
+            partition.because(60, w);
+        } else {
+            partition.because(35, w);
+        }
+    }
+    if let Some(w) = s.summary(ids::REST_LATENCY) {
+        partition.because(35, w);
+    }
+    if s.at_least(ids::HEALTHZ, Severity::Critical) {
+        starved.because(70, s.summary(ids::HEALTHZ).unwrap_or_default());
+    }
+    if let Some(w) = s.summary(ids::KUBELET_SLOW) {
+        starved.because(55, w);
+    }
+    if let Some(w) = s.summary(ids::KUBELET_MEMORY) {
+        starved.because(40, w);
+    }
+    if let Some(w) = s.summary(ids::KUBELET_GOROUTINES) {
+        starved.because(40, w);
+    }
+    if let Some(w) = s.summary(ids::PLEG_DISCARDS) {
+        starved.support(5, w);
+    }
+    if let Some(w) = s.summary(ids::RESERVED)
+        && starved.score > 0
+    {
+        starved.support(5, w);
+    }
+
+    // --- node pressure -----------------------------------------------------------------------
+    let mut pressure = Builder::new(CauseId::NodePressure);
+    for id in [
+        "node-pressure-memory",
+        "node-pressure-disk",
+        "node-pressure-pid",
+    ] {
+        if let Some(w) = s.summary(id) {
+            pressure.because(if id.ends_with("memory") { 75 } else { 70 }, w);
+        }
+    }
+    if let Some(w) = s.summary(ids::FS) {
+        let critical = s.at_least(ids::FS, Severity::Critical);
+        pressure.because(if critical { 55 } else { 30 }, w);
+    }
+
+    // --- assemble ----------------------------------------------------------------------------
+    let partition_or_down = down.score > 0 && partition.score > 0;
+    let separation = "from the API side a dead kubelet and a partition look alike (no lease renewals, the API server cannot reach the kubelet). What separates them: `connection refused` from the node proxy = kubelet not running; timeouts = node or network; many nodes stale at once = control plane or network. On the node (SSH): `systemctl is-active kubelet`, and `curl -k https://<apiserver>:6443/healthz` (200 or 401 = reachable); or `tracer-user probe`";
+    let mut causes = Vec::new();
+    for b in [cert, pleg, runtime, down, partition, starved, pressure] {
+        if b.score < REPORT_SCORE {
+            continue;
+        }
+        let mut evidence = b.evidence;
+        if partition_or_down && matches!(b.id, CauseId::KubeletDown | CauseId::ApiPartition) {
+            evidence.push(separation.to_string());
+        }
+        evidence.retain(|line| !line.is_empty());
+        let (summary, fix, avoid) = texts(b.id, service, &pending_client, e);
+        causes.push(Cause {
+            id: b.id,
+            confidence: confidence(b.score),
+            score: b.score,
+            summary,
+            evidence,
+            fix,
+            avoid,
+            attribution: (b.id == CauseId::PlegSlow).then_some(Attribution::Unknown),
+        });
+    }
+    causes.sort_by_key(|c| std::cmp::Reverse(c.score));
+
+    let ready_true = ready_status == Some("True");
+    let top = causes.first().map_or(0, |c| c.score);
+    if ready_true && !lease_stale && top < 60 {
+        let unchecked = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Unknown)
+            .count();
+        let problems = findings.iter().filter(|f| f.severity.is_problem()).count();
+        let score = if unchecked > 0 || problems > 0 {
+            60
+        } else {
+            90
+        };
+        let mut evidence = vec![ready_line.clone()];
+        if let Some(l) = e.lease.data().and_then(|_| {
+            findings
+                .iter()
+                .find(|f| f.id == ids::LEASE)
+                .map(|f| f.summary.clone())
+        }) {
+            evidence.push(l);
+        }
+        if problems > 0 {
+            evidence.push(format!(
+                "{problems} finding(s) need attention but do not make the node unhealthy now"
+            ));
+        }
+        if unchecked > 0 {
+            evidence.push(format!("{unchecked} check(s) could not run (see findings)"));
+        }
+        causes.insert(
+            0,
+            Cause {
+                id: CauseId::Healthy,
+                confidence: confidence(score),
+                score,
+                summary: "the kubelet is Ready and heartbeating".to_string(),
+                evidence,
+                fix: if problems > 0 {
+                    "nothing urgent; review the warnings below".to_string()
+                } else {
+                    "nothing to do".to_string()
+                },
+                avoid: "do not restart or reboot a healthy node".to_string(),
+                attribution: None,
+            },
+        );
+    }
+
+    let mut limitations = vec![
+        "API-side only: the node probe (process liveness, CRI timing, certificates on disk) and eBPF attribution are not run yet".to_string(),
+    ];
+    if matches!(e.node, Step::Failed { .. }) {
+        limitations
+            .push("the Node object could not be read: the verdict has no Ready condition".into());
+    }
+    if e.metrics_end.data().is_none() {
+        limitations.push(
+            "no kubelet metrics: PLEG, runtime, certificate and rest-client checks did not run"
+                .into(),
+        );
+    }
+    Verdict {
+        causes,
+        layers: e.layers.clone(),
+        limitations,
+    }
+}
+
+/// Summary, fix and what-not-to-do for a cause, with the real names filled in.
+fn texts(
+    id: CauseId,
+    service: &str,
+    pending_client: &[String],
+    e: &Evidence,
+) -> (String, String, String) {
+    let node = &e.node_name;
+    match id {
+        CauseId::Healthy => (String::new(), String::new(), String::new()),
+        CauseId::Certificate => {
+            let approve = if pending_client.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "approve the pending client CSR: {}; ",
+                    pending_client
+                        .iter()
+                        .map(|n| format!("`kubectl certificate approve {n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            (
+                "the kubelet's client certificate is expired, unrotated or rejected".into(),
+                format!(
+                    "{approve}make sure kube-controller-manager runs (it auto-approves kubelet client CSRs); on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates` and check NTP sync (skew breaks validation); if the certificate expired and a bootstrap kubeconfig exists, restarting the kubelet requests a new one — approve that CSR. If the API server was unreachable when it expired, restore connectivity first"
+                ),
+                "do not reboot the node or delete /var/lib/kubelet/pki blindly: neither renews the certificate".into(),
+            )
+        }
+        CauseId::PlegSlow => (
+            "PLEG relists are slow or stuck: the kubelet cannot see container state changes".into(),
+            format!(
+                "find where relist time goes before restarting anything: on {node} `time crictl ps` (slow = runtime, fast = inside the kubelet), disk iowait (`iostat -x 1`), the runtime's and kubelet's CPU; if the runtime is hung, `systemctl restart {service}` (containers survive through their shims; check workload tolerance); reduce pod density or churn if overloaded"
+            ),
+            "do not reboot the node or restart the kubelet first: that destroys the evidence (goroutine dump) and fixes neither a slow runtime nor a slow disk".into(),
+        ),
+        CauseId::RuntimeUnresponsive => (
+            format!("the container runtime ({service}) is hung or failing"),
+            format!(
+                "on {node}: `timeout 10 crictl info`, `systemctl status {service}`, `journalctl -u {service} --since -15m`; if it is hung, `systemctl restart {service}` — running containers keep running through their shims, but check workload tolerance first; if orphaned shims block state queries, drain the node, then restart {service}"
+            ),
+            "do not kill containerd-shim processes by hand (leaves defunct containers); do not reboot the node as a first step".into(),
+        ),
+        CauseId::KubeletDown => (
+            "the kubelet is not running".into(),
+            format!(
+                "on {node}: `systemctl status kubelet`, `journalctl -u kubelet -b | tail -100`, `dmesg | grep -i -e oom -e 'hung task'`; then `systemctl start kubelet`"
+            ),
+            "do not reboot the node: its containers are still running; do not restart anything if this is a partition (see evidence)".into(),
+        ),
+        CauseId::KubeletStarved => (
+            "the kubelet is alive but starved or stuck".into(),
+            format!(
+                "keep the goroutine dump (captured before any restart); `kubectl cordon {node}`, relieve pressure by draining pods, raise kubeReserved/systemReserved; only then restart: `systemctl restart kubelet` (expect a burst of CRI and API calls)"
+            ),
+            "do not restart the kubelet before the goroutine dump is saved: the restart destroys the evidence; do not reboot the node".into(),
+        ),
+        CauseId::ApiPartition => (
+            "the node and the API server cannot talk (partition)".into(),
+            "restore the network path or the control plane: load balancer, DNS, firewall, routes, API server health; from the node `curl -k https://<apiserver>:6443/healthz` (200 or 401 = reachable)".into(),
+            "do NOT restart the kubelet: it keeps pods running while disconnected, and a restart adds a reconciliation storm when the path returns; do not reboot the node".into(),
+        ),
+        CauseId::NodePressure => (
+            "the node is under resource pressure".into(),
+            format!(
+                "`kubectl cordon {node}`; free the resource under pressure (see findings): evictable pods, images (`crictl rmi --prune`), logs; raise kubeReserved/systemReserved so the kubelet is protected"
+            ),
+            "do not reboot the node: pressure returns with the same workload".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! The verdict on hand-built snapshots: the guide's decision tree.
+
+use super::*;
+use crate::checks::tests_support::*;
+use crate::evidence::{Csr, CsrState, FailureKind, SIGNER_CLIENT};
+
+fn verdict(e: &Evidence) -> Verdict {
+    crate::diagnose(e.clone()).verdict
+}
+
+fn top(v: &Verdict) -> &Cause {
+    v.causes.first().expect("a cause")
+}
+
+fn has(v: &Verdict, id: CauseId) -> Option<&Cause> {
+    v.causes.iter().find(|c| c.id == id)
+}
+
+fn unreachable(e: &mut Evidence, message: &str) {
+    for step in [&mut e.metrics_start, &mut e.metrics_end] {
+        *step = failed(
+            FailureKind::KubeletUnreachable,
+            "GET /api/v1/nodes/node-a/proxy/metrics",
+            Some(503),
+            message,
+        );
+    }
+    e.healthz = failed(
+        FailureKind::KubeletUnreachable,
+        "GET /api/v1/nodes/node-a/proxy/healthz?verbose",
+        Some(503),
+        message,
+    );
+    e.configz = failed(
+        FailureKind::KubeletUnreachable,
+        "GET /api/v1/nodes/node-a/proxy/configz",
+        Some(503),
+        message,
+    );
+    e.stats_summary = failed(
+        FailureKind::KubeletUnreachable,
+        "GET /api/v1/nodes/node-a/proxy/stats/summary",
+        Some(503),
+        message,
+    );
+    e.goroutine_dump = failed(
+        FailureKind::KubeletUnreachable,
+        "GET /api/v1/nodes/node-a/proxy/debug/pprof/goroutine?debug=2",
+        Some(503),
+        message,
+    );
+}
+
+fn node_unknown(e: &mut Evidence) {
+    set_ready(
+        e,
+        "Unknown",
+        "NodeStatusUnknown",
+        "Kubelet stopped posting node status.",
+    );
+    set_lease_age(e, 300.0);
+}
+
+fn no_reboot(v: &Verdict) {
+    for c in &v.causes {
+        assert!(
+            !c.fix.to_lowercase().contains("reboot"),
+            "{:?} fix suggests a reboot: {}",
+            c.id,
+            c.fix
+        );
+    }
+}
+
+#[test]
+fn healthy_node() {
+    let e = healthy_evidence();
+    let v = verdict(&e);
+    assert_eq!(top(&v).id, CauseId::Healthy);
+    assert_eq!(top(&v).confidence, Confidence::High);
+    assert_eq!(v.layers, vec![Layer::Api]);
+    assert!(v.limitations[0].contains("API-side only"));
+    assert_eq!(crate::diagnose(e).exit_code(), crate::exit::HEALTHY);
+}
+
+#[test]
+fn ready_false_pleg_is_pleg_slow_with_unknown_attribution() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "PLEG is not healthy: pleg was last seen active 3m5.2s ago; threshold is 3m0s",
+    );
+    set_scalar(
+        end(&mut e),
+        "kubelet_pleg_last_seen_seconds",
+        &[],
+        now().as_second() as f64 - 185.0,
+    );
+    let v = verdict(&e);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::PlegSlow);
+    assert_eq!(c.confidence, Confidence::High);
+    assert_eq!(c.attribution, Some(Attribution::Unknown));
+    assert!(c.evidence.iter().any(|l| l.contains("PLEG is not healthy")));
+    assert!(c.avoid.contains("do not reboot"));
+    // A stuck relist also makes a hung runtime call plausible.
+    assert!(has(&v, CauseId::RuntimeUnresponsive).is_some());
+    assert!(has(&v, CauseId::Healthy).is_none());
+    no_reboot(&v);
+    assert_eq!(crate::diagnose(e).exit_code(), crate::exit::PROBLEMS);
+}
+
+#[test]
+fn stuck_relist_with_rising_list_errors_is_the_runtime() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "PLEG is not healthy: pleg was last seen active 4m0s ago; threshold is 3m0s",
+    );
+    set_scalar(
+        end(&mut e),
+        "kubelet_pleg_last_seen_seconds",
+        &[],
+        now().as_second() as f64 - 240.0,
+    );
+    set_scalar(
+        end(&mut e),
+        "kubelet_runtime_operations_errors_total",
+        &[("operation_type", "list_podsandbox")],
+        3.0,
+    );
+    let v = verdict(&e);
+    let runtime = has(&v, CauseId::RuntimeUnresponsive).unwrap();
+    assert_eq!(runtime.confidence, Confidence::High);
+    assert!(runtime.fix.contains("systemctl restart containerd"));
+    assert!(runtime.avoid.contains("shim"));
+}
+
+#[test]
+fn degraded_relists_on_a_ready_node_ask_for_attribution() {
+    let mut e = healthy_evidence();
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_duration_seconds",
+        &[],
+        2.0,
+        20.0,
+    );
+    let v = verdict(&e);
+    let pleg = has(&v, CauseId::PlegSlow).expect("pleg-slow");
+    assert_eq!(pleg.confidence, Confidence::Medium);
+    assert_eq!(pleg.attribution, Some(Attribution::Unknown));
+    // The kubelet's own runtime list calls are fast: the seed's "inside the kubelet" branch.
+    assert!(
+        pleg.evidence
+            .iter()
+            .any(|l| l.contains("inside the kubelet")),
+        "{:#?}",
+        pleg.evidence
+    );
+    assert_eq!(crate::diagnose(e).exit_code(), crate::exit::PROBLEMS);
+}
+
+#[test]
+fn unknown_with_401_is_the_certificate() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    set_scalar(
+        end(&mut e),
+        "rest_client_requests_total",
+        &[
+            ("code", "401"),
+            ("host", "10.0.0.1:6443"),
+            ("method", "PUT"),
+        ],
+        30.0,
+    );
+    set_scalar(
+        end(&mut e),
+        "kubelet_certificate_manager_client_ttl_seconds",
+        &[],
+        -3600.0,
+    );
+    data(&mut e.csrs).push(Csr {
+        name: "csr-abcde".into(),
+        signer_name: SIGNER_CLIENT.into(),
+        username: "system:node:node-a".into(),
+        created: Some(ago(900.0)),
+        state: CsrState::Pending,
+    });
+    let v = verdict(&e);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::Certificate);
+    assert_eq!(c.confidence, Confidence::High);
+    assert!(
+        c.fix.contains("kubectl certificate approve csr-abcde"),
+        "{}",
+        c.fix
+    );
+    assert!(
+        has(&v, CauseId::ApiPartition).is_none(),
+        "a certificate signal rules out the partition branch"
+    );
+    no_reboot(&v);
+}
+
+#[test]
+fn unknown_and_connection_refused_is_kubelet_down() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    unreachable(
+        &mut e,
+        "error trying to reach service: dial tcp 10.0.0.5:10250: connect: connection refused",
+    );
+    let v = verdict(&e);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::KubeletDown);
+    assert_eq!(c.confidence, Confidence::High);
+    assert!(c.fix.contains("systemctl status kubelet"));
+    no_reboot(&v);
+    assert_eq!(crate::diagnose(e).exit_code(), crate::exit::PROBLEMS);
+}
+
+#[test]
+fn unknown_and_dial_timeout_is_ambiguous_and_says_what_separates() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    unreachable(
+        &mut e,
+        "error trying to reach service: dial tcp 10.0.0.5:10250: i/o timeout",
+    );
+    let v = verdict(&e);
+    let partition = has(&v, CauseId::ApiPartition).expect("api-partition");
+    let down = has(&v, CauseId::KubeletDown).expect("kubelet-down");
+    assert_eq!(partition.score, down.score);
+    assert!(partition.avoid.contains("do NOT restart the kubelet"));
+    for c in [partition, down] {
+        assert!(
+            c.evidence.iter().any(|l| l.contains("What separates them")),
+            "{:#?}",
+            c.evidence
+        );
+    }
+}
+
+#[test]
+fn many_stale_leases_make_it_a_partition() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    unreachable(
+        &mut e,
+        "error trying to reach service: dial tcp 10.0.0.5:10250: i/o timeout",
+    );
+    *data(&mut e.node_leases) = crate::evidence::LeaseOverview {
+        total: 20,
+        stale: 12,
+        stale_examples: vec!["node-b".into(), "node-c".into()],
+    };
+    let v = verdict(&e);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::ApiPartition);
+    assert_eq!(c.confidence, Confidence::High);
+    assert!(c.avoid.contains("do NOT restart the kubelet"));
+}
+
+#[test]
+fn kubelet_answers_but_does_not_heartbeat_is_its_path_to_the_api() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    set_scalar(
+        end(&mut e),
+        "rest_client_requests_total",
+        &[
+            ("code", "<error>"),
+            ("host", "10.0.0.1:6443"),
+            ("method", "PUT"),
+        ],
+        40.0,
+    );
+    let v = verdict(&e);
+    assert_eq!(top(&v).id, CauseId::ApiPartition);
+}
+
+#[test]
+fn stuck_sync_loop_is_kubelet_starved() {
+    let mut e = healthy_evidence();
+    e.healthz = crate::evidence::Step::Collected {
+        data: crate::evidence::parse_healthz(
+            500,
+            "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\n",
+        ),
+    };
+    set_scalar(end(&mut e), "go_goroutines", &[], 5000.0);
+    let v = verdict(&e);
+    let c = has(&v, CauseId::KubeletStarved).expect("kubelet-starved");
+    assert_eq!(c.confidence, Confidence::High);
+    assert!(c.avoid.contains("goroutine dump"));
+}
+
+#[test]
+fn memory_pressure_is_node_pressure() {
+    let mut e = healthy_evidence();
+    data(&mut e.node).conditions[0] = condition(
+        "MemoryPressure",
+        "True",
+        "KubeletHasInsufficientMemory",
+        "kubelet has insufficient memory available",
+    );
+    let v = verdict(&e);
+    assert_eq!(top(&v).id, CauseId::NodePressure);
+    assert!(top(&v).fix.contains("kubectl cordon node-a"));
+}
+
+#[test]
+fn healthy_with_unchecked_parts_is_medium_and_exit_zero() {
+    let mut e = healthy_evidence();
+    for step in [&mut e.metrics_start, &mut e.metrics_end] {
+        *step = failed(
+            FailureKind::Forbidden,
+            "GET /api/v1/nodes/node-a/proxy/metrics",
+            Some(403),
+            "forbidden",
+        );
+    }
+    let report = crate::diagnose(e);
+    let c = top(&report.verdict);
+    assert_eq!(c.id, CauseId::Healthy);
+    assert_eq!(c.confidence, Confidence::Medium);
+    assert!(
+        report
+            .verdict
+            .limitations
+            .iter()
+            .any(|l| l.contains("no kubelet metrics"))
+    );
+    assert_eq!(report.exit_code(), crate::exit::HEALTHY);
+}
+
+#[test]
+fn no_node_object_and_nothing_found_cannot_diagnose() {
+    let mut e = healthy_evidence();
+    e.node = failed(
+        FailureKind::Forbidden,
+        "GET /api/v1/nodes/node-a",
+        Some(403),
+        "forbidden",
+    );
+    let report = crate::diagnose(e);
+    assert_eq!(report.exit_code(), crate::exit::UNDIAGNOSED);
+}
+
+#[test]
+fn cause_ids_serialize_to_the_vocabulary() {
+    let ids = [
+        (CauseId::Healthy, "healthy"),
+        (CauseId::PlegSlow, "pleg-slow"),
+        (CauseId::RuntimeUnresponsive, "runtime-unresponsive"),
+        (CauseId::Certificate, "certificate"),
+        (CauseId::KubeletDown, "kubelet-down"),
+        (CauseId::KubeletStarved, "kubelet-starved"),
+        (CauseId::ApiPartition, "api-partition"),
+        (CauseId::NodePressure, "node-pressure"),
+    ];
+    for (id, text) in ids {
+        assert_eq!(serde_json::to_value(id).unwrap(), text);
+    }
+    for (a, text) in [
+        (Attribution::DiskIowait, "disk-iowait"),
+        (Attribution::CriSocketStall, "cri-socket-stall"),
+        (Attribution::CpuStarvation, "cpu-starvation"),
+        (Attribution::KubeletInternal, "kubelet-internal"),
+        (Attribution::Unknown, "unknown"),
+    ] {
+        assert_eq!(serde_json::to_value(a).unwrap(), text);
+    }
+}
