@@ -407,3 +407,79 @@ mod tests {
         );
     }
 }
+
+/// What `down` must leave exactly as `up` found it, compared by `cargo xtask test`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    entries: BTreeMap<String, String>,
+}
+
+impl Fingerprint {
+    pub fn take(cluster_dir: &Path) -> Fingerprint {
+        let mut entries = BTreeMap::new();
+        for s in SYSCTLS {
+            let v = fs::read_to_string(sysctl_path(s)).unwrap_or_default();
+            entries.insert(format!("sysctl {s}"), v.trim().to_string());
+        }
+        for p in FIXED_PATHS {
+            entries.insert(format!("path {p}"), Path::new(p).exists().to_string());
+        }
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .collect();
+        entries.insert("mounts".into(), mounts.join(" "));
+        for ctrl in CGROUP_CONTROLLERS {
+            let mut groups: Vec<String> = fs::read_dir(Path::new("/sys/fs/cgroup").join(ctrl))
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            groups.sort();
+            entries.insert(format!("cgroups {ctrl}"), groups.join(" "));
+        }
+        let mut links: Vec<String> = fs::read_dir("/sys/class/net")
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        links.sort();
+        entries.insert("links".into(), links.join(" "));
+        for bin in ["iptables-save", "ip6tables-save"] {
+            let rules: Vec<String> = sh::output(&mut Command::new(bin))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            entries.insert(bin.into(), rules.join("\n"));
+        }
+        entries.insert("nft tables".into(), nft_tables().join(", "));
+        let procs = processes_mentioning(cluster_dir);
+        entries.insert(
+            "processes naming the cluster dir".into(),
+            format!("{}", procs.len()),
+        );
+        Fingerprint { entries }
+    }
+
+    /// Human-readable differences from `before`.
+    pub fn diff(&self, before: &Fingerprint) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(k, v)| before.entries.get(*k) != Some(v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: before {:?}, after {v:?}",
+                    before.entries.get(k).map(String::as_str).unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}

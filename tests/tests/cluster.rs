@@ -1,0 +1,152 @@
+//! The local cluster itself: a real node that is Ready, renews its lease, serves kubelet metrics
+//! and logs through the API server's node proxy, runs pods, and reacts to the harness's faults the
+//! way a real node does.
+
+use std::{thread, time::Duration};
+
+use nodehealth_e2e::{Cluster, Healer};
+use serde_json::json;
+
+#[test]
+fn node_is_ready_and_its_lease_renews() {
+    let c = Cluster::get();
+    let (status, reason, _) = c.ready_condition();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "KubeletReady"));
+    let node = c.get_json(&format!("/api/v1/nodes/{}", c.node));
+    assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.35.4");
+    let lease_path = format!(
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}",
+        c.node
+    );
+    let first = c.get_json(&lease_path)["spec"]["renewTime"].clone();
+    // The kubelet renews every 10 s (a quarter of leaseDurationSeconds 40).
+    thread::sleep(Duration::from_secs(12));
+    let second = c.get_json(&lease_path)["spec"]["renewTime"].clone();
+    assert_ne!(first, second, "lease renewTime did not move in 12 s");
+}
+
+#[test]
+fn node_proxy_serves_kubelet_metrics_healthz_and_logs() {
+    let c = Cluster::get();
+    let (code, metrics) = c.request(
+        "GET",
+        &format!("/api/v1/nodes/{}/proxy/metrics", c.node),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert!(metrics.contains("kubelet_pleg_relist_duration_seconds_bucket"));
+    assert!(metrics.contains("kubelet_pleg_last_seen_seconds"));
+    let (code, healthz) = c.request(
+        "GET",
+        &format!("/api/v1/nodes/{}/proxy/healthz?verbose", c.node),
+        None,
+    );
+    assert_eq!(code, 200, "{healthz}");
+    assert!(healthz.contains("[+]syncloop ok"), "{healthz}");
+    // The node log query (NodeLogQuery + enableSystemLogQuery): the kubelet serves its own log
+    // file from /var/log.
+    let (code, logs) = c.request(
+        "GET",
+        &format!("/api/v1/nodes/{}/proxy/logs/?query=kubelet", c.node),
+        None,
+    );
+    assert_eq!(code, 200, "{logs}");
+    assert!(
+        logs.contains("kubelet"),
+        "log query answered without kubelet lines"
+    );
+}
+
+#[test]
+fn host_network_pod_runs_to_completion() {
+    let c = Cluster::get();
+    let name = "e2e-hello";
+    let _ = c.request(
+        "DELETE",
+        &format!("/api/v1/namespaces/default/pods/{name}?gracePeriodSeconds=0"),
+        None,
+    );
+    thread::sleep(Duration::from_secs(1));
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": c.node, "hostNetwork": true, "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "hello", "image": "nodehealth.local/busybox:1.35", "imagePullPolicy": "Never",
+                "command": ["/bin/busybox", "sh", "-c", "echo hello from the node; exit 0"],
+            }],
+        },
+    });
+    // The default service account appears shortly after the controller manager starts.
+    let mut created = false;
+    for _ in 0..30 {
+        let (code, body) = c.request("POST", "/api/v1/namespaces/default/pods", Some(&pod));
+        if code == 201 {
+            created = true;
+            break;
+        }
+        assert!(
+            code == 403 || code == 500,
+            "creating the pod: {code} {body}"
+        );
+        thread::sleep(Duration::from_secs(1));
+    }
+    assert!(created, "the pod was never admitted");
+    let mut phase = String::new();
+    for _ in 0..60 {
+        let p = c.get_json(&format!("/api/v1/namespaces/default/pods/{name}"));
+        phase = p["status"]["phase"].as_str().unwrap_or("").to_string();
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(phase, "Succeeded");
+    let (code, log) = c.request(
+        "GET",
+        &format!("/api/v1/namespaces/default/pods/{name}/log"),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(log.trim(), "hello from the node");
+    let (code, _) = c.request(
+        "DELETE",
+        &format!("/api/v1/namespaces/default/pods/{name}"),
+        None,
+    );
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn runtime_frozen_makes_ready_false_and_heals() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "runtime-frozen"]);
+    // The kubelet's runtime status check blocks for runtimeRequestTimeout (30 s in the fast
+    // settings) before it reports the runtime down; allow the node-status period on top.
+    let took = c.wait_ready("False", Duration::from_secs(120));
+    let (_, reason, message) = c.ready_condition();
+    assert_eq!(reason, "KubeletNotReady");
+    assert!(message.contains("container runtime is down"), "{message}");
+    eprintln!("runtime-frozen: Ready=False after {took:?}");
+    drop(healer);
+    assert_eq!(c.ready_condition().0, "True");
+}
+
+#[test]
+fn api_partition_makes_ready_unknown_and_heals() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "api-partition"]);
+    // node-monitor-grace-period is 20 s in the fast settings.
+    let took = c.wait_ready("Unknown", Duration::from_secs(90));
+    let (_, reason, _) = c.ready_condition();
+    assert_eq!(reason, "NodeStatusUnknown");
+    eprintln!("api-partition: Ready=Unknown after {took:?}");
+    drop(healer);
+    assert_eq!(c.ready_condition().0, "True");
+}
