@@ -9,6 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The sandbox image name the private containerd is configured with (built by
+/// [`Containerd::import_pause_image`]).
+pub const PAUSE_IMAGE: &str = "nodehealth.test/pause:1";
+
 /// A private containerd (CRI plugin on) with its own root, state, socket and config in a temp
 /// dir — never the machine's /run/containerd. Killed and removed on drop, also when frozen.
 pub struct Containerd {
@@ -51,6 +55,9 @@ oom_score = 0
 
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
+  sandbox_image = "{pause}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{dir}/cni-bin"
     conf_dir = "{dir}/cni-conf"
@@ -59,6 +66,7 @@ oom_score = 0
             state = d.join("state").display(),
             socket = socket.display(),
             dir = d.display(),
+            pause = PAUSE_IMAGE,
         );
         fs::write(d.join("config.toml"), config).expect("write config");
         let log = fs::File::create(d.join("containerd.log")).expect("log file");
@@ -87,6 +95,82 @@ oom_score = 0
             thread::sleep(Duration::from_millis(50));
         }
         panic!("containerd did not come up; log:\n{}", self.log());
+    }
+
+    /// Builds a static pause binary (gcc -static) into a one-layer OCI archive and imports it
+    /// as [`PAUSE_IMAGE`] into this containerd's k8s.io namespace (no registry is reachable).
+    pub fn import_pause_image(&self) {
+        use sha2::{Digest, Sha256};
+        let d = self.dir.path().join("image");
+        let rootfs = d.join("rootfs");
+        let layout = d.join("layout");
+        fs::create_dir_all(&rootfs).unwrap();
+        fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+        fs::write(
+            d.join("pause.c"),
+            "#include <signal.h>\n#include <sys/wait.h>\n#include <unistd.h>\n\
+             static void stop(int s) { (void)s; _exit(0); }\n\
+             static void reap(int s) { (void)s; while (waitpid(-1, 0, WNOHANG) > 0) {} }\n\
+             int main(void) { signal(SIGINT, stop); signal(SIGTERM, stop); \
+             signal(SIGCHLD, reap); for (;;) pause(); }\n",
+        )
+        .unwrap();
+        run(Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(rootfs.join("pause"))
+            .arg(d.join("pause.c")));
+        let layer_tar = d.join("layer.tar");
+        run(Command::new("tar")
+            .arg("-cf")
+            .arg(&layer_tar)
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("pause"));
+        let blob = |bytes: &[u8]| -> (String, usize) {
+            let hex: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+            (format!("sha256:{hex}"), bytes.len())
+        };
+        let (layer, layer_size) = blob(&fs::read(&layer_tar).unwrap());
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Entrypoint":["/pause"]}},"rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#
+        );
+        let (config, config_size) = blob(config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_size}}}]}}"#
+        );
+        let (manifest, manifest_size) = blob(manifest.as_bytes());
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest}","size":{manifest_size},"annotations":{{"io.containerd.image.name":"{PAUSE_IMAGE}","org.opencontainers.image.ref.name":"1"}}}}]}}"#
+        );
+        fs::write(layout.join("index.json"), index).unwrap();
+        fs::write(
+            layout.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        let archive = d.join("pause.tar");
+        run(Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .args(["oci-layout", "index.json", "blobs"]));
+        run(Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args([
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--snapshotter",
+                "native",
+            ])
+            .arg(&archive));
     }
 
     pub fn pid(&self) -> u32 {
@@ -126,10 +210,108 @@ impl Drop for Containerd {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Shims (none are started here, but be safe) would be children of init; nothing is
-        // mounted under the dir without containers, so removing it is enough.
+        let dir = self.dir.path().display().to_string();
+        // Shims of this containerd (they name its socket in -address) and their children.
+        for pid in own_shims(&dir) {
+            let _ = Command::new("kill")
+                .args(["-9", &format!("-{pid}")])
+                .status();
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        thread::sleep(Duration::from_millis(100));
+        // Anything still mounted under the temp dir (sandbox shm, rootfs), deepest first.
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
         let _ = fs::remove_dir_all(self.dir.path());
     }
+}
+
+/// Pids of containerd-shim processes whose command line names `dir` (this test's socket).
+pub fn own_shims(dir: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        let is_shim =
+            cmd.starts_with("/usr/bin/containerd-shim") || cmd.starts_with("containerd-shim");
+        if is_shim && cmd.contains(dir) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A cgroup parent this test owns in every hierarchy; removed (bottom-up) on drop.
+pub struct CgroupParent(pub String);
+
+impl CgroupParent {
+    pub fn new(tag: &str) -> CgroupParent {
+        CgroupParent(format!("/nodehealth-test-{}-{tag}", std::process::id()))
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let name = self.0.trim_start_matches('/');
+        for h in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let top = h.path().join(name);
+            if !top.exists() {
+                continue;
+            }
+            let mut dirs = Vec::new();
+            collect_dirs(&top, &mut dirs);
+            // Whatever still runs in them is a container this test started.
+            for d in &dirs {
+                let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                for _ in 0..20 {
+                    if fs::remove_dir(&d).is_ok() || !d.exists() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+fn collect_dirs(p: &Path, out: &mut Vec<PathBuf>) {
+    out.push(p.to_path_buf());
+    for e in fs::read_dir(p).into_iter().flatten().flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            collect_dirs(&e.path(), out);
+        }
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A child process killed on drop.
