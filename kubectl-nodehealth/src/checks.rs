@@ -33,7 +33,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Whether this counts as a problem for the exit code.
+    /// Whether this is a problem (warning or critical).
     pub fn is_problem(self) -> bool {
         self >= Severity::Warning
     }
@@ -102,6 +102,17 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A problem that does not make the node unhealthy now: configuration risks. They are
+    /// shown as warnings but do not set exit code 1 on their own.
+    pub fn is_advisory(&self) -> bool {
+        self.domain == Domain::Configuration
+    }
+
+    /// A problem that counts for the exit code and the verdict.
+    pub fn is_real_problem(&self) -> bool {
+        self.severity.is_problem() && !self.is_advisory()
+    }
+
     fn new(id: &str, domain: Domain, severity: Severity, summary: impl Into<String>) -> Self {
         Finding {
             id: id.to_string(),
@@ -677,8 +688,10 @@ pub fn cluster_leases(e: &Evidence) -> Vec<Finding> {
     let others = o.stale.saturating_sub(usize::from(this_stale));
     let severity = if others >= 2 && others * 5 >= o.total {
         Severity::Warning
-    } else {
+    } else if others > 0 {
         Severity::Info
+    } else {
+        Severity::Ok
     };
     let mut f = Finding::new(
         ids::CLUSTER_LEASES,
@@ -697,6 +710,23 @@ pub fn cluster_leases(e: &Evidence) -> Vec<Finding> {
     }
     vec![f]
 }
+
+/// Event reasons that say the node itself is in trouble (kubelet events.go, node lifecycle
+/// controller, eviction manager).
+pub const TROUBLE_EVENT_REASONS: &[&str] = &[
+    "NodeNotReady",
+    "SystemOOM",
+    "Rebooted",
+    "ContainerGCFailed",
+    "ImageGCFailed",
+    "FreeDiskSpaceFailed",
+    "EvictionThresholdMet",
+    "KubeletSetupFailed",
+    "InvalidDiskCapacity",
+    "NodeHasDiskPressure",
+    "NodeHasInsufficientMemory",
+    "NodeHasInsufficientPID",
+];
 
 /// Warning events about the node in the last hour.
 pub fn events(e: &Evidence) -> Vec<Finding> {
@@ -722,10 +752,19 @@ pub fn events(e: &Evidence) -> Vec<Finding> {
             ),
         )];
     }
+    // Warning events the kubelet and node controllers raise when the node is in trouble; other
+    // Warning events (deprecations, image pulls of one pod) are information.
+    let troubled = recent
+        .iter()
+        .any(|ev| TROUBLE_EVENT_REASONS.contains(&ev.reason.as_str()));
     let mut f = Finding::new(
         ids::EVENTS,
         Domain::Node,
-        Severity::Warning,
+        if troubled {
+            Severity::Warning
+        } else {
+            Severity::Info
+        },
         format!(
             "{} Warning event(s) in the last hour: {}",
             recent.len(),
@@ -1132,14 +1171,17 @@ pub fn certificate_ttl(e: &Evidence, client: bool) -> Vec<Finding> {
         return vec![];
     };
     let Some(ttl) = end.scalar(name) else {
+        let config = e.configz.data();
+        let why = if !client && config.and_then(|c| c.server_tls_bootstrap) != Some(true) {
+            "serving certificate is self-signed or provided (serverTLSBootstrap off): the kubelet does not rotate it".to_string()
+        } else if client && config.and_then(|c| c.rotate_certificates) == Some(false) {
+            "client certificate rotation is off (rotateCertificates: false): its TTL is not exported".to_string()
+        } else {
+            format!("{what} certificate TTL not exported by this kubelet")
+        };
         return vec![
-            Finding::new(
-                id,
-                Domain::Certificates,
-                Severity::Info,
-                format!("{what} certificate TTL not exported (rotation off or not managed by the kubelet)"),
-            )
-            .with(format!("{name} absent")),
+            Finding::new(id, Domain::Certificates, Severity::Info, why)
+                .with(format!("{name} absent")),
         ];
     };
     if ttl.is_infinite() {

@@ -636,12 +636,14 @@ impl MetricsSnapshot {
     /// Sum of the series of `name` whose labels pass `filter`; `None` if the family is absent.
     pub fn sum_where(&self, name: &str, filter: impl Fn(&Labels) -> bool) -> Option<f64> {
         let series = self.scalars.get(name)?;
+        // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0".
         Some(
             series
                 .iter()
                 .filter(|s| filter(&s.labels))
                 .map(|s| s.value)
-                .sum(),
+                .sum::<f64>()
+                + 0.0,
         )
     }
 

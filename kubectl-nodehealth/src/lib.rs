@@ -67,10 +67,11 @@ pub fn diagnose(evidence: evidence::Evidence) -> Report {
 impl Report {
     /// 0 healthy, 1 problems found, 2 could not diagnose.
     ///
-    /// Checks that could not run (`unknown`) do not by themselves change a healthy answer; a
-    /// report without the Node object and without any problem found is "could not diagnose".
+    /// Checks that could not run (`unknown`) and configuration risks do not by themselves
+    /// change a healthy answer; a report without the Node object and without any problem found
+    /// is "could not diagnose".
     pub fn exit_code(&self) -> u8 {
-        let problems = self.findings.iter().any(|f| f.severity.is_problem())
+        let problems = self.findings.iter().any(checks::Finding::is_real_problem)
             || self
                 .verdict
                 .causes

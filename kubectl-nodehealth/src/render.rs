@@ -217,10 +217,10 @@ fn table(report: &Report, color: bool, width: Option<u16>) -> String {
             for f in fs {
                 let mut text = f.summary.clone();
                 for line in f.evidence.iter().take(2) {
-                    let _ = write!(text, "\n  {line}");
+                    let _ = write!(text, "\n- {line}");
                 }
                 if let Some(fix) = &f.remediation {
-                    let _ = write!(text, "\n  fix: {fix}");
+                    let _ = write!(text, "\nfix: {fix}");
                 }
                 let sev = serde_json::to_value(f.severity)
                     .ok()

@@ -297,6 +297,10 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
             0,
             "the kubelet's runtime calls are slow or failing: the relists wait on the runtime",
         );
+        if runtime_slow.is_some() || runtime_errors.is_some() {
+            // The runtime explains the slow relists: it is the cause, PLEG the symptom.
+            runtime.support(5, "relists are slow while these runtime calls are: the runtime explains the PLEG symptom");
+        }
     } else if pleg.score > 0 && runtime_slow.is_none() && !stuck && e.metrics_end.data().is_some() {
         pleg.support(
             0,
@@ -428,19 +432,25 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
             .iter()
             .filter(|f| f.severity == Severity::Unknown)
             .count();
-        let problems = findings.iter().filter(|f| f.severity.is_problem()).count();
-        let score = if unchecked > 0 || problems > 0 {
+        let problems = findings.iter().filter(|f| f.is_real_problem()).count();
+        let advisories = findings
+            .iter()
+            .filter(|f| f.severity.is_problem() && f.is_advisory())
+            .count();
+        // Real problems let any supported cause outrank "healthy".
+        let score = if problems > 0 {
+            35
+        } else if unchecked > 0 || advisories > 0 {
             60
         } else {
             90
         };
         let mut evidence = vec![ready_line.clone()];
-        if let Some(l) = e.lease.data().and_then(|_| {
-            findings
-                .iter()
-                .find(|f| f.id == ids::LEASE)
-                .map(|f| f.summary.clone())
-        }) {
+        if let Some(l) = findings
+            .iter()
+            .find(|f| f.id == ids::LEASE)
+            .map(|f| f.summary.clone())
+        {
             evidence.push(l);
         }
         if problems > 0 {
@@ -448,26 +458,30 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
                 "{problems} finding(s) need attention but do not make the node unhealthy now"
             ));
         }
+        if advisories > 0 {
+            evidence.push(format!(
+                "{advisories} configuration risk(s): see the configuration findings"
+            ));
+        }
         if unchecked > 0 {
             evidence.push(format!("{unchecked} check(s) could not run (see findings)"));
         }
-        causes.insert(
-            0,
-            Cause {
-                id: CauseId::Healthy,
-                confidence: confidence(score),
-                score,
-                summary: "the kubelet is Ready and heartbeating".to_string(),
-                evidence,
-                fix: if problems > 0 {
-                    "nothing urgent; review the warnings below".to_string()
-                } else {
-                    "nothing to do".to_string()
-                },
-                avoid: "do not restart or reboot a healthy node".to_string(),
-                attribution: None,
+        causes.push(Cause {
+            id: CauseId::Healthy,
+            confidence: confidence(score),
+            score,
+            summary: "the kubelet is Ready and heartbeating".to_string(),
+            evidence,
+            fix: if problems + advisories > 0 {
+                "nothing urgent; review the findings below".to_string()
+            } else {
+                "nothing to do".to_string()
             },
-        );
+            avoid: "do not restart or reboot a healthy node".to_string(),
+            attribution: None,
+        });
+        // Stable: on a tie, "healthy" stays after the causes found.
+        causes.sort_by_key(|c| std::cmp::Reverse(c.score));
     }
 
     let mut limitations = vec![

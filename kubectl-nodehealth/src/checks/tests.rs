@@ -137,6 +137,9 @@ fn many_stale_leases_point_away_from_this_node() {
     assert_eq!(cluster_leases(&e)[0].severity, Severity::Warning);
     *data(&mut e.node_leases) = LeaseOverviewFixture::stale(100, 1);
     assert_eq!(cluster_leases(&e)[0].severity, Severity::Info);
+    // Only this node's lease is stale: nothing to say about the cluster.
+    set_lease_age(&mut e, 300.0);
+    assert_eq!(cluster_leases(&e)[0].severity, Severity::Ok);
 }
 
 struct LeaseOverviewFixture;
@@ -178,6 +181,11 @@ fn recent_warning_events() {
         !f[0].summary.contains("Rebooted"),
         "day-old event is not recent"
     );
+    // A deprecation warning is information, not trouble.
+    let ev = &mut data(&mut e.events)[0];
+    ev.reason = "CgroupV1".into();
+    ev.message = "cgroup v1 support is deprecated".into();
+    assert_eq!(events(&e)[0].severity, Severity::Info);
 }
 
 #[test]
@@ -359,6 +367,14 @@ fn certificate_ttl_tiers_and_inf() {
     assert_eq!(certificate_ttl(&e, false)[0].severity, Severity::Critical);
     end(&mut e).scalars.remove(name);
     assert_eq!(certificate_ttl(&e, true)[0].severity, Severity::Info);
+    end(&mut e)
+        .scalars
+        .remove("kubelet_certificate_manager_server_ttl_seconds");
+    assert!(
+        certificate_ttl(&e, false)[0]
+            .summary
+            .contains("serverTLSBootstrap off")
+    );
 }
 
 #[test]
@@ -714,4 +730,121 @@ fn metrics_missing_on_another_kubelet_version_are_info_not_errors() {
     ] {
         assert_eq!(only(&f, id).severity, Severity::Info, "{id}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real captures from the local cluster's kubelet v1.35.4 (fixtures/metrics/README.md).
+
+const CAPTURED_START: &str =
+    include_str!("../../fixtures/metrics/kubelet-v1.35.4-captured-start.prom");
+const CAPTURED_END: &str = include_str!("../../fixtures/metrics/kubelet-v1.35.4-captured-end.prom");
+
+fn captured_evidence() -> Evidence {
+    let end_scrape = crate::metrics::parse(CAPTURED_END);
+    let start_scrape = crate::metrics::parse(CAPTURED_START);
+    // The scrape time is not in the text; the PLEG gauge (whole seconds) bounds it from below.
+    let last_seen = end_scrape
+        .series("kubelet_pleg_last_seen_seconds")
+        .next()
+        .unwrap()
+        .value;
+    let end_at = jiff::Timestamp::from_second(last_seen as i64 + 1).unwrap();
+    let start_at = end_at - jiff::SignedDuration::from_secs(5);
+    let mut e = healthy_evidence();
+    e.collected_at = end_at;
+    e.metrics_start = crate::evidence::Step::Collected {
+        data: MetricsSnapshot::from_scrape(&start_scrape, CAPTURED_START.len(), start_at),
+    };
+    e.metrics_end = crate::evidence::Step::Collected {
+        data: MetricsSnapshot::from_scrape(&end_scrape, CAPTURED_END.len(), end_at),
+    };
+    data(&mut e.lease).renew_time = Some(end_at - jiff::SignedDuration::from_secs(3));
+    e
+}
+
+#[test]
+fn captured_kubelet_metrics_parse_completely() {
+    for text in [CAPTURED_START, CAPTURED_END] {
+        let scrape = crate::metrics::parse(text);
+        assert_eq!(scrape.malformed_count, 0, "{:?}", scrape.malformed);
+        assert!(scrape.samples.len() > 1000, "{}", scrape.samples.len());
+        let snapshot = MetricsSnapshot::from_scrape(&scrape, text.len(), now());
+        let absent: Vec<&str> = crate::evidence::SCALAR_FAMILIES
+            .iter()
+            .chain(crate::evidence::HISTOGRAM_FAMILIES)
+            .copied()
+            .filter(|n| !snapshot.scalars.contains_key(*n) && !snapshot.histograms.contains_key(*n))
+            .collect();
+        // Without serverTLSBootstrap the kubelet does not manage its serving certificate.
+        assert_eq!(
+            absent,
+            vec![
+                "kubelet_certificate_manager_server_ttl_seconds",
+                "kubelet_server_expiration_renew_errors"
+            ]
+        );
+        // The real runtime-operation buckets are the ones the thresholds name.
+        let list = snapshot
+            .histogram_where("kubelet_runtime_operations_duration_seconds", |l| {
+                l.get("operation_type").map(String::as_str) == Some("list_podsandbox")
+            })
+            .unwrap();
+        assert!(list.count_above(RUNTIME_BUCKET_3S).is_some());
+        assert!(list.count_above(RUNTIME_BUCKET_7S).is_some());
+        assert_eq!(list.buckets.len(), 14);
+    }
+}
+
+#[test]
+fn captured_kubelet_metrics_through_the_checks() {
+    let e = captured_evidence();
+    let findings = run_all(&e);
+    let pleg = only(&findings, ids::PLEG_DURATION);
+    assert!(
+        pleg.evidence
+            .iter()
+            .any(|l| l.contains("2 relists") && l.contains("> 10 s")),
+        "{:#?}",
+        pleg.evidence
+    );
+    let runtime = only(&findings, ids::RUNTIME_LIST_LATENCY);
+    assert!(
+        runtime
+            .evidence
+            .iter()
+            .any(|l| l.contains("since kubelet start") && l.contains("> 3.05 s")),
+        "{:#?}",
+        runtime.evidence
+    );
+    assert_eq!(only(&findings, ids::CERT_CLIENT_TTL).severity, Severity::Ok);
+    assert_eq!(
+        only(&findings, ids::CERT_SERVER_TTL).severity,
+        Severity::Info
+    );
+    // The capture's window caught the injected stall: one of five relists above 10 s, slow
+    // list_podsandbox calls and rising runtime errors.
+    assert_eq!(pleg.severity, Severity::Critical);
+    assert_eq!(runtime.severity, Severity::Critical);
+    let errors = only(&findings, ids::RUNTIME_ERRORS);
+    assert!(
+        errors.summary.contains("list_podsandbox +2"),
+        "{}",
+        errors.summary
+    );
+    let auth = only(&findings, ids::KUBELET_AUTH);
+    assert!(!auth.evidence[0].contains("-0"), "{}", auth.evidence[0]);
+    let verdict = crate::verdict::decide(&e, &findings);
+    let top = &verdict.causes[0];
+    assert_eq!(
+        top.id,
+        crate::verdict::CauseId::RuntimeUnresponsive,
+        "{:#?}",
+        verdict.causes
+    );
+    assert!(
+        verdict
+            .causes
+            .iter()
+            .any(|c| c.id == crate::verdict::CauseId::PlegSlow)
+    );
 }

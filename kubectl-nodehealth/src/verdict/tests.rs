@@ -151,8 +151,14 @@ fn degraded_relists_on_a_ready_node_ask_for_attribution() {
         20.0,
     );
     let v = verdict(&e);
-    let pleg = has(&v, CauseId::PlegSlow).expect("pleg-slow");
+    let pleg = top(&v);
+    assert_eq!(
+        pleg.id,
+        CauseId::PlegSlow,
+        "degraded relists outrank 'healthy'"
+    );
     assert_eq!(pleg.confidence, Confidence::Medium);
+    assert!(has(&v, CauseId::Healthy).is_some_and(|h| h.confidence == Confidence::Low));
     assert_eq!(pleg.attribution, Some(Attribution::Unknown));
     // The kubelet's own runtime list calls are fast: the seed's "inside the kubelet" branch.
     assert!(
@@ -377,4 +383,26 @@ fn cause_ids_serialize_to_the_vocabulary() {
     ] {
         assert_eq!(serde_json::to_value(a).unwrap(), text);
     }
+}
+
+#[test]
+fn configuration_risks_alone_keep_the_node_healthy_and_exit_zero() {
+    let mut e = healthy_evidence();
+    let c = data(&mut e.configz);
+    c.kube_reserved.clear();
+    c.system_reserved.clear();
+    c.image_gc_high_threshold_percent = Some(100);
+    c.image_gc_low_threshold_percent = Some(99);
+    let report = crate::diagnose(e);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Warning)
+    );
+    let c = top(&report.verdict);
+    assert_eq!(c.id, CauseId::Healthy);
+    assert_eq!(c.confidence, Confidence::Medium);
+    assert!(c.evidence.iter().any(|l| l.contains("configuration risk")));
+    assert_eq!(report.exit_code(), crate::exit::HEALTHY);
 }
