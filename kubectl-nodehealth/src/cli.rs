@@ -18,12 +18,7 @@ use crate::{diagnose, exit};
 /// metrics, stats and goroutine dump through the API server's node proxy), then ranks the
 /// probable causes. Exit codes: 0 healthy, 1 problems found, 2 could not diagnose.
 #[derive(Debug, Parser)]
-#[command(
-    name = "kubectl-nodehealth",
-    bin_name = "kubectl nodehealth",
-    version,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "kubectl-nodehealth", bin_name = "kubectl nodehealth", version)]
 pub struct Cli {
     /// Not yet implemented subcommands.
     #[command(subcommand)]
@@ -209,6 +204,27 @@ mod tests {
         assert!(Cli::try_parse_from(["kubectl-nodehealth", "n", "-o", "xml"]).is_err());
         let scan = Cli::try_parse_from(["kubectl-nodehealth", "scan"]).unwrap();
         assert!(matches!(scan.command, Some(Command::Scan)));
+    }
+
+    #[test]
+    fn kubeconfig_flag_before_a_subcommand_still_selects_it() {
+        // Regression: with args_conflicts_with_subcommands, `--kubeconfig k scan` made "scan"
+        // the node name.
+        let cli =
+            Cli::try_parse_from(["kubectl-nodehealth", "--kubeconfig", "/k", "scan"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Scan)), "{cli:?}");
+        assert_eq!(cli.kubeconfig.as_deref(), Some(std::path::Path::new("/k")));
+        let cli = Cli::try_parse_from([
+            "kubectl-nodehealth",
+            "--context",
+            "c",
+            "node-a",
+            "-o",
+            "yaml",
+        ])
+        .unwrap();
+        assert_eq!(cli.node.as_deref(), Some("node-a"));
+        assert!(cli.command.is_none());
     }
 
     #[test]
