@@ -292,6 +292,25 @@ mod tests {
     }
 
     #[test]
+    fn infinite_ttl_stays_a_string_in_json_and_yaml() {
+        let mut e = healthy_evidence();
+        crate::checks::tests_support::set_scalar(
+            crate::checks::tests_support::end(&mut e),
+            "kubelet_certificate_manager_client_ttl_seconds",
+            &[],
+            f64::INFINITY,
+        );
+        let report = crate::diagnose(e);
+        let json = render(&report, Format::Json, false, None).unwrap();
+        assert!(json.contains("\"+Inf\""), "JSON would turn +Inf into null");
+        let yaml = render(&report, Format::Yaml, false, None).unwrap();
+        assert!(
+            yaml.contains("\"+Inf\"") || yaml.contains("'+Inf'"),
+            "+Inf must be a quoted string in YAML"
+        );
+    }
+
+    #[test]
     fn yaml_has_the_same_top_level_keys() {
         let report = crate::diagnose(healthy_evidence());
         let text = render(&report, Format::Yaml, false, None).unwrap();
