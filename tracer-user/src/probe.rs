@@ -13,8 +13,8 @@ use std::{
 };
 
 use nodehealth_proto::node::{
-    ApiServerProbe, Discovery, KernelEventKind, KubeletHealthz, NodeEvidence, RuntimeSocket,
-    SectionFailure, section,
+    ApiServerProbe, Discovery, KernelEventKind, KubeletHealthz, Liveness, NodeEvidence,
+    RuntimeSocket, SectionFailure, section,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -240,11 +240,10 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
         _ => None,
     };
     let healthz_first = async {
+        // Probed even when no kubelet process was found: "connection refused" confirms it.
         match &healthz_addr {
-            Some(a) if kubelet_pid.is_some() => {
-                Some(http::get_plain(a, "/healthz", cfg.timeout).await)
-            }
-            _ => None,
+            Some(a) => Some(http::get_plain(a, "/healthz", cfg.timeout).await),
+            None => None,
         }
     };
     let kubeconfig = d.kubeconfig.as_ref().map(|k| k.value.clone());
@@ -317,16 +316,14 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
     // 4. End-of-window samples.
     sink.progress("finish", "end-of-window samples").await;
     let healthz2 = match &healthz_addr {
-        Some(a) if kubelet_pid.is_some() => Some(http::get_plain(a, "/healthz", cfg.timeout).await),
-        _ => None,
+        Some(a) => Some(http::get_plain(a, "/healthz", cfg.timeout).await),
+        None => None,
     };
     let healthz = KubeletHealthz {
         url: healthz_addr.as_ref().map(|a| format!("http://{a}/healthz")),
-        skipped: match (&healthz_addr, kubelet_pid) {
-            (None, _) => Some("healthz disabled (healthzPort 0)".into()),
-            (_, None) => Some("no kubelet process".into()),
-            _ => None,
-        },
+        skipped: healthz_addr
+            .is_none()
+            .then(|| "healthz disabled (healthzPort 0)".to_string()),
         attempts: healthz1.into_iter().chain(healthz2).collect(),
     };
     sink.section(section::KUBELET_HEALTHZ, &healthz).await;
@@ -399,6 +396,21 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
                 {
                     proc_state.oom_kills_in_kernel_log = ooms(&proc_state.comm.clone());
                 }
+            }
+            if let Some(k) = &p.kubelet
+                && k.liveness == Liveness::Gone
+            {
+                // Restart evidence: did another kubelet take its place during the window?
+                let (h, old) = (host.clone(), k.pid);
+                let now = blocking(fs_limit, move || discovery::kubelet_candidates(&h))
+                    .await
+                    .unwrap_or_default();
+                let new: Vec<u32> = now.into_iter().filter(|p| *p != old).collect();
+                p.notes.push(if new.is_empty() {
+                    format!("kubelet pid {old} exited during the window and no kubelet runs now")
+                } else {
+                    format!("kubelet pid {old} exited during the window; now running as {new:?} (restarted)")
+                });
             }
             sink.section(section::PROCESSES, &p).await;
             ev.processes = Some(p);

@@ -1,0 +1,204 @@
+//! Process and cgroup evidence from real processes and cgroups the test creates itself:
+//! zombie children of a kubelet-like process, CPU throttling counted over the window in a v1
+//! cpu cgroup with a CFS quota, a frozen freezer cgroup, and a kubelet healthz endpoint that
+//! accepts but never answers (alive but unresponsive). Needs root.
+mod common;
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::ChildGuard;
+use nodehealth_proto::node::Liveness;
+use tracer_user::{
+    host::HostRoot,
+    http, pressure,
+    processes::{self, Sample},
+    procfs,
+};
+
+/// A v1 cgroup of our own under one controller hierarchy; its tasks are killed and the
+/// directory removed on drop.
+struct OwnCgroup(PathBuf);
+
+impl OwnCgroup {
+    fn new(controller: &str, tag: &str) -> Option<OwnCgroup> {
+        let base = PathBuf::from("/sys/fs/cgroup").join(controller);
+        if !base.join("cgroup.procs").exists() {
+            return None;
+        }
+        let dir = base.join(format!("nodehealth-test-{}-{tag}", std::process::id()));
+        fs::create_dir(&dir).ok()?;
+        Some(OwnCgroup(dir))
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        fs::write(self.0.join(file), value).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+
+    fn add(&self, pid: u32) {
+        self.write("cgroup.procs", &pid.to_string());
+    }
+}
+
+impl Drop for OwnCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0.join("freezer.state"), "THAWED");
+        for pid in fs::read_to_string(self.0.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        for _ in 0..50 {
+            if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn zombie_children_of_the_kubelet_are_reported() {
+    // sh forks a short sleep, then execs a long one that never reaps it.
+    let child = Command::new("sh")
+        .args(["-c", "sleep 0.05 & exec sleep 30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(child);
+    let pid = guard.0.id();
+    thread::sleep(Duration::from_millis(400));
+    let host = HostRoot::new("/");
+    let s = Sample::take(&host);
+    let p = processes::collect(&host, Some(pid), None, &s, &s, Duration::ZERO, None);
+    let z = p
+        .zombies
+        .iter()
+        .find(|z| z.parent_pid == pid)
+        .expect("zombie group");
+    assert_eq!(z.count, 1);
+    assert_eq!(z.examples, vec!["sleep"]);
+    assert_eq!(p.kubelet.unwrap().liveness, Liveness::Sleeping);
+}
+
+#[test]
+fn cfs_throttling_is_counted_over_the_window() {
+    let Some(cg) = OwnCgroup::new("cpu", "throttle") else {
+        eprintln!("no cgroup v1 cpu hierarchy here: skipped");
+        return;
+    };
+    // 10% of one CPU for a busy loop: throttled in nearly every 100 ms period.
+    cg.write("cpu.cfs_period_us", "100000");
+    cg.write("cpu.cfs_quota_us", "10000");
+    let child = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let busy = ChildGuard(child);
+    cg.add(busy.0.id());
+    let host = HostRoot::new("/");
+    let targets = [("kubelet", busy.0.id())];
+    let a = pressure::Sample::take(&host, &targets);
+    thread::sleep(Duration::from_millis(1_000));
+    let b = pressure::Sample::take(&host, &targets);
+    let p = pressure::evidence(&a, b);
+    let c = &p.cgroups[0];
+    eprintln!("throttling over 1 s: {c:?}");
+    assert!(c.error.is_none(), "{c:?}");
+    assert_eq!(c.cgroup_version, 1);
+    assert!(c.path.ends_with("throttle"), "{c:?}");
+    assert_eq!((c.quota_us, c.period_us), (Some(10_000), Some(100_000)));
+    let periods = c.window_nr_periods.unwrap();
+    let throttled = c.window_nr_throttled.unwrap();
+    assert!(periods >= 5, "{c:?}");
+    assert!(throttled * 2 >= periods, "{c:?}");
+    assert!(c.window_throttled_ns.unwrap() > 100_000_000, "{c:?}");
+}
+
+#[test]
+fn a_process_in_a_frozen_cgroup_is_reported_frozen() {
+    let Some(cg) = OwnCgroup::new("freezer", "frozen") else {
+        eprintln!("no cgroup v1 freezer here: skipped");
+        return;
+    };
+    let child = Command::new("sleep")
+        .arg("30")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(child);
+    let pid = guard.0.id();
+    cg.add(pid);
+    let host = HostRoot::new("/");
+    assert_eq!(procfs::cgroup_frozen(&host, pid), Some(false));
+    cg.write("freezer.state", "FROZEN");
+    let until = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(cg.0.join("freezer.state"))
+        .unwrap()
+        .trim()
+        != "FROZEN"
+    {
+        assert!(Instant::now() < until, "freezer did not settle");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(procfs::cgroup_frozen(&host, pid), Some(true));
+    let s = Sample::take(&host);
+    let p = processes::collect(&host, Some(pid), None, &s, &s, Duration::ZERO, None);
+    let k = p.kubelet.unwrap();
+    eprintln!("frozen task state: {:?}", k.liveness);
+    assert_eq!(k.cgroup_frozen, Some(true));
+    cg.write("freezer.state", "THAWED");
+}
+
+#[tokio::test]
+async fn a_healthz_that_accepts_but_never_answers_times_out_in_its_bound() {
+    // The listen backlog accepts the connection; nobody ever reads or answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let a = http::get_plain(&addr, "/healthz", Duration::from_millis(500)).await;
+    let took = started.elapsed();
+    assert!(a.timed_out && a.status.is_none(), "{a:?}");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+
+    // A healthy one.
+    let ok = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = ok.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = ok.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+    });
+    let a = http::get_plain(&addr, "/healthz", Duration::from_secs(2)).await;
+    assert_eq!(
+        (a.status, a.body.as_deref()),
+        (Some(200), Some("ok")),
+        "{a:?}"
+    );
+
+    // Nobody listening: refused, at once.
+    drop(silent);
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let a = http::get_plain(&addr, "/healthz", Duration::from_secs(2)).await;
+    assert!(
+        a.error
+            .as_deref()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{a:?}"
+    );
+}
