@@ -956,7 +956,23 @@ pub fn pleg_last_seen(e: &Evidence) -> Vec<Finding> {
         return vec![missing_metric(ids::PLEG_LAST_SEEN, Domain::Pleg, NAME)];
     };
     let scraped = end.scraped_at.unwrap_or(e.collected_at);
-    let age = scraped.as_second() as f64 + f64::from(scraped.subsec_nanosecond()) / 1e9 - last_seen;
+    let clock_age =
+        scraped.as_second() as f64 + f64::from(scraped.subsec_nanosecond()) / 1e9 - last_seen;
+    // The gauge is on the node's clock, the scrape time on ours. If the gauge moved between the
+    // two scrapes, a relist succeeded inside the window, whatever the clocks say: the age is at
+    // most the window, and a larger clock age is skew.
+    let window = window_seconds(e);
+    let advanced = e
+        .metrics_start
+        .data()
+        .and_then(|m| m.scalar(NAME))
+        .is_some_and(|start| last_seen > start);
+    let skewed = advanced && clock_age > window + 5.0;
+    let age = if skewed {
+        clock_age.min(window)
+    } else {
+        clock_age
+    };
     let shown = human_duration(age.max(0.0));
     let (severity, summary, fix) = if age >= PLEG_UNHEALTHY_SECONDS {
         (
@@ -990,6 +1006,13 @@ pub fn pleg_last_seen(e: &Evidence) -> Vec<Finding> {
         f = f.with(format!(
             "the node's clock is {} ahead of this machine's",
             human_duration(-age)
+        ));
+    }
+    if skewed {
+        f = f.with(format!(
+            "the gauge advanced during the window, yet reads {} old on this machine's clock: the node's clock is about {} behind",
+            human_duration(clock_age),
+            human_duration(clock_age - window)
         ));
     }
     if let Some(fix) = fix {
@@ -2013,8 +2036,11 @@ fn steps(e: &Evidence) -> Vec<(&'static str, Option<&Failure>)> {
 pub enum DialError {
     /// The node answered but nothing listens on the kubelet port: the kubelet is not running.
     Refused,
-    /// No answer: the node or the path to it is down (or the kubelet is frozen).
+    /// The dial timed out: the node or the path to it is down.
     Timeout,
+    /// Connected, but no answer (TLS handshake or response headers timed out, reset, EOF): the
+    /// kubelet process holds its port but does not serve — frozen or starved.
+    NoResponse,
     /// No route to the node.
     NoRoute,
     /// Something else.
@@ -2026,6 +2052,12 @@ pub fn dial_error(message: &str) -> DialError {
     let m = message.to_lowercase();
     if m.contains("connection refused") {
         DialError::Refused
+    } else if m.contains("tls handshake timeout")
+        || m.contains("awaiting response headers")
+        || m.contains("connection reset")
+        || m.ends_with("eof")
+    {
+        DialError::NoResponse
     } else if m.contains("no route to host") || m.contains("network is unreachable") {
         DialError::NoRoute
     } else if m.contains("timeout") || m.contains("timed out") || m.contains("deadline exceeded") {
@@ -2084,8 +2116,9 @@ pub fn collection_failures(e: &Evidence) -> Vec<Finding> {
             DialError::Refused => {
                 "connection refused: the node answers but nothing listens on the kubelet port (kubelet not running)"
             }
-            DialError::Timeout => {
-                "dial timed out: the node or the network path is down, or the kubelet is frozen"
+            DialError::Timeout => "dial timed out: the node or the network path to it is down",
+            DialError::NoResponse => {
+                "the kubelet accepts connections but does not answer (frozen or starved)"
             }
             DialError::NoRoute => "no route to the node: network partition or node down",
             DialError::Other => "the API server cannot reach the kubelet",

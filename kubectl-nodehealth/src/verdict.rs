@@ -292,15 +292,21 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
             "a relist that never finishes is most often a runtime list call that never returns (the kubelet's runtime metrics only record finished calls)",
         );
     }
-    if pleg.score > 0 && runtime.score > 0 {
+    if pleg.score > 0 && (runtime_slow.is_some() || runtime_errors.is_some()) {
         pleg.support(
             0,
             "the kubelet's runtime calls are slow or failing: the relists wait on the runtime",
         );
-        if runtime_slow.is_some() || runtime_errors.is_some() {
-            // The runtime explains the slow relists: it is the cause, PLEG the symptom.
-            runtime.support(5, "relists are slow while these runtime calls are: the runtime explains the PLEG symptom");
-        }
+        // The runtime explains the slow relists: it is the cause, PLEG the symptom.
+        runtime.support(
+            5,
+            "relists are slow while these runtime calls are: the runtime explains the PLEG symptom",
+        );
+    } else if pleg.score > 0 && runtime.score > 0 {
+        pleg.support(
+            0,
+            "no finished runtime call was slow, but a call that hangs shows in the metrics only when it returns: check `time crictl ps` on the node",
+        );
     } else if pleg.score > 0 && runtime_slow.is_none() && !stuck && e.metrics_end.data().is_some() {
         pleg.support(
             0,
@@ -323,11 +329,22 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
                     "connection refused: the node is up, nothing listens on the kubelet port",
                 );
             }
-            Some(DialError::Timeout | DialError::NoRoute | DialError::Other)
-                if not_reporting && !cert_signal =>
-            {
+            // A dial that times out never reached a listening socket: the node or the path
+            // is down. A dead kubelet on a live node answers "connection refused".
+            Some(DialError::Timeout | DialError::NoRoute) if not_reporting && !cert_signal => {
+                partition.because(50, line.clone());
+                down.because(40, line);
+            }
+            Some(DialError::Other) if not_reporting && !cert_signal => {
                 down.because(45, line.clone());
                 partition.because(45, line);
+            }
+            Some(DialError::NoResponse) => {
+                starved.because(60, line);
+                starved.support(
+                    0,
+                    "the kubelet holds its port but does not answer: frozen, deadlocked or starved",
+                );
             }
             _ => {}
         }
@@ -400,7 +417,7 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
 
     // --- assemble ----------------------------------------------------------------------------
     let partition_or_down = down.score > 0 && partition.score > 0;
-    let separation = "from the API side a dead kubelet and a partition look alike (no lease renewals, the API server cannot reach the kubelet). What separates them: `connection refused` from the node proxy = kubelet not running; timeouts = node or network; many nodes stale at once = control plane or network. On the node (SSH): `systemctl is-active kubelet`, and `curl -k https://<apiserver>:6443/healthz` (200 or 401 = reachable); or `tracer-user probe`";
+    let separation = "from the API side a dead kubelet and a partition look alike (no lease renewals, the API server cannot reach the kubelet). What separates them: `connection refused` from the node proxy = kubelet not running; timeouts = node or network; many nodes stale at once = control plane or network; a node that is powered off looks like a partition too. On the node (SSH): `systemctl is-active kubelet`, and `curl -k https://<apiserver>:6443/healthz` (200 or 401 = reachable); or `tracer-user probe`";
     let mut causes = Vec::new();
     for b in [cert, pleg, runtime, down, partition, starved, pressure] {
         if b.score < REPORT_SCORE {

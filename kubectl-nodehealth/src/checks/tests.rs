@@ -290,6 +290,32 @@ fn pleg_last_seen_tiers() {
 }
 
 #[test]
+fn pleg_last_seen_that_advanced_in_the_window_is_not_stuck_whatever_the_clocks() {
+    let mut e = healthy_evidence();
+    // The node's clock is 10 minutes behind: both gauges read old on our clock, but the relist
+    // timestamp moved between the scrapes.
+    let node_now = now().as_second() as f64 - 600.0;
+    set_scalar(
+        data(&mut e.metrics_start),
+        "kubelet_pleg_last_seen_seconds",
+        &[],
+        node_now - 5.0,
+    );
+    set_scalar(end(&mut e), "kubelet_pleg_last_seen_seconds", &[], node_now);
+    let f = pleg_last_seen(&e);
+    assert_eq!(f[0].severity, Severity::Ok, "{:#?}", f);
+    assert!(f[0].evidence.iter().any(|l| l.contains("behind")));
+    // Unchanged across the window and old: stuck.
+    set_scalar(
+        data(&mut e.metrics_start),
+        "kubelet_pleg_last_seen_seconds",
+        &[],
+        node_now,
+    );
+    assert_eq!(pleg_last_seen(&e)[0].severity, Severity::Critical);
+}
+
+#[test]
 fn pleg_discards_in_window() {
     let mut e = healthy_evidence();
     assert!(pleg_discards(&e).is_empty());
@@ -699,6 +725,14 @@ fn proxy_503_means_the_api_server_cannot_reach_the_kubelet() {
     assert_eq!(
         dial_error("dial tcp: connect: no route to host"),
         DialError::NoRoute
+    );
+    assert_eq!(
+        dial_error("error trying to reach service: net/http: TLS handshake timeout"),
+        DialError::NoResponse
+    );
+    assert_eq!(
+        dial_error("read tcp 10.0.0.1:443->10.0.0.5:10250: read: connection reset by peer"),
+        DialError::NoResponse
     );
 }
 

@@ -232,7 +232,7 @@ fn unknown_and_connection_refused_is_kubelet_down() {
 }
 
 #[test]
-fn unknown_and_dial_timeout_is_ambiguous_and_says_what_separates() {
+fn unknown_and_dial_timeout_leans_to_partition_and_says_what_separates() {
     let mut e = healthy_evidence();
     node_unknown(&mut e);
     unreachable(
@@ -242,7 +242,8 @@ fn unknown_and_dial_timeout_is_ambiguous_and_says_what_separates() {
     let v = verdict(&e);
     let partition = has(&v, CauseId::ApiPartition).expect("api-partition");
     let down = has(&v, CauseId::KubeletDown).expect("kubelet-down");
-    assert_eq!(partition.score, down.score);
+    assert_eq!(top(&v).id, CauseId::ApiPartition);
+    assert!(partition.score > down.score);
     assert!(partition.avoid.contains("do NOT restart the kubelet"));
     for c in [partition, down] {
         assert!(
@@ -405,4 +406,39 @@ fn configuration_risks_alone_keep_the_node_healthy_and_exit_zero() {
     assert_eq!(c.confidence, Confidence::Medium);
     assert!(c.evidence.iter().any(|l| l.contains("configuration risk")));
     assert_eq!(report.exit_code(), crate::exit::HEALTHY);
+}
+
+#[test]
+fn kubelet_that_accepts_but_does_not_answer_is_starved() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    unreachable(
+        &mut e,
+        "error trying to reach service: net/http: TLS handshake timeout",
+    );
+    let v = verdict(&e);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::KubeletStarved, "{:#?}", v.causes);
+    assert!(c.evidence.iter().any(|l| l.contains("holds its port")));
+}
+
+#[test]
+fn inferred_runtime_cause_does_not_claim_slow_runtime_calls() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "PLEG is not healthy: pleg was last seen active 3m5.2s ago; threshold is 3m0s",
+    );
+    let v = verdict(&e);
+    let pleg = has(&v, CauseId::PlegSlow).unwrap();
+    assert!(
+        !pleg
+            .evidence
+            .iter()
+            .any(|l| l.contains("calls are slow or failing")),
+        "{:#?}",
+        pleg.evidence
+    );
 }
