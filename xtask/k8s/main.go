@@ -1,6 +1,6 @@
 // Command k8sbin is one multi-call binary holding kube-apiserver,
-// kube-controller-manager and kubelet of Kubernetes v1.35.4 (one link instead
-// of three). It picks the component from the name it was invoked as
+// kube-controller-manager, kubelet and kubectl of Kubernetes v1.35.4 (one link
+// instead of four). It picks the component from the name it was invoked as
 // (symlinks kube-apiserver, kube-controller-manager, kubelet) or, failing
 // that, from its first argument: `k8sbin kubelet --version`.
 //
@@ -20,6 +20,9 @@ import (
 	_ "time/tzdata" // for timeZone support in CronJob (apiserver, controller-manager)
 
 	"k8s.io/component-base/cli"
+	"k8s.io/component-base/logs"
+	kubectlcmd "k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	_ "k8s.io/component-base/logs/json/register"          // for JSON log format registration
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // load all the prometheus client-go plugins
 	_ "k8s.io/component-base/metrics/prometheus/version"  // for version metric registration
@@ -27,6 +30,8 @@ import (
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
+
+	_ "k8s.io/client-go/plugin/pkg/client/auth" // kubectl's client auth plugins
 )
 
 var commands = map[string]func() *cobra.Command{
@@ -36,11 +41,28 @@ var commands = map[string]func() *cobra.Command{
 }
 
 func names() string {
-	return "kube-apiserver, kube-controller-manager, kubelet"
+	return "kube-apiserver, kube-controller-manager, kubelet, kubectl"
+}
+
+// kubectl mirrors cmd/kubectl/kubectl.go: verbosity is parsed before the command is built, and
+// errors are printed kubectl's way.
+func kubectl() {
+	logs.GlogSetter(kubectlcmd.GetLogVerbosity(os.Args)) // nolint:errcheck
+	if err := cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()); err != nil {
+		kubectlutil.CheckErr(err)
+	}
+	os.Exit(0)
 }
 
 func main() {
 	name := strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe")
+	if name == "kubectl" {
+		kubectl()
+	}
+	if name != "kubectl" && len(os.Args) > 1 && os.Args[1] == "kubectl" {
+		os.Args = append([]string{"kubectl"}, os.Args[2:]...)
+		kubectl()
+	}
 	newCommand, ok := commands[name]
 	if !ok && len(os.Args) > 1 {
 		if newCommand, ok = commands[os.Args[1]]; ok {
