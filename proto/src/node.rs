@@ -36,6 +36,8 @@ pub mod section {
     pub const KERNEL_LOG: &str = "kernelLog";
     /// [`super::Pressure`]
     pub const PRESSURE: &str = "pressure";
+    /// [`super::RunQueue`] (only when tracing was requested)
+    pub const RUN_QUEUE: &str = "runQueue";
 }
 
 /// Everything the node probe collected in one run.
@@ -71,6 +73,8 @@ pub struct NodeEvidence {
     pub kernel_log: Option<KernelLog>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pressure: Option<Pressure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_queue: Option<RunQueue>,
     /// Sections that could not be collected (or timed out), with the reason.
     #[serde(default)]
     pub errors: Vec<SectionFailure>,
@@ -123,6 +127,7 @@ impl NodeEvidence {
             section::CLOCK => self.clock = parse(section, json)?,
             section::KERNEL_LOG => self.kernel_log = parse(section, json)?,
             section::PRESSURE => self.pressure = parse(section, json)?,
+            section::RUN_QUEUE => self.run_queue = parse(section, json)?,
             other => return Err(SectionError::Unknown(other.to_string())),
         }
         Ok(())
@@ -676,6 +681,36 @@ pub struct Pressure {
     pub memory: Option<PsiResource>,
     pub psi_error: Option<String>,
     pub cgroups: Vec<CgroupCpu>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// eBPF run-queue wait
+
+/// Run-queue wait of one process's threads during the window, measured in the kernel
+/// (sched_wakeup/sched_switch): time its threads were runnable but not running.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunQueueProcess {
+    /// `kubelet` or `runtime`.
+    pub owner: String,
+    pub pid: u32,
+    /// Threads that waited at least once.
+    pub threads: u32,
+    pub waits: u64,
+    pub run_queue_wait_ns: u64,
+    /// The longest single wait of any thread.
+    pub max_wait_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunQueue {
+    /// The eBPF programs were loaded and attached for the window.
+    pub attached: bool,
+    /// Why not (no BTF, no privileges, build without eBPF).
+    pub error: Option<String>,
+    pub window_ms: u64,
+    pub processes: Vec<RunQueueProcess>,
 }
 
 #[cfg(test)]

@@ -38,6 +38,10 @@ struct ProbeArgs {
     /// Probe this CRI endpoint (unix:///path) instead of the kubelet's.
     #[arg(long)]
     runtime_endpoint: Option<String>,
+    /// Also measure the kubelet's and runtime's run-queue wait with the eBPF tracer (`probe`;
+    /// for `serve` the request decides).
+    #[arg(long)]
+    trace: bool,
 }
 
 impl ProbeArgs {
@@ -51,6 +55,7 @@ impl ProbeArgs {
                 kubelet_pid: self.kubelet_pid,
                 runtime_endpoint: self.runtime_endpoint.clone(),
             },
+            trace: self.trace,
         }
     }
 }

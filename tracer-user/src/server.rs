@@ -131,6 +131,7 @@ impl Agent for Service {
         if req.window_ms > 0 {
             cfg.window = Duration::from_millis(req.window_ms);
         }
+        cfg.trace = req.trace;
         if req.cri_timeout_ms > 0 {
             cfg.timeout = Duration::from_millis(req.cri_timeout_ms);
         }

@@ -1,5 +1,6 @@
 //! The agent's gRPC stream end to end over loopback, with the real binary: a wrong token is
-//! refused, the right one streams progress, every evidence section and a report, then the
+//! refused, the right one streams progress, every evidence section (with the eBPF run-queue
+//! section when tracing is asked for) and a report, then the
 //! agent exits; with the runtime frozen the agent keeps streaming and finishes in its bound; with
 //! no client it exits at its deadline. Its stdout/stderr are pipes nobody reads.
 mod common;
@@ -115,7 +116,9 @@ async fn wrong_token_is_refused_then_the_run_streams_every_section_and_the_agent
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 
     let started = Instant::now();
-    let (progress, ev, report, _) = drain(&mut client, request(TOKEN, 2_000, 2_000)).await;
+    let mut req = request(TOKEN, 2_000, 2_000);
+    req.trace = true;
+    let (progress, ev, report, _) = drain(&mut client, req).await;
     eprintln!("run over gRPC took {:?}", started.elapsed());
     assert!(report, "the stream ends with a report");
     assert!(progress >= 2);
@@ -138,6 +141,15 @@ async fn wrong_token_is_refused_then_the_run_streams_every_section_and_the_agent
     assert_eq!(cri.endpoint, endpoint);
     let rt = ev.processes.unwrap().runtime.unwrap();
     assert_eq!(rt.pid, c.pid());
+    // Tracing was requested: the run-queue tracer ran over the window for the runtime.
+    let rq = ev.run_queue.expect("runQueue section");
+    assert!(rq.attached, "{rq:?}");
+    assert!(
+        rq.processes
+            .iter()
+            .any(|p| p.owner == "runtime" && p.pid == c.pid()),
+        "{rq:?}"
+    );
 
     // One run per agent: it exits once the stream is done.
     assert_eq!(wait_exit(&mut agent, Duration::from_secs(5)), Some(0));
