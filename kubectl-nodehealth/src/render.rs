@@ -148,11 +148,16 @@ fn table(report: &Report, color: bool, width: Option<u16>) -> String {
     out.push('\n');
     match report.verdict.causes.first() {
         None => {
+            let text = if report.evidence.node.data().is_some() {
+                "no cause in the vocabulary matches the evidence: read the findings"
+            } else {
+                "could not diagnose: not enough evidence"
+            };
             let _ = writeln!(
                 out,
                 "{} {}",
                 p.bold("VERDICT"),
-                p.severity("could not diagnose: not enough evidence", Severity::Unknown)
+                p.severity(text, Severity::Unknown)
             );
         }
         Some(top) => {

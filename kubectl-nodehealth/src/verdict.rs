@@ -263,6 +263,13 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     if ready_msg == ReadyMessage::RuntimeDown && ready_status == Some("False") {
         runtime.because(85, ready_line.clone());
     }
+    if ready_msg == ReadyMessage::NetworkNotReady && ready_status == Some("False") {
+        runtime.because(60, ready_line.clone());
+        runtime.support(
+            0,
+            "the runtime reports its network not ready (NetworkReady=false): the CNI plugin is not ready — check its pods and /etc/cni/net.d on the node",
+        );
+    }
     let stuck = s.at_least(ids::PLEG_LAST_SEEN, Severity::Critical);
     if let Some(w) = s.summary(ids::PLEG_LAST_SEEN) {
         pleg.because(if stuck { 80 } else { 55 }, w);
@@ -397,6 +404,19 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         && starved.score > 0
     {
         starved.support(5, w);
+    }
+
+    // Not reporting, nothing that tells a dead kubelet from a partition (e.g. no permission to
+    // use the node proxy): both stay on the table, at low confidence.
+    if not_reporting
+        && !cert_signal
+        && down.score == 0
+        && partition.score == 0
+        && starved.score < 45
+    {
+        for b in [&mut down, &mut partition] {
+            b.because(35, "the kubelet stopped reporting and nothing here separates a dead kubelet from a partition");
+        }
     }
 
     // --- node pressure -----------------------------------------------------------------------

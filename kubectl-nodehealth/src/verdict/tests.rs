@@ -442,3 +442,49 @@ fn inferred_runtime_cause_does_not_claim_slow_runtime_calls() {
         pleg.evidence
     );
 }
+
+#[test]
+fn unknown_without_proxy_access_keeps_both_down_and_partition_open() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    for step in [&mut e.metrics_start, &mut e.metrics_end] {
+        *step = failed(
+            FailureKind::Forbidden,
+            "GET /api/v1/nodes/node-a/proxy/metrics",
+            Some(403),
+            "forbidden",
+        );
+    }
+    e.healthz = failed(
+        FailureKind::Forbidden,
+        "GET /api/v1/nodes/node-a/proxy/healthz?verbose",
+        Some(403),
+        "forbidden",
+    );
+    let v = verdict(&e);
+    let down = has(&v, CauseId::KubeletDown).expect("kubelet-down");
+    let partition = has(&v, CauseId::ApiPartition).expect("api-partition");
+    assert_eq!(down.confidence, Confidence::Low);
+    assert_eq!(partition.confidence, Confidence::Low);
+    assert!(
+        partition
+            .evidence
+            .iter()
+            .any(|l| l.contains("What separates them"))
+    );
+}
+
+#[test]
+fn cni_not_ready_is_the_runtime_network() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
+    );
+    let v = verdict(&e);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::RuntimeUnresponsive);
+    assert!(c.evidence.iter().any(|l| l.contains("CNI")));
+}
