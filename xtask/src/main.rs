@@ -3,6 +3,7 @@
 //! Every command installs what it needs through `setup` (idempotent, cached outside the clone) and
 //! prints what it does, so a fresh machine and a warm one run the same commands.
 mod cluster;
+mod demo;
 mod setup;
 mod sh;
 mod test;
@@ -31,6 +32,8 @@ enum Command {
         #[arg(long)]
         long: bool,
     },
+    /// Set up, start the local cluster and run `kubectl nodehealth` on its node.
+    Demo,
     /// The local single-node Kubernetes cluster.
     Cluster {
         #[command(subcommand)]
@@ -46,6 +49,9 @@ enum Command {
     /// (internal) The kubelet's cuttable path to the API server.
     #[command(hide = true)]
     Lb(cluster::lb::Args),
+    /// (internal) The CRI proxy on the kubelet's runtime socket (runtime-slow-list fault).
+    #[command(hide = true)]
+    Criproxy(cluster::criproxy::Args),
     /// (internal) Run a component like systemd would: restart on exit, count restarts.
     #[command(hide = true)]
     Supervise(cluster::supervise::Args),
@@ -56,11 +62,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run(),
         Command::Test { long } => test::run(long),
+        Command::Demo => demo::run(),
         Command::Cluster { cmd } => cluster::run(cmd),
         Command::Supervise(args) => cluster::supervise::run(args),
         Command::Fault { fault } => cluster::fault::apply(fault),
         Command::Heal => cluster::fault::heal(),
         Command::Lb(args) => cluster::lb::run(args),
+        Command::Criproxy(args) => cluster::criproxy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,6 +47,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "the shell and tools inside the test pods' image",
     ),
     (
+        "e2fsprogs",
+        "mkfs.ext4 for containerd's root on the cluster's loop device (disk-slow fault)",
+    ),
+    (
         "nftables",
         "`cluster down` deletes the netfilter tables the kubelet created",
     ),

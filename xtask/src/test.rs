@@ -67,6 +67,23 @@ pub fn run(long: bool) -> Result<()> {
 /// the machine compared with how it was before `up`.
 fn end_to_end(root: &Path, long: bool) -> Result<()> {
     step("end-to-end tests against the local cluster");
+    // The tier runs the real binaries, as an operator would.
+    sh::run(
+        "building the plugin and the agent",
+        sh::cargo().current_dir(root).args([
+            "build",
+            "-p",
+            "kubectl-nodehealth",
+            "-p",
+            "tracer-user",
+        ]),
+    )?;
+    sh::run(
+        "building the end-to-end tests",
+        sh::cargo()
+            .current_dir(root)
+            .args(["test", "-p", "nodehealth-e2e", "--no-run"]),
+    )?;
     let layout = Layout::new();
     if std::fs::metadata("/run/kubectl-nodehealth-cluster").is_ok() {
         info("a cluster is already registered; taking it down for a clean start");

@@ -112,6 +112,8 @@ tlsCertFile: {serving_cert}
 tlsPrivateKeyFile: {serving_key}
 rotateCertificates: true
 serverTLSBootstrap: false
+# The harness's CRI proxy (criproxy.rs) in front of containerd: a passthrough until the
+# runtime-slow-list fault sets a delay.
 containerRuntimeEndpoint: unix://{sock}
 runtimeRequestTimeout: {runtime_timeout}
 cgroupDriver: cgroupfs
@@ -142,7 +144,7 @@ maxPods: 32
         ca = l.pki("ca.crt").display(),
         serving_cert = l.pki("kubelet-serving.crt").display(),
         serving_key = l.pki("kubelet-serving.key").display(),
-        sock = l.containerd_socket().display(),
+        sock = l.criproxy_socket().display(),
         runtime_timeout = s.runtime_request_timeout,
         cgroup_root = super::KUBE_CGROUP_ROOT,
         pod_logs = l.dir.join("pod-logs").display(),

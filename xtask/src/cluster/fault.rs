@@ -1,52 +1,151 @@
 //! `cargo xtask fault <name>` and `cargo xtask heal`: failures injected into the local cluster,
 //! each touching only what the harness created. Active faults are listed in
-//! `target/cluster/faults/`; `heal` undoes all of them.
+//! `target/cluster/faults/` (a marker file per fault, written before the fault is applied so a
+//! half-applied fault is healed too); `heal` undoes all of them, and `cluster down` undoes what
+//! would outlive the cluster's processes and cgroups (throttle rules, the kubelet's certificate).
 
-use std::{fs, path::PathBuf, thread, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
-use super::{Layout, component_cgroup, supervise};
+use super::{
+    Layout, api, component_argv, component_cgroup, criproxy, disk, launch, node_name, pki,
+    restart_component, stop_component,
+};
 use crate::sh::{info, step};
 
-#[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Freeze the harness's containerd (cgroup freezer): the runtime socket stops answering.
     RuntimeFrozen,
+    /// Delay the relist calls (ListPodSandbox, ListContainers) in the CRI proxy on the kubelet's
+    /// runtime socket; every other call passes unchanged.
+    RuntimeSlowList {
+        /// How long each relist call is held (e.g. 1500ms, 1.5s, 2m).
+        #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+        delay: Duration,
+    },
+    /// CFS bandwidth limit on containerd's cpu cgroup: the runtime is starved of CPU.
+    RuntimeCpuStarved {
+        /// CPU time containerd may use per period, in microseconds (1000 is the kernel minimum).
+        #[arg(long, default_value_t = 5_000)]
+        quota_us: u64,
+        /// The CFS period in microseconds.
+        #[arg(long, default_value_t = 100_000)]
+        period_us: u64,
+    },
+    /// Throttle containerd's root device (the harness's loop device) and run a crash-looping pod so
+    /// containerd keeps writing and syncing.
+    DiskSlow {
+        /// Write IOPS allowed on the device.
+        #[arg(long, default_value_t = 10)]
+        write_iops: u64,
+        /// Write bytes per second allowed on the device.
+        #[arg(long, default_value_t = 256 * 1024)]
+        write_bps: u64,
+        /// Read IOPS allowed on the device.
+        #[arg(long, default_value_t = 20)]
+        read_iops: u64,
+        /// Read bytes per second allowed on the device.
+        #[arg(long, default_value_t = 1024 * 1024)]
+        read_bps: u64,
+    },
+    /// Certificate rotation off and the kubelet restarted with a static client certificate that
+    /// expires soon: afterwards every request it makes fails with 401.
+    CertExpiredStatic {
+        /// Time from now until the certificate expires.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        expires_in: Duration,
+    },
+    /// Certificate rotation on, the controller manager's CSR approver off, and a short-lived client
+    /// certificate: the renewal CSR stays Pending, the kubelet exits at expiry and its restarts fail.
+    CertRotationStuck {
+        /// Lifetime of the kubelet's client certificate, from now.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        lifetime: Duration,
+    },
     /// Cut the kubelet's path to the API server (the admin path stays up).
     ApiPartition,
     /// Stop the kubelet (like `systemctl stop kubelet`).
     KubeletStopped,
     /// Freeze the kubelet (cgroup freezer): alive but unresponsive.
     KubeletFrozen,
+    /// A memory limit on the kubelet's cgroup below what it needs: the kernel OOM-kills it, the
+    /// supervisor restarts it, again and again.
+    KubeletMemoryLimited {
+        /// The limit in MiB.
+        #[arg(long, default_value_t = 16)]
+        limit_mib: u64,
+    },
 }
 
+/// Every fault by name, in the order `heal` undoes them.
+const NAMES: &[&str] = &[
+    "runtime-frozen",
+    "runtime-slow-list",
+    "runtime-cpu-starved",
+    "disk-slow",
+    "cert-expired-static",
+    "cert-rotation-stuck",
+    "api-partition",
+    "kubelet-stopped",
+    "kubelet-frozen",
+    "kubelet-memory-limited",
+];
+
 impl Fault {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Fault::RuntimeFrozen => "runtime-frozen",
+            Fault::RuntimeSlowList { .. } => "runtime-slow-list",
+            Fault::RuntimeCpuStarved { .. } => "runtime-cpu-starved",
+            Fault::DiskSlow { .. } => "disk-slow",
+            Fault::CertExpiredStatic { .. } => "cert-expired-static",
+            Fault::CertRotationStuck { .. } => "cert-rotation-stuck",
             Fault::ApiPartition => "api-partition",
             Fault::KubeletStopped => "kubelet-stopped",
             Fault::KubeletFrozen => "kubelet-frozen",
+            Fault::KubeletMemoryLimited { .. } => "kubelet-memory-limited",
         }
     }
-
-    const ALL: [Fault; 4] = [
-        Fault::RuntimeFrozen,
-        Fault::ApiPartition,
-        Fault::KubeletStopped,
-        Fault::KubeletFrozen,
-    ];
 }
 
-fn marker(l: &Layout, f: Fault) -> PathBuf {
-    l.dir.join("faults").join(f.name())
+/// "1500ms", "1.5s", "2m", or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 1500ms, 1.5s, 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn marker(l: &Layout, name: &str) -> PathBuf {
+    l.faults().join(name)
 }
 
 /// The file whose existence cuts the kubelet's API path (read by `xtask lb`).
 pub fn cut_file(l: &Layout) -> PathBuf {
     l.run_dir().join("api-partition.cut")
 }
+
+/// Name prefix of the pods faults create (deleted by `heal`).
+const POD_PREFIX: &str = "nodehealth-fault-";
 
 fn freeze(component: &str, state: &str) -> Result<()> {
     let path = component_cgroup("freezer", component).join("freezer.state");
@@ -61,49 +160,421 @@ fn freeze(component: &str, state: &str) -> Result<()> {
     bail!("{component} did not reach {state}")
 }
 
+fn write_cgroup(controller: &str, component: &str, file: &str, value: &str) -> Result<()> {
+    let path = component_cgroup(controller, component).join(file);
+    fs::write(&path, value).with_context(|| format!("writing {value} to {path:?}"))
+}
+
 pub fn apply(f: Fault) -> Result<()> {
     let l = Layout::new();
-    if !super::api::ready(&l) {
+    if !api::ready(&l) {
         bail!("the local cluster is not running: `cargo xtask cluster up` first");
     }
     step(format!("fault {}", f.name()));
+    fs::create_dir_all(l.faults())?;
+    fs::write(marker(&l, f.name()), "")?;
     match f {
         Fault::RuntimeFrozen => freeze("containerd", "FROZEN")?,
         Fault::KubeletFrozen => freeze("kubelet", "FROZEN")?,
         Fault::ApiPartition => fs::write(cut_file(&l), "")?,
-        Fault::KubeletStopped => {
-            let files = supervise::files(&l.run_dir(), "kubelet");
-            fs::write(&files.stop, "")?;
-            for _ in 0..150 {
-                if !files.supervisor_pid.exists() {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(100));
+        Fault::KubeletStopped => stop_component(&l, "kubelet")?,
+        Fault::RuntimeSlowList { delay } => {
+            if !super::component_alive(&l, "criproxy") {
+                bail!(
+                    "the CRI proxy is not running (a cluster from before it existed?): cluster down, then up"
+                );
             }
+            criproxy::set_delay(&l.criproxy_control(), delay)?;
+            info(format!(
+                "ListPodSandbox and ListContainers now take {} ms longer",
+                delay.as_millis()
+            ));
         }
+        Fault::RuntimeCpuStarved {
+            quota_us,
+            period_us,
+        } => {
+            write_cgroup(
+                "cpu",
+                "containerd",
+                "cpu.cfs_period_us",
+                &period_us.to_string(),
+            )?;
+            write_cgroup(
+                "cpu",
+                "containerd",
+                "cpu.cfs_quota_us",
+                &quota_us.to_string(),
+            )?;
+            info(format!(
+                "containerd may use {quota_us} µs of CPU per {period_us} µs"
+            ));
+        }
+        Fault::KubeletMemoryLimited { limit_mib } => {
+            // Limit a stopped kubelet: a running one's usage may exceed the limit, which the kernel
+            // then refuses (EBUSY). The restarted kubelet grows into the limit and is OOM-killed.
+            stop_component(&l, "kubelet")?;
+            write_cgroup(
+                "memory",
+                "kubelet",
+                "memory.limit_in_bytes",
+                &(limit_mib << 20).to_string(),
+            )?;
+            restart_component(&l, "kubelet")?;
+            info(format!(
+                "kubelet restarted under a {limit_mib} MiB memory limit"
+            ));
+        }
+        Fault::DiskSlow {
+            write_iops,
+            write_bps,
+            read_iops,
+            read_bps,
+        } => {
+            disk::throttle(
+                &l,
+                &[
+                    ("blkio.throttle.write_iops_device", write_iops),
+                    ("blkio.throttle.write_bps_device", write_bps),
+                    ("blkio.throttle.read_iops_device", read_iops),
+                    ("blkio.throttle.read_bps_device", read_bps),
+                ],
+            )?;
+            create_pod(&l, &crash_looping_pod(&node_name()))?;
+            info(format!(
+                "containerd's root device limited to {write_iops} write IOPS, {write_bps} B/s; \
+                 crash-looping pod {POD_PREFIX}disk-slow created"
+            ));
+        }
+        Fault::CertExpiredStatic { expires_in } => cert_expired_static(&l, expires_in)?,
+        Fault::CertRotationStuck { lifetime } => cert_rotation_stuck(&l, lifetime)?,
     }
-    fs::create_dir_all(l.dir.join("faults"))?;
-    fs::write(marker(&l, f), "")?;
     info("applied; `cargo xtask heal` undoes it");
     Ok(())
 }
 
 pub fn heal() -> Result<()> {
     let l = Layout::new();
-    for f in Fault::ALL {
-        if !marker(&l, f).exists() {
+    let mut failed = Vec::new();
+    for name in NAMES {
+        if !marker(&l, name).exists() {
             continue;
         }
-        step(format!("healing {}", f.name()));
-        match f {
-            Fault::RuntimeFrozen => freeze("containerd", "THAWED")?,
-            Fault::KubeletFrozen => freeze("kubelet", "THAWED")?,
-            Fault::ApiPartition => {
-                let _ = fs::remove_file(cut_file(&l));
+        step(format!("healing {name}"));
+        match heal_one(&l, name) {
+            Ok(()) => fs::remove_file(marker(&l, name))?,
+            Err(e) => {
+                eprintln!("xtask: healing {name} failed: {e:#}");
+                failed.push(*name);
             }
-            Fault::KubeletStopped => super::restart_component(&l, "kubelet")?,
         }
-        fs::remove_file(marker(&l, f))?;
+    }
+    if !failed.is_empty() {
+        bail!("could not heal {}", failed.join(", "));
     }
     Ok(())
+}
+
+fn heal_one(l: &Layout, name: &str) -> Result<()> {
+    match name {
+        "runtime-frozen" => freeze("containerd", "THAWED"),
+        "kubelet-frozen" => freeze("kubelet", "THAWED"),
+        "api-partition" => {
+            let _ = fs::remove_file(cut_file(l));
+            Ok(())
+        }
+        "kubelet-stopped" => ensure_running(l, "kubelet"),
+        "runtime-slow-list" => criproxy::set_delay(&l.criproxy_control(), Duration::ZERO),
+        "runtime-cpu-starved" => {
+            write_cgroup("cpu", "containerd", "cpu.cfs_quota_us", "-1")?;
+            write_cgroup("cpu", "containerd", "cpu.cfs_period_us", "100000")
+        }
+        // The supervisor's next restart of the kubelet then succeeds.
+        "kubelet-memory-limited" => {
+            write_cgroup("memory", "kubelet", "memory.limit_in_bytes", "-1")
+        }
+        "disk-slow" => {
+            let problems = disk::clear_throttle(l);
+            if !problems.is_empty() {
+                bail!("{}", problems.join("; "));
+            }
+            delete_fault_pods(l)
+        }
+        "cert-expired-static" => {
+            // Back to the command line `up` chose: rotation on, the regular certificate.
+            stop_component(l, "kubelet")?;
+            restart_component(l, "kubelet")?;
+            for f in [STATIC_CERT, STATIC_KUBECONFIG, STATIC_CONFIG] {
+                let _ = fs::remove_file(l.faults().join(f));
+            }
+            Ok(())
+        }
+        "cert-rotation-stuck" => {
+            stop_component(l, "kubelet")?;
+            delete_pending_node_csrs(l)?;
+            restore_kubelet_cert(l)?;
+            stop_component(l, "kube-controller-manager")?;
+            restart_component(l, "kube-controller-manager")?;
+            restart_component(l, "kubelet")
+        }
+        _ => unreachable!("unknown fault {name}"),
+    }
+}
+
+fn ensure_running(l: &Layout, name: &str) -> Result<()> {
+    if super::component_alive(l, name) {
+        return Ok(());
+    }
+    restart_component(l, name)
+}
+
+/// What `cluster down` must undo itself because it outlives the processes: the kubelet's
+/// certificate link (pki is kept across `down`, so the next `up` would start with an expired
+/// certificate).
+pub fn undo_on_down(l: &Layout) -> Vec<String> {
+    if !marker(l, "cert-rotation-stuck").exists() {
+        return Vec::new();
+    }
+    match restore_kubelet_cert(l) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!("restoring the kubelet's client certificate: {e:#}")],
+    }
+}
+
+// --- certificates ---------------------------------------------------------------------------
+
+const STATIC_CERT: &str = "kubelet-static-client.pem";
+const STATIC_KUBECONFIG: &str = "kubelet-static.kubeconfig";
+const STATIC_CONFIG: &str = "kubelet-config-static.yaml";
+const CURRENT_CERT: &str = "kubelet-client-current.pem";
+
+/// A kubelet client certificate (CN=system:node:<node>, O=system:nodes) valid from now for
+/// `lifetime`, as one PEM file holding cert and key, as the kubelet keeps it.
+fn short_lived_kubelet_cert(l: &Layout, lifetime: Duration) -> Result<String> {
+    let ca = pki::Ca::load(&l.pki("ca.crt"), &l.pki("ca.key"))?;
+    let mut leaf = pki::Leaf::client(&format!("system:node:{}", node_name()), &["system:nodes"]);
+    leaf.validity = time::Duration::try_from(lifetime)?;
+    // Valid from now, not backdated: the kubelet schedules rotation at 70-90% of
+    // NotAfter - NotBefore (client-go util/certificate/certificate_manager.go, nextRotationDeadline).
+    leaf.backdate = time::Duration::ZERO;
+    let pair = ca.issue(&leaf)?;
+    Ok(format!("{}{}", pair.cert_pem, pair.key_pem))
+}
+
+/// Replaces the value of `--flag=` in a command line.
+fn with_flag(argv: &[String], flag: &str, value: &str) -> Result<Vec<String>> {
+    let prefix = format!("{flag}=");
+    if !argv.iter().any(|a| a.starts_with(&prefix)) {
+        bail!("{flag} is not on the recorded command line");
+    }
+    Ok(argv
+        .iter()
+        .map(|a| {
+            if a.starts_with(&prefix) {
+                format!("{prefix}{value}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect())
+}
+
+fn cert_expired_static(l: &Layout, expires_in: Duration) -> Result<()> {
+    let dir = l.faults();
+    let cert = dir.join(STATIC_CERT);
+    pki::write_private(&cert, &short_lived_kubelet_cert(l, expires_in)?)?;
+    let kubeconfig = dir.join(STATIC_KUBECONFIG);
+    super::write(
+        &kubeconfig,
+        &super::config::kubeconfig(
+            &format!("https://127.0.0.1:{}", super::LB_PORT),
+            &l.pki("ca.crt"),
+            &cert,
+            &cert,
+            &format!("system:node:{}", node_name()),
+        ),
+    )?;
+    let normal = fs::read_to_string(l.dir.join("kubelet-config.yaml"))?;
+    let on = "rotateCertificates: true";
+    if !normal.contains(on) {
+        bail!("the kubelet config does not say `{on}`");
+    }
+    let config = dir.join(STATIC_CONFIG);
+    super::write(&config, &normal.replace(on, "rotateCertificates: false"))?;
+    let argv = component_argv(l, "kubelet")?;
+    let argv = with_flag(&argv, "--config", &config.display().to_string())?;
+    let argv = with_flag(&argv, "--kubeconfig", &kubeconfig.display().to_string())?;
+    stop_component(l, "kubelet")?;
+    launch(l, "kubelet", &argv)?;
+    info(format!(
+        "kubelet restarted with rotation off and a client certificate expiring in {} s",
+        expires_in.as_secs()
+    ));
+    Ok(())
+}
+
+fn cert_rotation_stuck(l: &Layout, lifetime: Duration) -> Result<()> {
+    // Withhold approval: the controller manager without its csrapproving controller (signing
+    // stays on, so an approved CSR would still be issued).
+    let argv = component_argv(l, "kube-controller-manager")?;
+    let controllers = argv
+        .iter()
+        .find_map(|a| a.strip_prefix("--controllers="))
+        .context("--controllers is not on the controller manager's command line")?;
+    let argv = with_flag(
+        &argv,
+        "--controllers",
+        &format!("{controllers},-csrapproving"),
+    )?;
+    stop_component(l, "kube-controller-manager")?;
+    launch(l, "kube-controller-manager", &argv)?;
+
+    // The short-lived certificate where rotation keeps it: a dated file and the current link.
+    let cert_dir = l.kubelet_cert_dir();
+    let current = cert_dir.join(CURRENT_CERT);
+    let previous = fs::read_link(&current).with_context(|| format!("reading link {current:?}"))?;
+    // The marker remembers the certificate to go back to.
+    fs::write(
+        marker(l, "cert-rotation-stuck"),
+        previous.display().to_string(),
+    )?;
+    let dated = format!(
+        "kubelet-client-fault-{}.pem",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    );
+    pki::write_private(
+        &cert_dir.join(&dated),
+        &short_lived_kubelet_cert(l, lifetime)?,
+    )?;
+    relink(&current, Path::new(&dated))?;
+    stop_component(l, "kubelet")?;
+    restart_component(l, "kubelet")?;
+    info(format!(
+        "kubelet restarted with a client certificate valid for {} s; CSR approval withheld",
+        lifetime.as_secs()
+    ));
+    Ok(())
+}
+
+fn relink(link: &Path, target: &Path) -> Result<()> {
+    let tmp = link.with_extension("pem.tmp");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, link).with_context(|| format!("pointing {link:?} at {target:?}"))
+}
+
+/// Points the kubelet's current client certificate back at the one it had before
+/// `cert-rotation-stuck` and removes the fault's certificates.
+fn restore_kubelet_cert(l: &Layout) -> Result<()> {
+    let cert_dir = l.kubelet_cert_dir();
+    let previous = fs::read_to_string(marker(l, "cert-rotation-stuck")).unwrap_or_default();
+    let previous = previous.trim();
+    if previous.is_empty() || !cert_dir.join(previous).exists() {
+        bail!("the certificate to go back to ({previous:?}) is gone from {cert_dir:?}");
+    }
+    relink(&cert_dir.join(CURRENT_CERT), Path::new(previous))?;
+    for e in fs::read_dir(&cert_dir)?.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("kubelet-client-fault-")
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the node's CSRs that were never approved or denied (the fault's renewal attempts).
+fn delete_pending_node_csrs(l: &Layout) -> Result<()> {
+    let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let (code, body) = api::request(l, "GET", path, None)?;
+    if code != 200 {
+        bail!("GET {path}: HTTP {code}");
+    }
+    let list: Value = serde_json::from_str(&body)?;
+    let user = format!("system:node:{}", node_name());
+    for csr in list["items"].as_array().into_iter().flatten() {
+        let pending = csr["status"]["conditions"]
+            .as_array()
+            .is_none_or(|c| c.is_empty());
+        if csr["spec"]["username"] == user.as_str() && pending {
+            let name = csr["metadata"]["name"].as_str().unwrap_or_default();
+            info(format!("deleting pending CSR {name}"));
+            api::request(l, "DELETE", &format!("{path}/{name}"), None)?;
+        }
+    }
+    Ok(())
+}
+
+// --- pods -------------------------------------------------------------------------------------
+
+/// A hostNetwork pod whose containers exit at once, restarted forever: every restart makes
+/// containerd create a container (snapshot, metadata database commits, fsync) and remove the old.
+fn crash_looping_pod(node: &str) -> Value {
+    let container = |name: &str| {
+        json!({
+            "name": name, "image": super::BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+            "command": ["/bin/busybox", "sh", "-c", "exit 1"],
+        })
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{POD_PREFIX}disk-slow"), "labels": {"nodehealth.local/fault": "disk-slow"}},
+        "spec": {
+            "nodeName": node, "hostNetwork": true, "restartPolicy": "Always",
+            "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 0,
+            "containers": [container("crash-a"), container("crash-b")],
+        },
+    })
+}
+
+fn create_pod(l: &Layout, pod: &Value) -> Result<()> {
+    let path = "/api/v1/namespaces/default/pods";
+    let (code, body) = api::request(l, "POST", path, Some(pod))?;
+    match code {
+        201 | 409 => Ok(()),
+        _ => bail!(
+            "creating pod {}: HTTP {code}: {body}",
+            pod["metadata"]["name"]
+        ),
+    }
+}
+
+fn delete_fault_pods(l: &Layout) -> Result<()> {
+    let name = format!("{POD_PREFIX}disk-slow");
+    let (code, body) = api::request(
+        l,
+        "DELETE",
+        &format!("/api/v1/namespaces/default/pods/{name}?gracePeriodSeconds=0"),
+        None,
+    )?;
+    match code {
+        200 | 202 | 404 => Ok(()),
+        _ => bail!("deleting pod {name}: HTTP {code}: {body}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn flags_are_replaced_not_added() {
+        let argv = vec!["kubelet".to_string(), "--config=/a".to_string()];
+        assert_eq!(
+            with_flag(&argv, "--config", "/b").unwrap(),
+            vec!["kubelet".to_string(), "--config=/b".to_string()]
+        );
+        assert!(with_flag(&argv, "--kubeconfig", "/b").is_err());
+    }
 }

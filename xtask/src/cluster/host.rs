@@ -461,6 +461,19 @@ impl Fingerprint {
             entries.insert(bin.into(), rules.join("\n"));
         }
         entries.insert("nft tables".into(), nft_tables().join(", "));
+        // The disk-slow fault's rules in the root blkio group (see disk.rs).
+        for file in super::disk::THROTTLE_FILES {
+            let rules = fs::read_to_string(Path::new("/sys/fs/cgroup/blkio").join(file))
+                .unwrap_or_default();
+            entries.insert(format!("root blkio {file}"), rules.trim().to_string());
+        }
+        entries.insert(
+            "loop devices".into(),
+            sh::output(Command::new("losetup").args(["-n", "-O", "NAME,BACK-FILE"]))
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        );
         let procs = processes_mentioning(cluster_dir);
         entries.insert(
             "processes naming the cluster dir".into(),

@@ -9,6 +9,8 @@
 
 pub mod api;
 mod config;
+pub mod criproxy;
+pub mod disk;
 pub mod fault;
 pub mod host;
 pub mod image;
@@ -50,6 +52,7 @@ const COMPONENTS: &[&str] = &[
     "kube-controller-manager",
     "apiserver-lb",
     "containerd",
+    "criproxy",
     "kubelet",
 ];
 /// The kubelet reaches the API server through `apiserver-lb` on this port (see lb.rs).
@@ -148,6 +151,14 @@ impl Layout {
     pub fn containerd_socket(&self) -> PathBuf {
         self.dir.join("containerd/containerd.sock")
     }
+    /// The kubelet's runtime socket: the harness's CRI proxy in front of containerd.
+    pub fn criproxy_socket(&self) -> PathBuf {
+        self.dir.join("containerd/criproxy.sock")
+    }
+    /// The CRI proxy's current delay for relist calls, in milliseconds.
+    pub fn criproxy_control(&self) -> PathBuf {
+        self.run_dir().join("criproxy.delay-ms")
+    }
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.dir.join("cni/net.d")
     }
@@ -159,6 +170,9 @@ impl Layout {
     }
     fn snapshot(&self) -> PathBuf {
         self.dir.join("machine-snapshot.json")
+    }
+    pub fn faults(&self) -> PathBuf {
+        self.dir.join("faults")
     }
     fn settings_file(&self) -> PathBuf {
         self.dir.join("settings.json")
@@ -187,7 +201,7 @@ pub fn node_name() -> String {
     }
 }
 
-fn binaries_dir() -> Result<PathBuf> {
+pub fn binaries_dir() -> Result<PathBuf> {
     step("Kubernetes v1.35.4 and etcd binaries (built from Go modules, cached)");
     let script = sh::workspace_root().join("xtask/k8s/build.sh");
     let out = Command::new("bash")
@@ -492,6 +506,15 @@ fn command_line(l: &Layout, bin: &Path, name: &str, node: &str, s: &Settings) ->
             format!("--target=127.0.0.1:{API_PORT}"),
             format!("--cut-file={}", fault::cut_file(l).display()),
         ],
+        "criproxy" => vec![
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "xtask".into()),
+            "criproxy".into(),
+            format!("--listen={}", l.criproxy_socket().display()),
+            format!("--upstream={}", l.containerd_socket().display()),
+            format!("--control={}", l.criproxy_control().display()),
+        ],
         "containerd" => vec![
             "containerd".into(),
             format!("--config={}", d("containerd/config.toml")),
@@ -531,14 +554,42 @@ fn argv_file(l: &Layout, name: &str) -> PathBuf {
     l.run_dir().join(format!("{name}.argv.json"))
 }
 
-/// Starts a component stopped by a fault again, with the command line it had.
+/// The command line `up` started a component with.
+pub fn component_argv(l: &Layout, name: &str) -> Result<Vec<String>> {
+    Ok(serde_json::from_slice(&fs::read(argv_file(l, name))?)?)
+}
+
+/// Starts a component stopped by a fault again, with the command line `up` gave it.
 pub fn restart_component(l: &Layout, name: &str) -> Result<()> {
-    let argv: Vec<String> = serde_json::from_slice(&fs::read(argv_file(l, name))?)?;
-    start(l, name, &argv)
+    launch(l, name, &component_argv(l, name)?)
+}
+
+/// Asks a component's supervisor to stop it (SIGTERM, SIGKILL after 10 s) and waits until the
+/// supervisor has exited — like `systemctl stop`.
+pub fn stop_component(l: &Layout, name: &str) -> Result<()> {
+    let files = supervise::files(&l.run_dir(), name);
+    if !files.supervisor_pid.exists() {
+        return Ok(());
+    }
+    fs::write(&files.stop, "")?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while files.supervisor_pid.exists() {
+        if Instant::now() > until {
+            bail!("the {name} supervisor did not stop within 20 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 fn start(l: &Layout, name: &str, argv: &[String]) -> Result<()> {
     fs::write(argv_file(l, name), serde_json::to_vec(argv)?)?;
+    launch(l, name, argv)
+}
+
+/// Starts a component under its supervisor with `argv`, without recording it as the command line
+/// `up` chose (faults start components with altered flags; `heal` restores the recorded one).
+pub fn launch(l: &Layout, name: &str, argv: &[String]) -> Result<()> {
     let f = supervise::files(&l.run_dir(), name);
     let _ = fs::remove_file(&f.stop);
     let xtask = std::env::current_exe()?;
@@ -742,7 +793,8 @@ pub fn up(settings: Settings) -> Result<()> {
             &command_line(&l, &bin, "apiserver-lb", &node, &settings),
         )?;
 
-        step("containerd");
+        step("containerd (root on a loop device of its own)");
+        disk::mount_containerd_root(&l).context("putting containerd's root on a loop device")?;
         start(
             &l,
             "containerd",
@@ -771,6 +823,18 @@ pub fn up(settings: Settings) -> Result<()> {
                     .stdout(Stdio::null()),
             )?;
         }
+
+        step("criproxy (the kubelet's runtime socket, in front of containerd)");
+        criproxy::set_delay(&l.criproxy_control(), Duration::ZERO)?;
+        start(
+            &l,
+            "criproxy",
+            &command_line(&l, &bin, "criproxy", &node, &settings),
+        )?;
+        wait_for("criproxy", Duration::from_secs(10), || {
+            check_alive(&l, "criproxy")?;
+            Ok(l.criproxy_socket().exists())
+        })?;
 
         step("kubelet");
         start(
@@ -874,7 +938,9 @@ pub fn down() -> Result<()> {
         }
         thread::sleep(Duration::from_millis(100));
     }
+    problems.extend(disk::clear_throttle(&l));
     problems.extend(host::unmount_under(&l.dir));
+    problems.extend(disk::remove_image(&l));
     for ctrl in host::CGROUP_CONTROLLERS {
         for group in [HARNESS_CGROUP, KUBE_CGROUP_ROOT] {
             if let Err(e) = host::remove_cgroup_tree(&host::cgroup_dir(ctrl, group)) {
@@ -910,8 +976,10 @@ pub fn down() -> Result<()> {
             problems.push(format!("removing {p:?}: {e}"));
         }
     }
-    let _ = fs::remove_dir_all(l.dir.join("faults"));
+    problems.extend(fault::undo_on_down(&l));
+    let _ = fs::remove_dir_all(l.faults());
     let _ = fs::remove_file(fault::cut_file(&l));
+    let _ = fs::remove_file(l.criproxy_control());
     let _ = fs::remove_file(POINTER);
     if problems.is_empty() {
         step("cluster down: the machine is as it was found");

@@ -49,8 +49,22 @@ impl Ca {
         })
     }
 
-    /// Issues a leaf certificate. `validity` counts from now; `not_before` is set an hour back so
-    /// small clock differences never make a fresh certificate "not yet valid".
+    /// The CA `up` generated, from its PEM files (for certificates issued by faults).
+    pub fn load(cert: &Path, key: &Path) -> Result<Ca> {
+        let cert_pem = fs::read_to_string(cert).with_context(|| format!("reading {cert:?}"))?;
+        let key_pem = fs::read_to_string(key).with_context(|| format!("reading {key:?}"))?;
+        let signing_key = KeyPair::from_pem(&key_pem).context("parsing the CA key")?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, signing_key)
+            .context("parsing the CA certificate")?;
+        Ok(Ca {
+            pair: Pair { cert_pem, key_pem },
+            issuer,
+        })
+    }
+
+    /// Issues a leaf certificate. `validity` counts from now; `not_before` is `backdate` back
+    /// (an hour by default) so small clock differences never make a fresh certificate "not yet
+    /// valid".
     pub fn issue(&self, leaf: &Leaf) -> Result<Pair> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, &leaf.cn);
@@ -74,7 +88,7 @@ impl Ca {
             Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::hours(1);
+        params.not_before = now - leaf.backdate;
         params.not_after = now + leaf.validity;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -99,6 +113,8 @@ pub struct Leaf {
     pub ips: Vec<IpAddr>,
     pub usage: Usage,
     pub validity: Duration,
+    /// How long before now the certificate becomes valid.
+    pub backdate: Duration,
 }
 
 impl Leaf {
@@ -110,6 +126,7 @@ impl Leaf {
             ips: Vec::new(),
             usage: Usage::Client,
             validity: Duration::days(365),
+            backdate: Duration::hours(1),
         }
     }
 
@@ -121,6 +138,7 @@ impl Leaf {
             ips: ips.to_vec(),
             usage: Usage::Server,
             validity: Duration::days(365),
+            backdate: Duration::hours(1),
         }
     }
 }
