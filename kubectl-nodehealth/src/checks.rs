@@ -354,7 +354,12 @@ fn describe(label: &str, h: &Histogram) -> String {
     if h.count <= 0.0 {
         return format!("{label}: no observations");
     }
-    let mut s = format!("{label}: {} observations", h.count);
+    let noun = if h.count == 1.0 {
+        "observation"
+    } else {
+        "observations"
+    };
+    let mut s = format!("{label}: {} {noun}", h.count);
     if let Some(q) = h.quantile(0.5) {
         let _ = write!(s, ", p50 {q}");
     }

@@ -210,12 +210,21 @@ fn table(report: &Report, color: bool, width: Option<u16>) -> String {
         let mut t = Table::new();
         t.load_style(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
         t.set_content_arrangement(ContentArrangement::Dynamic);
+        // Colour comes only from the cells we colour (and only when `color`); the table itself
+        // still measures the terminal when there is one.
         if color {
             t.enforce_styling();
-        } else {
-            t.force_no_tty();
         }
-        t.set_width(width.unwrap_or(120));
+        match width {
+            Some(w) => {
+                t.set_width(w);
+            }
+            // Not a terminal, or one that reports no usable size (a bare pty says 0).
+            None if t.width().is_none_or(|w| w < 60) => {
+                t.set_width(120);
+            }
+            None => {}
+        }
         t.set_header(vec!["DOMAIN", "SEVERITY", "FINDING"]);
         for (domain, mut fs) in domains {
             fs.sort_by_key(|f| std::cmp::Reverse(f.severity));
