@@ -2,6 +2,7 @@
 //!
 //! Every command installs what it needs through `setup` (idempotent, cached outside the clone) and
 //! prints what it does, so a fresh machine and a warm one run the same commands.
+mod bench;
 mod cluster;
 mod demo;
 mod setup;
@@ -31,6 +32,11 @@ enum Command {
         /// Also run the long tier (default kubelet timings; minutes per scenario).
         #[arg(long)]
         long: bool,
+    },
+    /// Benchmarks (ratios measured side by side in one run).
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
     },
     /// Set up, start the local cluster and run `kubectl nodehealth` on its node.
     Demo,
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test { long } => test::run(long),
         Command::Demo => demo::run(),
+        Command::Bench { bench } => bench::run(bench),
         Command::Cluster { cmd } => cluster::run(cmd),
         Command::Supervise(args) => cluster::supervise::run(args),
         Command::Fault { fault } => cluster::fault::apply(fault),
