@@ -49,6 +49,30 @@ fn start_agent(extra: &[&str], deadline: &str) -> (ChildGuard, u16, tempfile::Te
     }
 }
 
+/// Polls the agent's peak RSS (VmHWM) until it exits; returns the last value read, in KiB.
+fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            {
+                peak = kib;
+            }
+            if status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    })
+}
+
 /// Waits for the agent to exit; returns its exit code.
 fn wait_exit(g: &mut ChildGuard, within: Duration) -> Option<i32> {
     let until = Instant::now() + within;
@@ -105,6 +129,7 @@ async fn wrong_token_is_refused_then_the_run_streams_every_section_and_the_agent
     let c = Containerd::start();
     let endpoint = c.endpoint();
     let (mut agent, port, _dir) = start_agent(&["--runtime-endpoint", &endpoint], "60s");
+    let peak = watch_peak_rss(agent.0.id());
     let mut client = AgentClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .unwrap();
@@ -153,6 +178,69 @@ async fn wrong_token_is_refused_then_the_run_streams_every_section_and_the_agent
 
     // One run per agent: it exits once the stream is done.
     assert_eq!(wait_exit(&mut agent, Duration::from_secs(5)), Some(0));
+    let peak_kib = peak.join().unwrap();
+    eprintln!("agent peak RSS with tracing: {} KiB", peak_kib);
+    assert!(
+        peak_kib > 0 && peak_kib < 64 * 1024,
+        "DESIGN.md bar: <= 64 MiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_exits_when_its_stream_closes_mid_run() {
+    let c = Containerd::start();
+    let endpoint = c.endpoint();
+    let (mut agent, port, _dir) = start_agent(&["--runtime-endpoint", &endpoint], "60s");
+    let mut client = AgentClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let mut stream = client
+        .run(request(TOKEN, 30_000, 2_000))
+        .await
+        .unwrap()
+        .into_inner();
+    // The run is under way...
+    assert!(stream.message().await.unwrap().is_some());
+    // ...and the plugin goes away (Ctrl-C, port-forward dropped).
+    let closed = Instant::now();
+    drop(stream);
+    drop(client);
+    let code = wait_exit(&mut agent, Duration::from_secs(10));
+    eprintln!(
+        "agent exited {:?} after its stream closed",
+        closed.elapsed()
+    );
+    assert_eq!(code, Some(0));
+    assert!(closed.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn standalone_probe_prints_the_evidence_as_json() {
+    let c = Containerd::start();
+    let out = Command::new(agent_bin())
+        .args([
+            "probe",
+            "--host-root",
+            "/",
+            "--duration",
+            "1s",
+            "-o",
+            "json",
+        ])
+        .args(["--cri-timeout", "2s", "--runtime-endpoint", &c.endpoint()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev: NodeEvidence = serde_json::from_slice(&out.stdout).expect("NodeEvidence JSON");
+    assert_eq!(ev.schema, nodehealth_proto::SCHEMA);
+    assert_eq!(ev.host_root, "/");
+    assert_eq!(ev.cri.unwrap().state, CriState::Responding);
+    assert!(ev.errors.is_empty(), "{:?}", ev.errors);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
