@@ -175,6 +175,9 @@ pub struct Discovery {
     pub config_file: Option<String>,
     /// Why the config file could not be read or parsed.
     pub config_error: Option<String>,
+    /// `--config-dir` drop-ins read, in the order applied.
+    #[serde(default)]
+    pub config_drop_ins: Vec<String>,
     pub root_dir: Option<Sourced<String>>,
     pub cert_dir: Option<Sourced<String>>,
     pub kubeconfig: Option<Sourced<String>>,

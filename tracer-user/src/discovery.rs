@@ -19,6 +19,7 @@ use crate::{
 /// Flags copied into the evidence. An allow-list: nothing else from the command line is kept.
 const FLAGS: &[&str] = &[
     "config",
+    "config-dir",
     "kubeconfig",
     "bootstrap-kubeconfig",
     "cert-dir",
@@ -56,6 +57,34 @@ struct KubeletConfigSubset {
     rotate_certificates: Option<bool>,
     #[serde(rename = "serverTLSBootstrap")]
     server_tls_bootstrap: Option<bool>,
+}
+
+impl KubeletConfigSubset {
+    /// Fields set in `later` override ours.
+    fn merge(&mut self, later: KubeletConfigSubset) {
+        fn take<T>(a: &mut Option<T>, b: Option<T>) {
+            if b.is_some() {
+                *a = b;
+            }
+        }
+        take(
+            &mut self.container_runtime_endpoint,
+            later.container_runtime_endpoint,
+        );
+        take(&mut self.static_pod_path, later.static_pod_path);
+        take(&mut self.healthz_port, later.healthz_port);
+        take(&mut self.healthz_bind_address, later.healthz_bind_address);
+        take(&mut self.tls_cert_file, later.tls_cert_file);
+        take(&mut self.rotate_certificates, later.rotate_certificates);
+        take(&mut self.server_tls_bootstrap, later.server_tls_bootstrap);
+    }
+}
+
+fn read_config(host: &HostRoot, path: &str) -> Result<KubeletConfigSubset, String> {
+    let bytes = host
+        .read_limited(path, 1 << 20)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    serde_yaml_ng::from_slice(&bytes).map_err(|e| format!("cannot parse {path}: {e}"))
 }
 
 /// Explicit choices given to the agent.
@@ -162,18 +191,36 @@ pub fn discover(host: &HostRoot, overrides: &Overrides) -> Discovery {
                 .notes
                 .push(format!("cannot read /proc/{pid}/cmdline (process gone?)")),
         }
+        // A relative path is relative to the kubelet's working directory.
+        let cwd = procfs::readlink(host, pid, "cwd").unwrap_or_else(|| "/".into());
         if let Some(cfg) = d.flags.get("config").cloned() {
-            // A relative --config is relative to the kubelet's working directory.
-            let cwd = procfs::readlink(host, pid, "cwd").unwrap_or_else(|| "/".into());
             let path = host_join(&cwd, &cfg);
-            match host.read_limited(&path, 1 << 20) {
-                Ok(bytes) => match serde_yaml_ng::from_slice::<KubeletConfigSubset>(&bytes) {
-                    Ok(c) => config = c,
-                    Err(e) => d.config_error = Some(format!("cannot parse {path}: {e}")),
-                },
-                Err(e) => d.config_error = Some(format!("cannot read {path}: {e}")),
+            match read_config(host, &path) {
+                Ok(c) => config = c,
+                Err(e) => d.config_error = Some(e),
             }
             d.config_file = Some(path);
+        }
+        // Drop-ins (`--config-dir`, kubelet 1.30+): `*.conf` files in lexical order, each
+        // overriding what came before (cmd/kubelet/app/server.go mergeKubeletConfigurations).
+        if let Some(dir) = d.flags.get("config-dir").cloned() {
+            let dir = host_join(&cwd, &dir);
+            let mut files: Vec<String> = std::fs::read_dir(host.path(&dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.ends_with(".conf"))
+                .collect();
+            files.sort();
+            for f in files {
+                let path = host_join(&dir, &f);
+                match read_config(host, &path) {
+                    Ok(c) => config.merge(c),
+                    Err(e) => d.notes.push(e),
+                }
+                d.config_drop_ins.push(path);
+            }
         }
     } else {
         d.notes.push(

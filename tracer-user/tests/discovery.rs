@@ -33,6 +33,21 @@ fn kubelet_paths_come_from_its_command_line_and_config() {
         ),
     )
     .unwrap();
+    // A drop-in overriding the config file (kubelet --config-dir).
+    fs::create_dir(dir.path().join("conf.d")).unwrap();
+    fs::write(
+        dir.path().join("conf.d/10-endpoint.conf"),
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+             staticPodPath: {d}/dropin-manifests\n"
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("conf.d/ignored.yaml"),
+        "staticPodPath: /nope\n",
+    )
+    .unwrap();
     let kubelet = dir.path().join("kubelet");
     symlink("/bin/sh", &kubelet).unwrap();
     // argv: kubelet -c 'sleep 60; :' kubelet --config config.yaml (relative) ...
@@ -44,6 +59,7 @@ fn kubelet_paths_come_from_its_command_line_and_config() {
         .args(["--root-dir", &format!("{d}/data")])
         .args(["--cert-dir", &format!("{d}/pki")])
         .arg("--healthz-port=10301")
+        .arg("--config-dir=conf.d")
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -89,8 +105,12 @@ fn kubelet_paths_come_from_its_command_line_and_config() {
         Some((format!("unix://{d}/run/containerd.sock"), Source::Config))
     );
     assert_eq!(
+        found.config_drop_ins,
+        vec![format!("{d}/conf.d/10-endpoint.conf")]
+    );
+    assert_eq!(
         v(&found.static_pod_path),
-        Some((format!("{d}/manifests"), Source::Config))
+        Some((format!("{d}/dropin-manifests"), Source::Config))
     );
     assert_eq!(
         v(&found.tls_cert_file),
