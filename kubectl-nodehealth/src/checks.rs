@@ -203,6 +203,8 @@ pub mod ids {
     pub const RESERVED: &str = "reserved-resources";
     /// The API server cannot reach the kubelet through the node proxy.
     pub const KUBELET_UNREACHABLE: &str = "kubelet-unreachable";
+    /// The kubelet answers but cannot authorize requests (its own API calls fail).
+    pub const KUBELET_AUTHZ: &str = "kubelet-cannot-authorize";
     /// The kubelet answers through the proxy too slowly.
     pub const KUBELET_SLOW: &str = "kubelet-slow-to-answer";
     /// Missing permission (suffix: step).
@@ -225,6 +227,10 @@ pub const PLEG_DEGRADED_P50_SECONDS: f64 = 1.0;
 /// Degraded tier: relist interval p50 > 2 s. 2 s is not a bucket bound (1 and 2.5 are), so it is
 /// decided on the exact window mean or on p50 above the 2.5 s bucket.
 pub const PLEG_INTERVAL_DEGRADED_SECONDS: f64 = 2.0;
+/// Fewer relists than this in the window are too few for a median: the degraded tier then also
+/// needs the since-start histogram to agree (a single slow relist on a busy machine is not a
+/// degraded PLEG). The p99 >= 10 s and stuck-relist tiers do not need it.
+pub const MIN_WINDOW_RELISTS: f64 = 3.0;
 /// Runtime operation buckets: ExponentialBuckets(.005, 2.5, 14) -> 3.0517578125 s ...
 pub const RUNTIME_BUCKET_3S: f64 = 0.005 * 610.3515625;
 /// ... and 7.62939453125 s.
@@ -862,6 +868,23 @@ pub fn pleg_duration(e: &Evidence) -> Vec<Finding> {
             ),
         )
         .fix("the runtime's list calls or the kubelet are slow: attribution needs the node probe")
+    } else if w.fraction_above(PLEG_DEGRADED_P50_SECONDS).unwrap_or(0.0) > 0.5
+        && w.count < MIN_WINDOW_RELISTS
+        && since_start
+            .fraction_above(PLEG_DEGRADED_P50_SECONDS)
+            .unwrap_or(0.0)
+            <= 0.5
+    {
+        Finding::new(
+            ids::PLEG_DURATION,
+            Domain::Pleg,
+            Severity::Info,
+            format!(
+                "{} of {} relists in the window took > 1 s: too few to judge the median (widen --duration)",
+                w.count_above(PLEG_DEGRADED_P50_SECONDS).unwrap_or(0.0),
+                w.count
+            ),
+        )
     } else if w.fraction_above(PLEG_DEGRADED_P50_SECONDS).unwrap_or(0.0) > 0.5 {
         Finding::new(
             ids::PLEG_DURATION,
@@ -925,7 +948,23 @@ pub fn pleg_interval(e: &Evidence) -> Vec<Finding> {
     let above_25 = w.fraction_above(2.5).unwrap_or(0.0);
     let mean = w.mean().unwrap_or(0.0);
     let label = window_label(&window, window_seconds(e));
-    let f = if above_25 > 0.5 || mean > PLEG_INTERVAL_DEGRADED_SECONDS {
+    let since_mean = since_start.mean().unwrap_or(0.0);
+    let degraded = above_25 > 0.5 || mean > PLEG_INTERVAL_DEGRADED_SECONDS;
+    let f = if degraded
+        && w.count < MIN_WINDOW_RELISTS
+        && since_mean <= PLEG_INTERVAL_DEGRADED_SECONDS
+    {
+        Finding::new(
+            ids::PLEG_INTERVAL,
+            Domain::Pleg,
+            Severity::Info,
+            format!(
+                "relist interval {} in the window, but only {} intervals: too few to judge (widen --duration)",
+                human_duration(mean),
+                w.count
+            ),
+        )
+    } else if degraded {
         Finding::new(
             ids::PLEG_INTERVAL,
             Domain::Pleg,
@@ -2072,6 +2111,15 @@ pub fn dial_error(message: &str) -> DialError {
     }
 }
 
+/// The kubelet's own answer when its webhook authorization cannot ask the API server:
+/// "Authorization error (user=kube-apiserver-kubelet-client, verb=get, resource=nodes,
+/// subresource=healthz)" with HTTP 500 (seen on v1.35.4 with a rejected client certificate).
+pub fn is_kubelet_authz_failure(f: &Failure) -> bool {
+    f.request.contains("/proxy/")
+        && f.http_status == Some(500)
+        && f.message.contains("Authorization error (user=")
+}
+
 /// One finding per kind of collection failure (RBAC denials name the permission).
 pub fn collection_failures(e: &Evidence) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -2174,12 +2222,40 @@ pub fn collection_failures(e: &Evidence) -> Vec<Finding> {
             .fix("an alive but unresponsive kubelet is starved or deadlocked: keep the goroutine dump if one was captured"),
         );
     }
+    let authz: Vec<_> = proxy
+        .iter()
+        .filter(|(_, f)| is_kubelet_authz_failure(f))
+        .collect();
+    if let Some((_, first)) = authz.first() {
+        out.push(
+            Finding::new(
+                ids::KUBELET_AUTHZ,
+                Domain::Certificates,
+                if ready_true { Severity::Warning } else { Severity::Critical },
+                "the kubelet answers but cannot authorize the API server's requests: its own calls to the API server (SubjectAccessReview) fail — its credentials are rejected or it cannot reach the API server",
+            )
+            .with(format!(
+                "{} (HTTP {}): {}",
+                first.request,
+                first.http_status.unwrap_or(0),
+                first.message
+            ))
+            .with(format!(
+                "failed the same way: {}",
+                authz.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+            )),
+        );
+    }
     for (step, failure) in &failed {
         let Some(f) = failure else { continue };
-        let handled = matches!(
-            f.kind,
-            FailureKind::Forbidden | FailureKind::Unauthorized | FailureKind::KubeletUnreachable
-        ) || (f.kind == FailureKind::Timeout && f.request.contains("/proxy/"))
+        let handled = is_kubelet_authz_failure(f)
+            || matches!(
+                f.kind,
+                FailureKind::Forbidden
+                    | FailureKind::Unauthorized
+                    | FailureKind::KubeletUnreachable
+            )
+            || (f.kind == FailureKind::Timeout && f.request.contains("/proxy/"))
             || (f.kind == FailureKind::NotFound
                 && matches!(
                     *step,

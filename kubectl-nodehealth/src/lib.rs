@@ -67,9 +67,10 @@ pub fn diagnose(evidence: evidence::Evidence) -> Report {
 impl Report {
     /// 0 healthy, 1 problems found, 2 could not diagnose.
     ///
-    /// Checks that could not run (`unknown`) and configuration risks do not by themselves
-    /// change a healthy answer; a report without the Node object and without any problem found
-    /// is "could not diagnose".
+    /// Problems found win (1), even from partial evidence. Without problems, a report in which
+    /// some checks could not run (`unknown`: a permission missing, an endpoint failing) is not a
+    /// clean bill of health: 2, like a report without the Node object. Configuration risks alone
+    /// keep 0.
     pub fn exit_code(&self) -> u8 {
         let problems = self.findings.iter().any(checks::Finding::is_real_problem)
             || self
@@ -79,7 +80,13 @@ impl Report {
                 .is_some_and(|c| c.id != verdict::CauseId::Healthy);
         if problems {
             exit::PROBLEMS
-        } else if self.evidence.node.data().is_none() || self.verdict.causes.is_empty() {
+        } else if self.evidence.node.data().is_none()
+            || self.verdict.causes.is_empty()
+            || self
+                .findings
+                .iter()
+                .any(|f| f.severity == checks::Severity::Unknown)
+        {
             exit::UNDIAGNOSED
         } else {
             exit::HEALTHY

@@ -406,6 +406,23 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         starved.support(5, w);
     }
 
+    // The kubelet answers, but cannot authorize the API server's requests because its own
+    // calls to the API server fail: its credentials, or its path to the API server.
+    if let Some(w) = s.summary(ids::KUBELET_AUTHZ) {
+        if cert.score >= 45 {
+            cert.support(5, w);
+        } else {
+            cert.because(50, w.clone());
+            if not_reporting {
+                partition.because(50, w);
+                partition.support(
+                    0,
+                    "no 401s, expired TTL or pending CSR seen: the kubelet's path to the API server is as likely as its certificate",
+                );
+            }
+        }
+    }
+
     // Not reporting, nothing that tells a dead kubelet from a partition (e.g. no permission to
     // use the node proxy): both stay on the table, at low confidence.
     if not_reporting

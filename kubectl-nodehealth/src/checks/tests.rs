@@ -205,6 +205,45 @@ fn pleg_degraded_tier_p50_above_one_second() {
 }
 
 #[test]
+fn one_slow_relist_in_a_short_window_is_not_yet_degraded() {
+    let mut e = healthy_evidence();
+    // A window with a single relist (2 s) on a kubelet whose relists are fast since start.
+    e.metrics_end = e.metrics_start.clone();
+    data(&mut e.metrics_end).scraped_at = Some(now());
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_duration_seconds",
+        &[],
+        2.0,
+        1.0,
+    );
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_interval_seconds",
+        &[],
+        4.0,
+        1.0,
+    );
+    let f = pleg_duration(&e);
+    assert_eq!(f[0].severity, Severity::Info, "{:#?}", f);
+    assert!(f[0].summary.contains("too few"));
+    assert_eq!(pleg_interval(&e)[0].severity, Severity::Info);
+    // Slow since start too (added to both scrapes: the window still holds one relist): degraded.
+    for m in [&mut e.metrics_start, &mut e.metrics_end] {
+        observe(
+            data(m),
+            "kubelet_pleg_relist_duration_seconds",
+            &[],
+            2.0,
+            20000.0,
+        );
+    }
+    let f = pleg_duration(&e);
+    assert!(f[0].evidence[0].contains("1 observation,"), "{:#?}", f);
+    assert_eq!(f[0].severity, Severity::Warning);
+}
+
+#[test]
 fn pleg_p99_at_the_top_bucket_is_critical() {
     let mut e = healthy_evidence();
     observe(

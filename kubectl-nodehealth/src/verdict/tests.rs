@@ -323,7 +323,7 @@ fn memory_pressure_is_node_pressure() {
 }
 
 #[test]
-fn healthy_with_unchecked_parts_is_medium_and_exit_zero() {
+fn healthy_with_unchecked_parts_is_medium_and_not_a_clean_exit() {
     let mut e = healthy_evidence();
     for step in [&mut e.metrics_start, &mut e.metrics_end] {
         *step = failed(
@@ -344,7 +344,8 @@ fn healthy_with_unchecked_parts_is_medium_and_exit_zero() {
             .iter()
             .any(|l| l.contains("no kubelet metrics"))
     );
-    assert_eq!(report.exit_code(), crate::exit::HEALTHY);
+    // Checks that could not run: not a clean bill of health.
+    assert_eq!(report.exit_code(), crate::exit::UNDIAGNOSED);
 }
 
 #[test]
@@ -487,4 +488,80 @@ fn cni_not_ready_is_the_runtime_network() {
     let c = top(&v);
     assert_eq!(c.id, CauseId::RuntimeUnresponsive);
     assert!(c.evidence.iter().any(|l| l.contains("CNI")));
+}
+
+/// Seen on the local cluster (kubelet v1.35.4) with the kubelet's client certificate rejected:
+/// the proxy reaches the kubelet, whose webhook authorizer cannot ask the API server.
+const KUBELET_AUTHZ_ERROR: &str = "Authorization error (user=kube-apiserver-kubelet-client, verb=get, resource=nodes, subresource=healthz)";
+
+fn kubelet_cannot_authorize(e: &mut Evidence) {
+    for step in [&mut e.metrics_start, &mut e.metrics_end] {
+        *step = failed(
+            FailureKind::HttpError,
+            "GET /api/v1/nodes/node-a/proxy/metrics",
+            Some(500),
+            KUBELET_AUTHZ_ERROR,
+        );
+    }
+    e.healthz = failed(
+        FailureKind::HttpError,
+        "GET /api/v1/nodes/node-a/proxy/healthz?verbose",
+        Some(500),
+        KUBELET_AUTHZ_ERROR,
+    );
+    e.configz = failed(
+        FailureKind::HttpError,
+        "GET /api/v1/nodes/node-a/proxy/configz",
+        Some(500),
+        KUBELET_AUTHZ_ERROR,
+    );
+}
+
+#[test]
+fn kubelet_authz_failure_with_a_pending_client_csr_is_the_certificate() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    kubelet_cannot_authorize(&mut e);
+    data(&mut e.csrs).push(Csr {
+        name: "csr-cmfxk".into(),
+        signer_name: SIGNER_CLIENT.into(),
+        username: "system:node:node-a".into(),
+        created: Some(ago(259.0)),
+        state: CsrState::Pending,
+    });
+    let report = crate::diagnose(e);
+    let c = top(&report.verdict);
+    assert_eq!(c.id, CauseId::Certificate);
+    assert_eq!(c.confidence, Confidence::High);
+    assert!(c.fix.contains("kubectl certificate approve csr-cmfxk"));
+    // One finding for the authorization failure, not one "not collected" per endpoint.
+    let authz: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.id == "kubelet-cannot-authorize")
+        .collect();
+    assert_eq!(authz.len(), 1);
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.id.starts_with("collection-")),
+        "{:#?}",
+        report.findings
+    );
+}
+
+#[test]
+fn kubelet_authz_failure_alone_is_certificate_or_partition() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    kubelet_cannot_authorize(&mut e);
+    let v = verdict(&e);
+    let cert = has(&v, CauseId::Certificate).expect("certificate");
+    let partition = has(&v, CauseId::ApiPartition).expect("api-partition");
+    assert_eq!(cert.score, partition.score);
+    assert!(
+        has(&v, CauseId::KubeletDown).is_none(),
+        "the kubelet answered: it is not down"
+    );
 }
