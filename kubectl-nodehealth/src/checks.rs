@@ -739,6 +739,28 @@ pub const TROUBLE_EVENT_REASONS: &[&str] = &[
     "NodeHasInsufficientPID",
 ];
 
+/// `Reason` or `Reason x3`, in order of first appearance.
+fn reasons_counted(events: &[&crate::evidence::NodeEvent]) -> String {
+    let mut counted: Vec<(&str, usize)> = Vec::new();
+    for ev in events {
+        match counted.iter_mut().find(|(r, _)| *r == ev.reason) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((&ev.reason, 1)),
+        }
+    }
+    counted
+        .iter()
+        .map(|(r, n)| {
+            if *n > 1 {
+                format!("{r} x{n}")
+            } else {
+                r.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Warning events about the node in the last hour.
 pub fn events(e: &Evidence) -> Vec<Finding> {
     let Some(events) = e.events.data() else {
@@ -779,14 +801,16 @@ pub fn events(e: &Evidence) -> Vec<Finding> {
         format!(
             "{} Warning event(s) in the last hour: {}",
             recent.len(),
-            recent
-                .iter()
-                .map(|ev| ev.reason.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            reasons_counted(&recent)
         ),
     );
-    for ev in recent.iter().take(5) {
+    // One example per reason: repeats of one event say nothing new.
+    let mut shown: Vec<&str> = Vec::new();
+    for ev in &recent {
+        if shown.contains(&ev.reason.as_str()) || shown.len() >= 5 {
+            continue;
+        }
+        shown.push(&ev.reason);
         f = f.with(format!(
             "{} x{} ({}): {}",
             ev.reason,

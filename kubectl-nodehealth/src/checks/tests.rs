@@ -181,6 +181,16 @@ fn recent_warning_events() {
         !f[0].summary.contains("Rebooted"),
         "day-old event is not recent"
     );
+    let mut repeated = e.clone();
+    let first = data(&mut repeated.events)[0].clone();
+    data(&mut repeated.events).push(first);
+    let f = events(&repeated);
+    assert!(
+        f[0].summary.contains("ContainerGCFailed x2"),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(f[0].evidence.len(), 1, "one example per reason");
     // A deprecation warning is information, not trouble.
     let ev = &mut data(&mut e.events)[0];
     ev.reason = "CgroupV1".into();
