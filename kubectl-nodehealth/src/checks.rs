@@ -1024,6 +1024,35 @@ pub fn pleg_last_seen(e: &Evidence) -> Vec<Finding> {
         return vec![missing_metric(ids::PLEG_LAST_SEEN, Domain::Pleg, NAME)];
     };
     let scraped = end.scraped_at.unwrap_or(e.collected_at);
+    if last_seen <= 0.0 {
+        // The gauge is still at its zero value: no relist has succeeded since the kubelet
+        // started ("pleg has yet to be successful").
+        let up = end
+            .scalar("process_start_time_seconds")
+            .map(|start| scraped.as_second() as f64 - start);
+        let severity = if up.is_some_and(|u| u >= PLEG_UNHEALTHY_SECONDS) {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let mut f = Finding::new(
+            ids::PLEG_LAST_SEEN,
+            Domain::Pleg,
+            severity,
+            format!(
+                "no relist has succeeded since the kubelet started{}",
+                up.map(|u| format!(" {} ago", human_duration(u)))
+                    .unwrap_or_default()
+            ),
+        )
+        .with(format!("{NAME} = 0"));
+        if severity == Severity::Critical {
+            f = f.fix(
+                "the first relist never returned: check the runtime on the node (`time crictl ps`)",
+            );
+        }
+        return vec![f];
+    }
     let clock_age =
         scraped.as_second() as f64 + f64::from(scraped.subsec_nanosecond()) / 1e9 - last_seen;
     // The gauge is on the node's clock, the scrape time on ours. If the gauge moved between the

@@ -365,6 +365,30 @@ fn pleg_last_seen_that_advanced_in_the_window_is_not_stuck_whatever_the_clocks()
 }
 
 #[test]
+fn pleg_never_successful_since_start() {
+    let mut e = healthy_evidence();
+    set_scalar(end(&mut e), "kubelet_pleg_last_seen_seconds", &[], 0.0);
+    let f = pleg_last_seen(&e);
+    assert_eq!(
+        f[0].severity,
+        Severity::Critical,
+        "the fixture kubelet started 2h ago"
+    );
+    assert!(
+        f[0].summary.contains("no relist has succeeded"),
+        "{}",
+        f[0].summary
+    );
+    set_scalar(
+        end(&mut e),
+        "process_start_time_seconds",
+        &[],
+        now().as_second() as f64 - 30.0,
+    );
+    assert_eq!(pleg_last_seen(&e)[0].severity, Severity::Warning);
+}
+
+#[test]
 fn pleg_discards_in_window() {
     let mut e = healthy_evidence();
     assert!(pleg_discards(&e).is_empty());
