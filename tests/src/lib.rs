@@ -175,3 +175,155 @@ pub fn node_name() -> String {
         "localhost".into()
     }
 }
+
+/// A histogram's `_sum` and `_count` in Prometheus text, for the series whose labels contain
+/// `labels` (e.g. `operation_type="create_container"`; "" for an unlabelled histogram).
+pub fn histogram_sum_count(metrics: &str, name: &str, labels: &str) -> (f64, f64) {
+    let value = |suffix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, v) = l.rsplit_once(' ')?;
+                let rest = series.strip_prefix(&format!("{name}_{suffix}"))?;
+                let matches = if labels.is_empty() {
+                    rest.is_empty() || rest == "{}"
+                } else {
+                    rest.starts_with('{') && rest.contains(labels)
+                };
+                matches.then(|| v.parse::<f64>().ok()).flatten()
+            })
+            .sum()
+    };
+    (value("sum"), value("count"))
+}
+
+/// Observations between two readings of a histogram: (count, mean seconds).
+pub fn window(before: (f64, f64), after: (f64, f64)) -> (f64, f64) {
+    let count = after.1 - before.1;
+    let mean = if count > 0.0 {
+        (after.0 - before.0) / count
+    } else {
+        0.0
+    };
+    (count, mean)
+}
+
+impl Cluster {
+    /// The kubelet's metrics through the API server's node proxy.
+    pub fn kubelet_metrics(&self) -> String {
+        let (code, body) = self.request(
+            "GET",
+            &format!("/api/v1/nodes/{}/proxy/metrics", self.node),
+            None,
+        );
+        assert_eq!(code, 200, "kubelet metrics through the node proxy: {body}");
+        body
+    }
+
+    /// `kubelet_pleg_relist_duration_seconds` (sum, count) now.
+    pub fn relist_histogram(&self) -> (f64, f64) {
+        histogram_sum_count(
+            &self.kubelet_metrics(),
+            "kubelet_pleg_relist_duration_seconds",
+            "",
+        )
+    }
+
+    /// How often the supervisor has restarted a component since it was (re)started.
+    pub fn restarts(&self, component: &str) -> u64 {
+        std::fs::read_to_string(self.dir.join(format!("run/{component}.restarts")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The kubelet's log file (/var/log/kubelet.log): its current length, to read what follows.
+    pub fn kubelet_log_len(&self) -> u64 {
+        std::fs::metadata("/var/log/kubelet.log")
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// The kubelet's log from byte `offset` on.
+    pub fn kubelet_log_since(&self, offset: u64) -> String {
+        let text = std::fs::read("/var/log/kubelet.log").unwrap_or_default();
+        let from = (offset as usize).min(text.len());
+        String::from_utf8_lossy(&text[from..]).into_owned()
+    }
+
+    /// The status code of a GET as a client holding `cert_and_key` (one PEM file).
+    pub fn status_as(&self, cert_and_key: &Path, path: &str) -> u16 {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "15",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(self.pki("ca.crt"))
+            .arg("--cert")
+            .arg(cert_and_key)
+            .arg(format!("https://127.0.0.1:6443{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+/// Polls `check` every second until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Lines of the kernel log (`dmesg`) that record an OOM kill of a process named `comm`.
+pub fn oom_kills_of(comm: &str) -> Vec<String> {
+    let out = Command::new("dmesg").output().expect("dmesg");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("Killed process") && l.contains(&format!("({comm})")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_series_are_picked_by_labels() {
+        let text = "# HELP x\n\
+            kubelet_pleg_relist_duration_seconds_sum 3.5\n\
+            kubelet_pleg_relist_duration_seconds_count 7\n\
+            kubelet_runtime_operations_duration_seconds_sum{operation_type=\"create_container\"} 12\n\
+            kubelet_runtime_operations_duration_seconds_count{operation_type=\"create_container\"} 3\n\
+            kubelet_runtime_operations_duration_seconds_sum{operation_type=\"list_containers\"} 1\n";
+        assert_eq!(
+            histogram_sum_count(text, "kubelet_pleg_relist_duration_seconds", ""),
+            (3.5, 7.0)
+        );
+        assert_eq!(
+            histogram_sum_count(
+                text,
+                "kubelet_runtime_operations_duration_seconds",
+                "operation_type=\"create_container\""
+            ),
+            (12.0, 3.0)
+        );
+        assert_eq!(window((1.0, 2.0), (7.0, 5.0)), (3.0, 2.0));
+    }
+}

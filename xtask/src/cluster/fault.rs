@@ -34,10 +34,10 @@ pub enum Fault {
     /// CFS bandwidth limit on containerd's cpu cgroup: the runtime is starved of CPU.
     RuntimeCpuStarved {
         /// CPU time containerd may use per period, in microseconds (1000 is the kernel minimum).
-        #[arg(long, default_value_t = 5_000)]
+        #[arg(long, default_value_t = 1_000)]
         quota_us: u64,
         /// The CFS period in microseconds.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 1_000_000)]
         period_us: u64,
     },
     /// Throttle containerd's root device (the harness's loop device) and run a crash-looping pod so
