@@ -123,3 +123,49 @@ async fn a_frozen_containerd_is_reported_hung_within_the_timeout_bound() {
     let r = cri::probe(cri_config(&c, 500, 5_000, 250)).await;
     assert_eq!(r.probe.state, CriState::Responding, "{:#?}", r.probe);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_containerd_leaves_a_stale_socket_nobody_listens_on() {
+    let mut c = Containerd::start();
+    c.signal("KILL");
+    let _ = c.child.wait();
+    let s = socket::inspect(&HostRoot::new("/"), &c.endpoint());
+    // SIGKILL leaves the socket file behind: it exists, but no process listens on it.
+    assert!(s.exists && s.is_socket, "{s:?}");
+    assert_eq!(s.listener_inode, None, "{s:?}");
+    assert!(s.listeners.is_empty());
+    let r = cri::probe(cri_config(&c, 600, 1_000, 200)).await;
+    assert_eq!(r.probe.state, CriState::Unreachable, "{:#?}", r.probe);
+    let connect = &r.probe.operations[0];
+    assert!(connect.calls >= 3 && connect.ok == 0, "{connect:?}");
+    assert!(
+        connect
+            .last_error
+            .as_deref()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{connect:?}"
+    );
+    // And the whole probe: no runtime process to report (gone), socket evidence says why.
+    let cfg = ProbeConfig {
+        window: Duration::from_millis(300),
+        timeout: Duration::from_millis(1_000),
+        cri_interval: Duration::from_millis(100),
+        overrides: Overrides {
+            runtime_endpoint: Some(c.endpoint()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ev = probe::run(cfg, None).await;
+    let rs = ev.runtime_socket.as_ref().unwrap();
+    assert!(rs.listeners.is_empty());
+    assert!(
+        rs.notes.iter().any(|n| n.contains("no process listens")),
+        "{rs:?}"
+    );
+    let rt = ev.processes.as_ref().unwrap().runtime.as_ref();
+    // Without a listener the runtime is looked for by name; ours is dead, another may run here.
+    assert!(rt.is_none_or(|r| r.pid != c.pid()), "{rt:?}");
+}

@@ -207,6 +207,7 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-CONT", &self.pid().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
