@@ -138,6 +138,15 @@ pub fn collect(
     if let Some((pid, how)) = runtime {
         p.runtime = state(host, pid, how, start, end, window);
     }
+    if let Some(r) = &p.runtime
+        && r.identified_by == Identification::SocketListener
+        && !RUNTIME_NAMES.contains(&r.comm.as_str())
+    {
+        p.notes.push(format!(
+            "the runtime socket's listener is {:?} (pid {}), not a known runtime:              a CRI proxy or shim in front of the runtime?",
+            r.comm, r.pid
+        ));
+    }
     if let Some(s) = socket
         && s.listeners.len() > 1
     {
@@ -208,7 +217,34 @@ pub fn collect(
 mod tests {
     use std::process::Command;
 
+    use nodehealth_proto::node::SocketHolder;
+
     use super::*;
+
+    #[test]
+    fn a_listener_that_is_not_a_known_runtime_is_named_in_a_note() {
+        let host = HostRoot::new("/");
+        let me = std::process::id();
+        let socket = RuntimeSocket {
+            listeners: vec![SocketHolder {
+                pid: me,
+                comm: "cri-proxy".into(),
+            }],
+            ..Default::default()
+        };
+        let s = Sample::take(&host);
+        let p = collect(&host, None, Some(&socket), &s, &s, Duration::ZERO, None);
+        let rt = p.runtime.unwrap();
+        assert_eq!(
+            (rt.pid, rt.identified_by),
+            (me, Identification::SocketListener)
+        );
+        assert!(
+            p.notes.iter().any(|n| n.contains("not a known runtime")),
+            "{:?}",
+            p.notes
+        );
+    }
 
     #[test]
     fn a_stopped_process_is_alive_but_stopped_and_an_exited_one_is_gone() {
