@@ -93,9 +93,10 @@ fn cfs_throttling_is_counted_over_the_window() {
         eprintln!("no cgroup v1 cpu hierarchy here: skipped");
         return;
     };
-    // 10% of one CPU for a busy loop: throttled in nearly every 100 ms period.
+    // 1% of one CPU (the smallest quota, 1 ms per 100 ms) for a busy loop: throttled in nearly
+    // every period even when the machine is busy with other work.
     cg.write("cpu.cfs_period_us", "100000");
-    cg.write("cpu.cfs_quota_us", "10000");
+    cg.write("cpu.cfs_quota_us", "1000");
     let child = Command::new("sh")
         .args(["-c", "while :; do :; done"])
         .stdin(Stdio::null())
@@ -114,7 +115,7 @@ fn cfs_throttling_is_counted_over_the_window() {
     assert!(c.error.is_none(), "{c:?}");
     assert_eq!(c.cgroup_version, 1);
     assert!(c.path.ends_with("throttle"), "{c:?}");
-    assert_eq!((c.quota_us, c.period_us), (Some(10_000), Some(100_000)));
+    assert_eq!((c.quota_us, c.period_us), (Some(1_000), Some(100_000)));
     let periods = c.window_nr_periods.unwrap();
     let throttled = c.window_nr_throttled.unwrap();
     assert!(periods >= 5, "{c:?}");
