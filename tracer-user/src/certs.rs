@@ -127,14 +127,21 @@ pub fn inspect_file(host: &HostRoot, role: &str, path: &str) -> CertificateFile 
         f.error = Some(format!("{resolved}: {} bytes, not a PEM file", meta.len()));
         return f;
     }
-    let text = match fs::read(&agent_path) {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+    let mut bytes = match fs::read(&agent_path) {
+        Ok(b) => b,
         Err(e) => {
             f.error = Some(format!("{resolved}: {e}"));
             return f;
         }
     };
-    let (blocks, others) = certificate_blocks(&text);
+    // Scanned in place (no copy of the file, which holds the key); the buffer is wiped after.
+    let (blocks, others) = match std::str::from_utf8(&bytes) {
+        Ok(text) => certificate_blocks(text),
+        Err(_) => (Vec::new(), 0),
+    };
+    bytes.fill(0);
+    std::hint::black_box(&bytes);
+    drop(bytes);
     f.other_pem_blocks = others;
     let now = now_unix_ms();
     let mut errors = Vec::new();
@@ -145,7 +152,7 @@ pub fn inspect_file(host: &HostRoot, role: &str, path: &str) -> CertificateFile 
         }
     }
     if f.certificates.is_empty() && errors.is_empty() {
-        errors.push("no CERTIFICATE PEM block in the file".to_string());
+        errors.push("no CERTIFICATE PEM block in the file (or not a text file)".to_string());
     }
     if !errors.is_empty() {
         f.error = Some(errors.join("; "));
