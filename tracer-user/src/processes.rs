@@ -143,7 +143,8 @@ pub fn collect(
         && !RUNTIME_NAMES.contains(&r.comm.as_str())
     {
         p.notes.push(format!(
-            "the runtime socket's listener is {:?} (pid {}), not a known runtime:              a CRI proxy or shim in front of the runtime?",
+            "the runtime socket's listener is {:?} (pid {}), not a known runtime: \
+             a CRI proxy or shim in front of the runtime?",
             r.comm, r.pid
         ));
     }
@@ -240,7 +241,9 @@ mod tests {
             (me, Identification::SocketListener)
         );
         assert!(
-            p.notes.iter().any(|n| n.contains("not a known runtime")),
+            p.notes
+                .iter()
+                .any(|n| n.contains("not a known runtime: a CRI proxy")),
             "{:?}",
             p.notes
         );
