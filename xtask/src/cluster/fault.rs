@@ -64,7 +64,8 @@ pub enum Fault {
         expires_in: Duration,
     },
     /// Certificate rotation on, the controller manager's CSR approver off, and a short-lived client
-    /// certificate: the renewal CSR stays Pending, the kubelet exits at expiry and its restarts fail.
+    /// certificate: the renewal CSR stays Pending, after expiry the kubelet is refused, and it later
+    /// exits and its restarts fail (README: when).
     CertRotationStuck {
         /// Lifetime of the kubelet's client certificate, from now.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
