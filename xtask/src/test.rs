@@ -50,7 +50,8 @@ pub fn run(long: bool) -> Result<()> {
     let mut integration = sh::cargo();
     integration
         .current_dir(&root)
-        .args(["test", "--workspace", "--test", "*"])
+        // The end-to-end tests need the cluster: they run in their own tier below.
+        .args(["test", "--workspace", "--exclude", "nodehealth-e2e", "--test", "*"])
         .args(["--", "--test-threads=1"]);
     if long {
         integration.env("NODEHEALTH_LONG_TESTS", "1");
