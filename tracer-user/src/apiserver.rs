@@ -12,7 +12,7 @@ use std::{
 };
 
 use base64::Engine;
-use nodehealth_proto::node::{ApiServerProbe, HttpAttempt};
+use nodehealth_proto::node::ApiServerProbe;
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -325,40 +325,19 @@ pub async fn probe(facts: &KubeconfigFacts, timeout: Duration) -> ApiServerProbe
     let at = now_unix_ms();
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, http::get(&mut tls, &sni, "/healthz")).await;
-    let latency_ms = ms(started.elapsed());
+    let elapsed = started.elapsed();
     let received = now_unix_ms();
-    p.healthz = Some(match result {
-        Ok(Ok(r)) => {
-            if let Some(date) = r.date {
-                let server = unix_ms(date);
-                p.server_date_unix_ms = Some(server);
-                // The Date header is truncated to the second: compare with the node clock at the
-                // middle of the request, truncated alike (RFC 9110 §6.6.1).
-                let mid = (at + received) / 2;
-                p.clock_skew_ms = Some(mid - server - 500);
-            }
-            HttpAttempt {
-                at_unix_ms: at,
-                latency_ms,
-                status: Some(r.status),
-                body: Some(r.body),
-                ..Default::default()
-            }
-        }
-        Ok(Err(e)) => HttpAttempt {
-            at_unix_ms: at,
-            latency_ms,
-            error: Some(e.to_string()),
-            ..Default::default()
-        },
-        Err(_) => HttpAttempt {
-            at_unix_ms: at,
-            latency_ms,
-            error: Some(format!("no answer within {timeout:?}")),
-            timed_out: true,
-            ..Default::default()
-        },
-    });
+    if let Ok(Ok(r)) = &result
+        && let Some(date) = r.date
+    {
+        let server = unix_ms(date);
+        p.server_date_unix_ms = Some(server);
+        // The Date header is truncated to the second: compare with the node clock at the
+        // middle of the request, truncated alike (RFC 9110 §6.6.1).
+        let mid = (at + received) / 2;
+        p.clock_skew_ms = Some(mid - server - 500);
+    }
+    p.healthz = Some(http::attempt(at, elapsed, timeout, result));
     p
 }
 

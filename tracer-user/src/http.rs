@@ -90,23 +90,33 @@ pub async fn get_plain(addr: &str, path: &str, timeout: Duration) -> HttpAttempt
         get(&mut s, addr, path).await
     };
     let result = tokio::time::timeout(timeout, fut).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    attempt(at, started.elapsed(), timeout, result)
+}
+
+/// One request's outcome as evidence: the response, the error, or the timeout.
+pub fn attempt(
+    at_unix_ms: i64,
+    elapsed: Duration,
+    timeout: Duration,
+    result: Result<std::io::Result<Response>, tokio::time::error::Elapsed>,
+) -> HttpAttempt {
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     match result {
         Ok(Ok(r)) => HttpAttempt {
-            at_unix_ms: at,
+            at_unix_ms,
             latency_ms,
             status: Some(r.status),
             body: Some(r.body),
             ..Default::default()
         },
         Ok(Err(e)) => HttpAttempt {
-            at_unix_ms: at,
+            at_unix_ms,
             latency_ms,
             error: Some(e.to_string()),
             ..Default::default()
         },
         Err(_) => HttpAttempt {
-            at_unix_ms: at,
+            at_unix_ms,
             latency_ms,
             error: Some(format!("no answer within {timeout:?}")),
             timed_out: true,
