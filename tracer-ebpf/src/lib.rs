@@ -35,6 +35,101 @@ pub struct RunqWait {
     pub _pad: u32,
 }
 
+/// Thread states of the accounting, as stored in [`ThreadTimes::state`].
+pub mod state {
+    /// On a CPU.
+    pub const RUNNING: u32 = 0;
+    /// Runnable, waiting in a run queue (woken, or preempted while runnable).
+    pub const RUNNABLE: u32 = 1;
+    /// Switched out with `task_struct.in_iowait` set (io_schedule(): block I/O, page-cache
+    /// writeback throttling, ...), until woken — the interval delay accounting calls blkio delay.
+    pub const IOWAIT: u32 = 2;
+    /// Any other sleep (futex, epoll, nanosleep, stopped, ...).
+    pub const SLEEPING: u32 = 3;
+    /// Switched out for the last time (TASK_DEAD): nothing more to account.
+    pub const DEAD: u32 = 4;
+}
+
+/// Where one target thread's time went since the tracer first saw it, accumulated in the kernel
+/// at every state change (sched_wakeup/_new, sched_switch). The interval of the current state
+/// (`state` since `since_ns`) is not yet in the totals: user space closes it at read time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadTimes {
+    pub on_cpu_ns: u64,
+    pub runq_ns: u64,
+    pub iowait_ns: u64,
+    pub sleep_ns: u64,
+    /// Number of run-queue waits and I/O waits that ended.
+    pub runq_count: u64,
+    pub iowait_count: u64,
+    /// Longest single run-queue wait / I/O wait and when it ended (bpf_ktime_get_ns, i.e.
+    /// CLOCK_MONOTONIC).
+    pub runq_max_ns: u64,
+    pub runq_max_at_ns: u64,
+    pub iowait_max_ns: u64,
+    pub iowait_max_at_ns: u64,
+    /// When the current state began (CLOCK_MONOTONIC ns).
+    pub since_ns: u64,
+    /// The thread's process id (tgid), so user space can group threads that already exited.
+    pub tgid: u32,
+    /// One of [`state`].
+    pub state: u32,
+}
+
+/// Key of the block-I/O latency histograms: device and submitting process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BioKey {
+    /// The kernel's dev_t of the bio's block device (major << 20 | minor).
+    pub dev: u32,
+    /// The process that submitted the bio (recorded at submit_bio, not at completion).
+    pub tgid: u32,
+}
+
+/// Number of log2 buckets of [`BioLatency::slots`] (microseconds: slot i holds [2^i, 2^(i+1)) µs,
+/// slot 0 holds < 2 µs).
+pub const BIO_SLOTS: usize = 32;
+
+/// Latency of the bios one process submitted to one device, from submit_bio to bio completion
+/// (so time spent in blk-throttle queues counts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BioLatency {
+    pub slots: [u64; BIO_SLOTS],
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub bytes: u64,
+}
+
+impl Default for BioLatency {
+    fn default() -> Self {
+        BioLatency {
+            slots: [0; BIO_SLOTS],
+            count: 0,
+            total_ns: 0,
+            max_ns: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// A bio in flight, recorded when its submitter called submit_bio.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BioStart {
+    pub start_ns: u64,
+    pub bytes: u64,
+    pub tgid: u32,
+    pub tid: u32,
+}
+
+/// Maximum number of bios in flight tracked at once.
+pub const MAX_BIOS: u32 = 16384;
+/// Maximum number of (device, process) histograms.
+pub const MAX_BIO_KEYS: u32 = 1024;
+
 /// Maximum number of threads whose run-queue wait is kept at once.
 pub const MAX_THREADS: u32 = 16384;
 /// Maximum number of target processes.
@@ -45,4 +140,8 @@ mod user {
     // SAFETY: plain-old-data, #[repr(C)], integer fields only, no padding.
     unsafe impl aya::Pod for super::TaskOffsets {}
     unsafe impl aya::Pod for super::RunqWait {}
+    unsafe impl aya::Pod for super::ThreadTimes {}
+    unsafe impl aya::Pod for super::BioKey {}
+    unsafe impl aya::Pod for super::BioLatency {}
+    unsafe impl aya::Pod for super::BioStart {}
 }

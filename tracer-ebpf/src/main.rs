@@ -1,22 +1,37 @@
-//! Kernel side of the node tracer: run-queue wait of target processes' threads.
+//! Kernel side of the node tracer: where the threads of target processes spend their time, and the
+//! latency of the block I/O those processes submit.
 //!
-//! Method (after libbpf-tools `runqlat`): a thread becomes runnable when it is woken
-//! (`sched_wakeup`, `sched_wakeup_new`) or preempted while still runnable (`sched_switch` with
-//! `prev_state == TASK_RUNNING`); the time until `sched_switch` switches it in is its run-queue wait.
+//! Thread states (per target thread, totals in the kernel):
+//! - run-queue wait, after libbpf-tools `runqlat`: a thread becomes runnable when it is woken
+//!   (`sched_wakeup`, `sched_wakeup_new`) or preempted while still runnable (`sched_switch` with
+//!   `prev_state == TASK_RUNNING`); the time until `sched_switch` switches it in is its wait;
+//! - on-CPU: from being switched in to being switched out;
+//! - I/O wait: switched out with `task_struct.in_iowait` set (io_schedule()), until woken — the
+//!   same interval the kernel's delay accounting counts as blkio delay (kernel/sched/core.c:
+//!   `delayacct_blkio_start()` in `__schedule()`, `delayacct_blkio_end()` in `try_to_wake_up()`);
+//! - other sleep: switched out in any other state, until woken.
+//!
+//! Block I/O: the submitter is recorded at `submit_bio` (fentry: bios throttled by blk-throttle are
+//! re-issued later from a kernel worker, so `current` at `block_bio_queue` is often not the
+//! submitter), keyed by the bio pointer; `block_bio_complete` turns it into a log2 latency
+//! histogram per (device, process).
+//!
 //! Only threads of processes in `TARGETS` are recorded: everyone else leaves after one map lookup.
-//! The sums live in the kernel; user space reads per-thread totals.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-        macros::{btf_tracepoint, map},
+        helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+        macros::{btf_tracepoint, fentry, map},
         maps::HashMap,
-        programs::BtfTracePointContext,
+        programs::{BtfTracePointContext, FEntryContext},
     };
-    use tracer_ebpf::{MAX_TARGETS, MAX_THREADS, RunqWait};
+    use tracer_ebpf::{
+        BIO_SLOTS, BioKey, BioLatency, BioStart, MAX_BIO_KEYS, MAX_BIOS, MAX_TARGETS, MAX_THREADS,
+        ThreadTimes, state,
+    };
 
     /// `task_struct.pid` offset, written by user space from BTF before load.
     #[unsafe(no_mangle)]
@@ -24,38 +39,61 @@ mod programs {
     /// `task_struct.tgid` offset, written by user space from BTF before load.
     #[unsafe(no_mangle)]
     static TASK_TGID_OFFSET: u32 = 0;
+    /// Byte of `task_struct` holding the `in_iowait` bitfield, and the bit's mask in that byte.
+    #[unsafe(no_mangle)]
+    static TASK_IOWAIT_BYTE: u32 = 0;
+    #[unsafe(no_mangle)]
+    static TASK_IOWAIT_MASK: u32 = 0;
+    /// `bio.bi_bdev`, `block_device.bd_dev` and `bio.bi_iter.bi_size` offsets.
+    #[unsafe(no_mangle)]
+    static BIO_BDEV_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static BDEV_DEV_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static BIO_SIZE_OFFSET: u32 = 0;
 
     /// Target processes (tgid -> role, set by user space).
     #[map]
     static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
-    /// When each runnable target thread was enqueued (tid -> ktime ns).
+    /// Where each target thread's time went (tid -> totals and current state).
     #[map]
-    static ENQUEUED_AT: HashMap<u32, u64> = HashMap::with_max_entries(MAX_THREADS, 0);
-    /// Accumulated run-queue wait per target thread (tid -> totals).
+    static THREADS: HashMap<u32, ThreadTimes> = HashMap::with_max_entries(MAX_THREADS, 0);
+    /// Bios of target processes in flight (bio pointer -> submitter and start).
     #[map]
-    static RUNQ_WAIT: HashMap<u32, RunqWait> = HashMap::with_max_entries(MAX_THREADS, 0);
+    static BIO_START: HashMap<u64, BioStart> = HashMap::with_max_entries(MAX_BIOS, 0);
+    /// Block-I/O latency per (device, submitting process).
+    #[map]
+    static BIO_LATENCY: HashMap<BioKey, BioLatency> = HashMap::with_max_entries(MAX_BIO_KEYS, 0);
 
     const TASK_RUNNING: u32 = 0;
+    /// include/linux/sched.h: the state of a task's last switch-out.
+    const TASK_DEAD: u32 = 0x80;
 
     #[inline(always)]
-    fn offset(global: &u32) -> usize {
+    fn global(value: &u32) -> u32 {
         // Volatile so the compiler does not fold the placeholder 0 into the code: user space
         // rewrites the value in .rodata at load time.
-        unsafe { core::ptr::read_volatile(global) as usize }
+        unsafe { core::ptr::read_volatile(value) }
     }
 
     /// (tid, tgid) of a task, read through the BTF-derived offsets.
     #[inline(always)]
-    fn task_ids(task: *const u8) -> Result<(u32, u32), i64> {
+    fn task_ids(task: *const u8) -> Result<(u32, u32), i32> {
         let pid = unsafe {
-            bpf_probe_read_kernel(task.add(offset(&TASK_PID_OFFSET)) as *const i32)
-                .map_err(|e| e as i64)?
+            bpf_probe_read_kernel(task.add(global(&TASK_PID_OFFSET) as usize) as *const i32)?
         };
         let tgid = unsafe {
-            bpf_probe_read_kernel(task.add(offset(&TASK_TGID_OFFSET)) as *const i32)
-                .map_err(|e| e as i64)?
+            bpf_probe_read_kernel(task.add(global(&TASK_TGID_OFFSET) as usize) as *const i32)?
         };
         Ok((pid as u32, tgid as u32))
+    }
+
+    #[inline(always)]
+    fn in_iowait(task: *const u8) -> bool {
+        let byte = unsafe {
+            bpf_probe_read_kernel(task.add(global(&TASK_IOWAIT_BYTE) as usize)).unwrap_or(0)
+        };
+        byte as u32 & global(&TASK_IOWAIT_MASK) != 0
     }
 
     #[inline(always)]
@@ -63,28 +101,77 @@ mod programs {
         unsafe { TARGETS.get(&tgid).is_some() }
     }
 
+    /// Moves thread `tid` of `tgid` to state `to` at `now`, adding the time spent in its previous
+    /// state to that state's total. A thread seen for the first time starts in `to` (the time
+    /// before the tracer saw it is unknown and not counted).
     #[inline(always)]
-    fn mark_enqueued(task: *const u8) -> Result<(), i64> {
+    fn transition(tid: u32, tgid: u32, to: u32, now: u64) -> Result<(), i32> {
+        let Some(t) = THREADS.get_ptr_mut(&tid) else {
+            let fresh = ThreadTimes {
+                since_ns: now,
+                tgid,
+                state: to,
+                ..Default::default()
+            };
+            return THREADS.insert(&tid, &fresh, 0);
+        };
+        let t = unsafe { &mut *t };
+        // Skip negative deltas (timestamps taken on different CPUs race).
+        let spent = now.saturating_sub(t.since_ns);
+        match t.state {
+            state::RUNNING => t.on_cpu_ns += spent,
+            state::RUNNABLE => {
+                t.runq_ns += spent;
+                t.runq_count += 1;
+                if spent > t.runq_max_ns {
+                    t.runq_max_ns = spent;
+                    t.runq_max_at_ns = now;
+                }
+            }
+            state::IOWAIT => {
+                t.iowait_ns += spent;
+                t.iowait_count += 1;
+                if spent > t.iowait_max_ns {
+                    t.iowait_max_ns = spent;
+                    t.iowait_max_at_ns = now;
+                }
+            }
+            state::SLEEPING => t.sleep_ns += spent,
+            _ => {}
+        }
+        t.state = to;
+        t.since_ns = now;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn woken(task: *const u8) -> Result<(), i32> {
         let (tid, tgid) = task_ids(task)?;
         // The idle task (pid 0) is one slot shared by every CPU: never record it.
         if tid == 0 || !is_target(tgid) {
             return Ok(());
         }
-        let now = unsafe { bpf_ktime_get_ns() };
-        ENQUEUED_AT.insert(&tid, &now, 0).map_err(|e| e as i64)
+        // try_to_wake_up() also fires sched_wakeup for a task that set its state but has not
+        // switched out yet (ttwu_runnable): it never left the CPU, so it stays on-CPU.
+        if let Some(t) = unsafe { THREADS.get(&tid) }
+            && t.state == state::RUNNING
+        {
+            return Ok(());
+        }
+        transition(tid, tgid, state::RUNNABLE, unsafe { bpf_ktime_get_ns() })
     }
 
     #[btf_tracepoint(function = "sched_wakeup")]
     pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
         let task: *const u8 = ctx.arg(0);
-        let _ = mark_enqueued(task);
+        let _ = woken(task);
         0
     }
 
     #[btf_tracepoint(function = "sched_wakeup_new")]
     pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
         let task: *const u8 = ctx.arg(0);
-        let _ = mark_enqueued(task);
+        let _ = woken(task);
         0
     }
 
@@ -97,45 +184,144 @@ mod programs {
         0
     }
 
-    fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
         let prev: *const u8 = ctx.arg(1);
         let next: *const u8 = ctx.arg(2);
         let prev_state: u32 = ctx.arg(3);
-        if prev_state == TASK_RUNNING {
-            // Preempted while runnable: it waits in the run queue from now on.
-            mark_enqueued(prev)?;
+        let now = unsafe { bpf_ktime_get_ns() };
+        let (tid, tgid) = task_ids(prev)?;
+        if tid != 0 && is_target(tgid) {
+            let to = if prev_state == TASK_RUNNING {
+                // Preempted while runnable: it waits in the run queue from now on.
+                state::RUNNABLE
+            } else if prev_state & TASK_DEAD != 0 {
+                state::DEAD
+            } else if in_iowait(prev) {
+                state::IOWAIT
+            } else {
+                state::SLEEPING
+            };
+            transition(tid, tgid, to, now)?;
         }
         let (tid, tgid) = task_ids(next)?;
-        if tid == 0 {
+        if tid != 0 && is_target(tgid) {
+            transition(tid, tgid, state::RUNNING, now)?;
+        }
+        Ok(())
+    }
+
+    /// log2 of `v` (0 for 0), without loops (libbpf-tools bits.bpf.h `log2l`).
+    #[inline(always)]
+    fn log2(mut v: u64) -> u64 {
+        let mut r = 0;
+        let mut shift;
+        shift = ((v > 0xffff_ffff) as u64) << 5;
+        v >>= shift;
+        r |= shift;
+        shift = ((v > 0xffff) as u64) << 4;
+        v >>= shift;
+        r |= shift;
+        shift = ((v > 0xff) as u64) << 3;
+        v >>= shift;
+        r |= shift;
+        shift = ((v > 0xf) as u64) << 2;
+        v >>= shift;
+        r |= shift;
+        shift = ((v > 0x3) as u64) << 1;
+        v >>= shift;
+        r |= shift;
+        r | (v >> 1)
+    }
+
+    // void submit_bio(struct bio *bio) — runs in the submitter's context.
+    #[fentry(function = "submit_bio")]
+    pub fn submit_bio(ctx: FEntryContext) -> i32 {
+        let _ = try_submit_bio(&ctx);
+        0
+    }
+
+    fn try_submit_bio(ctx: &FEntryContext) -> Result<(), i32> {
+        record_submitter(ctx.arg(0))
+    }
+
+    // TP_PROTO(struct bio *bio). The fallback where fentry is refused: it fires in
+    // submit_bio_noacct_nocheck(), after blk-throttle, so a throttled bio is seen only when a
+    // kernel worker re-issues it — and is then not attributed to the target.
+    #[btf_tracepoint(function = "block_bio_queue")]
+    pub fn block_bio_queue(ctx: BtfTracePointContext) -> i32 {
+        let _ = record_submitter(ctx.arg(0));
+        0
+    }
+
+    #[inline(always)]
+    fn record_submitter(bio: *const u8) -> Result<(), i32> {
+        let id = bpf_get_current_pid_tgid();
+        let (tgid, tid) = ((id >> 32) as u32, id as u32);
+        if !is_target(tgid) {
             return Ok(());
         }
-        let Some(&enqueued_at) = (unsafe { ENQUEUED_AT.get(&tid) }) else {
+        let bytes: u32 = unsafe {
+            bpf_probe_read_kernel(bio.add(global(&BIO_SIZE_OFFSET) as usize) as *const u32)?
+        };
+        let start = BioStart {
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            bytes: bytes as u64,
+            tgid,
+            tid,
+        };
+        BIO_START.insert(&(bio as u64), &start, 0)
+    }
+
+    // TP_PROTO(struct request_queue *q, struct bio *bio) — fired from bio_endio() for every bio
+    // that passed block_bio_queue (BIO_TRACE_COMPLETION), including the remapped and throttled.
+    #[btf_tracepoint(function = "block_bio_complete")]
+    pub fn block_bio_complete(ctx: BtfTracePointContext) -> i32 {
+        let _ = try_block_bio_complete(&ctx);
+        0
+    }
+
+    fn try_block_bio_complete(ctx: &BtfTracePointContext) -> Result<(), i32> {
+        let bio: *const u8 = ctx.arg(1);
+        let key = bio as u64;
+        let Some(&start) = (unsafe { BIO_START.get(&key) }) else {
             return Ok(());
         };
-        let _ = ENQUEUED_AT.remove(&tid);
+        let _ = BIO_START.remove(&key);
         let now = unsafe { bpf_ktime_get_ns() };
-        if now < enqueued_at {
+        if now < start.start_ns {
             return Ok(());
         }
-        let waited = now - enqueued_at;
-        match RUNQ_WAIT.get_ptr_mut(&tid) {
-            Some(stats) => unsafe {
-                (*stats).total_ns += waited;
-                (*stats).count += 1;
-                if waited > (*stats).max_ns {
-                    (*stats).max_ns = waited;
-                }
-            },
+        let latency = now - start.start_ns;
+        let bdev: *const u8 = unsafe {
+            bpf_probe_read_kernel(bio.add(global(&BIO_BDEV_OFFSET) as usize) as *const *const u8)?
+        };
+        let dev: u32 = unsafe {
+            bpf_probe_read_kernel(bdev.add(global(&BDEV_DEV_OFFSET) as usize) as *const u32)?
+        };
+        let hkey = BioKey {
+            dev,
+            tgid: start.tgid,
+        };
+        let h = match BIO_LATENCY.get_ptr_mut(&hkey) {
+            Some(h) => h,
             None => {
-                let stats = RunqWait {
-                    total_ns: waited,
-                    count: 1,
-                    max_ns: waited,
-                    tgid,
-                    _pad: 0,
-                };
-                RUNQ_WAIT.insert(&tid, &stats, 0).map_err(|e| e as i64)?;
+                BIO_LATENCY.insert(&hkey, &BioLatency::default(), 0)?;
+                BIO_LATENCY.get_ptr_mut(&hkey).ok_or(0i32)?
             }
+        };
+        let h = unsafe { &mut *h };
+        let slot = log2(latency / 1000) as usize;
+        let slot = if slot < BIO_SLOTS {
+            slot
+        } else {
+            BIO_SLOTS - 1
+        };
+        h.slots[slot & (BIO_SLOTS - 1)] += 1;
+        h.count += 1;
+        h.total_ns += latency;
+        h.bytes += start.bytes;
+        if latency > h.max_ns {
+            h.max_ns = latency;
         }
         Ok(())
     }

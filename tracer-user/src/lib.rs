@@ -3,7 +3,7 @@
 //!
 //! collect: [`discovery`] (the kubelet's real paths) → [`processes`], [`socket`], [`cri`],
 //! [`certs`], [`apiserver`], [`clock`], [`kmsg`], [`pressure`] — orchestrated by [`probe`] —
-//! and the eBPF run-queue tracer ([`runq`], [`btf`]). Served over gRPC by [`server`].
+//! and the eBPF tracer ([`trace`], [`runq`], [`btf`]). Served over gRPC by [`server`].
 pub mod apiserver;
 pub mod btf;
 pub mod certs;
@@ -21,3 +21,4 @@ pub mod procfs;
 pub mod runq;
 pub mod server;
 pub mod socket;
+pub mod trace;

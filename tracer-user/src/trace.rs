@@ -1,0 +1,374 @@
+//! The eBPF tracer (`tracer-ebpf`) loaded into the kernel: per-thread state accounting (on-CPU,
+//! run-queue wait, I/O wait, other sleep) of target processes, and the latency of the block I/O
+//! they submit, per device.
+//!
+//! The kernel keeps per-thread totals (updated at every state change) and per-(device, process)
+//! log2 histograms; user space reads only those aggregates. [`Tracer::threads`] closes the interval
+//! of each thread's current state at read time, so sampling once a second gives exact per-second
+//! figures even for a thread that has been asleep (or stuck in I/O) for the whole second.
+
+use std::collections::HashMap;
+
+use aya::{
+    Btf as AyaBtf, Ebpf, EbpfLoader,
+    maps::HashMap as BpfHashMap,
+    programs::{BtfTracePoint, FEntry},
+};
+use tracer_ebpf::{BioKey, BioLatency, RunqWait, ThreadTimes, state};
+
+use crate::btf::{Btf, BtfError};
+
+/// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// The scheduler and block tracepoints (tp_btf: no tracefs needed).
+const TRACEPOINTS: [&str; 4] = [
+    "sched_wakeup",
+    "sched_wakeup_new",
+    "sched_switch",
+    "block_bio_complete",
+];
+/// Where the submitter of a bio is recorded: fentry on submit_bio (the submitter's context, before
+/// blk-throttle), or — where the kernel refuses fentry programs, as on this project's VMs — the
+/// block_bio_queue tracepoint, which sees throttled bios only when a kernel worker re-issues them.
+const SUBMIT_FENTRY: &str = "submit_bio";
+const SUBMIT_TRACEPOINT: &str = "block_bio_queue";
+
+/// How the bio submitter is recorded on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BioSubmitHook {
+    /// fentry on submit_bio: every bio in its submitter's context.
+    SubmitBio,
+    /// The block_bio_queue tracepoint (fentry refused, with the reason): bios that blk-throttle
+    /// delays are re-issued by a kernel worker and not attributed to their submitter.
+    BlockBioQueue { fentry_error: String },
+}
+
+/// Why the tracer could not start. Each variant says what is missing on this kernel or build.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The agent was built without its eBPF object.
+    #[error("this build has no eBPF object (built with AYA_BUILD_SKIP=1)")]
+    NotBuilt,
+    /// Kernel BTF missing or unreadable: offsets cannot be resolved.
+    #[error("kernel type information unavailable: {0}")]
+    Btf(#[from] BtfError),
+    /// aya could not parse the kernel BTF for program loading.
+    #[error("kernel BTF unusable for tp_btf programs: {0}")]
+    AyaBtf(String),
+    /// The kernel refused the object, a program or a map.
+    #[error("loading the eBPF object failed: {0} (needs root / CAP_BPF and CAP_PERFMON)")]
+    Load(#[source] aya::EbpfError),
+    /// A program failed to verify, load or attach (for a tracepoint: missing on this kernel).
+    #[error("attaching {program} failed: {source}")]
+    Attach {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+fn attach_err(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> TraceError {
+    move |source| TraceError::Attach { program, source }
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TraceError {
+    move |source| TraceError::Map { map, source }
+}
+
+/// The offsets the programs need, resolved from kernel BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// Byte of `task_struct` holding the `in_iowait` bit, and the bit's mask in it.
+    pub task_iowait_byte: u32,
+    pub task_iowait_mask: u32,
+    pub bio_bdev: u32,
+    pub bdev_dev: u32,
+    pub bio_size: u32,
+}
+
+impl KernelOffsets {
+    /// Resolves every offset from `btf`; fails naming the first missing member.
+    pub fn resolve(btf: &Btf) -> Result<Self, BtfError> {
+        let iowait = btf.member_offset("task_struct", "in_iowait")?;
+        let iter = btf.member_offset("bio", "bi_iter")?.byte_offset();
+        Ok(KernelOffsets {
+            task_pid: btf.member_offset("task_struct", "pid")?.byte_offset(),
+            task_tgid: btf.member_offset("task_struct", "tgid")?.byte_offset(),
+            task_iowait_byte: iowait.byte_offset(),
+            // Little-endian bitfields: bit n of the struct is bit n % 8 of byte n / 8.
+            task_iowait_mask: 1 << (iowait.bit_offset % 8),
+            bio_bdev: btf.member_offset("bio", "bi_bdev")?.byte_offset(),
+            bdev_dev: btf.member_offset("block_device", "bd_dev")?.byte_offset(),
+            bio_size: iter + btf.member_offset("bvec_iter", "bi_size")?.byte_offset(),
+        })
+    }
+}
+
+/// Where one thread's time went since the tracer first saw it, with its current state's interval
+/// closed at the time of reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSample {
+    pub tid: u32,
+    pub tgid: u32,
+    pub on_cpu_ns: u64,
+    pub runq_ns: u64,
+    pub iowait_ns: u64,
+    pub sleep_ns: u64,
+    pub runq_count: u64,
+    pub iowait_count: u64,
+    pub runq_max_ns: u64,
+    pub iowait_max_ns: u64,
+    /// The state the thread is in now ([`tracer_ebpf::state`]) and for how long.
+    pub state: u32,
+    pub state_for_ns: u64,
+}
+
+impl ThreadSample {
+    /// Closes the open interval of `t` at `now_ns` (CLOCK_MONOTONIC).
+    pub fn from_kernel(tid: u32, t: &ThreadTimes, now_ns: u64) -> Self {
+        let open = now_ns.saturating_sub(t.since_ns);
+        let mut s = ThreadSample {
+            tid,
+            tgid: t.tgid,
+            on_cpu_ns: t.on_cpu_ns,
+            runq_ns: t.runq_ns,
+            iowait_ns: t.iowait_ns,
+            sleep_ns: t.sleep_ns,
+            runq_count: t.runq_count,
+            iowait_count: t.iowait_count,
+            runq_max_ns: t.runq_max_ns,
+            iowait_max_ns: t.iowait_max_ns,
+            state: t.state,
+            state_for_ns: open,
+        };
+        match t.state {
+            state::RUNNING => s.on_cpu_ns += open,
+            state::RUNNABLE => {
+                s.runq_ns += open;
+                s.runq_max_ns = s.runq_max_ns.max(open);
+            }
+            state::IOWAIT => {
+                s.iowait_ns += open;
+                s.iowait_max_ns = s.iowait_max_ns.max(open);
+            }
+            state::SLEEPING => s.sleep_ns += open,
+            _ => s.state_for_ns = 0,
+        }
+        s
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
+pub fn monotonic_ns() -> u64 {
+    #[allow(unsafe_code)]
+    // SAFETY: clock_gettime writes one timespec into the zeroed value it is given.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts
+    };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Loaded and attached tracer. Dropping it detaches every program and frees the maps.
+pub struct Tracer {
+    ebpf: Ebpf,
+    bio_hook: BioSubmitHook,
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+impl Tracer {
+    /// Resolves kernel offsets from BTF, loads the programs and attaches them.
+    pub fn attach() -> Result<Self, TraceError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(TraceError::NotBuilt);
+        }
+        let btf = Btf::from_kernel()?;
+        let o = KernelOffsets::resolve(&btf)?;
+        let aya_btf = AyaBtf::from_sys_fs().map_err(|e| TraceError::AyaBtf(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("TASK_PID_OFFSET", &o.task_pid, true)
+            .override_global("TASK_TGID_OFFSET", &o.task_tgid, true)
+            .override_global("TASK_IOWAIT_BYTE", &o.task_iowait_byte, true)
+            .override_global("TASK_IOWAIT_MASK", &o.task_iowait_mask, true)
+            .override_global("BIO_BDEV_OFFSET", &o.bio_bdev, true)
+            .override_global("BDEV_DEV_OFFSET", &o.bdev_dev, true)
+            .override_global("BIO_SIZE_OFFSET", &o.bio_size, true)
+            .load(EBPF_OBJECT)
+            .map_err(TraceError::Load)?;
+        for name in TRACEPOINTS {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(TraceError::Attach {
+                    program: name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(attach_err(name))?;
+            program.load(name, &aya_btf).map_err(attach_err(name))?;
+            program.attach().map_err(attach_err(name))?;
+        }
+        let fentry = (|| -> Result<(), TraceError> {
+            let name = SUBMIT_FENTRY;
+            let program: &mut FEntry = ebpf
+                .program_mut(name)
+                .ok_or(TraceError::Attach {
+                    program: name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(attach_err(name))?;
+            program.load(name, &aya_btf).map_err(attach_err(name))?;
+            program.attach().map_err(attach_err(name))?;
+            Ok(())
+        })();
+        let bio_hook = match fentry {
+            Ok(()) => BioSubmitHook::SubmitBio,
+            Err(e) => {
+                let name = SUBMIT_TRACEPOINT;
+                let program: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(TraceError::Attach {
+                        program: name,
+                        source: aya::programs::ProgramError::UnexpectedProgramType,
+                    })?
+                    .try_into()
+                    .map_err(attach_err(name))?;
+                program.load(name, &aya_btf).map_err(attach_err(name))?;
+                program.attach().map_err(attach_err(name))?;
+                BioSubmitHook::BlockBioQueue {
+                    fentry_error: format!("{e}: {}", error_chain(&e)),
+                }
+            }
+        };
+        Ok(Tracer { ebpf, bio_hook })
+    }
+
+    /// How bio submitters are recorded on this kernel.
+    pub fn bio_hook(&self) -> &BioSubmitHook {
+        &self.bio_hook
+    }
+
+    /// Starts recording the threads of process `tgid` (and any thread it creates later).
+    pub fn add_target(&mut self, tgid: u32) -> Result<(), TraceError> {
+        let mut targets: BpfHashMap<_, u32, u32> =
+            BpfHashMap::try_from(self.ebpf.map_mut("TARGETS").expect("TARGETS map in object"))
+                .map_err(map_err("TARGETS"))?;
+        targets.insert(tgid, 1, 0).map_err(map_err("TARGETS"))
+    }
+
+    /// Every recorded thread's times, the open interval closed now.
+    pub fn threads(&self) -> Result<Vec<ThreadSample>, TraceError> {
+        let map: BpfHashMap<_, u32, ThreadTimes> =
+            BpfHashMap::try_from(self.ebpf.map("THREADS").expect("THREADS map in object"))
+                .map_err(map_err("THREADS"))?;
+        let mut raw = Vec::new();
+        for entry in map.iter() {
+            raw.push(entry.map_err(map_err("THREADS"))?);
+        }
+        let now = monotonic_ns();
+        Ok(raw
+            .iter()
+            .map(|(tid, t)| ThreadSample::from_kernel(*tid, t, now))
+            .collect())
+    }
+
+    /// Run-queue wait per thread id since attach (the runqlat view of [`Tracer::threads`]).
+    pub fn thread_waits(&self) -> Result<HashMap<u32, RunqWait>, TraceError> {
+        Ok(self
+            .threads()?
+            .into_iter()
+            .filter(|t| t.runq_ns > 0 || t.runq_count > 0)
+            .map(|t| {
+                (
+                    t.tid,
+                    RunqWait {
+                        total_ns: t.runq_ns,
+                        count: t.runq_count,
+                        max_ns: t.runq_max_ns,
+                        tgid: t.tgid,
+                        _pad: 0,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Block-I/O latency per (device, submitting process) since attach.
+    pub fn bio_latency(&self) -> Result<HashMap<BioKey, BioLatency>, TraceError> {
+        let map: BpfHashMap<_, BioKey, BioLatency> = BpfHashMap::try_from(
+            self.ebpf
+                .map("BIO_LATENCY")
+                .expect("BIO_LATENCY map in object"),
+        )
+        .map_err(map_err("BIO_LATENCY"))?;
+        map.iter()
+            .map(|e| e.map_err(map_err("BIO_LATENCY")))
+            .collect()
+    }
+}
+
+/// The kernel's dev_t (major << 20 | minor) as "major:minor".
+pub fn dev_name(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xfffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_interval_is_closed_into_the_current_state() {
+        let t = ThreadTimes {
+            iowait_ns: 10,
+            iowait_max_ns: 10,
+            since_ns: 1_000,
+            state: state::IOWAIT,
+            tgid: 7,
+            ..Default::default()
+        };
+        let s = ThreadSample::from_kernel(8, &t, 1_500);
+        assert_eq!(
+            (s.iowait_ns, s.iowait_max_ns, s.state_for_ns),
+            (510, 500, 500)
+        );
+        let dead = ThreadTimes {
+            state: state::DEAD,
+            since_ns: 0,
+            ..t
+        };
+        let s = ThreadSample::from_kernel(8, &dead, 1_500);
+        assert_eq!((s.iowait_ns, s.state_for_ns), (10, 0));
+    }
+
+    #[test]
+    fn kernel_offsets_resolve_on_the_running_kernel() {
+        let o = KernelOffsets::resolve(&Btf::from_kernel().expect("kernel BTF")).unwrap();
+        assert_eq!(o.task_tgid, o.task_pid + 4);
+        assert_eq!(o.task_iowait_mask.count_ones(), 1);
+        assert!(o.bio_bdev > 0 && o.bio_size > 0);
+    }
+
+    #[test]
+    fn dev_names() {
+        assert_eq!(dev_name((7 << 20) | 3), "7:3");
+    }
+}
