@@ -13,7 +13,8 @@
 //!
 //! Block I/O: the submitter is recorded at `submit_bio` (fentry: bios throttled by blk-throttle are
 //! re-issued later from a kernel worker, so `current` at `block_bio_queue` is often not the
-//! submitter), keyed by the bio pointer; `block_bio_complete` turns it into a log2 latency
+//! submitter), keyed by the bio pointer; `block_rq_complete` (blk-mq) or `block_bio_complete`
+//! (bio-based devices) turns it into a log2 latency
 //! histogram per (device, process).
 //!
 //! Only threads of processes in `TARGETS` are recorded: everyone else leaves after one map lookup.
@@ -51,6 +52,11 @@ mod programs {
     static BDEV_DEV_OFFSET: u32 = 0;
     #[unsafe(no_mangle)]
     static BIO_SIZE_OFFSET: u32 = 0;
+    /// `request.bio` and `bio.bi_next` offsets.
+    #[unsafe(no_mangle)]
+    static RQ_BIO_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static BIO_NEXT_OFFSET: u32 = 0;
 
     /// Target processes (tgid -> role, set by user space).
     #[map]
@@ -272,22 +278,52 @@ mod programs {
         BIO_START.insert(&(bio as u64), &start, 0)
     }
 
-    // TP_PROTO(struct request_queue *q, struct bio *bio) — fired from bio_endio() for every bio
-    // that passed block_bio_queue (BIO_TRACE_COMPLETION), including the remapped and throttled.
+    // TP_PROTO(struct request_queue *q, struct bio *bio) — fired from bio_endio() for bios of
+    // bio-based devices (device mapper, md). Request-based (blk-mq) devices clear
+    // BIO_TRACE_COMPLETION in blk_update_request() ("Completion has already been traced") and
+    // report through block_rq_complete instead.
     #[btf_tracepoint(function = "block_bio_complete")]
     pub fn block_bio_complete(ctx: BtfTracePointContext) -> i32 {
-        let _ = try_block_bio_complete(&ctx);
+        let bio: *const u8 = ctx.arg(1);
+        let _ = complete_bio(bio, unsafe { bpf_ktime_get_ns() });
         0
     }
 
-    fn try_block_bio_complete(ctx: &BtfTracePointContext) -> Result<(), i32> {
-        let bio: *const u8 = ctx.arg(1);
+    /// Bios of one request looked at on completion (merged bios beyond this are not counted).
+    const MAX_BIOS_PER_REQUEST: usize = 8;
+
+    // TP_PROTO(struct request *rq, blk_status_t error, unsigned int nr_bytes) — fired at the
+    // start of blk_update_request(), while rq->bio still chains the request's bios (bi_next).
+    #[btf_tracepoint(function = "block_rq_complete")]
+    pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
+        let rq: *const u8 = ctx.arg(0);
+        let now = unsafe { bpf_ktime_get_ns() };
+        let mut bio: *const u8 = unsafe {
+            bpf_probe_read_kernel(rq.add(global(&RQ_BIO_OFFSET) as usize) as *const *const u8)
+                .unwrap_or(core::ptr::null())
+        };
+        for _ in 0..MAX_BIOS_PER_REQUEST {
+            if bio.is_null() {
+                break;
+            }
+            let _ = complete_bio(bio, now);
+            bio = unsafe {
+                bpf_probe_read_kernel(
+                    bio.add(global(&BIO_NEXT_OFFSET) as usize) as *const *const u8
+                )
+                .unwrap_or(core::ptr::null())
+            };
+        }
+        0
+    }
+
+    #[inline(always)]
+    fn complete_bio(bio: *const u8, now: u64) -> Result<(), i32> {
         let key = bio as u64;
         let Some(&start) = (unsafe { BIO_START.get(&key) }) else {
             return Ok(());
         };
         let _ = BIO_START.remove(&key);
-        let now = unsafe { bpf_ktime_get_ns() };
         if now < start.start_ns {
             return Ok(());
         }

@@ -22,10 +22,11 @@ use crate::btf::{Btf, BtfError};
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
 /// The scheduler and block tracepoints (tp_btf: no tracefs needed).
-const TRACEPOINTS: [&str; 4] = [
+const TRACEPOINTS: [&str; 5] = [
     "sched_wakeup",
     "sched_wakeup_new",
     "sched_switch",
+    "block_rq_complete",
     "block_bio_complete",
 ];
 /// Where the submitter of a bio is recorded: fentry on submit_bio (the submitter's context, before
@@ -92,6 +93,8 @@ pub struct KernelOffsets {
     pub bio_bdev: u32,
     pub bdev_dev: u32,
     pub bio_size: u32,
+    pub rq_bio: u32,
+    pub bio_next: u32,
 }
 
 impl KernelOffsets {
@@ -108,6 +111,8 @@ impl KernelOffsets {
             bio_bdev: btf.member_offset("bio", "bi_bdev")?.byte_offset(),
             bdev_dev: btf.member_offset("block_device", "bd_dev")?.byte_offset(),
             bio_size: iter + btf.member_offset("bvec_iter", "bi_size")?.byte_offset(),
+            rq_bio: btf.member_offset("request", "bio")?.byte_offset(),
+            bio_next: btf.member_offset("bio", "bi_next")?.byte_offset(),
         })
     }
 }
@@ -184,16 +189,6 @@ pub struct Tracer {
     bio_hook: BioSubmitHook,
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
-}
-
 impl Tracer {
     /// Resolves kernel offsets from BTF, loads the programs and attaches them.
     pub fn attach() -> Result<Self, TraceError> {
@@ -212,6 +207,8 @@ impl Tracer {
             .override_global("BIO_BDEV_OFFSET", &o.bio_bdev, true)
             .override_global("BDEV_DEV_OFFSET", &o.bdev_dev, true)
             .override_global("BIO_SIZE_OFFSET", &o.bio_size, true)
+            .override_global("RQ_BIO_OFFSET", &o.rq_bio, true)
+            .override_global("BIO_NEXT_OFFSET", &o.bio_next, true)
             .load(EBPF_OBJECT)
             .map_err(TraceError::Load)?;
         for name in TRACEPOINTS {
@@ -255,7 +252,7 @@ impl Tracer {
                 program.load(name, &aya_btf).map_err(attach_err(name))?;
                 program.attach().map_err(attach_err(name))?;
                 BioSubmitHook::BlockBioQueue {
-                    fentry_error: format!("{e}: {}", error_chain(&e)),
+                    fentry_error: e.to_string(),
                 }
             }
         };
