@@ -135,7 +135,9 @@ impl Finding {
     }
 }
 
-/// Finding identifiers (stable: the verdict and scripts key on them).
+pub mod node;
+
+/// Finding identifiers (API side; the node layer's are in [`node::ids`]).
 pub mod ids {
     /// Ready condition.
     pub const READY: &str = "node-ready";
@@ -290,6 +292,7 @@ pub fn run_all(e: &Evidence) -> Vec<Finding> {
     findings.extend(log_rotation(e));
     findings.extend(reserved(e));
     findings.extend(collection_failures(e));
+    findings.extend(node::run(e));
     findings
 }
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::collect::{self, CollectOptions, KubeOptions};
 use crate::error::Error;
+use crate::probe::{self, ProbeOptions, RunIdentity};
 use crate::render::{self, Format};
 use crate::units::parse_go_duration;
 use crate::{diagnose, exit};
@@ -27,9 +28,32 @@ pub struct Cli {
     /// The node to diagnose.
     pub node: Option<String>,
 
-    /// Only API-side checks (the node probe pod arrives later; today every run is API-side).
+    /// Only API-side checks: no probe pod on the node.
     #[arg(long)]
     pub api_only: bool,
+
+    /// How long the kubelet gets to start the probe pod [default: 30s, widened to 90s when the
+    /// API evidence shows slow PLEG relists; a value given here is kept as is]. A pod not started
+    /// in time is itself evidence.
+    #[arg(long, value_parser = parse_duration_flag)]
+    pub pod_timeout: Option<Duration>,
+
+    /// The node agent image (for real clusters: where you pushed `cargo xtask image`'s archive).
+    #[arg(long, default_value = probe::DEFAULT_IMAGE)]
+    pub image: String,
+
+    /// imagePullPolicy of the probe pod.
+    #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: String,
+
+    /// priorityClassName for the probe pod, e.g. system-node-critical: gets past the kubelet's
+    /// eviction admission under node pressure, and may preempt workloads. Only on request.
+    #[arg(long)]
+    pub priority_class: Option<String>,
+
+    /// Attach the agent's eBPF run-queue tracer over the window.
+    #[arg(long)]
+    pub trace: bool,
 
     /// Observation window between the two /metrics scrapes (Go duration: 5s, 1m30s).
     #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
@@ -59,7 +83,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub context: Option<String>,
 
-    /// Namespace for the probe pod (accepted for kubectl compatibility; unused by API-side checks).
+    /// Namespace for the probe pod (default kube-system: see the README for why).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
 }
@@ -76,7 +100,7 @@ pub enum Command {
     },
     /// Prometheus rules with these thresholds (not implemented yet).
     Alerts,
-    /// Delete leftover probe pods (not implemented yet).
+    /// Delete leftover probe pods (label app.kubernetes.io/name=nodehealth-probe, all namespaces).
     Cleanup,
 }
 
@@ -104,7 +128,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Some(Command::Scan) => return Err(Error::NotYet("kubectl nodehealth scan")),
         Some(Command::Pleg { .. }) => return Err(Error::NotYet("kubectl nodehealth pleg")),
         Some(Command::Alerts) => return Err(Error::NotYet("kubectl nodehealth alerts")),
-        Some(Command::Cleanup) => return Err(Error::NotYet("kubectl nodehealth cleanup")),
+        Some(Command::Cleanup) => return cleanup(&cli).await,
         None => {}
     }
     if cli.bundle.is_some() {
@@ -116,21 +140,17 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 .into(),
         ));
     };
-    let target = collect::connect(&KubeOptions {
-        kubeconfig: cli.kubeconfig.clone(),
-        context: cli.context.clone(),
+    let target = connect(&cli).await?;
+    let options = CollectOptions {
+        node: node.clone(),
+        window: cli.duration,
         timeout: cli.timeout,
-    })
-    .await?;
-    let (evidence, _raw) = collect::collect(
-        &target,
-        &CollectOptions {
-            node,
-            window: cli.duration,
-            timeout: cli.timeout,
-        },
-    )
-    .await?;
+    };
+    let evidence = if cli.api_only {
+        collect::collect(&target, &options).await?.0
+    } else {
+        with_probe(&cli, &target, &options).await?
+    };
     let report = diagnose(evidence);
     let stdout = std::io::stdout();
     let color = use_color(
@@ -149,6 +169,163 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     Ok(report.exit_code())
 }
 
+async fn connect(cli: &Cli) -> Result<collect::Target, Error> {
+    collect::connect(&KubeOptions {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+        timeout: cli.timeout,
+    })
+    .await
+}
+
+/// `--pod-timeout` when not given.
+pub const DEFAULT_POD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default namespace of the probe pod: kube-system (README: Pod Security).
+pub const DEFAULT_NAMESPACE: &str = "kube-system";
+
+/// Exit code after Ctrl-C / SIGTERM (128 + SIGINT, like a shell).
+pub const INTERRUPTED: u8 = 130;
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// API-side collection and the probe pod side by side; the pod is deleted on every path.
+async fn with_probe(
+    cli: &Cli,
+    target: &collect::Target,
+    options: &CollectOptions,
+) -> Result<crate::evidence::Evidence, Error> {
+    use std::cell::Cell;
+
+    use crate::evidence::{Failure, FailureKind, Layer, Step};
+
+    let namespace = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    if let Some(pc) = &cli.priority_class {
+        eprintln!(
+            "kubectl-nodehealth: warning: the probe pod gets priority class {pc:?}: it passes the \
+             kubelet's eviction admission under pressure and can preempt workloads"
+        );
+    }
+    let id = RunIdentity::new().map_err(|e| Error::Usage(e.to_string()))?;
+    let probe_options = ProbeOptions {
+        node: options.node.clone(),
+        namespace: namespace.clone(),
+        image: cli.image.clone(),
+        pull_policy: cli.image_pull_policy.clone(),
+        pod_timeout: cli.pod_timeout.unwrap_or(DEFAULT_POD_TIMEOUT),
+        priority_class: cli.priority_class.clone(),
+        window: cli.duration,
+        trace: cli.trace,
+        progress: probe::progress_wanted(),
+    };
+    let (widen_tx, widen_rx) = tokio::sync::watch::channel(None);
+    let ran = Cell::new(false);
+    let widen = cli.pod_timeout.is_none();
+    let api = async {
+        let result = collect::collect(target, options).await;
+        if let Ok((evidence, _)) = &result
+            && widen
+            && probe::pleg_slow(evidence)
+        {
+            // Slow relists slow pod starts too (the kubelet sees the container start only
+            // through a relist): give it three times the default bound.
+            let _ = widen_tx.send(Some(DEFAULT_POD_TIMEOUT * 3));
+        }
+        result
+    };
+    let node_side = async {
+        let pod_start = probe::start(&target.client, &probe_options, &id, widen_rx).await?;
+        ran.set(true);
+        probe::run_agent(&target.client, &probe_options, &id, pod_start).await
+    };
+    let both = async { tokio::join!(api, node_side) };
+    let outcome = tokio::select! {
+        r = both => Some(r),
+        () = interrupted() => None,
+    };
+    let warning = probe::delete(
+        &target.client,
+        &namespace,
+        &id.pod_name(),
+        ran.get(),
+        Duration::from_secs(10),
+    )
+    .await;
+    if let Some(w) = warning {
+        eprintln!("kubectl-nodehealth: warning: {w}");
+    }
+    let Some((api, node_side)) = outcome else {
+        eprintln!("kubectl-nodehealth: interrupted; the probe pod was deleted");
+        return Err(Error::Interrupted);
+    };
+    let (mut evidence, _raw) = api?;
+    let request = format!("probe pod {namespace}/{}", id.pod_name());
+    evidence.node_probe = match node_side {
+        Ok(np) => {
+            evidence.layers.push(Layer::NodeProbe);
+            if let Some(e) = &np.stream_error {
+                eprintln!("kubectl-nodehealth: warning: node evidence is partial: {e}");
+            }
+            Step::Collected { data: np }
+        }
+        Err(e) => {
+            eprintln!("kubectl-nodehealth: node probe: {e}");
+            if matches!(e, probe::ProbeError::NotStarted(_)) {
+                eprintln!(
+                    "kubectl-nodehealth: for the node-side half, run the agent on the node over \
+                     SSH: tracer-user probe --host-root / --duration 10s -o json"
+                );
+            }
+            Step::Failed {
+                failure: Failure {
+                    kind: match e {
+                        probe::ProbeError::NotStarted(_) => FailureKind::Timeout,
+                        probe::ProbeError::PodSecurity { .. }
+                        | probe::ProbeError::Forbidden { .. } => FailureKind::Forbidden,
+                        _ => FailureKind::HttpError,
+                    },
+                    request,
+                    http_status: None,
+                    needs: None,
+                    message: e.to_string(),
+                },
+            }
+        }
+    };
+    Ok(evidence)
+}
+
+async fn cleanup(cli: &Cli) -> Result<u8, Error> {
+    let target = connect(cli).await?;
+    let deleted = probe::cleanup(&target.client)
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    if deleted.is_empty() {
+        println!("no probe pods left");
+    }
+    for d in deleted {
+        println!("deleted pod {d}");
+    }
+    Ok(exit::HEALTHY)
+}
+
 /// Entry point for `main`: parse, run, print errors prefixed with the program name.
 pub fn main_entry() -> u8 {
     let cli = Cli::parse();
@@ -164,6 +341,7 @@ pub fn main_entry() -> u8 {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        Err(Error::Interrupted) => INTERRUPTED,
         Err(e) => {
             eprintln!("kubectl-nodehealth: {e}");
             exit::UNDIAGNOSED
@@ -245,7 +423,6 @@ mod tests {
         for args in [
             vec!["k", "scan"],
             vec!["k", "alerts"],
-            vec!["k", "cleanup"],
             vec!["k", "pleg", "n"],
         ] {
             let cli = Cli::try_parse_from(args).unwrap();

@@ -666,6 +666,9 @@ pub async fn collect(
         stats_summary,
         goroutine_dump,
         controller_manager_lease: to_step(kcm.map(|l| lease_info(&l))),
+        node_probe: Step::Skipped {
+            reason: "--api-only".to_string(),
+        },
     };
     Ok((evidence, raw))
 }

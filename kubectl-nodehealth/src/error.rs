@@ -62,6 +62,9 @@ pub enum Error {
     /// A subcommand that exists in the design but not in this build.
     #[error("`{0}` is not implemented yet")]
     NotYet(&'static str),
+    /// Ctrl-C or SIGTERM: the probe pod was deleted, no report.
+    #[error("interrupted")]
+    Interrupted,
     /// Writing the report failed.
     #[error("cannot write the report: {0}")]
     Output(#[source] std::io::Error),

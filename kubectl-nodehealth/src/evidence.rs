@@ -22,7 +22,7 @@ use crate::metrics::{self, Histogram, Labels, MetricType, Scrape};
 pub enum Layer {
     /// Kubernetes API objects and the kubelet through the API server's node proxy.
     Api,
-    /// The privileged probe pod on the node (not implemented yet).
+    /// The privileged probe pod on the node (the agent's node-side evidence).
     NodeProbe,
     /// eBPF attribution in the node agent (not implemented yet).
     Ebpf,
@@ -64,7 +64,38 @@ pub struct Evidence {
     pub goroutine_dump: Step<GoroutineDump>,
     /// kube-controller-manager's Lease in kube-system: is the CSR approver alive?
     pub controller_manager_lease: Step<LeaseInfo>,
+    /// The node agent in the probe pod: its node-side evidence, or why there is none (`--api-only`,
+    /// the pod refused, or not started within `--pod-timeout` — itself evidence).
+    #[serde(default = "not_probed")]
+    pub node_probe: Step<NodeProbe>,
 }
+
+fn not_probed() -> Step<NodeProbe> {
+    Step::Skipped {
+        reason: "the node probe was not run".to_string(),
+    }
+}
+
+/// What the probe pod's agent streamed back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeProbe {
+    /// `namespace/name` of the probe pod.
+    pub pod: String,
+    /// Seconds from creating the pod to the agent running.
+    pub pod_start_seconds: f64,
+    /// The stream broke before the agent's final report: the sections present are real, the
+    /// missing ones were never received.
+    pub partial: bool,
+    /// Why the stream ended early, when `partial`.
+    pub stream_error: Option<String>,
+    /// The node evidence, in the agent's own schema (`nodehealth_proto::node`).
+    pub evidence: nodehealth_proto::node::NodeEvidence,
+}
+
+/// Why a probe produced no node evidence: a failed [`Step`] of the node probe carries one of
+/// these in its message; the pod-not-started case is evidence for the verdict.
+pub const POD_NOT_STARTED: &str = "pod-not-started";
 
 /// Raw texts kept for the bundle, not put in the report.
 #[derive(Debug, Clone, Default)]

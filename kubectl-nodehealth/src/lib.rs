@@ -10,6 +10,7 @@ pub mod collect;
 pub mod error;
 pub mod evidence;
 pub mod metrics;
+pub mod probe;
 pub mod render;
 pub mod units;
 pub mod verdict;

@@ -452,6 +452,63 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         pressure.because(if critical { 55 } else { 30 }, w);
     }
 
+    // --- the node layer (probe pod): what only the node can see -----------------------------
+    use crate::checks::node::ids as node_ids;
+    if let Some(w) = s.summary(node_ids::KUBELET_GONE) {
+        down.because(85, w);
+    }
+    if let Some(w) = s.summary(node_ids::KUBELET_UNRESPONSIVE) {
+        starved.because(80, w);
+    }
+    if let Some(w) = s.summary(node_ids::OOM) {
+        starved.because(75, w);
+    }
+    if let Some(w) = s.summary(node_ids::CRI) {
+        let critical = s.at_least(node_ids::CRI, Severity::Critical);
+        runtime.because(if critical { 85 } else { 55 }, w);
+    }
+    if let Some(w) = s.summary(node_ids::CERT_EXPIRED) {
+        cert.because(85, w);
+    }
+    if let Some(w) = s.summary(node_ids::API_UNREACHABLE) {
+        partition.because(85, w);
+    }
+    if let Some(probe) = e.node_probe.data() {
+        let n = &probe.evidence;
+        // A live kubelet process is not "down"; a node that reaches the API server is not
+        // partitioned from it: the node layer settles what the API side could not separate.
+        let kubelet_alive = n
+            .processes
+            .as_ref()
+            .and_then(|p| p.kubelet.as_ref())
+            .is_some_and(|k| k.liveness != nodehealth_proto::node::Liveness::Gone);
+        if kubelet_alive && down.score > 0 {
+            down.score = down.score.min(REPORT_SCORE - 1);
+        }
+        let api_reachable = n
+            .api_server
+            .as_ref()
+            .and_then(|a| a.healthz.as_ref())
+            .is_some_and(|h| h.status.is_some());
+        if api_reachable && partition.score > 0 {
+            partition.score = partition.score.min(REPORT_SCORE - 1);
+        }
+    }
+    if let Some(w) = s.summary(node_ids::POD_NOT_STARTED) {
+        for b in [
+            &mut pleg,
+            &mut runtime,
+            &mut cert,
+            &mut partition,
+            &mut down,
+            &mut starved,
+        ] {
+            if b.score > 0 {
+                b.support(10, w.clone());
+            }
+        }
+    }
+
     // --- assemble ----------------------------------------------------------------------------
     let partition_or_down = down.score > 0 && partition.score > 0;
     let separation = "from the API side a dead kubelet and a partition look alike (no lease renewals, the API server cannot reach the kubelet). What separates them: `connection refused` from the node proxy = kubelet not running; timeouts = node or network; many nodes stale at once = control plane or network; a node that is powered off looks like a partition too. On the node (SSH): `systemctl is-active kubelet`, and `curl -k https://<apiserver>:6443/healthz` (200 or 401 = reachable); or `tracer-user probe`";
@@ -538,9 +595,20 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         causes.sort_by_key(|c| std::cmp::Reverse(c.score));
     }
 
-    let mut limitations = vec![
-        "API-side only: the node probe (process liveness, CRI timing, certificates on disk) and eBPF attribution are not run yet".to_string(),
-    ];
+    let mut limitations = Vec::new();
+    match &e.node_probe {
+        Step::Collected { data } if data.partial => limitations.push(format!(
+            "node evidence is partial ({}): missing sections were not judged",
+            data.stream_error.as_deref().unwrap_or("stream ended early")
+        )),
+        Step::Collected { .. } => {}
+        _ => limitations.push(
+            "API-side only: no node probe evidence (process liveness, CRI timing, certificates on disk)".to_string(),
+        ),
+    }
+    if !e.layers.contains(&Layer::Ebpf) {
+        limitations.push("no eBPF attribution in this run".to_string());
+    }
     if matches!(e.node, Step::Failed { .. }) {
         limitations
             .push("the Node object could not be read: the verdict has no Ready condition".into());

@@ -2,6 +2,7 @@
 //!
 //! Every command installs what it needs through `setup` (idempotent, cached outside the clone) and
 //! prints what it does, so a fresh machine and a warm one run the same commands.
+mod agent_image;
 mod bench;
 mod cluster;
 mod demo;
@@ -38,6 +39,9 @@ enum Command {
         #[command(subcommand)]
         bench: bench::Bench,
     },
+    /// Build the node agent's OCI image (static binary, no Docker); import it into the local
+    /// cluster when it is up.
+    Image,
     /// Set up, start the local cluster and run `kubectl nodehealth` on its node.
     Demo,
     /// The local single-node Kubernetes cluster.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run(),
         Command::Test { long } => test::run(long),
+        Command::Image => agent_image::run(),
         Command::Demo => demo::run(),
         Command::Bench { bench } => bench::run(bench),
         Command::Cluster { cmd } => cluster::run(cmd),

@@ -131,7 +131,7 @@ fn toolchain() -> String {
 }
 
 fn rust_components() -> Result<()> {
-    step("Rust components (rust-src for the eBPF build, rustfmt, clippy)");
+    step("Rust components (rust-src for the eBPF build, rustfmt, clippy; the musl target)");
     let toolchain = toolchain();
     let installed = sh::output(Command::new("rustup").args([
         "component",
@@ -147,15 +147,33 @@ fn rust_components() -> Result<()> {
         .collect();
     if missing.is_empty() {
         info(format!("present for {toolchain}"));
-        return Ok(());
+    } else {
+        info(format!("adding {} to {toolchain}", missing.join(", ")));
+        sh::run(
+            "rustup component add",
+            Command::new("rustup")
+                .args(["component", "add", "--toolchain", &toolchain])
+                .args(&missing),
+        )?;
     }
-    info(format!("adding {} to {toolchain}", missing.join(", ")));
-    sh::run(
-        "rustup component add",
-        Command::new("rustup")
-            .args(["component", "add", "--toolchain", &toolchain])
-            .args(&missing),
-    )
+    // The agent image's static binary (`cargo xtask image`).
+    let musl = "x86_64-unknown-linux-musl";
+    let targets = sh::output(Command::new("rustup").args([
+        "target",
+        "list",
+        "--installed",
+        "--toolchain",
+        &toolchain,
+    ]))
+    .unwrap_or_default();
+    if !targets.lines().any(|t| t.trim() == musl) {
+        info(format!("adding target {musl} to {toolchain}"));
+        sh::run(
+            "rustup target add",
+            Command::new("rustup").args(["target", "add", "--toolchain", &toolchain, musl]),
+        )?;
+    }
+    Ok(())
 }
 
 fn bpf_linker() -> Result<()> {

@@ -177,6 +177,9 @@ pub fn healthy_evidence() -> Evidence {
                 lease_duration_seconds: Some(15),
             },
         },
+        node_probe: Step::Skipped {
+            reason: "--api-only".into(),
+        },
     }
 }
 

@@ -704,6 +704,10 @@ pub fn up(settings: Settings) -> Result<()> {
                 "cluster already running; kubeconfig: {}",
                 l.admin_kubeconfig().display()
             ));
+            // The agent may have changed since the cluster came up.
+            if let Some(agent) = crate::agent_image::build_or_warn() {
+                crate::agent_image::import(&l, &agent)?;
+            }
             return Ok(());
         }
         step(format!(
@@ -714,7 +718,8 @@ pub fn up(settings: Settings) -> Result<()> {
     }
     crate::setup::run()?;
     let bin = binaries_dir()?;
-    let images = [pause_image()?, busybox_image()?];
+    let mut images = vec![pause_image()?, busybox_image()?];
+    images.extend(crate::agent_image::build_or_warn());
     let node = node_name();
     step(format!(
         "starting a single-node cluster (node {node}, {} timings)",

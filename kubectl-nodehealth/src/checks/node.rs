@@ -1,0 +1,370 @@
+//! Checks over the node agent's evidence (the probe pod layer): what only the node can see —
+//! whether the kubelet process exists, whether the runtime answers its socket, the certificate
+//! on disk, the API server as the node reaches it, OOM kills in the kernel log.
+
+use nodehealth_proto::node::{CallOutcome, CriState, KernelEventKind, Liveness, NodeEvidence};
+
+use super::{Domain, Finding, Severity};
+use crate::evidence::{Evidence, FailureKind, Step};
+
+/// Finding identifiers of this layer.
+pub mod ids {
+    /// The probe pod did not start or the agent could not run.
+    pub const PROBE: &str = "node-probe";
+    /// The probe pod was not started within the bound (evidence about the kubelet/runtime).
+    pub const POD_NOT_STARTED: &str = "node-probe-pod-not-started";
+    /// The node evidence is partial (the stream broke).
+    pub const PARTIAL: &str = "node-probe-partial";
+    /// No kubelet process on the node.
+    pub const KUBELET_GONE: &str = "node-kubelet-process-gone";
+    /// A kubelet process that exists but does not answer (stopped, frozen, healthz timeouts).
+    pub const KUBELET_UNRESPONSIVE: &str = "node-kubelet-unresponsive";
+    /// The agent's own CRI calls hung or failed.
+    pub const CRI: &str = "node-cri";
+    /// The client certificate on disk has expired.
+    pub const CERT_EXPIRED: &str = "node-certificate-expired";
+    /// The API server is not reachable from the node.
+    pub const API_UNREACHABLE: &str = "node-api-unreachable";
+    /// OOM kills of the kubelet or the runtime in the kernel log.
+    pub const OOM: &str = "node-oom-kills";
+}
+
+/// OOM kills newer than this (node clock) count as happening now.
+const OOM_RECENT_MS: i64 = 10 * 60 * 1000;
+
+const STANDALONE: &str = "run the agent on the node over SSH for the node-side half: tracer-user probe --host-root / \
+     --duration 10s -o json";
+
+/// All node-layer checks.
+pub fn run(e: &Evidence) -> Vec<Finding> {
+    match &e.node_probe {
+        Step::Skipped { .. } => Vec::new(),
+        Step::Failed { failure } if failure.kind == FailureKind::Timeout => vec![
+            Finding::new(
+                ids::POD_NOT_STARTED,
+                Domain::Kubelet,
+                Severity::Critical,
+                failure.message.clone(),
+            )
+            .with(format!("{} was created with nodeName set", failure.request))
+            .fix(format!(
+                "the kubelet or the runtime cannot start pods (PLEG, runtime, certificate or \
+                 partition: see the API-side findings); {STANDALONE}"
+            )),
+        ],
+        Step::Failed { failure } => vec![
+            Finding::new(
+                ids::PROBE,
+                Domain::Collection,
+                Severity::Unknown,
+                format!("no node-side evidence: {}", failure.message),
+            )
+            .with(failure.request.clone())
+            .fix(STANDALONE),
+        ],
+        Step::Collected { data } => {
+            let mut out = Vec::new();
+            if data.partial {
+                out.push(
+                    Finding::new(
+                        ids::PARTIAL,
+                        Domain::Collection,
+                        Severity::Info,
+                        format!(
+                            "node evidence is partial: {}",
+                            data.stream_error.as_deref().unwrap_or("stream ended early")
+                        ),
+                    )
+                    .with(format!("probe pod {}", data.pod)),
+                );
+            }
+            out.extend(node_findings(&data.evidence));
+            out
+        }
+    }
+}
+
+/// Findings from the agent's evidence (pure).
+pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(p) = &n.processes {
+        match &p.kubelet {
+            None => out.push(
+                Finding::new(
+                    ids::KUBELET_GONE,
+                    Domain::Kubelet,
+                    Severity::Critical,
+                    "no kubelet process on the node",
+                )
+                .fix("start the kubelet (systemctl start kubelet) and read why it exited (journalctl -u kubelet)"),
+            ),
+            Some(k) if k.liveness == Liveness::Gone => out.push(
+                Finding::new(
+                    ids::KUBELET_GONE,
+                    Domain::Kubelet,
+                    Severity::Critical,
+                    format!("the kubelet process (pid {}) exited during the window", k.pid),
+                )
+                .fix("read why it exited (journalctl -u kubelet); it may be restart-looping"),
+            ),
+            Some(k) if k.liveness == Liveness::Stopped || k.cgroup_frozen == Some(true) => out
+                .push(
+                    Finding::new(
+                        ids::KUBELET_UNRESPONSIVE,
+                        Domain::Kubelet,
+                        Severity::Critical,
+                        format!(
+                            "the kubelet process (pid {}) is alive but {}",
+                            k.pid,
+                            if k.liveness == Liveness::Stopped {
+                                "stopped (SIGSTOP or a tracer)"
+                            } else {
+                                "in a frozen cgroup"
+                            }
+                        ),
+                    )
+                    .fix("resume it (kill -CONT, or thaw its cgroup); find who stopped it"),
+                ),
+            Some(k) => {
+                let timeouts = n
+                    .kubelet_healthz
+                    .as_ref()
+                    .map(|h| {
+                        (
+                            h.attempts.iter().filter(|a| a.timed_out).count(),
+                            h.attempts.len(),
+                        )
+                    })
+                    .unwrap_or((0, 0));
+                if timeouts.1 > 0 && timeouts.0 == timeouts.1 {
+                    out.push(
+                        Finding::new(
+                            ids::KUBELET_UNRESPONSIVE,
+                            Domain::Kubelet,
+                            Severity::Critical,
+                            format!(
+                                "the kubelet process (pid {}) is alive but its healthz did not \
+                                 answer ({} of {} attempts timed out)",
+                                k.pid, timeouts.0, timeouts.1
+                            ),
+                        )
+                        .fix("look at its goroutines and CPU (starved? blocked on the runtime?)"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(cri) = &n.cri {
+        let timeouts: u32 = cri.operations.iter().map(|o| o.timeouts).sum();
+        let slow = cri
+            .operations
+            .iter()
+            .filter(|o| o.max_ms.is_some_and(|m| m > 3000.0))
+            .map(|o| format!("{} max {:.1} s", o.name, o.max_ms.unwrap_or(0.0) / 1000.0))
+            .collect::<Vec<_>>();
+        let (severity, summary) = match cri.state {
+            CriState::Hung => (
+                Severity::Critical,
+                format!(
+                    "the runtime does not answer CRI calls on {} ({timeouts} calls timed out \
+                     after {} ms)",
+                    cri.endpoint, cri.timeout_ms
+                ),
+            ),
+            CriState::Unreachable => (
+                Severity::Critical,
+                format!("the runtime socket {} cannot be connected to", cri.endpoint),
+            ),
+            CriState::Degraded => (
+                Severity::Warning,
+                format!("some CRI calls failed or timed out ({timeouts} timeouts)"),
+            ),
+            CriState::Responding if !slow.is_empty() => (
+                Severity::Warning,
+                format!("CRI calls are slow: {}", slow.join(", ")),
+            ),
+            _ => (Severity::Ok, String::new()),
+        };
+        if severity != Severity::Ok {
+            let last = cri
+                .operations
+                .iter()
+                .filter_map(|o| {
+                    o.samples
+                        .iter()
+                        .any(|s| s.outcome != CallOutcome::Ok)
+                        .then_some(o.last_error.as_ref())
+                        .flatten()
+                        .map(|e| format!("{}: {e}", o.name))
+                })
+                .next();
+            let mut f = Finding::new(ids::CRI, Domain::Runtime, severity, summary)
+                .fix("restart the container runtime (systemctl restart containerd) after capturing its goroutines; do not restart the kubelet for this");
+            if let Some(l) = last {
+                f = f.with(l);
+            }
+            out.push(f);
+        }
+    }
+    if let Some(client) = n.certificates.as_ref().and_then(|c| c.client.as_ref())
+        && let Some(leaf) = client.certificates.first()
+        && leaf.expired
+    {
+        out.push(
+            Finding::new(
+                ids::CERT_EXPIRED,
+                Domain::Certificates,
+                Severity::Critical,
+                format!(
+                    "the kubelet's client certificate on disk expired {} h ago ({})",
+                    -leaf.seconds_left / 3600,
+                    client.path
+                ),
+            )
+            .fix("re-bootstrap the kubelet's client certificate (bootstrap kubeconfig) or approve its pending CSR"),
+        );
+    }
+    if let Some(api) = &n.api_server
+        && api.skipped.is_none()
+    {
+        let problem = api
+            .tcp_error
+            .as_ref()
+            .map(|e| format!("TCP: {e}"))
+            .or_else(|| {
+                api.healthz
+                    .as_ref()
+                    .filter(|h| h.timed_out || (h.status.is_none() && h.error.is_some()))
+                    .map(|h| format!("healthz: {}", h.error.as_deref().unwrap_or("timed out")))
+            });
+        if let Some(p) = problem {
+            out.push(
+                Finding::new(
+                    ids::API_UNREACHABLE,
+                    Domain::ApiConnectivity,
+                    Severity::Critical,
+                    format!(
+                        "the node cannot reach the API server {}",
+                        api.server.as_deref().unwrap_or("?")
+                    ),
+                )
+                .with(p)
+                .fix("fix the network path from the node to the API server (routes, firewall, load balancer); do not restart the kubelet"),
+            );
+        }
+    }
+    if let Some(log) = &n.kernel_log {
+        // The ring buffer keeps old records: only recent kills say the kubelet is being starved
+        // now (a restart loop); older ones are history.
+        let now = n.finished_at_unix_ms.max(n.started_at_unix_ms);
+        let kills: Vec<_> = log
+            .events
+            .iter()
+            .filter(|e| e.kind == KernelEventKind::OomKill)
+            .filter(|e| matches!(e.subject.as_deref(), Some("kubelet" | "runtime")))
+            .collect();
+        let recent = kills
+            .iter()
+            .filter(|e| now - e.at_unix_ms <= OOM_RECENT_MS)
+            .count();
+        if let Some(latest) = kills.iter().max_by_key(|e| e.at_unix_ms) {
+            let ago_min = (now - latest.at_unix_ms) / 60_000;
+            let (severity, summary) = if recent > 0 {
+                (
+                    Severity::Critical,
+                    format!(
+                        "the kernel OOM-killed the {} {recent} time(s) in the last 10 min",
+                        latest.subject.as_deref().unwrap_or("kubelet")
+                    ),
+                )
+            } else {
+                (
+                    Severity::Info,
+                    format!(
+                        "{} earlier OOM kill(s) of the {} in the kernel log (latest {ago_min} min ago)",
+                        kills.len(),
+                        latest.subject.as_deref().unwrap_or("kubelet")
+                    ),
+                )
+            };
+            out.push(
+                Finding::new(ids::OOM, Domain::Kubelet, severity, summary)
+                    .with(latest.message.clone())
+                    .fix("give the kubelet and runtime memory (kubeReserved/systemReserved, evictionHard) so workloads cannot starve them"),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use nodehealth_proto::node::{CriOperation, CriProbe, ProcessState, Processes};
+
+    use super::*;
+
+    fn kubelet(liveness: Liveness) -> ProcessState {
+        ProcessState {
+            pid: 42,
+            comm: "kubelet".into(),
+            exe: None,
+            identified_by: nodehealth_proto::node::Identification::Kubelet,
+            liveness,
+            liveness_at_start: None,
+            cgroup_frozen: Some(false),
+            parent_pid: 1,
+            parent_comm: None,
+            started_at_unix_ms: 0,
+            uptime_seconds: 10.0,
+            started_after_boot_seconds: 5.0,
+            rss_bytes: 1,
+            threads: 1,
+            cpu_seconds_total: 1.0,
+            cpu_percent_window: None,
+            oom_kills_in_kernel_log: 0,
+        }
+    }
+
+    #[test]
+    fn kubelet_gone_vs_stopped() {
+        let mut n = NodeEvidence {
+            processes: Some(Processes::default()),
+            ..NodeEvidence::default()
+        };
+        assert_eq!(node_findings(&n)[0].id, ids::KUBELET_GONE);
+        n.processes.as_mut().unwrap().kubelet = Some(kubelet(Liveness::Stopped));
+        assert_eq!(node_findings(&n)[0].id, ids::KUBELET_UNRESPONSIVE);
+        n.processes.as_mut().unwrap().kubelet = Some(kubelet(Liveness::Sleeping));
+        assert!(node_findings(&n).is_empty());
+    }
+
+    #[test]
+    fn hung_runtime_is_critical() {
+        let n = NodeEvidence {
+            cri: Some(CriProbe {
+                endpoint: "unix:///run/containerd/containerd.sock".into(),
+                state: CriState::Hung,
+                timeout_ms: 2000,
+                interval_ms: 1000,
+                window_ms: 5000,
+                elapsed_ms: 7000,
+                operations: vec![CriOperation {
+                    name: "ListPodSandbox".into(),
+                    calls: 2,
+                    timeouts: 2,
+                    ..CriOperation::default()
+                }],
+                runtime_name: None,
+                runtime_version: None,
+                runtime_api_version: None,
+                conditions: vec![],
+                sandboxes: None,
+                containers: None,
+            }),
+            ..NodeEvidence::default()
+        };
+        let f = node_findings(&n);
+        assert_eq!(f[0].id, ids::CRI);
+        assert_eq!(f[0].severity, Severity::Critical);
+    }
+}

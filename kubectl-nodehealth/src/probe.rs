@@ -1,0 +1,760 @@
+//! The probe pod: the node agent (`tracer-user serve`) run as a privileged pod on the node, reached
+//! through the API server's pod port-forward, its evidence streamed back over gRPC.
+//!
+//! This is I/O like [`crate::collect`]. The pod is created with a name chosen before the request,
+//! so [`delete`] works on every exit path (success, error, Ctrl-C) whether or not the create got
+//! through. The agent exits on its own deadline whatever the plugin does — the last guarantee.
+//!
+//! What the pod can show depends on the node (DESIGN.md, "What each layer can see"): a kubelet
+//! that never starts the pod is itself evidence ([`NotStarted`]), never a hang.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use nodehealth_proto::node::NodeEvidence;
+use nodehealth_proto::v1::{RunRequest, agent_client::AgentClient, run_event};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::evidence::NodeProbe;
+
+/// The label every probe pod carries (`kubectl nodehealth cleanup` selects on it).
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Its value.
+pub const NAME_VALUE: &str = "nodehealth-probe";
+/// The per-run id label.
+pub const RUN_LABEL: &str = "nodehealth.io/run";
+
+/// The image `cargo xtask image` builds and imports into the local cluster.
+pub const DEFAULT_IMAGE: &str = concat!("nodehealth.local/tracer-user:", env!("CARGO_PKG_VERSION"));
+
+/// How to run the probe.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// The node.
+    pub node: String,
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Agent image reference.
+    pub image: String,
+    /// `imagePullPolicy`.
+    pub pull_policy: String,
+    /// How long the kubelet gets to start the pod.
+    pub pod_timeout: Duration,
+    /// `priorityClassName` (only on request).
+    pub priority_class: Option<String>,
+    /// Observation window of the agent.
+    pub window: Duration,
+    /// Attach the eBPF tracer over the window.
+    pub trace: bool,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+/// One run's identity: pod name, token, the agent's port.
+#[derive(Debug, Clone)]
+pub struct RunIdentity {
+    /// Short random id (pod name suffix, label value).
+    pub run_id: String,
+    /// The per-run secret sent in the gRPC request (never in the pod spec).
+    pub token: String,
+    /// The agent's loopback port on the node (host network: chosen per run to avoid clashes).
+    pub port: u16,
+}
+
+impl RunIdentity {
+    /// A fresh identity from the OS's random source.
+    pub fn new() -> Result<RunIdentity, ProbeError> {
+        let mut bytes = [0u8; 34];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ProbeError::Other(format!("no random source for the run token: {e}")))?;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        Ok(RunIdentity {
+            run_id: hex(&bytes[..4]),
+            token: hex(&bytes[4..32]),
+            // 40000..=47999: above the usual node ports and below the ephemeral range.
+            port: 40000 + u16::from_le_bytes([bytes[32], bytes[33]]) % 8000,
+        })
+    }
+
+    /// The pod's name.
+    pub fn pod_name(&self) -> String {
+        format!("nodehealth-probe-{}", self.run_id)
+    }
+}
+
+/// SHA-256 of the token in hex: the only form of it the pod spec holds.
+pub fn token_sha256(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Seconds the agent may live: the pod bound, the window, and slack for the stream.
+fn agent_deadline(o: &ProbeOptions) -> u64 {
+    o.window.as_secs() + 60
+}
+
+/// The probe pod (pure; see DESIGN.md's probe-pod paragraph for each choice).
+pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity) -> Pod {
+    let deadline = agent_deadline(o);
+    let mut spec = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": id.pod_name(),
+            "namespace": o.namespace,
+            "labels": { NAME_LABEL: NAME_VALUE, RUN_LABEL: id.run_id },
+        },
+        "spec": {
+            // Bound to the node directly: no scheduler involved (it may be the broken part).
+            "nodeName": o.node,
+            "restartPolicy": "Never",
+            // Every taint, whatever its effect (a NotReady node is tainted NoExecute).
+            "tolerations": [{ "operator": "Exists" }],
+            "hostPID": true,
+            "hostNetwork": true,
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "terminationGracePeriodSeconds": 2,
+            // The kubelet kills the pod after this even if the plugin is gone; the agent's own
+            // --deadline comes first.
+            "activeDeadlineSeconds": o.pod_timeout.as_secs() + deadline + 30,
+            "containers": [{
+                "name": "agent",
+                "image": o.image,
+                "imagePullPolicy": o.pull_policy,
+                "args": [
+                    "serve", "--host-root", "/host",
+                    "--port", id.port.to_string(),
+                    "--deadline", format!("{deadline}s"),
+                ],
+                "env": [{ "name": "NODEHEALTH_TOKEN_SHA256", "value": token_sha256(&id.token) }],
+                "securityContext": { "privileged": true },
+                // Burstable, not BestEffort: the kubelet's eviction admission rejects BestEffort
+                // pods under memory pressure (pkg/kubelet/eviction/eviction_manager.go Admit).
+                "resources": {
+                    "requests": { "cpu": "10m", "memory": "32Mi" },
+                    "limits": { "memory": "256Mi" },
+                },
+                "volumeMounts": [{ "name": "host", "mountPath": "/host", "readOnly": true }],
+            }],
+            "volumes": [{ "name": "host", "hostPath": { "path": "/", "type": "Directory" } }],
+        },
+    });
+    if let Some(pc) = &o.priority_class {
+        spec["spec"]["priorityClassName"] = json!(pc);
+    }
+    serde_json::from_value(spec).expect("the probe pod spec is a valid Pod")
+}
+
+/// Why the probe produced no node evidence.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeError {
+    /// Pod Security admission refused the privileged pod.
+    #[error(
+        "Pod Security admission refused the probe pod in namespace {namespace:?}: {message}. Fix: \
+         run it in a namespace that allows privileged pods (`-n kube-system`, or label the \
+         namespace pod-security.kubernetes.io/enforce=privileged), or use --api-only"
+    )]
+    PodSecurity {
+        /// The namespace.
+        namespace: String,
+        /// The server's message.
+        message: String,
+    },
+    /// RBAC refused creating the pod (or port-forwarding to it).
+    #[error(
+        "not allowed to {verb} in namespace {namespace:?}: {message}. Fix: grant your user \
+         `{verb}` there (RBAC), choose another namespace with -n, or use --api-only"
+    )]
+    Forbidden {
+        /// The permission needed, e.g. `create pods`.
+        verb: String,
+        /// The namespace.
+        namespace: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The image cannot be used on the node (not present with pull policy Never, pull failed).
+    #[error(
+        "the node cannot use the agent image {image:?}: {reason}: {message}. Fix: import or push \
+         the image (`cargo xtask image` for the local cluster), pass --image, or use --api-only"
+    )]
+    Image {
+        /// The reference.
+        image: String,
+        /// ErrImageNeverPull, ImagePullBackOff, ...
+        reason: String,
+        /// The kubelet's message.
+        message: String,
+    },
+    /// The kubelet's admission refused the pod (eviction admission under pressure, ...).
+    #[error(
+        "the kubelet refused the probe pod ({reason}): {message}. A refusal under node pressure is \
+         evidence; --priority-class system-node-critical gets past it (with care)"
+    )]
+    Admission {
+        /// Pod status reason.
+        reason: String,
+        /// Pod status message.
+        message: String,
+    },
+    /// The kubelet did not start the pod within the bound — evidence, not an error of the tool.
+    #[error("{}", .0.summary())]
+    NotStarted(NotStarted),
+    /// The agent exited or could not be reached.
+    #[error("the agent {0}")]
+    Agent(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A pod the kubelet did not start in time, and what the API showed about it.
+#[derive(Debug, Clone)]
+pub struct NotStarted {
+    /// The bound that passed.
+    pub timeout: Duration,
+    /// Pod phase when we gave up.
+    pub phase: String,
+    /// Container waiting reason, if any.
+    pub waiting: Option<String>,
+}
+
+impl NotStarted {
+    /// The evidence line.
+    pub fn summary(&self) -> String {
+        format!(
+            "the kubelet did not start a pod bound to it within {} s (phase {}{})",
+            self.timeout.as_secs(),
+            self.phase,
+            self.waiting
+                .as_ref()
+                .map(|w| format!(", container waiting: {w}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+fn api_message(e: &kube::Error) -> (Option<u16>, String) {
+    match e {
+        kube::Error::Api(s) => (Some(s.code), s.message.clone()),
+        other => (None, other.to_string()),
+    }
+}
+
+/// Map a refused create to the cause and the fix.
+pub fn classify_create_error(namespace: &str, code: Option<u16>, message: &str) -> ProbeError {
+    if code == Some(403) && message.contains("PodSecurity") {
+        ProbeError::PodSecurity {
+            namespace: namespace.to_string(),
+            message: message.to_string(),
+        }
+    } else if code == Some(403) {
+        ProbeError::Forbidden {
+            verb: "create pods".into(),
+            namespace: namespace.to_string(),
+            message: message.to_string(),
+        }
+    } else {
+        ProbeError::Other(format!("cannot create the probe pod: {message}"))
+    }
+}
+
+/// Waiting reasons that will not resolve by waiting (no retries within our bound help).
+const IMAGE_REASONS: &[&str] = &[
+    "ErrImageNeverPull",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ImageInspectError",
+];
+
+/// What the pod's status says right now.
+#[derive(Debug, PartialEq)]
+pub enum PodState {
+    /// Not yet running; the container's waiting reason when there is one.
+    Pending(Option<String>),
+    /// The agent container is running.
+    Running,
+    /// A final answer that is not "running".
+    Refused(String, String),
+    /// The agent container ended.
+    Exited(String),
+}
+
+/// Read a pod's status (pure).
+pub fn pod_state(pod: &Pod) -> PodState {
+    let Some(status) = &pod.status else {
+        return PodState::Pending(None);
+    };
+    let phase = status.phase.clone().unwrap_or_else(|| "Pending".into());
+    let container = status
+        .container_statuses
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.clone());
+    if let Some(state) = &container {
+        if let Some(t) = &state.terminated {
+            return PodState::Exited(format!(
+                "exited with code {}{}{}",
+                t.exit_code,
+                t.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                t.message
+                    .as_ref()
+                    .map(|m| format!(": {}", m.trim()))
+                    .unwrap_or_default()
+            ));
+        }
+        if state.running.is_some() {
+            return PodState::Running;
+        }
+    }
+    if phase == "Failed" {
+        return PodState::Refused(
+            status.reason.clone().unwrap_or_else(|| "Failed".into()),
+            status.message.clone().unwrap_or_default(),
+        );
+    }
+    let waiting = container.and_then(|s| s.waiting).map(|w| {
+        format!(
+            "{}{}",
+            w.reason.unwrap_or_default(),
+            w.message.map(|m| format!(": {m}")).unwrap_or_default()
+        )
+    });
+    PodState::Pending(waiting)
+}
+
+fn progress_line(enabled: bool, text: &str) {
+    if enabled {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{text}");
+        let _ = err.flush();
+    }
+}
+
+fn progress_done(enabled: bool) {
+    if enabled {
+        let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+    }
+}
+
+/// Whether progress goes to stderr.
+pub fn progress_wanted() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// Create the pod and wait for the agent container to run, within `pod_timeout` (which
+/// `widen` may extend once while waiting: slow PLEG shown by the API evidence).
+pub async fn start(
+    client: &Client,
+    o: &ProbeOptions,
+    id: &RunIdentity,
+    mut widen: tokio::sync::watch::Receiver<Option<Duration>>,
+) -> Result<Duration, ProbeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &o.namespace);
+    let started = Instant::now();
+    if let Err(e) = pods.create(&PostParams::default(), &pod_spec(o, id)).await {
+        let (code, message) = api_message(&e);
+        return Err(classify_create_error(&o.namespace, code, &message));
+    }
+    let mut bound = o.pod_timeout;
+    let mut last = PodState::Pending(None);
+    loop {
+        if let Some(wider) = *widen.borrow_and_update()
+            && wider > bound
+        {
+            bound = wider;
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= bound {
+            let (phase, waiting) = match last {
+                PodState::Pending(w) => ("Pending".to_string(), w),
+                other => (format!("{other:?}"), None),
+            };
+            return Err(ProbeError::NotStarted(NotStarted {
+                timeout: bound,
+                phase,
+                waiting,
+            }));
+        }
+        progress_line(
+            o.progress,
+            &format!(
+                "waiting for the probe pod {}/{} ({:.0}/{} s)",
+                o.namespace,
+                id.pod_name(),
+                elapsed.as_secs_f64(),
+                bound.as_secs()
+            ),
+        );
+        match tokio::time::timeout(Duration::from_secs(5), pods.get(&id.pod_name())).await {
+            Ok(Ok(pod)) => last = pod_state(&pod),
+            Ok(Err(e)) => {
+                let (code, message) = api_message(&e);
+                if code == Some(404) {
+                    return Err(ProbeError::Other(format!(
+                        "the probe pod was deleted while starting: {message}"
+                    )));
+                }
+            }
+            Err(_) => {}
+        }
+        match &last {
+            PodState::Running => return Ok(started.elapsed()),
+            PodState::Exited(how) => {
+                return Err(ProbeError::Agent(format!(
+                    "{how} before it could be reached"
+                )));
+            }
+            PodState::Refused(reason, message) => {
+                return Err(ProbeError::Admission {
+                    reason: reason.clone(),
+                    message: message.clone(),
+                });
+            }
+            PodState::Pending(Some(w)) => {
+                if let Some(reason) = IMAGE_REASONS.iter().find(|r| w.starts_with(**r)) {
+                    return Err(ProbeError::Image {
+                        image: o.image.clone(),
+                        reason: reason.to_string(),
+                        message: w[reason.len()..].trim_start_matches(": ").to_string(),
+                    });
+                }
+            }
+            PodState::Pending(None) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A gRPC channel to the agent through a fresh API-server port-forward per connection.
+async fn channel(
+    client: &Client,
+    o: &ProbeOptions,
+    id: &RunIdentity,
+) -> Result<tonic::transport::Channel, ProbeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &o.namespace);
+    let name = id.pod_name();
+    let port = id.port;
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let pods = pods.clone();
+        let name = name.clone();
+        async move {
+            let mut forwarder = pods.portforward(&name, &[port]).await?;
+            let stream = forwarder
+                .take_stream(port)
+                .ok_or_else(|| std::io::Error::other("port-forward gave no stream"))?;
+            // The forwarder drives the WebSocket; it ends when the stream is dropped.
+            tokio::spawn(async move {
+                let _ = forwarder.join().await;
+            });
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    tonic::transport::Endpoint::from_static("http://agent.nodehealth.invalid")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| ProbeError::Agent(format!("cannot be reached through port-forward: {e:?}")))
+}
+
+/// Run the agent's probe over the port-forward and gather its evidence. A stream that breaks
+/// after some sections keeps them, labelled partial.
+pub async fn run_agent(
+    client: &Client,
+    o: &ProbeOptions,
+    id: &RunIdentity,
+    pod_start: Duration,
+) -> Result<NodeProbe, ProbeError> {
+    // The container runs before the agent listens: retry the connection for a few seconds.
+    let connect_deadline = Instant::now() + Duration::from_secs(15);
+    let mut agent = loop {
+        let attempt = async {
+            let ch = channel(client, o, id).await?;
+            let mut agent = AgentClient::new(ch);
+            let stream = agent
+                .run(RunRequest {
+                    token: id.token.clone(),
+                    window_ms: o.window.as_millis() as u64,
+                    trace: o.trace,
+                    cri_timeout_ms: 2000,
+                })
+                .await
+                .map_err(|s| ProbeError::Agent(format!("refused the run: {}", s.message())))?;
+            Ok::<_, ProbeError>(stream.into_inner())
+        };
+        match attempt.await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= connect_deadline => return Err(e),
+            Err(e) if matches!(&e, ProbeError::Agent(m) if m.starts_with("refused")) => {
+                return Err(e);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    let mut node = NodeEvidence {
+        schema: nodehealth_proto::SCHEMA.to_string(),
+        host_root: "/host".into(),
+        window_ms: o.window.as_millis() as u64,
+        ..NodeEvidence::default()
+    };
+    let mut stream_error = None;
+    let mut finished = false;
+    let bound = o.window + Duration::from_secs(45);
+    let until = tokio::time::Instant::now() + bound;
+    loop {
+        let next = tokio::time::timeout_at(until, agent.message()).await;
+        let event = match next {
+            Err(_) => {
+                stream_error = Some(format!("no final report within {} s", bound.as_secs()));
+                break;
+            }
+            Ok(Err(status)) => {
+                stream_error = Some(format!("stream broke: {}", status.message()));
+                break;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(ev))) => ev,
+        };
+        match event.event {
+            Some(run_event::Event::Progress(p)) => {
+                let bar = (p.elapsed_ms * 20)
+                    .checked_div(p.total_ms)
+                    .map(|filled| {
+                        let filled = filled.min(20) as usize;
+                        format!(" [{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
+                    })
+                    .unwrap_or_default();
+                progress_line(o.progress, &format!("agent: {}{bar} {}", p.step, p.detail));
+            }
+            Some(run_event::Event::Evidence(ev)) => {
+                if node.started_at_unix_ms == 0 {
+                    node.started_at_unix_ms = ev.collected_at_unix_ms;
+                }
+                if let Err(e) = node.insert_section(&ev.section, &ev.json) {
+                    node.errors.push(nodehealth_proto::node::SectionFailure {
+                        section: ev.section.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            Some(run_event::Event::Report(r)) => {
+                node.finished_at_unix_ms = r.finished_at_unix_ms;
+                node.agent_version = r.agent_version;
+                for e in r.errors {
+                    node.errors.push(nodehealth_proto::node::SectionFailure {
+                        section: e.section,
+                        message: e.message,
+                    });
+                }
+                finished = true;
+            }
+            None => {}
+        }
+    }
+    progress_done(o.progress);
+    if !finished && stream_error.is_none() {
+        stream_error = Some("the stream ended without the agent's final report".into());
+    }
+    Ok(NodeProbe {
+        pod: format!("{}/{}", o.namespace, id.pod_name()),
+        pod_start_seconds: pod_start.as_secs_f64(),
+        partial: !finished,
+        stream_error,
+        evidence: node,
+    })
+}
+
+/// Whether the API evidence shows PLEG relists slow enough to slow a pod start (pure).
+pub fn pleg_slow(evidence: &crate::evidence::Evidence) -> bool {
+    crate::checks::run_all(evidence)
+        .iter()
+        .any(|f| f.domain == crate::checks::Domain::Pleg && f.severity.is_problem())
+}
+
+/// Delete the run's pod (idempotent: a pod never created is fine). A pod that never ran is
+/// removed at once (grace 0: nothing to stop, and a kubelet that cannot start it will not
+/// confirm a graceful delete either); a running one gets the agent's short grace period. Returns
+/// a warning when the pod is still there after `wait` (stuck Terminating).
+pub async fn delete(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    ran: bool,
+    wait: Duration,
+) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(if ran { 2 } else { 0 }),
+        ..DeleteParams::default()
+    };
+    match tokio::time::timeout(Duration::from_secs(10), pods.delete(name, &params)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            let (code, message) = api_message(&e);
+            if code == Some(404) {
+                return None;
+            }
+            return Some(format!(
+                "could not delete the probe pod {namespace}/{name}: {message}; \
+                 run `kubectl nodehealth cleanup`"
+            ));
+        }
+        Err(_) => {
+            return Some(format!(
+                "deleting the probe pod {namespace}/{name} timed out; run `kubectl nodehealth cleanup`"
+            ));
+        }
+    }
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        match pods.get_opt(name).await {
+            Ok(None) => return None,
+            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    Some(format!(
+        "the probe pod {namespace}/{name} is still Terminating after {} s (the kubelet has not \
+         confirmed it); the agent exits on its own deadline. `kubectl nodehealth cleanup` removes it",
+        wait.as_secs()
+    ))
+}
+
+/// `kubectl nodehealth cleanup`: delete every probe pod (all namespaces) by label. Returns the
+/// names deleted.
+pub async fn cleanup(client: &Client) -> Result<Vec<String>, ProbeError> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let selector = format!("{NAME_LABEL}={NAME_VALUE}");
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| ProbeError::Other(format!("cannot list probe pods: {}", api_message(&e).1)))?;
+    let mut deleted = Vec::new();
+    for pod in list.items {
+        let (Some(ns), Some(name)) = (pod.metadata.namespace, pod.metadata.name) else {
+            continue;
+        };
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        // Leftovers: force (grace 0) — the agent's deadline has long passed or will soon.
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => deleted.push(format!("{ns}/{name}")),
+            Err(e) if api_message(&e).0 == Some(404) => {}
+            Err(e) => {
+                return Err(ProbeError::Other(format!(
+                    "cannot delete {ns}/{name}: {}",
+                    api_message(&e).1
+                )));
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ProbeOptions {
+        ProbeOptions {
+            node: "node-a".into(),
+            namespace: "kube-system".into(),
+            image: DEFAULT_IMAGE.into(),
+            pull_policy: "IfNotPresent".into(),
+            pod_timeout: Duration::from_secs(30),
+            priority_class: None,
+            window: Duration::from_secs(5),
+            trace: false,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn pod_spec_follows_the_design() {
+        let id = RunIdentity::new().unwrap();
+        let pod = pod_spec(&options(), &id);
+        let v = serde_json::to_value(&pod).unwrap();
+        let spec = &v["spec"];
+        assert_eq!(spec["nodeName"], "node-a");
+        assert_eq!(spec["tolerations"], json!([{ "operator": "Exists" }]));
+        assert_eq!(spec["hostPID"], true);
+        assert_eq!(spec["hostNetwork"], true);
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        assert!(spec["activeDeadlineSeconds"].as_i64().unwrap() > 30);
+        assert!(spec.get("priorityClassName").is_none());
+        let c = &spec["containers"][0];
+        assert_eq!(c["securityContext"]["privileged"], true);
+        assert_eq!(c["volumeMounts"][0]["readOnly"], true);
+        assert_eq!(c["volumeMounts"][0]["mountPath"], "/host");
+        assert!(c["resources"]["requests"]["memory"].is_string());
+        assert_eq!(v["metadata"]["labels"][NAME_LABEL], NAME_VALUE);
+        assert_eq!(v["metadata"]["labels"][RUN_LABEL], id.run_id);
+        // Only the hash of the token is in the spec.
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(!text.contains(&id.token));
+        assert!(text.contains(&token_sha256(&id.token)));
+        assert!(text.contains(&id.port.to_string()));
+        let mut o = options();
+        o.priority_class = Some("system-node-critical".into());
+        let v = serde_json::to_value(pod_spec(&o, &id)).unwrap();
+        assert_eq!(v["spec"]["priorityClassName"], "system-node-critical");
+    }
+
+    #[test]
+    fn refusals_name_cause_and_fix() {
+        let psa = classify_create_error(
+            "ns",
+            Some(403),
+            "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\": privileged",
+        );
+        assert!(matches!(psa, ProbeError::PodSecurity { .. }));
+        assert!(
+            psa.to_string()
+                .contains("pod-security.kubernetes.io/enforce=privileged")
+        );
+        let rbac = classify_create_error("ns", Some(403), "User \"u\" cannot create resource");
+        assert!(rbac.to_string().contains("create pods"));
+    }
+
+    #[test]
+    fn pod_states() {
+        let pod: Pod = serde_json::from_value(json!({
+            "status": { "phase": "Pending", "containerStatuses": [{
+                "name": "agent", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "waiting": { "reason": "ErrImageNeverPull", "message": "not present" } }
+            }]}
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_state(&pod),
+            PodState::Pending(Some("ErrImageNeverPull: not present".into()))
+        );
+        let failed: Pod = serde_json::from_value(json!({
+            "status": { "phase": "Failed", "reason": "Evicted", "message": "The node had condition: [MemoryPressure]." }
+        }))
+        .unwrap();
+        assert!(matches!(pod_state(&failed), PodState::Refused(r, _) if r == "Evicted"));
+    }
+
+    #[test]
+    fn identities_differ() {
+        let a = RunIdentity::new().unwrap();
+        let b = RunIdentity::new().unwrap();
+        assert_ne!(a.token, b.token);
+        assert!((40000..48000).contains(&a.port));
+        assert_eq!(a.token.len(), 56);
+    }
+}
