@@ -38,6 +38,8 @@ pub mod section {
     pub const PRESSURE: &str = "pressure";
     /// [`super::RunQueue`] (only when tracing was requested)
     pub const RUN_QUEUE: &str = "runQueue";
+    /// [`super::Trace`] (only when tracing was requested)
+    pub const TRACE: &str = "trace";
 }
 
 /// Everything the node probe collected in one run.
@@ -75,6 +77,8 @@ pub struct NodeEvidence {
     pub pressure: Option<Pressure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_queue: Option<RunQueue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
     /// Sections that could not be collected (or timed out), with the reason.
     #[serde(default)]
     pub errors: Vec<SectionFailure>,
@@ -128,6 +132,7 @@ impl NodeEvidence {
             section::KERNEL_LOG => self.kernel_log = parse(section, json)?,
             section::PRESSURE => self.pressure = parse(section, json)?,
             section::RUN_QUEUE => self.run_queue = parse(section, json)?,
+            section::TRACE => self.trace = parse(section, json)?,
             other => return Err(SectionError::Unknown(other.to_string())),
         }
         Ok(())
@@ -716,9 +721,312 @@ pub struct RunQueue {
     pub processes: Vec<RunQueueProcess>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// eBPF thread states and block I/O
+
+/// Where threads' time went, summed over threads: thread-nanoseconds (two threads each waiting
+/// 1 s on a run queue make 2 s of `run_queue_ns`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadStateTimes {
+    pub on_cpu_ns: u64,
+    /// Runnable but not running (woken or preempted, waiting for a CPU).
+    pub run_queue_ns: u64,
+    /// Switched out in I/O wait (the kernel's `in_iowait`, as delay accounting counts blkio).
+    pub io_wait_ns: u64,
+    /// Any other sleep (futex, epoll, timers): Go threads park here when idle.
+    pub sleep_ns: u64,
+}
+
+impl ThreadStateTimes {
+    pub fn add(&mut self, o: &ThreadStateTimes) {
+        self.on_cpu_ns += o.on_cpu_ns;
+        self.run_queue_ns += o.run_queue_ns;
+        self.io_wait_ns += o.io_wait_ns;
+        self.sleep_ns += o.sleep_ns;
+    }
+}
+
+/// One target process over the whole window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceProcess {
+    /// `kubelet` or `runtime`.
+    pub owner: String,
+    pub pid: u32,
+    /// Threads seen during the window.
+    pub threads: u32,
+    #[serde(flatten)]
+    pub times: ThreadStateTimes,
+}
+
+/// One target process during one second of the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceSecond {
+    pub owner: String,
+    pub pid: u32,
+    /// Start of the interval (node clock) and its length (about 1 s; the last may be shorter).
+    pub start_unix_ms: i64,
+    pub duration_ms: u64,
+    #[serde(flatten)]
+    pub times: ThreadStateTimes,
+}
+
+/// Block I/O one target process submitted to one device during the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceDevice {
+    pub owner: String,
+    pub pid: u32,
+    /// `major:minor`.
+    pub device: String,
+    pub bios: u64,
+    pub bytes: u64,
+    pub total_latency_ns: u64,
+    pub max_latency_ns: u64,
+    /// log2 latency histogram: `[lower bound in µs, count]` for the non-empty buckets (a bucket
+    /// holds [bound, 2 × bound) µs; bound 0 holds < 2 µs).
+    pub latency_us_log2: Vec<(u64, u64)>,
+}
+
+/// One long wait of one thread.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceStall {
+    /// `runQueue` or `ioWait`.
+    pub kind: String,
+    pub owner: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub duration_ns: u64,
+    /// When it ended (node clock); still going at the end of the window when `ongoing`.
+    pub ended_at_unix_ms: i64,
+    pub ongoing: bool,
+}
+
+/// Thread-state accounting of the kubelet's and the runtime's threads and the latency of the
+/// block I/O they submit, measured in the kernel by eBPF over the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Trace {
+    /// The eBPF programs were loaded and attached for the window.
+    pub attached: bool,
+    /// `trace unavailable: <why>` (no BTF, a missing tracepoint, BPF refused, build without eBPF).
+    pub error: Option<String>,
+    pub window_ms: u64,
+    /// Where bio submitters are recorded: `submit_bio` (fentry) or `block_bio_queue` (the
+    /// tracepoint; bios delayed by blk-throttle then count from their re-issue).
+    pub bio_submit_hook: String,
+    /// Why the preferred hook was not used, if it was not.
+    pub bio_submit_hook_note: Option<String>,
+    pub processes: Vec<TraceProcess>,
+    pub seconds: Vec<TraceSecond>,
+    pub devices: Vec<TraceDevice>,
+    /// The longest waits, longest first (each thread's longest run-queue and I/O wait).
+    pub stalls: Vec<TraceStall>,
+}
+
+/// What the kubelet's and runtime's threads were doing while calls were slow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "cause")]
+pub enum Attribution {
+    /// Their threads waited for a CPU more than anything else.
+    CpuStarvation,
+    /// Their threads waited for block I/O more than anything else; the device they waited on most.
+    DiskIowait { device: Option<String> },
+    /// CRI calls were slow while the runtime's threads were neither runnable nor in I/O wait.
+    CriSocketStall,
+    /// CRI calls were fast but relists slow, with no CPU or I/O wait to explain it.
+    KubeletInternal,
+    /// Nothing measured explains the slowness (or there was no trace).
+    Unknown,
+}
+
+impl Attribution {
+    /// The cause vocabulary's name (`verdict.causes[].attribution`).
+    pub fn id(&self) -> &'static str {
+        match self {
+            Attribution::CpuStarvation => "cpu-starvation",
+            Attribution::DiskIowait { .. } => "disk-iowait",
+            Attribution::CriSocketStall => "cri-socket-stall",
+            Attribution::KubeletInternal => "kubelet-internal",
+            Attribution::Unknown => "unknown",
+        }
+    }
+}
+
+/// Run-queue or I/O wait, in thread-time per wall time, from which it counts as a cause: 10% of
+/// one thread's time, i.e. 100 ms of waiting per second of slow calls.
+pub const DOMINANT_WAIT_SHARE: f64 = 0.10;
+
+impl Trace {
+    /// Attributes slow CRI calls and relists to a cause. Pure: a function of this trace and of
+    /// when calls were slow (node-clock intervals `[start, end)` in Unix ms, from the agent's timed
+    /// CRI calls or the kubelet's relists), so the plugin can replay it from a bundle.
+    ///
+    /// Over the seconds that overlap a slow interval (all seconds if no interval is given but
+    /// relists were slow), the kubelet's and the runtime's threads together:
+    /// 1. run-queue wait ≥ [`DOMINANT_WAIT_SHARE`] of the time and ≥ their I/O wait →
+    ///    `cpu-starvation`;
+    /// 2. I/O wait ≥ the share → `disk-iowait`, with the device of most bio time;
+    /// 3. CRI calls slow (any interval) → `cri-socket-stall`: the runtime was neither runnable
+    ///    nor in I/O wait, so it waited on something else (a lock, a hung socket peer);
+    /// 4. relists slow with CRI fast → `kubelet-internal`.
+    ///
+    /// Returns `None` when nothing was slow.
+    pub fn attribute(
+        &self,
+        cri_slow_unix_ms: &[(i64, i64)],
+        relists_slow: bool,
+    ) -> Option<Attribution> {
+        if cri_slow_unix_ms.is_empty() && !relists_slow {
+            return None;
+        }
+        if !self.attached {
+            return Some(Attribution::Unknown);
+        }
+        let overlaps = |sec: &TraceSecond| {
+            let end = sec.start_unix_ms + sec.duration_ms as i64;
+            cri_slow_unix_ms
+                .iter()
+                .any(|(a, b)| sec.start_unix_ms < *b && *a < end)
+        };
+        let mut wall_ms = 0u64;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut times = ThreadStateTimes::default();
+        for sec in &self.seconds {
+            if !cri_slow_unix_ms.is_empty() && !overlaps(sec) {
+                continue;
+            }
+            times.add(&sec.times);
+            // Wall time counts once per second, however many processes share it.
+            if seen.insert(sec.start_unix_ms) {
+                wall_ms += sec.duration_ms;
+            }
+        }
+        let wall_ns = (wall_ms * 1_000_000) as f64;
+        if wall_ns > 0.0 {
+            let share = |ns: u64| ns as f64 / wall_ns;
+            let (runq, io) = (share(times.run_queue_ns), share(times.io_wait_ns));
+            if runq >= DOMINANT_WAIT_SHARE && runq >= io {
+                return Some(Attribution::CpuStarvation);
+            }
+            if io >= DOMINANT_WAIT_SHARE {
+                let device = self
+                    .devices
+                    .iter()
+                    .max_by_key(|d| d.total_latency_ns)
+                    .map(|d| d.device.clone());
+                return Some(Attribution::DiskIowait { device });
+            }
+        }
+        if !cri_slow_unix_ms.is_empty() {
+            return Some(Attribution::CriSocketStall);
+        }
+        Some(Attribution::KubeletInternal)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn second(owner: &str, start: i64, runq_ms: u64, io_ms: u64) -> TraceSecond {
+        TraceSecond {
+            owner: owner.into(),
+            pid: if owner == "kubelet" { 10 } else { 20 },
+            start_unix_ms: start,
+            duration_ms: 1000,
+            times: ThreadStateTimes {
+                on_cpu_ns: 5_000_000,
+                run_queue_ns: runq_ms * 1_000_000,
+                io_wait_ns: io_ms * 1_000_000,
+                sleep_ns: 30_000_000_000,
+            },
+        }
+    }
+
+    fn trace(seconds: Vec<TraceSecond>) -> Trace {
+        Trace {
+            attached: true,
+            seconds,
+            devices: vec![
+                TraceDevice {
+                    device: "7:1".into(),
+                    total_latency_ns: 9,
+                    ..Default::default()
+                },
+                TraceDevice {
+                    device: "8:0".into(),
+                    total_latency_ns: 3,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attribution_follows_the_dominant_wait_in_the_slow_seconds() {
+        // Seconds 0-1 quiet, 2-3 starved, 4-5 in I/O wait.
+        let t = trace(vec![
+            second("runtime", 0, 1, 0),
+            second("runtime", 1000, 1, 0),
+            second("runtime", 2000, 400, 10),
+            second("kubelet", 2000, 300, 0),
+            second("runtime", 3000, 500, 0),
+            second("runtime", 4000, 5, 700),
+            second("runtime", 5000, 5, 900),
+        ]);
+        assert_eq!(t.attribute(&[], false), None, "nothing slow");
+        assert_eq!(
+            t.attribute(&[(2100, 3900)], false),
+            Some(Attribution::CpuStarvation)
+        );
+        assert_eq!(
+            t.attribute(&[(4000, 5500)], false),
+            Some(Attribution::DiskIowait {
+                device: Some("7:1".into())
+            })
+        );
+        // Slow calls while the runtime neither waited for CPU nor for I/O.
+        assert_eq!(
+            t.attribute(&[(0, 1999)], false),
+            Some(Attribution::CriSocketStall)
+        );
+        assert_eq!(Attribution::CriSocketStall.id(), "cri-socket-stall");
+    }
+
+    #[test]
+    fn fast_cri_with_slow_relists_is_kubelet_internal_unless_starved() {
+        let quiet = trace(vec![second("kubelet", 0, 2, 0), second("runtime", 0, 1, 0)]);
+        assert_eq!(
+            quiet.attribute(&[], true),
+            Some(Attribution::KubeletInternal)
+        );
+        let starved = trace(vec![second("kubelet", 0, 800, 0)]);
+        assert_eq!(
+            starved.attribute(&[], true),
+            Some(Attribution::CpuStarvation)
+        );
+        let untraced = Trace::default();
+        assert_eq!(
+            untraced.attribute(&[(0, 1)], false),
+            Some(Attribution::Unknown)
+        );
+    }
+
+    #[test]
+    fn trace_section_round_trips() {
+        let mut ev = NodeEvidence::default();
+        let t = trace(vec![second("runtime", 0, 1, 2)]);
+        let json = serde_json::to_vec(&t).unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"runQueueNs\":1000000"), "{text}");
+        ev.insert_section(section::TRACE, &json).unwrap();
+        assert_eq!(ev.trace, Some(t));
+    }
 
     #[test]
     fn sections_round_trip_through_insert_section() {
