@@ -1,0 +1,296 @@
+//! `kubectl nodehealth <node>` with the probe pod, against the real local cluster (the agent image
+//! is imported by `cargo xtask cluster up`): node evidence in the report, the pod deleted on every
+//! path (success, SIGINT, refused image, Pod Security), and a frozen runtime reported as a pod the
+//! kubelet did not start — within the bound, no hang.
+
+use std::{
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nodehealth_e2e::{Cluster, Healer, wait_until, workspace_root};
+use serde_json::{Value, json};
+
+const SELECTOR: &str = "app.kubernetes.io%2Fname%3Dnodehealth-probe";
+
+fn plugin_command(c: &Cluster, args: &[&str]) -> Command {
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    assert!(
+        bin.exists(),
+        "{bin:?} missing: `cargo build -p kubectl-nodehealth`"
+    );
+    let mut cmd = Command::new(bin);
+    cmd.arg(&c.node)
+        .arg("--kubeconfig")
+        .arg(c.admin_kubeconfig())
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn plugin(c: &Cluster, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = plugin_command(c, args)
+        .output()
+        .expect("running kubectl-nodehealth");
+    (out, start.elapsed())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_report(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
+    })
+}
+
+/// Probe pods in every namespace (names).
+fn probe_pods(c: &Cluster) -> Vec<String> {
+    let list = c.get_json(&format!("/api/v1/pods?labelSelector={SELECTOR}"));
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}/{} ({})",
+                        p["metadata"]["namespace"].as_str().unwrap_or(""),
+                        p["metadata"]["name"].as_str().unwrap_or(""),
+                        p["status"]["phase"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_no_probe_pod(c: &Cluster) {
+    let left = probe_pods(c);
+    assert!(left.is_empty(), "probe pods left behind: {left:?}");
+}
+
+#[test]
+fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let (out, took) = plugin(&c, &["--duration", "3s", "-o", "json"]);
+    let report = json_report(&out);
+    let probe = &report["evidence"]["nodeProbe"];
+    assert_eq!(
+        probe["outcome"],
+        "collected",
+        "nodeProbe: {probe:#}\n{}",
+        stderr(&out)
+    );
+    let data = &probe["data"];
+    assert_eq!(data["partial"], false, "{}", stderr(&out));
+    let node = &data["evidence"];
+    assert!(
+        node["processes"]["kubelet"]["pid"].as_u64().is_some(),
+        "{node:#}"
+    );
+    assert!(node["cri"]["state"].is_string(), "{node:#}");
+    assert!(node["certificates"].is_object(), "{node:#}");
+    let layers = report["verdict"]["layers"].as_array().unwrap();
+    assert!(layers.contains(&json!("node-probe")), "{layers:?}");
+    // A healthy local node: no finding from the node layer above info except the OOM history
+    // other tests on this machine may leave in the kernel log.
+    for f in report["findings"].as_array().unwrap() {
+        let id = f["id"].as_str().unwrap();
+        if id.starts_with("node-") && id != "node-oom-kills" && id != "node-events" {
+            assert!(
+                matches!(f["severity"].as_str(), Some("ok" | "info")),
+                "unexpected node-layer finding: {f:#}"
+            );
+        }
+    }
+    eprintln!(
+        "probe run: pod running after {:.1} s, whole command {:.1} s (exit {:?})",
+        data["podStartSeconds"].as_f64().unwrap_or(-1.0),
+        took.as_secs_f64(),
+        out.status.code()
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert_no_probe_pod(&c);
+}
+
+fn sigint(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn sigint_mid_run_deletes_the_pod_within_seconds() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let mut child = plugin_command(&c, &["--duration", "30s", "-o", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting kubectl-nodehealth");
+    // Mid-run: the pod exists and runs (the agent's window is open).
+    wait_until("a running probe pod", Duration::from_secs(40), || {
+        probe_pods(&c)
+            .into_iter()
+            .find(|p| p.ends_with("(Running)"))
+    });
+    thread::sleep(Duration::from_secs(2));
+    let interrupted = Instant::now();
+    sigint(&child);
+    let status = wait_until("the plugin to exit", Duration::from_secs(20), || {
+        child.try_wait().ok().flatten()
+    });
+    let exited = interrupted.elapsed();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert_eq!(status.code(), Some(130), "stderr: {err}");
+    assert!(err.contains("interrupted"), "stderr: {err}");
+    wait_until("no probe pod", Duration::from_secs(5), || {
+        probe_pods(&c).is_empty().then_some(())
+    });
+    eprintln!(
+        "SIGINT: plugin exited {:.1} s after the signal, pod gone",
+        exited.as_secs_f64()
+    );
+}
+
+#[test]
+fn an_image_not_on_the_node_with_pull_policy_never_is_a_clear_error_and_leaves_no_pod() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let (out, took) = plugin(
+        &c,
+        &[
+            "--duration",
+            "2s",
+            "--image",
+            "nodehealth.local/not-imported:0",
+            "--image-pull-policy",
+            "Never",
+            "-o",
+            "json",
+        ],
+    );
+    let err = stderr(&out);
+    assert!(err.contains("ErrImageNeverPull"), "stderr: {err}");
+    assert!(err.contains("cannot use the agent image"), "stderr: {err}");
+    let report = json_report(&out);
+    assert_eq!(report["evidence"]["nodeProbe"]["outcome"], "failed");
+    assert_ne!(out.status.code(), Some(0), "stderr: {err}");
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert_no_probe_pod(&c);
+}
+
+/// Deletes the test namespace when dropped.
+struct Namespace<'a>(&'a Cluster, &'static str);
+
+impl Drop for Namespace<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .request("DELETE", &format!("/api/v1/namespaces/{}", self.1), None);
+    }
+}
+
+#[test]
+fn a_restricted_pod_security_namespace_is_a_clear_error() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let name = "nodehealth-e2e-restricted";
+    let _ = c.request("DELETE", &format!("/api/v1/namespaces/{name}"), None);
+    wait_until("the old namespace gone", Duration::from_secs(60), || {
+        (c.request("GET", &format!("/api/v1/namespaces/{name}"), None)
+            .0
+            == 404)
+            .then_some(())
+    });
+    let (code, body) = c.request(
+        "POST",
+        "/api/v1/namespaces",
+        Some(&json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": { "pod-security.kubernetes.io/enforce": "restricted" },
+            },
+        })),
+    );
+    assert_eq!(code, 201, "{body}");
+    let _ns = Namespace(&c, name);
+    let (out, _) = plugin(&c, &["-n", name, "--duration", "2s", "-o", "json"]);
+    let err = stderr(&out);
+    assert!(err.contains("Pod Security"), "stderr: {err}");
+    assert!(
+        err.contains("pod-security.kubernetes.io/enforce=privileged"),
+        "the fix is named: {err}"
+    );
+    assert_eq!(
+        json_report(&out)["evidence"]["nodeProbe"]["outcome"],
+        "failed"
+    );
+    assert_no_probe_pod(&c);
+}
+
+#[test]
+fn frozen_runtime_gives_pod_not_started_evidence_within_the_bound() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "runtime-frozen"]);
+    let (out, took) = plugin(
+        &c,
+        &["--pod-timeout", "10s", "--duration", "2s", "-o", "json"],
+    );
+    let err = stderr(&out);
+    let report = json_report(&out);
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "node-probe-pod-not-started")
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no pod-not-started finding: {:#}\n{err}",
+                report["findings"]
+            )
+        });
+    assert!(
+        finding["summary"]
+            .as_str()
+            .unwrap()
+            .contains("did not start a pod bound to it within 10 s"),
+        "{finding:#}"
+    );
+    assert!(
+        err.contains("tracer-user probe --host-root /"),
+        "stderr: {err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    // The bound (10 s) plus the API-side steps' own timeouts and the delete; never a hang.
+    assert!(took < Duration::from_secs(45), "took {took:?}");
+    eprintln!(
+        "runtime-frozen: pod-not-started reported after {:.1} s",
+        took.as_secs_f64()
+    );
+    drop(healer);
+    wait_until("no probe pod", Duration::from_secs(30), || {
+        probe_pods(&c).is_empty().then_some(())
+    });
+}
