@@ -22,3 +22,4 @@ pub mod runq;
 pub mod server;
 pub mod socket;
 pub mod trace;
+pub mod trace_session;

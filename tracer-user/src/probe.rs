@@ -13,8 +13,8 @@ use std::{
 };
 
 use nodehealth_proto::node::{
-    ApiServerProbe, Discovery, KernelEventKind, KubeletHealthz, Liveness, NodeEvidence, RunQueue,
-    RunQueueProcess, RuntimeSocket, SectionFailure, section,
+    ApiServerProbe, Discovery, KernelEventKind, KubeletHealthz, Liveness, NodeEvidence,
+    RuntimeSocket, SectionFailure, section,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -24,7 +24,7 @@ use crate::{
     discovery::{self, Overrides, socket_path},
     host::{HostRoot, now_unix_ms},
     http, kmsg, pressure, processes,
-    runq::RunqTracer,
+    trace_session::{self, TraceSession},
 };
 
 /// What to probe and how long to observe.
@@ -215,12 +215,8 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
     let tracer = if cfg.trace {
         let t = targets.clone();
         Some(
-            blocking(fs_limit, move || -> Result<RunqTracer, String> {
-                let mut tracer = RunqTracer::attach().map_err(|e| e.to_string())?;
-                for (_, pid) in &t {
-                    tracer.add_target(*pid).map_err(|e| e.to_string())?;
-                }
-                Ok(tracer)
+            blocking(fs_limit, move || {
+                TraceSession::start(t).map_err(|e| e.to_string())
             })
             .await
             .and_then(|r| r),
@@ -462,64 +458,21 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
     }
 
     if let Some(tracer) = tracer {
-        let rq = run_queue(tracer, &targets, trace_started.elapsed(), fs_limit).await;
+        let window = trace_started.elapsed();
+        let (rq, trace) = match tracer {
+            Ok(session) => blocking(fs_limit, move || session.finish())
+                .await
+                .unwrap_or_else(|e| trace_session::unavailable(e, window)),
+            Err(e) => trace_session::unavailable(e, window),
+        };
         sink.section(section::RUN_QUEUE, &rq).await;
         ev.run_queue = Some(rq);
+        sink.section(section::TRACE, &trace).await;
+        ev.trace = Some(trace);
     }
 
     ev.discovery = Some(d);
     ev.runtime_socket = socket;
     ev.finished_at_unix_ms = now_unix_ms();
     ev
-}
-
-/// Reads the run-queue wait the tracer recorded, per target process, and detaches it.
-async fn run_queue(
-    tracer: Result<RunqTracer, String>,
-    targets: &[(&'static str, u32)],
-    window: Duration,
-    limit: Duration,
-) -> RunQueue {
-    let mut rq = RunQueue {
-        window_ms: window.as_millis() as u64,
-        ..Default::default()
-    };
-    let tracer = match tracer {
-        Ok(t) => t,
-        Err(e) => {
-            rq.error = Some(e);
-            return rq;
-        }
-    };
-    rq.attached = true;
-    let waits = blocking(limit, move || {
-        let w = tracer.thread_waits().map_err(|e| e.to_string());
-        drop(tracer);
-        w
-    })
-    .await
-    .and_then(|r| r);
-    match waits {
-        Ok(waits) => {
-            rq.processes = targets
-                .iter()
-                .map(|(owner, pid)| {
-                    let mut p = RunQueueProcess {
-                        owner: owner.to_string(),
-                        pid: *pid,
-                        ..Default::default()
-                    };
-                    for w in waits.values().filter(|w| w.tgid == *pid) {
-                        p.threads += 1;
-                        p.waits += w.count;
-                        p.run_queue_wait_ns += w.total_ns;
-                        p.max_wait_ns = p.max_wait_ns.max(w.max_ns);
-                    }
-                    p
-                })
-                .collect();
-        }
-        Err(e) => rq.error = Some(e),
-    }
-    rq
 }

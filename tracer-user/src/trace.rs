@@ -131,6 +131,10 @@ pub struct ThreadSample {
     pub iowait_count: u64,
     pub runq_max_ns: u64,
     pub iowait_max_ns: u64,
+    /// When the longest waits ended (CLOCK_MONOTONIC ns); for an ongoing wait that is longer,
+    /// the time of reading.
+    pub runq_max_at_ns: u64,
+    pub iowait_max_at_ns: u64,
     /// The state the thread is in now ([`tracer_ebpf::state`]) and for how long.
     pub state: u32,
     pub state_for_ns: u64,
@@ -151,6 +155,8 @@ impl ThreadSample {
             iowait_count: t.iowait_count,
             runq_max_ns: t.runq_max_ns,
             iowait_max_ns: t.iowait_max_ns,
+            runq_max_at_ns: t.runq_max_at_ns,
+            iowait_max_at_ns: t.iowait_max_at_ns,
             state: t.state,
             state_for_ns: open,
         };
@@ -158,11 +164,15 @@ impl ThreadSample {
             state::RUNNING => s.on_cpu_ns += open,
             state::RUNNABLE => {
                 s.runq_ns += open;
-                s.runq_max_ns = s.runq_max_ns.max(open);
+                if open > s.runq_max_ns {
+                    (s.runq_max_ns, s.runq_max_at_ns) = (open, now_ns);
+                }
             }
             state::IOWAIT => {
                 s.iowait_ns += open;
-                s.iowait_max_ns = s.iowait_max_ns.max(open);
+                if open > s.iowait_max_ns {
+                    (s.iowait_max_ns, s.iowait_max_at_ns) = (open, now_ns);
+                }
             }
             state::SLEEPING => s.sleep_ns += open,
             _ => s.state_for_ns = 0,

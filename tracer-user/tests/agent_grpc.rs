@@ -175,6 +175,24 @@ async fn wrong_token_is_refused_then_the_run_streams_every_section_and_the_agent
             .any(|p| p.owner == "runtime" && p.pid == c.pid()),
         "{rq:?}"
     );
+    // ... and the thread-state tracer with it: per-process totals and per-second summaries.
+    let trace = ev.trace.expect("trace section");
+    assert!(trace.attached && trace.error.is_none(), "{trace:?}");
+    let rt_trace = trace
+        .processes
+        .iter()
+        .find(|p| p.owner == "runtime" && p.pid == c.pid())
+        .unwrap_or_else(|| panic!("{trace:?}"));
+    assert!(rt_trace.threads > 0, "{trace:?}");
+    assert!(
+        trace
+            .seconds
+            .iter()
+            .filter(|s| s.owner == "runtime")
+            .count()
+            >= 2,
+        "per-second summaries over a 2 s window: {trace:?}"
+    );
 
     // One run per agent: it exits once the stream is done.
     assert_eq!(wait_exit(&mut agent, Duration::from_secs(5)), Some(0));

@@ -1,0 +1,345 @@
+//! One tracing window: the [`Tracer`] attached to the kubelet and the runtime, sampled once a
+//! second on its own thread, turned into the `trace` and `runQueue` evidence sections when the
+//! window ends. Samples are kernel aggregates (per-thread totals, per-device histograms); the
+//! per-second figures are differences of consecutive samples.
+
+use std::{
+    collections::HashMap,
+    sync::mpsc,
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use nodehealth_proto::node::{
+    RunQueue, RunQueueProcess, ThreadStateTimes, Trace, TraceDevice, TraceProcess, TraceSecond,
+    TraceStall,
+};
+use tracer_ebpf::state;
+
+use crate::trace::{BioSubmitHook, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns};
+
+/// Longest waits kept in the evidence.
+pub const MAX_STALLS: usize = 10;
+/// Waits shorter than this are not stalls.
+pub const MIN_STALL_NS: u64 = 1_000_000;
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Converts CLOCK_MONOTONIC ns to Unix ms on the node's clock.
+#[derive(Clone, Copy)]
+struct Clocks {
+    unix_ms: i64,
+    mono_ns: u64,
+}
+
+impl Clocks {
+    fn now() -> Clocks {
+        Clocks {
+            mono_ns: monotonic_ns(),
+            unix_ms: unix_ms(),
+        }
+    }
+
+    fn to_unix_ms(self, mono_ns: u64) -> i64 {
+        self.unix_ms + (mono_ns as i64 - self.mono_ns as i64) / 1_000_000
+    }
+}
+
+fn times(t: &ThreadSample) -> ThreadStateTimes {
+    ThreadStateTimes {
+        on_cpu_ns: t.on_cpu_ns,
+        run_queue_ns: t.runq_ns,
+        io_wait_ns: t.iowait_ns,
+        sleep_ns: t.sleep_ns,
+    }
+}
+
+fn minus(a: ThreadStateTimes, b: ThreadStateTimes) -> ThreadStateTimes {
+    ThreadStateTimes {
+        on_cpu_ns: a.on_cpu_ns.saturating_sub(b.on_cpu_ns),
+        run_queue_ns: a.run_queue_ns.saturating_sub(b.run_queue_ns),
+        io_wait_ns: a.io_wait_ns.saturating_sub(b.io_wait_ns),
+        sleep_ns: a.sleep_ns.saturating_sub(b.sleep_ns),
+    }
+}
+
+/// Per-thread samples keyed by tid.
+type Sample = HashMap<u32, ThreadSample>;
+
+fn take(tracer: &Tracer) -> Result<Sample, TraceError> {
+    Ok(tracer.threads()?.into_iter().map(|t| (t.tid, t)).collect())
+}
+
+/// Sum of per-thread differences `b - a` for the threads of `pid`.
+fn process_delta(a: &Sample, b: &Sample, pid: u32) -> (ThreadStateTimes, u32) {
+    let mut sum = ThreadStateTimes::default();
+    let mut threads = 0;
+    for t in b.values().filter(|t| t.tgid == pid) {
+        threads += 1;
+        let before = a.get(&t.tid).map(times).unwrap_or_default();
+        sum.add(&minus(times(t), before));
+    }
+    (sum, threads)
+}
+
+/// A running tracing window.
+pub struct TraceSession {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<(RunQueue, Trace)>,
+}
+
+impl TraceSession {
+    /// Attaches the tracer to `targets` (owner, pid) and starts sampling once a second.
+    pub fn start(targets: Vec<(&'static str, u32)>) -> Result<TraceSession, TraceError> {
+        let mut tracer = Tracer::attach()?;
+        for (_, pid) in &targets {
+            tracer.add_target(*pid)?;
+        }
+        let (stop, stopped) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("trace-sampler".into())
+            .spawn(move || sample_until_stopped(tracer, targets, stopped))
+            .expect("spawn the trace sampler thread");
+        Ok(TraceSession { stop, handle })
+    }
+
+    /// Ends the window: a last sample, the histograms, and the tracer detached.
+    pub fn finish(self) -> (RunQueue, Trace) {
+        let _ = self.stop.send(());
+        self.handle.join().unwrap_or_else(|_| {
+            unavailable("the trace sampler thread panicked".into(), Duration::ZERO)
+        })
+    }
+}
+
+/// The sections when tracing could not start: `trace unavailable: <why>`.
+pub fn unavailable(why: String, window: Duration) -> (RunQueue, Trace) {
+    let error = format!("trace unavailable: {why}");
+    (
+        RunQueue {
+            error: Some(error.clone()),
+            window_ms: window.as_millis() as u64,
+            ..Default::default()
+        },
+        Trace {
+            error: Some(error),
+            window_ms: window.as_millis() as u64,
+            ..Default::default()
+        },
+    )
+}
+
+fn sample_until_stopped(
+    tracer: Tracer,
+    targets: Vec<(&'static str, u32)>,
+    stopped: mpsc::Receiver<()>,
+) -> (RunQueue, Trace) {
+    let started = Instant::now();
+    let mut trace = Trace {
+        attached: true,
+        ..Default::default()
+    };
+    match tracer.bio_hook() {
+        BioSubmitHook::SubmitBio => trace.bio_submit_hook = "submit_bio".into(),
+        BioSubmitHook::BlockBioQueue { fentry_error } => {
+            trace.bio_submit_hook = "block_bio_queue".into();
+            trace.bio_submit_hook_note = Some(format!(
+                "fentry refused ({fentry_error}): bios delayed by blk-throttle count from their \
+                 re-issue"
+            ));
+        }
+    }
+    let fail = |trace: Trace, e: TraceError| {
+        let e = format!("reading the tracer's maps failed: {e}");
+        let window = started.elapsed();
+        let mut t = trace;
+        t.error = Some(e.clone());
+        t.window_ms = window.as_millis() as u64;
+        (
+            RunQueue {
+                attached: true,
+                error: Some(e),
+                window_ms: t.window_ms,
+                ..Default::default()
+            },
+            t,
+        )
+    };
+    let first = match take(&tracer) {
+        Ok(s) => s,
+        Err(e) => return fail(trace, e),
+    };
+    let mut prev = first.clone();
+    let mut prev_at = (Instant::now(), unix_ms());
+    let mut tick = Instant::now() + Duration::from_secs(1);
+    loop {
+        let wait = tick.saturating_duration_since(Instant::now());
+        let last = !matches!(
+            stopped.recv_timeout(wait),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        let now = match take(&tracer) {
+            Ok(s) => s,
+            Err(e) => return fail(trace, e),
+        };
+        let at = (Instant::now(), unix_ms());
+        for (owner, pid) in &targets {
+            let (times, _) = process_delta(&prev, &now, *pid);
+            trace.seconds.push(TraceSecond {
+                owner: owner.to_string(),
+                pid: *pid,
+                start_unix_ms: prev_at.1,
+                duration_ms: at.0.duration_since(prev_at.0).as_millis() as u64,
+                times,
+            });
+        }
+        prev = now;
+        prev_at = at;
+        tick += Duration::from_secs(1);
+        if last {
+            break;
+        }
+    }
+    let clocks = Clocks::now();
+    trace.window_ms = started.elapsed().as_millis() as u64;
+    let mut run_queue = RunQueue {
+        attached: true,
+        window_ms: trace.window_ms,
+        ..Default::default()
+    };
+    for (owner, pid) in &targets {
+        let (times, threads) = process_delta(&first, &prev, *pid);
+        trace.processes.push(TraceProcess {
+            owner: owner.to_string(),
+            pid: *pid,
+            threads,
+            times,
+        });
+        let mut rq = RunQueueProcess {
+            owner: owner.to_string(),
+            pid: *pid,
+            ..Default::default()
+        };
+        for t in prev.values().filter(|t| t.tgid == *pid && t.runq_count > 0) {
+            rq.threads += 1;
+            rq.waits += t.runq_count;
+            rq.run_queue_wait_ns += t.runq_ns;
+            rq.max_wait_ns = rq.max_wait_ns.max(t.runq_max_ns);
+        }
+        run_queue.processes.push(rq);
+    }
+    trace.stalls = stalls(&prev, &targets, clocks);
+    match tracer.bio_latency() {
+        Ok(hist) => {
+            for (key, h) in hist {
+                let Some((owner, _)) = targets.iter().find(|(_, p)| *p == key.tgid) else {
+                    continue;
+                };
+                trace.devices.push(TraceDevice {
+                    owner: owner.to_string(),
+                    pid: key.tgid,
+                    device: dev_name(key.dev),
+                    bios: h.count,
+                    bytes: h.bytes,
+                    total_latency_ns: h.total_ns,
+                    max_latency_ns: h.max_ns,
+                    latency_us_log2: h
+                        .slots
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| **c > 0)
+                        .map(|(i, c)| (if i == 0 { 0 } else { 1u64 << i }, *c))
+                        .collect(),
+                });
+            }
+            trace
+                .devices
+                .sort_by_key(|d| std::cmp::Reverse(d.total_latency_ns));
+        }
+        Err(e) => trace.error = Some(format!("reading the bio histograms failed: {e}")),
+    }
+    drop(tracer);
+    (run_queue, trace)
+}
+
+/// Each thread's longest run-queue and I/O wait, longest first.
+fn stalls(sample: &Sample, targets: &[(&'static str, u32)], clocks: Clocks) -> Vec<TraceStall> {
+    let mut out = Vec::new();
+    for t in sample.values() {
+        let Some((owner, _)) = targets.iter().find(|(_, p)| *p == t.tgid) else {
+            continue;
+        };
+        for (kind, ns, at, st) in [
+            ("runQueue", t.runq_max_ns, t.runq_max_at_ns, state::RUNNABLE),
+            ("ioWait", t.iowait_max_ns, t.iowait_max_at_ns, state::IOWAIT),
+        ] {
+            if ns < MIN_STALL_NS {
+                continue;
+            }
+            out.push(TraceStall {
+                kind: kind.into(),
+                owner: owner.to_string(),
+                pid: t.tgid,
+                tid: t.tid,
+                duration_ns: ns,
+                ended_at_unix_ms: clocks.to_unix_ms(at),
+                ongoing: t.state == st && t.state_for_ns == ns,
+            });
+        }
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.duration_ns));
+    out.truncate(MAX_STALLS);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tid: u32, tgid: u32, runq: u64, io: u64) -> ThreadSample {
+        ThreadSample {
+            tid,
+            tgid,
+            runq_ns: runq,
+            iowait_ns: io,
+            runq_max_ns: runq,
+            iowait_max_ns: io,
+            runq_max_at_ns: 2_000_000_000,
+            iowait_max_at_ns: 3_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn per_process_deltas_and_longest_stalls() {
+        let a: Sample = [(1, sample(1, 100, 10, 0))].into_iter().collect();
+        let b: Sample = [
+            (1, sample(1, 100, 30, 5)),
+            (2, sample(2, 100, 7, 0)),
+            (3, sample(3, 200, 50_000_000, 9_000_000)),
+        ]
+        .into_iter()
+        .collect();
+        let (d, threads) = process_delta(&a, &b, 100);
+        assert_eq!((d.run_queue_ns, d.io_wait_ns, threads), (27, 5, 2));
+        let clocks = Clocks {
+            unix_ms: 10_000,
+            mono_ns: 1_000_000_000,
+        };
+        let s = stalls(&b, &[("kubelet", 100), ("runtime", 200)], clocks);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(
+            (s[0].kind.as_str(), s[0].tid, s[0].ended_at_unix_ms),
+            ("runQueue", 3, 11_000)
+        );
+        assert_eq!(
+            (s[1].kind.as_str(), s[1].owner.as_str()),
+            ("ioWait", "runtime")
+        );
+    }
+}
