@@ -1,5 +1,6 @@
-//! `cargo xtask demo`: the main job on a fresh machine — set up, start the local cluster, and run
-//! `kubectl nodehealth <node>` against its node, as an operator would.
+//! `cargo xtask demo`: the main job on a fresh machine — set up, start the local cluster (which
+//! builds and imports the agent image), and run `kubectl nodehealth <node>` against its node, as an
+//! operator would: API-side checks plus the probe pod's node evidence.
 
 use std::process::Command;
 
@@ -30,10 +31,12 @@ pub fn run() -> Result<()> {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    step(format!("kubectl nodehealth {node} --api-only"));
-    info("(the node probe pod arrives with its own issue; until then the API-side diagnosis runs)");
+    step(format!("kubectl nodehealth {node}"));
+    info(
+        "(API-side checks and the probe pod's node agent, side by side; the pod is deleted after)",
+    );
     let status = Command::new(bin_dir.join("kubectl"))
-        .args(["nodehealth", &node, "--api-only"])
+        .args(["nodehealth", &node])
         .env("PATH", path)
         .env("KUBECONFIG", layout.admin_kubeconfig())
         .status()
