@@ -94,16 +94,18 @@ pub struct TraceSession {
 }
 
 impl TraceSession {
-    /// Attaches the tracer to `targets` (owner, pid) and starts sampling once a second.
+    /// Attaches the tracer to `targets` (owner, pid) and starts sampling once a second. The
+    /// window starts with the first sample, taken before this returns.
     pub fn start(targets: Vec<(&'static str, u32)>) -> Result<TraceSession, TraceError> {
         let mut tracer = Tracer::attach()?;
         for (_, pid) in &targets {
             tracer.add_target(*pid)?;
         }
+        let first = take(&tracer)?;
         let (stop, stopped) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("trace-sampler".into())
-            .spawn(move || sample_until_stopped(tracer, targets, stopped))
+            .spawn(move || sample_until_stopped(tracer, targets, first, stopped))
             .expect("spawn the trace sampler thread");
         Ok(TraceSession { stop, handle })
     }
@@ -137,6 +139,7 @@ pub fn unavailable(why: String, window: Duration) -> (RunQueue, Trace) {
 fn sample_until_stopped(
     tracer: Tracer,
     targets: Vec<(&'static str, u32)>,
+    first: Sample,
     stopped: mpsc::Receiver<()>,
 ) -> (RunQueue, Trace) {
     let started = Instant::now();
@@ -169,10 +172,6 @@ fn sample_until_stopped(
             },
             t,
         )
-    };
-    let first = match take(&tracer) {
-        Ok(s) => s,
-        Err(e) => return fail(trace, e),
     };
     let mut prev = first.clone();
     let mut prev_at = (Instant::now(), unix_ms());

@@ -6,7 +6,10 @@
 //!   (`delayacct_blkio_ticks`, field 42 of /proc/<pid>/task/<tid>/stat);
 //! - a target writing with O_DIRECT to an unthrottled loop device → its bios in the histogram of
 //!   that device, as many as it wrote; a non-target writer on the same device → nothing;
-//! - an idle target → asleep the whole time: no run-queue or I/O stall.
+//! - an idle target → asleep the whole time: no run-queue or I/O stall;
+//! - through a whole tracing window (per-second summaries): a CPU-starved target → run-queue wait
+//!   within 10% of schedstat and `cpu-starvation`; the throttled writer → `disk-iowait` on its
+//!   loop device; slow calls while the target only sleeps → `cri-socket-stall`.
 //!
 //! Everything the tests create (loop devices, the cgroup, the backing files, the sysctl value) is
 //! removed or restored by guards, also when an assertion fails.
@@ -21,7 +24,11 @@ use std::{
     time::Duration,
 };
 
-use tracer_user::trace::{ThreadSample, Tracer};
+use nodehealth_proto::node::{Attribution, Trace};
+use tracer_user::{
+    trace::{ThreadSample, Tracer},
+    trace_session::TraceSession,
+};
 
 /// Restores a sysctl to the value it had.
 struct Sysctl {
@@ -300,4 +307,126 @@ fn an_idle_target_is_asleep_without_stalls() {
     assert!(t.iowait_max_ns < 50_000_000, "an I/O stall: {t:?}");
     assert!(t.runq_max_ns < 50_000_000, "a run-queue stall: {t:?}");
     assert!(t.sleep_ns > 2_000_000_000, "asleep most of the time: {t:?}");
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `run_delay` (ns spent waiting on a run queue) from /proc/<pid>/task/<pid>/schedstat.
+fn schedstat_run_delay(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).expect("schedstat");
+    s.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs a tracing window of `secs` over `pid` (as the runtime) and returns the trace section with
+/// the window's node-clock bounds; `truth` is read right after the window starts and right after
+/// it ends.
+fn window(pid: u32, secs: u64, truth: impl Fn() -> u64) -> (Trace, (i64, i64), u64) {
+    let session = TraceSession::start(vec![("runtime", pid)]).expect("load and attach the tracer");
+    let before = truth();
+    let start = now_unix_ms();
+    thread::sleep(Duration::from_secs(secs));
+    let end = now_unix_ms();
+    let (_, trace) = session.finish();
+    let kernel = truth() - before;
+    assert!(trace.attached && trace.error.is_none(), "{trace:?}");
+    (trace, (start, end), kernel)
+}
+
+#[test]
+fn window_of_a_cpu_starved_target_matches_schedstat_and_attributes_cpu_starvation() {
+    let spin = |cpu: &str| {
+        Command::new("taskset")
+            .args(["-c", cpu, "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .expect("taskset")
+    };
+    let target = Gated {
+        child: spin("0"),
+        stdin: None,
+    };
+    let _hog = Gated {
+        child: spin("0"),
+        stdin: None,
+    };
+    thread::sleep(Duration::from_millis(200));
+    let pid = target.pid();
+    let (trace, slow, kernel) = window(pid, 3, || schedstat_run_delay(pid));
+    let ours: u64 = trace.seconds.iter().map(|s| s.times.run_queue_ns).sum();
+    let ratio = ours as f64 / kernel as f64;
+    eprintln!(
+        "window run-queue wait: ours {ours} ns over {} seconds, schedstat {kernel} ns, ratio {ratio:.4}",
+        trace.seconds.len()
+    );
+    assert!(
+        kernel > 1_000_000_000,
+        "test setup: hardly waited ({kernel} ns)"
+    );
+    assert!(
+        (0.9..1.1).contains(&ratio),
+        "run-queue wait {ours} ns vs schedstat {kernel} ns (ratio {ratio:.3})"
+    );
+    assert_eq!(trace.processes[0].times.run_queue_ns, ours);
+    assert!(
+        trace.stalls.iter().all(|s| s.kind == "runQueue"),
+        "{:?}",
+        trace.stalls
+    );
+    assert_eq!(
+        trace.attribute(&[slow], false),
+        Some(Attribution::CpuStarvation)
+    );
+}
+
+#[test]
+fn window_of_a_throttled_writer_attributes_disk_iowait_on_its_device() {
+    let _delayacct = Sysctl::set("/proc/sys/kernel/task_delayacct", "1");
+    let dev = LoopDev::new(256 << 20);
+    let (major, minor) = dev.numbers();
+    let group = BlkioGroup::new(&format!("{major}:{minor} 1048576"));
+    let mut writer = Gated::spawn(&format!(
+        "dd if=/dev/zero of={} bs=16k count=100000 oflag=direct",
+        dev.dev
+    ));
+    let pid = writer.pid();
+    group.add(pid);
+    writer.go();
+    thread::sleep(Duration::from_millis(300));
+    let (trace, slow, kernel) = window(pid, 3, || delayacct_blkio_ns(pid));
+    let ours: u64 = trace.seconds.iter().map(|s| s.times.io_wait_ns).sum();
+    eprintln!(
+        "window I/O wait: ours {ours} ns, delayacct {kernel} ns, ratio {:.4}; devices {:?}",
+        ours as f64 / kernel as f64,
+        trace.devices
+    );
+    assert!(
+        (0.9..1.1).contains(&(ours as f64 / kernel as f64)),
+        "I/O wait {ours} ns vs delay accounting {kernel} ns"
+    );
+    assert_eq!(
+        trace.attribute(&[slow], false),
+        Some(Attribution::DiskIowait {
+            device: Some(format!("{major}:{minor}"))
+        })
+    );
+    drop(writer);
+    drop(group);
+}
+
+#[test]
+fn slow_calls_while_the_target_only_sleeps_attribute_a_socket_stall() {
+    let mut idle = Gated::spawn("sleep 5");
+    idle.go();
+    thread::sleep(Duration::from_millis(100));
+    let (trace, slow, _) = window(idle.pid(), 2, || 0);
+    assert!(trace.stalls.is_empty(), "{:?}", trace.stalls);
+    assert_eq!(
+        trace.attribute(&[slow], false),
+        Some(Attribution::CriSocketStall)
+    );
+    assert_eq!(trace.attribute(&[], false), None, "nothing slow, no cause");
 }
