@@ -294,3 +294,75 @@ fn frozen_runtime_gives_pod_not_started_evidence_within_the_bound() {
         probe_pods(&c).is_empty().then_some(())
     });
 }
+
+/// The agent process of the probe pod with this loopback port (hostPID: it is a host process).
+fn agent_pid(port: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_agent = args.first()?.ends_with(b"tracer-user")
+                && args.contains(&b"serve".as_slice())
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--port" && w[1] == port.as_bytes());
+            is_agent.then_some(pid)
+        })
+}
+
+#[test]
+fn agent_crash_mid_stream_keeps_partial_evidence_and_deletes_the_pod() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let child = plugin_command(&c, &["--duration", "20s", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting kubectl-nodehealth");
+    let pod = wait_until("a running probe pod", Duration::from_secs(40), || {
+        let list = c.get_json(&format!("/api/v1/pods?labelSelector={SELECTOR}"));
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|p| p["status"]["phase"] == "Running")
+            .cloned()
+    });
+    let args = pod["spec"]["containers"][0]["args"].as_array().unwrap();
+    let port = args
+        .iter()
+        .position(|a| a == "--port")
+        .and_then(|i| args[i + 1].as_str())
+        .unwrap()
+        .to_string();
+    let pid = wait_until("the agent process", Duration::from_secs(10), || {
+        agent_pid(&port)
+    });
+    // Let the first sections arrive, then crash the agent mid-window.
+    thread::sleep(Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    let report = json_report(&out);
+    let probe = &report["evidence"]["nodeProbe"];
+    assert_eq!(probe["outcome"], "collected", "{probe:#}\n{err}");
+    assert_eq!(probe["data"]["partial"], true, "{err}");
+    assert!(probe["data"]["streamError"].is_string(), "{probe:#}");
+    assert!(err.contains("partial"), "stderr: {err}");
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "node-probe-partial"),
+        "{:#}",
+        report["findings"]
+    );
+    assert_no_probe_pod(&c);
+}
