@@ -366,3 +366,49 @@ fn agent_crash_mid_stream_keeps_partial_evidence_and_deletes_the_pod() {
     );
     assert_no_probe_pod(&c);
 }
+
+#[test]
+fn cleanup_deletes_leftover_probe_pods_by_label() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    // A leftover as a crashed plugin would leave it: the label, any namespace, any state.
+    let (code, body) = c.request(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some(&json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "nodehealth-probe-leftover",
+                "labels": { "app.kubernetes.io/name": "nodehealth-probe" },
+            },
+            "spec": {
+                "nodeName": c.node,
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "agent",
+                    "image": "nodehealth.local/not-imported:0",
+                    "imagePullPolicy": "Never",
+                }],
+            },
+        })),
+    );
+    assert_eq!(code, 201, "{body}");
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    let out = Command::new(bin)
+        .arg("cleanup")
+        .arg("--kubeconfig")
+        .arg(c.admin_kubeconfig())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout.contains("deleted pod default/nodehealth-probe-leftover"),
+        "{stdout}"
+    );
+    wait_until("no probe pod", Duration::from_secs(10), || {
+        probe_pods(&c).is_empty().then_some(())
+    });
+}
