@@ -280,6 +280,9 @@ async fn with_probe(
     evidence.node_probe = match node_side {
         Ok(np) => {
             evidence.layers.push(Layer::NodeProbe);
+            if np.evidence.run_queue.as_ref().is_some_and(|rq| rq.attached) {
+                evidence.layers.push(Layer::Ebpf);
+            }
             if let Some(e) = &np.stream_error {
                 eprintln!("kubectl-nodehealth: warning: node evidence is partial: {e}");
             }

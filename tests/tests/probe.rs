@@ -82,7 +82,7 @@ fn assert_no_probe_pod(c: &Cluster) {
 fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
-    let (out, took) = plugin(&c, &["--duration", "3s", "-o", "json"]);
+    let (out, took) = plugin(&c, &["--duration", "3s", "--trace", "-o", "json"]);
     let report = json_report(&out);
     let probe = &report["evidence"]["nodeProbe"];
     assert_eq!(
@@ -100,8 +100,16 @@ fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
     );
     assert!(node["cri"]["state"].is_string(), "{node:#}");
     assert!(node["certificates"].is_object(), "{node:#}");
+    // The trace summary: the eBPF run-queue tracer attached to the kubelet and the runtime.
+    assert_eq!(node["runQueue"]["attached"], true, "{:#}", node["runQueue"]);
+    assert!(
+        node["runQueue"]["processes"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
     let layers = report["verdict"]["layers"].as_array().unwrap();
     assert!(layers.contains(&json!("node-probe")), "{layers:?}");
+    assert!(layers.contains(&json!("ebpf")), "{layers:?}");
     // A healthy local node: no finding from the node layer above info except the OOM history
     // other tests on this machine may leave in the kernel log.
     for f in report["findings"].as_array().unwrap() {
