@@ -465,7 +465,18 @@ async fn channel(
         .connect_timeout(Duration::from_secs(5))
         .connect_with_connector(connector)
         .await
-        .map_err(|e| ProbeError::Agent(format!("cannot be reached through port-forward: {e:?}")))
+        .map_err(|e| {
+            let text = format!("{e:?}");
+            if text.contains("code: 403") || text.contains("forbidden") {
+                ProbeError::Forbidden {
+                    verb: "get, create pods/portforward".into(),
+                    namespace: o.namespace.clone(),
+                    message: text,
+                }
+            } else {
+                ProbeError::Agent(format!("cannot be reached through port-forward: {text}"))
+            }
+        })
 }
 
 /// Run the agent's probe over the port-forward and gather its evidence. A stream that breaks
@@ -499,6 +510,7 @@ pub async fn run_agent(
             Err(e) if matches!(&e, ProbeError::Agent(m) if m.starts_with("refused")) => {
                 return Err(e);
             }
+            Err(e @ ProbeError::Forbidden { .. }) => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };

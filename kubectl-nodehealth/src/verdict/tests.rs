@@ -565,3 +565,116 @@ fn kubelet_authz_failure_alone_is_certificate_or_partition() {
         "the kubelet answered: it is not down"
     );
 }
+
+// --- the node layer (probe pod) -------------------------------------------------------------
+
+fn with_node(e: &mut Evidence, node: nodehealth_proto::node::NodeEvidence) {
+    e.node_probe = Step::Collected {
+        data: crate::evidence::NodeProbe {
+            pod: "kube-system/nodehealth-probe-1".into(),
+            pod_start_seconds: 1.0,
+            partial: false,
+            stream_error: None,
+            evidence: node,
+        },
+    };
+    e.layers.push(Layer::NodeProbe);
+}
+
+fn kubelet_process(
+    liveness: nodehealth_proto::node::Liveness,
+) -> nodehealth_proto::node::ProcessState {
+    nodehealth_proto::node::ProcessState {
+        pid: 42,
+        comm: "kubelet".into(),
+        exe: None,
+        identified_by: nodehealth_proto::node::Identification::Kubelet,
+        liveness,
+        liveness_at_start: None,
+        cgroup_frozen: Some(false),
+        parent_pid: 1,
+        parent_comm: None,
+        started_at_unix_ms: 0,
+        uptime_seconds: 100.0,
+        started_after_boot_seconds: 5.0,
+        rss_bytes: 1,
+        threads: 10,
+        cpu_seconds_total: 1.0,
+        cpu_percent_window: None,
+        oom_kills_in_kernel_log: 0,
+    }
+}
+
+#[test]
+fn node_layer_kubelet_process_gone_is_kubelet_down_with_high_confidence() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    unreachable(
+        &mut e,
+        "error trying to reach service: dial tcp 10.0.0.5:10250: i/o timeout",
+    );
+    with_node(
+        &mut e,
+        nodehealth_proto::node::NodeEvidence {
+            processes: Some(nodehealth_proto::node::Processes::default()),
+            ..Default::default()
+        },
+    );
+    let v = verdict(&e);
+    assert_eq!(top(&v).id, CauseId::KubeletDown, "{v:#?}");
+    assert_eq!(top(&v).confidence, Confidence::High);
+    assert!(v.layers.contains(&Layer::NodeProbe));
+    assert!(!v.limitations.iter().any(|l| l.contains("API-side only")));
+}
+
+#[test]
+fn node_layer_live_kubelet_rules_out_down_and_a_stopped_one_is_starved() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    unreachable(
+        &mut e,
+        "error trying to reach service: dial tcp 10.0.0.5:10250: connect: connection refused",
+    );
+    with_node(
+        &mut e,
+        nodehealth_proto::node::NodeEvidence {
+            processes: Some(nodehealth_proto::node::Processes {
+                kubelet: Some(kubelet_process(nodehealth_proto::node::Liveness::Stopped)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let v = verdict(&e);
+    assert!(has(&v, CauseId::KubeletDown).is_none(), "{v:#?}");
+    assert_eq!(top(&v).id, CauseId::KubeletStarved, "{v:#?}");
+}
+
+#[test]
+fn pod_not_started_is_evidence_next_to_the_api_findings() {
+    let mut e = healthy_evidence();
+    e.node_probe = Step::Failed {
+        failure: crate::evidence::Failure {
+            kind: FailureKind::Timeout,
+            request: "probe pod kube-system/nodehealth-probe-1".into(),
+            http_status: None,
+            needs: None,
+            message: "the kubelet did not start a pod bound to it within 30 s (phase Pending)"
+                .into(),
+        },
+    };
+    let report = crate::diagnose(e);
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.id == crate::checks::node::ids::POD_NOT_STARTED)
+        .expect("pod-not-started finding");
+    assert_eq!(f.severity, Severity::Critical);
+    assert!(
+        f.remediation
+            .as_deref()
+            .unwrap()
+            .contains("tracer-user probe --host-root /")
+    );
+    assert_eq!(report.exit_code(), crate::exit::PROBLEMS);
+}
