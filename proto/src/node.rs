@@ -803,6 +803,10 @@ pub struct TraceStall {
     /// When it ended (node clock); still going at the end of the window when `ongoing`.
     pub ended_at_unix_ms: i64,
     pub ongoing: bool,
+    /// For an I/O wait: the kernel stack it switched out with (`function+0xoffset`, innermost
+    /// first; never addresses). Empty when not recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_stack: Vec<String>,
 }
 
 /// Thread-state accounting of the kubelet's and the runtime's threads and the latency of the

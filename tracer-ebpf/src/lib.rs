@@ -75,7 +75,16 @@ pub struct ThreadTimes {
     pub tgid: u32,
     /// One of [`state`].
     pub state: u32,
+    /// Kernel stack (id in the STACKS map, [`NO_STACK`] if none) where the thread last switched
+    /// out into I/O wait, and the one of its longest I/O wait.
+    pub off_cpu_stack: u32,
+    pub iowait_max_stack: u32,
 }
+
+/// No stack recorded.
+pub const NO_STACK: u32 = u32::MAX;
+/// Distinct kernel stacks kept.
+pub const MAX_STACKS: u32 = 1024;
 
 /// Key of the block-I/O latency histograms: device and submitting process.
 #[repr(C)]

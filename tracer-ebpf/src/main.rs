@@ -26,12 +26,12 @@ mod programs {
     use aya_ebpf::{
         helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
         macros::{btf_tracepoint, fentry, map},
-        maps::HashMap,
-        programs::{BtfTracePointContext, FEntryContext},
+        maps::{HashMap, StackTrace},
+        programs::{BtfTracePointContext, FEntryContext, tracing::StackIdContext},
     };
     use tracer_ebpf::{
-        BIO_SLOTS, BioKey, BioLatency, BioStart, MAX_BIO_KEYS, MAX_BIOS, MAX_TARGETS, MAX_THREADS,
-        ThreadTimes, state,
+        BIO_SLOTS, BioKey, BioLatency, BioStart, MAX_BIO_KEYS, MAX_BIOS, MAX_STACKS, MAX_TARGETS,
+        MAX_THREADS, NO_STACK, ThreadTimes, state,
     };
 
     /// `task_struct.pid` offset, written by user space from BTF before load.
@@ -67,6 +67,9 @@ mod programs {
     /// Bios of target processes in flight (bio pointer -> submitter and start).
     #[map]
     static BIO_START: HashMap<u64, BioStart> = HashMap::with_max_entries(MAX_BIOS, 0);
+    /// Kernel stacks of target threads switching out into I/O wait (symbolised in user space).
+    #[map]
+    static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
     /// Block-I/O latency per (device, submitting process).
     #[map]
     static BIO_LATENCY: HashMap<BioKey, BioLatency> = HashMap::with_max_entries(MAX_BIO_KEYS, 0);
@@ -111,12 +114,14 @@ mod programs {
     /// state to that state's total. A thread seen for the first time starts in `to` (the time
     /// before the tracer saw it is unknown and not counted).
     #[inline(always)]
-    fn transition(tid: u32, tgid: u32, to: u32, now: u64) -> Result<(), i32> {
+    fn transition(tid: u32, tgid: u32, to: u32, now: u64, stack: u32) -> Result<(), i32> {
         let Some(t) = THREADS.get_ptr_mut(&tid) else {
             let fresh = ThreadTimes {
                 since_ns: now,
                 tgid,
                 state: to,
+                off_cpu_stack: stack,
+                iowait_max_stack: NO_STACK,
                 ..Default::default()
             };
             return THREADS.insert(&tid, &fresh, 0);
@@ -140,6 +145,7 @@ mod programs {
                 if spent > t.iowait_max_ns {
                     t.iowait_max_ns = spent;
                     t.iowait_max_at_ns = now;
+                    t.iowait_max_stack = t.off_cpu_stack;
                 }
             }
             state::SLEEPING => t.sleep_ns += spent,
@@ -147,6 +153,7 @@ mod programs {
         }
         t.state = to;
         t.since_ns = now;
+        t.off_cpu_stack = stack;
         Ok(())
     }
 
@@ -164,7 +171,13 @@ mod programs {
         {
             return Ok(());
         }
-        transition(tid, tgid, state::RUNNABLE, unsafe { bpf_ktime_get_ns() })
+        transition(
+            tid,
+            tgid,
+            state::RUNNABLE,
+            unsafe { bpf_ktime_get_ns() },
+            NO_STACK,
+        )
     }
 
     #[btf_tracepoint(function = "sched_wakeup")]
@@ -207,11 +220,20 @@ mod programs {
             } else {
                 state::SLEEPING
             };
-            transition(tid, tgid, to, now)?;
+            // `current` is still prev here: its kernel stack says what it waits for. Only I/O
+            // waits pay for the stack walk (sleeps are the normal state of idle Go threads).
+            let stack = if to == state::IOWAIT {
+                ctx.get_stackid(&STACKS, 0)
+                    .map(|id| id as u32)
+                    .unwrap_or(NO_STACK)
+            } else {
+                NO_STACK
+            };
+            transition(tid, tgid, to, now, stack)?;
         }
         let (tid, tgid) = task_ids(next)?;
         if tid != 0 && is_target(tgid) {
-            transition(tid, tgid, state::RUNNING, now)?;
+            transition(tid, tgid, state::RUNNING, now, NO_STACK)?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod host;
 pub mod http;
 pub mod kmsg;
+pub mod ksyms;
 pub mod log;
 pub mod pressure;
 pub mod probe;

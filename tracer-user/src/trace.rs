@@ -11,12 +11,15 @@ use std::collections::HashMap;
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
-    maps::HashMap as BpfHashMap,
+    maps::{HashMap as BpfHashMap, StackTraceMap},
     programs::{BtfTracePoint, FEntry},
 };
 use tracer_ebpf::{BioKey, BioLatency, RunqWait, ThreadTimes, state};
 
-use crate::btf::{Btf, BtfError};
+use crate::{
+    btf::{Btf, BtfError},
+    ksyms::KernelSymbols,
+};
 
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -135,6 +138,8 @@ pub struct ThreadSample {
     /// the time of reading.
     pub runq_max_at_ns: u64,
     pub iowait_max_at_ns: u64,
+    /// Stack id (STACKS map) of the longest I/O wait, [`tracer_ebpf::NO_STACK`] if none.
+    pub iowait_max_stack: u32,
     /// The state the thread is in now ([`tracer_ebpf::state`]) and for how long.
     pub state: u32,
     pub state_for_ns: u64,
@@ -157,6 +162,7 @@ impl ThreadSample {
             iowait_max_ns: t.iowait_max_ns,
             runq_max_at_ns: t.runq_max_at_ns,
             iowait_max_at_ns: t.iowait_max_at_ns,
+            iowait_max_stack: t.iowait_max_stack,
             state: t.state,
             state_for_ns: open,
         };
@@ -172,6 +178,7 @@ impl ThreadSample {
                 s.iowait_ns += open;
                 if open > s.iowait_max_ns {
                     (s.iowait_max_ns, s.iowait_max_at_ns) = (open, now_ns);
+                    s.iowait_max_stack = t.off_cpu_stack;
                 }
             }
             state::SLEEPING => s.sleep_ns += open,
@@ -317,6 +324,27 @@ impl Tracer {
                 )
             })
             .collect())
+    }
+
+    /// The kernel stack with id `id`, symbolised (`function+0xoffset`, innermost first); empty
+    /// when the id is unknown or kallsyms is unreadable. Never raw addresses.
+    pub fn kernel_stack(&self, id: u32, symbols: Option<&KernelSymbols>) -> Vec<String> {
+        let (Some(symbols), Some(map)) = (symbols, self.ebpf.map("STACKS")) else {
+            return Vec::new();
+        };
+        let Ok(stacks) = StackTraceMap::try_from(map) else {
+            return Vec::new();
+        };
+        match stacks.get(&id, 0) {
+            // The innermost frames are the tracer itself (the program and bpf_trace_run*).
+            Ok(stack) => stack
+                .frames()
+                .iter()
+                .map(|f| symbols.name(f.ip))
+                .skip_while(|f| f.starts_with("bpf_prog_") || f.starts_with("bpf_trace_run"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Block-I/O latency per (device, submitting process) since attach.

@@ -16,6 +16,7 @@ use nodehealth_proto::node::{
 };
 use tracer_ebpf::state;
 
+use crate::ksyms::KernelSymbols;
 use crate::trace::{BioSubmitHook, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns};
 
 /// Longest waits kept in the evidence.
@@ -90,7 +91,22 @@ fn process_delta(a: &Sample, b: &Sample, pid: u32) -> (ThreadStateTimes, u32) {
 /// A running tracing window.
 pub struct TraceSession {
     stop: mpsc::Sender<()>,
+    last_sample: mpsc::Receiver<()>,
     handle: JoinHandle<(RunQueue, Trace)>,
+}
+
+/// A window whose last sample is taken; the sections are being assembled.
+pub struct StoppedSession {
+    handle: JoinHandle<(RunQueue, Trace)>,
+}
+
+impl StoppedSession {
+    /// The `runQueue` and `trace` sections (the tracer is detached once they are built).
+    pub fn collect(self) -> (RunQueue, Trace) {
+        self.handle.join().unwrap_or_else(|_| {
+            unavailable("the trace sampler thread panicked".into(), Duration::ZERO)
+        })
+    }
 }
 
 impl TraceSession {
@@ -103,19 +119,31 @@ impl TraceSession {
         }
         let first = take(&tracer)?;
         let (stop, stopped) = mpsc::channel();
+        let (sampled, last_sample) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("trace-sampler".into())
-            .spawn(move || sample_until_stopped(tracer, targets, first, stopped))
+            .spawn(move || sample_until_stopped(tracer, targets, first, stopped, sampled))
             .expect("spawn the trace sampler thread");
-        Ok(TraceSession { stop, handle })
+        Ok(TraceSession {
+            stop,
+            last_sample,
+            handle,
+        })
+    }
+
+    /// Ends the window: returns once the last sample is taken (before stacks are symbolised and
+    /// histograms read), so the window's end is known to the caller.
+    pub fn stop(self) -> StoppedSession {
+        let _ = self.stop.send(());
+        let _ = self.last_sample.recv();
+        StoppedSession {
+            handle: self.handle,
+        }
     }
 
     /// Ends the window: a last sample, the histograms, and the tracer detached.
     pub fn finish(self) -> (RunQueue, Trace) {
-        let _ = self.stop.send(());
-        self.handle.join().unwrap_or_else(|_| {
-            unavailable("the trace sampler thread panicked".into(), Duration::ZERO)
-        })
+        self.stop().collect()
     }
 }
 
@@ -141,6 +169,7 @@ fn sample_until_stopped(
     targets: Vec<(&'static str, u32)>,
     first: Sample,
     stopped: mpsc::Receiver<()>,
+    sampled: mpsc::Sender<()>,
 ) -> (RunQueue, Trace) {
     let started = Instant::now();
     let mut trace = Trace {
@@ -201,6 +230,7 @@ fn sample_until_stopped(
         prev_at = at;
         tick += Duration::from_secs(1);
         if last {
+            let _ = sampled.send(());
             break;
         }
     }
@@ -233,6 +263,13 @@ fn sample_until_stopped(
         run_queue.processes.push(rq);
     }
     trace.stalls = stalls(&prev, &targets, clocks);
+    let symbols = KernelSymbols::load();
+    let stacks = stall_stacks(&prev, &trace.stalls);
+    for (stall, stack) in trace.stalls.iter_mut().zip(stacks) {
+        if let Some(id) = stack {
+            stall.kernel_stack = tracer.kernel_stack(id, symbols.as_ref());
+        }
+    }
     match tracer.bio_latency() {
         Ok(hist) => {
             for (key, h) in hist {
@@ -266,6 +303,18 @@ fn sample_until_stopped(
     (run_queue, trace)
 }
 
+/// The stack id recorded for each I/O-wait stall.
+fn stall_stacks(sample: &Sample, stalls: &[TraceStall]) -> Vec<Option<u32>> {
+    stalls
+        .iter()
+        .map(|s| {
+            let t = sample.get(&s.tid)?;
+            (s.kind == "ioWait" && t.iowait_max_stack != tracer_ebpf::NO_STACK)
+                .then_some(t.iowait_max_stack)
+        })
+        .collect()
+}
+
 /// Each thread's longest run-queue and I/O wait, longest first.
 fn stalls(sample: &Sample, targets: &[(&'static str, u32)], clocks: Clocks) -> Vec<TraceStall> {
     let mut out = Vec::new();
@@ -288,6 +337,7 @@ fn stalls(sample: &Sample, targets: &[(&'static str, u32)], clocks: Clocks) -> V
                 duration_ns: ns,
                 ended_at_unix_ms: clocks.to_unix_ms(at),
                 ongoing: t.state == st && t.state_for_ns == ns,
+                kernel_stack: Vec::new(),
             });
         }
     }

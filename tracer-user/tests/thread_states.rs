@@ -331,8 +331,9 @@ fn window(pid: u32, secs: u64, truth: impl Fn() -> u64) -> (Trace, (i64, i64), u
     let start = now_unix_ms();
     thread::sleep(Duration::from_secs(secs));
     let end = now_unix_ms();
-    let (_, trace) = session.finish();
+    let stopped = session.stop();
     let kernel = truth() - before;
+    let (_, trace) = stopped.collect();
     assert!(trace.attached && trace.error.is_none(), "{trace:?}");
     (trace, (start, end), kernel)
 }
@@ -406,6 +407,25 @@ fn window_of_a_throttled_writer_attributes_disk_iowait_on_its_device() {
     assert!(
         (0.9..1.1).contains(&(ours as f64 / kernel as f64)),
         "I/O wait {ours} ns vs delay accounting {kernel} ns"
+    );
+    // The longest waits are I/O waits with a symbolised kernel stack (never an address).
+    let io = trace
+        .stalls
+        .iter()
+        .find(|s| s.kind == "ioWait")
+        .unwrap_or_else(|| panic!("no I/O-wait stall: {:?}", trace.stalls));
+    eprintln!("longest I/O wait: {io:?}");
+    assert!(io.duration_ns > 1_000_000, "{io:?}");
+    assert!(!io.kernel_stack.is_empty(), "{io:?}");
+    assert!(
+        io.kernel_stack
+            .iter()
+            .all(|f| f == "?" || (f.contains("+0x") && !f.starts_with("ffff"))),
+        "{io:?}"
+    );
+    assert!(
+        io.kernel_stack.iter().any(|f| f.starts_with("io_schedule")),
+        "waits in io_schedule: {io:?}"
     );
     assert_eq!(
         trace.attribute(&[slow], false),
