@@ -955,3 +955,17 @@ fn captured_kubelet_metrics_through_the_checks() {
             .any(|c| c.id == crate::verdict::CauseId::PlegSlow)
     );
 }
+
+#[test]
+fn slow_pleg_widens_the_probe_pod_bound() {
+    let mut e = healthy_evidence();
+    assert!(!crate::probe::pleg_slow(&e));
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_duration_seconds",
+        &[],
+        2.0,
+        20.0,
+    );
+    assert!(crate::probe::pleg_slow(&e));
+}
