@@ -223,6 +223,17 @@ async fn with_probe(
              kubelet's eviction admission under pressure and can preempt workloads"
         );
     }
+    // No pod for a node that does not exist (or an API we cannot use): the API-side path says
+    // what is wrong (unknown node with close names, API unreachable, credentials).
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(target.client.clone());
+    let exists = tokio::time::timeout(cli.timeout, nodes.get_opt(&options.node)).await;
+    if !matches!(exists, Ok(Ok(Some(_)))) {
+        let (mut evidence, _raw) = collect::collect(target, options).await?;
+        evidence.node_probe = Step::Skipped {
+            reason: "the Node object could not be read: no probe pod was created".into(),
+        };
+        return Ok(evidence);
+    }
     let id = RunIdentity::new().map_err(|e| Error::Usage(e.to_string()))?;
     let probe_options = ProbeOptions {
         node: options.node.clone(),

@@ -131,16 +131,17 @@ fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
     assert_no_probe_pod(&c);
 }
 
-fn sigint(child: &Child) {
+fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
 }
 
-#[test]
-fn sigint_mid_run_deletes_the_pod_within_seconds() {
+/// Starts a run with a long window, signals the plugin while the agent runs, and checks that it
+/// exits 130 and the pod is gone within seconds.
+fn signal_mid_run_deletes_the_pod(name: &str) {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
     let mut child = plugin_command(&c, &["--duration", "30s", "-o", "json"])
@@ -156,7 +157,7 @@ fn sigint_mid_run_deletes_the_pod_within_seconds() {
     });
     thread::sleep(Duration::from_secs(2));
     let interrupted = Instant::now();
-    sigint(&child);
+    signal(&child, name);
     let status = wait_until("the plugin to exit", Duration::from_secs(20), || {
         child.try_wait().ok().flatten()
     });
@@ -172,9 +173,34 @@ fn sigint_mid_run_deletes_the_pod_within_seconds() {
         probe_pods(&c).is_empty().then_some(())
     });
     eprintln!(
-        "SIGINT: plugin exited {:.1} s after the signal, pod gone",
+        "SIG{name}: plugin exited {:.1} s after the signal, pod gone",
         exited.as_secs_f64()
     );
+}
+
+#[test]
+fn sigint_mid_run_deletes_the_pod_within_seconds() {
+    signal_mid_run_deletes_the_pod("INT");
+}
+
+#[test]
+fn sigterm_mid_run_deletes_the_pod_within_seconds() {
+    signal_mid_run_deletes_the_pod("TERM");
+}
+
+#[test]
+fn an_unknown_node_creates_no_pod() {
+    let c = Cluster::get();
+    let out = Command::new(workspace_root().join("target/debug/kubectl-nodehealth"))
+        .arg(format!("{}x", c.node))
+        .arg("--kubeconfig")
+        .arg(c.admin_kubeconfig())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    assert_no_probe_pod(&c);
 }
 
 #[test]
