@@ -29,6 +29,11 @@ pub mod ids {
     pub const OOM: &str = "node-oom-kills";
 }
 
+/// A CRI call's median above this is slow (ms).
+const CRI_SLOW_P50_MS: f64 = 1000.0;
+/// Any CRI call above this is slow (ms).
+const CRI_SLOW_MAX_MS: f64 = 3000.0;
+
 /// OOM kills newer than this (node clock) count as happening now.
 const OOM_RECENT_MS: i64 = 10 * 60 * 1000;
 
@@ -156,11 +161,24 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
     }
     if let Some(cri) = &n.cri {
         let timeouts: u32 = cri.operations.iter().map(|o| o.timeouts).sum();
+        // A relist makes both list calls: a median above 1 s each puts relists above 2 s, the
+        // degraded tier (DESIGN.md, Thresholds); a single call above 3 s is the runtime-operations
+        // degraded bucket.
         let slow = cri
             .operations
             .iter()
-            .filter(|o| o.max_ms.is_some_and(|m| m > 3000.0))
-            .map(|o| format!("{} max {:.1} s", o.name, o.max_ms.unwrap_or(0.0) / 1000.0))
+            .filter(|o| {
+                o.p50_ms.is_some_and(|m| m > CRI_SLOW_P50_MS)
+                    || o.max_ms.is_some_and(|m| m > CRI_SLOW_MAX_MS)
+            })
+            .map(|o| {
+                format!(
+                    "{} p50 {:.1} s, max {:.1} s",
+                    o.name,
+                    o.p50_ms.unwrap_or(0.0) / 1000.0,
+                    o.max_ms.unwrap_or(0.0) / 1000.0
+                )
+            })
             .collect::<Vec<_>>();
         let (severity, summary) = match cri.state {
             CriState::Hung => (
@@ -366,5 +384,44 @@ mod tests {
         let f = node_findings(&n);
         assert_eq!(f[0].id, ids::CRI);
         assert_eq!(f[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn list_calls_of_a_second_and_a_half_are_slow() {
+        // Measured on the local cluster with runtime-slow-list --delay 1500ms.
+        let op = |name: &str, p50: f64| CriOperation {
+            name: name.into(),
+            calls: 4,
+            ok: 4,
+            p50_ms: Some(p50),
+            max_ms: Some(p50 + 5.0),
+            ..CriOperation::default()
+        };
+        let n = NodeEvidence {
+            cri: Some(CriProbe {
+                endpoint: "unix:///run/containerd/containerd.sock".into(),
+                state: CriState::Responding,
+                timeout_ms: 2000,
+                interval_ms: 1000,
+                window_ms: 5000,
+                elapsed_ms: 7000,
+                operations: vec![op("Version", 3.0), op("ListPodSandbox", 1504.9)],
+                runtime_name: None,
+                runtime_version: None,
+                runtime_api_version: None,
+                conditions: vec![],
+                sandboxes: None,
+                containers: None,
+            }),
+            ..NodeEvidence::default()
+        };
+        let f = node_findings(&n);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].summary.contains("ListPodSandbox p50 1.5 s"),
+            "{}",
+            f[0].summary
+        );
     }
 }
