@@ -85,16 +85,23 @@ mod programs {
         unsafe { core::ptr::read_volatile(value) }
     }
 
-    /// (tid, tgid) of a task, read through the BTF-derived offsets.
+    /// tgid of a task, read through the BTF-derived offset.
     #[inline(always)]
-    fn task_ids(task: *const u8) -> Result<(u32, u32), i32> {
-        let pid = unsafe {
-            bpf_probe_read_kernel(task.add(global(&TASK_PID_OFFSET) as usize) as *const i32)?
-        };
+    fn task_tgid(task: *const u8) -> Result<u32, i32> {
         let tgid = unsafe {
             bpf_probe_read_kernel(task.add(global(&TASK_TGID_OFFSET) as usize) as *const i32)?
         };
-        Ok((pid as u32, tgid as u32))
+        Ok(tgid as u32)
+    }
+
+    /// tid of a task, read through the BTF-derived offset. Read only for targets: the common
+    /// (non-target) path pays for one read.
+    #[inline(always)]
+    fn task_tid(task: *const u8) -> Result<u32, i32> {
+        let pid = unsafe {
+            bpf_probe_read_kernel(task.add(global(&TASK_PID_OFFSET) as usize) as *const i32)?
+        };
+        Ok(pid as u32)
     }
 
     #[inline(always)]
@@ -159,11 +166,12 @@ mod programs {
 
     #[inline(always)]
     fn woken(task: *const u8) -> Result<(), i32> {
-        let (tid, tgid) = task_ids(task)?;
+        let tgid = task_tgid(task)?;
         // The idle task (pid 0) is one slot shared by every CPU: never record it.
-        if tid == 0 || !is_target(tgid) {
+        if tgid == 0 || !is_target(tgid) {
             return Ok(());
         }
+        let tid = task_tid(task)?;
         // try_to_wake_up() also fires sched_wakeup for a task that set its state but has not
         // switched out yet (ttwu_runnable): it never left the CPU, so it stays on-CPU.
         if let Some(t) = unsafe { THREADS.get(&tid) }
@@ -208,7 +216,10 @@ mod programs {
         let next: *const u8 = ctx.arg(2);
         let prev_state: u32 = ctx.arg(3);
         let now = unsafe { bpf_ktime_get_ns() };
-        let (tid, tgid) = task_ids(prev)?;
+        // The tracepoint runs in prev's context (`current` is still prev): its ids come from a
+        // helper instead of memory reads.
+        let id = bpf_get_current_pid_tgid();
+        let (tid, tgid) = (id as u32, (id >> 32) as u32);
         if tid != 0 && is_target(tgid) {
             let to = if prev_state == TASK_RUNNING {
                 // Preempted while runnable: it waits in the run queue from now on.
@@ -231,8 +242,9 @@ mod programs {
             };
             transition(tid, tgid, to, now, stack)?;
         }
-        let (tid, tgid) = task_ids(next)?;
-        if tid != 0 && is_target(tgid) {
+        let tgid = task_tgid(next)?;
+        if tgid != 0 && is_target(tgid) {
+            let tid = task_tid(next)?;
             transition(tid, tgid, state::RUNNING, now, NO_STACK)?;
         }
         Ok(())

@@ -13,6 +13,10 @@ use crate::{
     sh::{self, info, step},
 };
 
+// Declared here rather than in main.rs, whose wiring another change owns.
+#[path = "bench_tracer.rs"]
+mod bench_tracer;
+
 #[derive(clap::Subcommand)]
 pub enum Bench {
     /// One-node API-side diagnosis on the local cluster: time beyond the observation window
@@ -22,11 +26,23 @@ pub enum Bench {
         #[arg(long, default_value_t = 15)]
         rounds: usize,
     },
+    /// What the eBPF tracer costs non-target workloads: per-program cost (bpf_stats run time x
+    /// event rate, share of a CPU) and interleaved `perf bench sched pipe` baseline / ours /
+    /// runqlat (bar: <= 1%).
+    Tracer {
+        /// Interleaved rounds.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Pipe round trips per run.
+        #[arg(long, default_value_t = 50_000)]
+        loops: u32,
+    },
 }
 
 pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Api { rounds } => api(rounds),
+        Bench::Tracer { rounds, loops } => bench_tracer::tracer(rounds, loops),
     }
 }
 

@@ -1,0 +1,235 @@
+//! `cargo xtask bench tracer`: what the eBPF tracer costs workloads it does not trace.
+//!
+//! Primary figure (DESIGN.md "Bars"): per-program cost from the kernel's own BPF statistics
+//! (`kernel.bpf_stats_enabled`: run_time_ns / run_cnt per program) times the measured event rate,
+//! as a share of one CPU, while a CPU-pinned `perf bench sched pipe` (a non-target, switch-heavy
+//! workload) runs. Secondary: the same pipe benchmark's µs/op with no tracer, with ours (attached
+//! to one idle target), and with libbpf-tools `runqlat`, interleaved rounds, medians and ratios.
+//! The sysctl is restored on every exit path.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::sh::{self, info, step};
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Restores a sysctl to the value it had.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Result<Sysctl> {
+        let old = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        fs::write(path, value).with_context(|| format!("setting {path} (needs root)"))?;
+        Ok(Sysctl { path, old })
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path, self.old.trim());
+    }
+}
+
+/// A child process killed and reaped on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Result<Guard> {
+    Ok(Guard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?,
+    ))
+}
+
+/// One `perf bench sched pipe` run pinned to CPU 1: µs per operation.
+fn pipe(loops: u32) -> Result<f64> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "perf", "bench", "sched", "pipe", "-l"])
+        .arg(loops.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("running `perf bench sched pipe` (linux-perf installed?)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("usecs/op"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no usecs/op in perf's output: {text}"))
+}
+
+/// Per-program (run_time_ns, run_cnt) of the BPF programs a process holds, from its fdinfo.
+fn prog_stats(pid: u32) -> BTreeMap<u64, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(ns), Some(cnt)) =
+            (field("prog_id:"), field("run_time_ns:"), field("run_cnt:"))
+        {
+            out.insert(id, (ns, cnt));
+        }
+    }
+    out
+}
+
+fn prog_name(id: u64) -> String {
+    sh::output(Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]))
+        .and_then(|s| {
+            let after = s.split(" name ").nth(1)?;
+            Some(after.split_whitespace().next()?.to_string())
+        })
+        .unwrap_or_else(|| format!("prog {id}"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Waits until `pid` holds at least `n` BPF programs (attached), or fails after `limit`.
+fn wait_programs(pid: u32, n: usize, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    while prog_stats(pid).len() < n {
+        if start.elapsed() > limit {
+            bail!("the tracer (pid {pid}) did not load its programs within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Loaded programs are attached right after; leave a moment for the last attach.
+    thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
+    let root = sh::workspace_root();
+    sh::run(
+        "building tracer-user (release)",
+        sh::cargo()
+            .current_dir(&root)
+            .args(["build", "--quiet", "--release", "-p", "tracer-user"]),
+    )?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let agent = target_dir.join("release/tracer-user");
+    if !Path::new(&agent).exists() {
+        bail!("{} was not built", agent.display());
+    }
+    let _stats = Sysctl::set(BPF_STATS, "1")?;
+    // The tracer's one target: an idle process, so everything the benchmark does is non-target.
+    let idle = spawn(Command::new("sleep").arg("3600"))?;
+    step(format!(
+        "bench tracer: {rounds} interleaved rounds of `perf bench sched pipe -l {loops}` on CPU 1: \
+         baseline, our tracer, libbpf-tools runqlat"
+    ));
+    let (mut base, mut ours, mut runqlat) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cost: BTreeMap<u64, (u64, u64, f64)> = BTreeMap::new();
+    let mut cpu_share = Vec::new();
+    let mut names: BTreeMap<u64, String> = BTreeMap::new();
+    for round in 0..rounds {
+        base.push(pipe(loops)?);
+
+        let t = spawn(
+            Command::new(&agent)
+                .args(["runq", "--pid", &idle.0.id().to_string()])
+                .args(["--seconds", "3600"]),
+        )?;
+        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
+        let (s0, w0) = (prog_stats(t.0.id()), Instant::now());
+        ours.push(pipe(loops)?);
+        let (s1, wall) = (prog_stats(t.0.id()), w0.elapsed().as_secs_f64());
+        // Names while the programs exist (ids differ between rounds).
+        for id in s1.keys() {
+            names.entry(*id).or_insert_with(|| prog_name(*id));
+        }
+        drop(t);
+        let mut total_ns = 0u64;
+        for (id, (ns1, cnt1)) in &s1 {
+            let (ns0, cnt0) = s0.get(id).copied().unwrap_or_default();
+            let (dns, dcnt) = (ns1 - ns0, cnt1 - cnt0);
+            total_ns += dns;
+            let e = cost.entry(*id).or_default();
+            e.0 += dns;
+            e.1 += dcnt;
+            e.2 += wall;
+        }
+        cpu_share.push(total_ns as f64 / (wall * 1e9) * 100.0);
+
+        let r = spawn(Command::new("runqlat").args(["10", "1000"]))?;
+        wait_programs(r.0.id(), 3, Duration::from_secs(20))?;
+        runqlat.push(pipe(loops)?);
+        drop(r);
+        if round == 0 {
+            info(format!(
+                "first round: baseline {:.2} µs/op, ours {:.2}, runqlat {:.2}",
+                base[0], ours[0], runqlat[0]
+            ));
+        }
+    }
+    // Programs of different rounds have different ids: group by name.
+    let mut by_name: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
+    for (id, (ns, cnt, wall)) in cost {
+        let name = names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("prog {id}"));
+        let e = by_name.entry(name).or_default();
+        e.0 += ns;
+        e.1 += cnt;
+        e.2 = e.2.max(wall);
+    }
+    let wall_total: f64 = by_name.values().map(|v| v.2).fold(0.0, f64::max);
+    for (name, (ns, cnt, _)) in &by_name {
+        let per_event = if *cnt > 0 {
+            *ns as f64 / *cnt as f64
+        } else {
+            0.0
+        };
+        let rate = *cnt as f64 / wall_total;
+        info(format!(
+            "{name:<16} {per_event:>7.1} ns/event x {rate:>9.0} events/s = {:.3}% of a CPU",
+            per_event * rate / 1e7
+        ));
+    }
+    let share = median(cpu_share);
+    let (b, o, r) = (median(base), median(ours), median(runqlat));
+    info(format!(
+        "tracer programs during the pipe benchmark: median {share:.3}% of one CPU (goal <= 1%)"
+    ));
+    info(format!(
+        "perf bench sched pipe: baseline {b:.2} µs/op, ours {o:.2} (x{:.3}), runqlat {r:.2} (x{:.3})",
+        o / b,
+        r / b
+    ));
+    drop(idle);
+    Ok(())
+}
