@@ -76,6 +76,20 @@ pub fn build() -> Result<PathBuf> {
             }],
             &["/tracer-user"],
         )?;
+        // Older agents' archives (one per build): removed after an hour, so a concurrent `up`
+        // from another clone still finds the one it just wrote.
+        for entry in fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+            if name.starts_with("tracer-user-") && entry.path() != archive && old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
     info(format!(
         "{} ({:.1} MiB)",
