@@ -215,12 +215,13 @@ mod programs {
         let prev: *const u8 = ctx.arg(1);
         let next: *const u8 = ctx.arg(2);
         let prev_state: u32 = ctx.arg(3);
-        let now = unsafe { bpf_ktime_get_ns() };
         // The tracepoint runs in prev's context (`current` is still prev): its ids come from a
-        // helper instead of memory reads.
+        // helper instead of memory reads. The clock is read only when a target is involved.
         let id = bpf_get_current_pid_tgid();
         let (tid, tgid) = (id as u32, (id >> 32) as u32);
+        let mut now = 0;
         if tid != 0 && is_target(tgid) {
+            now = unsafe { bpf_ktime_get_ns() };
             let to = if prev_state == TASK_RUNNING {
                 // Preempted while runnable: it waits in the run queue from now on.
                 state::RUNNABLE
@@ -244,6 +245,9 @@ mod programs {
         }
         let tgid = task_tgid(next)?;
         if tgid != 0 && is_target(tgid) {
+            if now == 0 {
+                now = unsafe { bpf_ktime_get_ns() };
+            }
             let tid = task_tid(next)?;
             transition(tid, tgid, state::RUNNING, now, NO_STACK)?;
         }
