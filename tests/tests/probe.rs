@@ -446,3 +446,46 @@ fn cleanup_deletes_leftover_probe_pods_by_label() {
         probe_pods(&c).is_empty().then_some(())
     });
 }
+
+#[test]
+fn slow_runtime_list_calls_measured_by_the_agent_point_at_the_runtime() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
+    thread::sleep(Duration::from_secs(4));
+    let (out, took) = plugin(&c, &["--duration", "5s", "-o", "json"]);
+    let err = stderr(&out);
+    let report = json_report(&out);
+    let probe = &report["evidence"]["nodeProbe"];
+    assert_eq!(probe["outcome"], "collected", "{probe:#}\n{err}");
+    let cri = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "node-cri")
+        .cloned()
+        .unwrap_or_else(|| panic!("no node-cri finding: {:#}", report["findings"]));
+    assert!(
+        cri["summary"].as_str().unwrap().contains("ListPodSandbox"),
+        "{cri:#}"
+    );
+    assert!(
+        report["verdict"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "runtime-unresponsive"),
+        "{:#}",
+        report["verdict"]
+    );
+    eprintln!(
+        "runtime-slow-list 1.5 s: pod running after {:.1} s, whole command {:.1} s",
+        probe["data"]["podStartSeconds"].as_f64().unwrap_or(-1.0),
+        took.as_secs_f64()
+    );
+    drop(healer);
+    wait_until("no probe pod", Duration::from_secs(30), || {
+        probe_pods(&c).is_empty().then_some(())
+    });
+}
