@@ -365,6 +365,21 @@ mod tests {
     }
 
     #[test]
+    fn a_tracer_that_cannot_start_says_why_in_both_sections() {
+        let (rq, trace) = unavailable(TraceError::NotBuilt.to_string(), Duration::from_secs(2));
+        let why = "trace unavailable: this build has no eBPF object (built with AYA_BUILD_SKIP=1)";
+        assert_eq!(trace.error.as_deref(), Some(why));
+        assert_eq!(rq.error.as_deref(), Some(why));
+        assert!(!trace.attached && !rq.attached);
+        assert_eq!(trace.window_ms, 2000);
+        // Slow calls with no trace: the attribution cannot say more than `unknown`.
+        assert_eq!(
+            trace.attribute(&[(0, 1)], false),
+            Some(nodehealth_proto::node::Attribution::Unknown)
+        );
+    }
+
+    #[test]
     fn per_process_deltas_and_longest_stalls() {
         let a: Sample = [(1, sample(1, 100, 10, 0))].into_iter().collect();
         let b: Sample = [
