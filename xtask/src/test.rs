@@ -51,7 +51,14 @@ pub fn run(long: bool) -> Result<()> {
     integration
         .current_dir(&root)
         // The end-to-end tests need the cluster: they run in their own tier below.
-        .args(["test", "--workspace", "--exclude", "nodehealth-e2e", "--test", "*"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "nodehealth-e2e",
+            "--test",
+            "*",
+        ])
         .args(["--", "--test-threads=1"]);
     if long {
         integration.env("NODEHEALTH_LONG_TESTS", "1");
