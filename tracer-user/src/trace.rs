@@ -81,6 +81,32 @@ fn attach_err(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> 
     move |source| TraceError::Attach { program, source }
 }
 
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::programs::Program, TraceError> {
+    ebpf.program_mut(name).ok_or(TraceError::Attach {
+        program: name,
+        source: aya::programs::ProgramError::UnexpectedProgramType,
+    })
+}
+
+/// Loads and attaches the tp_btf program `name` (named after its tracepoint).
+fn attach_tp_btf(ebpf: &mut Ebpf, name: &'static str, btf: &AyaBtf) -> Result<(), TraceError> {
+    let p: &mut BtfTracePoint = program(ebpf, name)?.try_into().map_err(attach_err(name))?;
+    p.load(name, btf).map_err(attach_err(name))?;
+    p.attach().map_err(attach_err(name))?;
+    Ok(())
+}
+
+/// Loads and attaches the fentry program `name` (named after the kernel function).
+fn attach_fentry(ebpf: &mut Ebpf, name: &'static str, btf: &AyaBtf) -> Result<(), TraceError> {
+    let p: &mut FEntry = program(ebpf, name)?.try_into().map_err(attach_err(name))?;
+    p.load(name, btf).map_err(attach_err(name))?;
+    p.attach().map_err(attach_err(name))?;
+    Ok(())
+}
+
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TraceError {
     move |source| TraceError::Map { map, source }
 }
@@ -229,45 +255,13 @@ impl Tracer {
             .load(EBPF_OBJECT)
             .map_err(TraceError::Load)?;
         for name in TRACEPOINTS {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(TraceError::Attach {
-                    program: name,
-                    source: aya::programs::ProgramError::UnexpectedProgramType,
-                })?
-                .try_into()
-                .map_err(attach_err(name))?;
-            program.load(name, &aya_btf).map_err(attach_err(name))?;
-            program.attach().map_err(attach_err(name))?;
+            attach_tp_btf(&mut ebpf, name, &aya_btf)?;
         }
-        let fentry = (|| -> Result<(), TraceError> {
-            let name = SUBMIT_FENTRY;
-            let program: &mut FEntry = ebpf
-                .program_mut(name)
-                .ok_or(TraceError::Attach {
-                    program: name,
-                    source: aya::programs::ProgramError::UnexpectedProgramType,
-                })?
-                .try_into()
-                .map_err(attach_err(name))?;
-            program.load(name, &aya_btf).map_err(attach_err(name))?;
-            program.attach().map_err(attach_err(name))?;
-            Ok(())
-        })();
+        let fentry = attach_fentry(&mut ebpf, SUBMIT_FENTRY, &aya_btf);
         let bio_hook = match fentry {
             Ok(()) => BioSubmitHook::SubmitBio,
             Err(e) => {
-                let name = SUBMIT_TRACEPOINT;
-                let program: &mut BtfTracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or(TraceError::Attach {
-                        program: name,
-                        source: aya::programs::ProgramError::UnexpectedProgramType,
-                    })?
-                    .try_into()
-                    .map_err(attach_err(name))?;
-                program.load(name, &aya_btf).map_err(attach_err(name))?;
-                program.attach().map_err(attach_err(name))?;
+                attach_tp_btf(&mut ebpf, SUBMIT_TRACEPOINT, &aya_btf)?;
                 BioSubmitHook::BlockBioQueue {
                     fentry_error: e.to_string(),
                 }
