@@ -144,6 +144,90 @@ pub const MAX_THREADS: u32 = 16384;
 /// Maximum number of target processes.
 pub const MAX_TARGETS: u32 = 256;
 
+/// Bytes of a request's HPACK header block kept for user space (the `:path` is near its start).
+pub const CRI_HDR_BYTES: usize = 96;
+/// Kubelet CRI socket fds traced at once.
+pub const MAX_CRI_FDS: u32 = 64;
+/// CRI calls in flight tracked at once.
+pub const MAX_CRI_STREAMS: u32 = 4096;
+/// HTTP/2 frames looked at in one read or write (more → the parser resynchronises later).
+pub const MAX_FRAMES_PER_SYSCALL: u32 = 32;
+
+/// How a traced CRI call ended.
+pub mod cri_end {
+    /// The runtime's response ended the stream (HEADERS or DATA with END_STREAM).
+    pub const RESPONSE: u32 = 0;
+    /// The runtime reset the stream (RST_STREAM read by the kubelet).
+    pub const RESET_BY_RUNTIME: u32 = 1;
+    /// The kubelet reset the stream (RST_STREAM written: its deadline passed or it gave up).
+    pub const CANCELLED: u32 = 2;
+}
+
+/// A read or write of a kubelet thread on a traced CRI socket, between sys_enter and sys_exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CriSyscall {
+    pub buf: u64,
+    pub fd: u32,
+    /// 0 = read (runtime → kubelet), 1 = write (kubelet → runtime).
+    pub dir: u32,
+}
+
+/// HTTP/2 framing state of one direction of one traced socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CriFraming {
+    /// Bytes of the current frame still to come in later reads/writes.
+    pub skip: u32,
+    /// 1 once a read/write was seen to start on a frame boundary.
+    pub synced: u32,
+}
+
+/// A CRI call (HTTP/2 stream) in flight: keyed by (fd, stream id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CriStream {
+    /// When the kubelet wrote the request's HEADERS frame.
+    pub start_ns: u64,
+    pub tid: u32,
+    /// Bytes of `hdr` filled (the start of the request's HPACK header block).
+    pub hdr_len: u32,
+    pub hdr: [u8; CRI_HDR_BYTES],
+}
+
+/// Key of [`CriStream`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CriStreamKey {
+    pub fd: u32,
+    pub stream: u32,
+}
+
+/// A finished CRI call, sent to user space through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CriCall {
+    pub key: CriStreamKey,
+    pub stream: CriStream,
+    pub end_ns: u64,
+    /// One of [`cri_end`].
+    pub end: u32,
+    pub _pad: u32,
+}
+
+/// Indexes of the CRI tracer's counters (an array map).
+pub mod cri_counter {
+    /// HTTP/2 frames parsed.
+    pub const FRAMES: u32 = 0;
+    /// Reads/writes where the framing was lost (resynchronised later).
+    pub const DESYNCS: u32 = 1;
+    /// Finished calls dropped because the ring buffer was full.
+    pub const LOST: u32 = 2;
+    /// Calls whose start was not seen (begun before tracing, or the stream table was full).
+    pub const UNMATCHED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, #[repr(C)], integer fields only, no padding.
@@ -153,4 +237,7 @@ mod user {
     unsafe impl aya::Pod for super::BioKey {}
     unsafe impl aya::Pod for super::BioLatency {}
     unsafe impl aya::Pod for super::BioStart {}
+    unsafe impl aya::Pod for super::CriStreamKey {}
+    unsafe impl aya::Pod for super::CriStream {}
+    unsafe impl aya::Pod for super::CriCall {}
 }

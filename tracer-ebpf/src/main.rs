@@ -18,20 +18,35 @@
 //! histogram per (device, process).
 //!
 //! Only threads of processes in `TARGETS` are recorded: everyone else leaves after one map lookup.
+//!
+//! CRI calls of the kubelet (`KUBELET_TGID`, a load-time constant; 0 = not traced): its reads and
+//! writes on the CRI socket fds user space put in `CRI_FDS` (raw `sys_enter`/`sys_exit`: every
+//! other process leaves after comparing its tgid). The bytes are HTTP/2: frame headers give the
+//! stream id of each call — HEADERS written by the kubelet start a call, a frame with END_STREAM
+//! read back (or RST_STREAM either way) ends it. Go reads whatever the socket holds, so frames
+//! span reads: the parser keeps, per fd and direction, how much of the current frame is still to
+//! come, and after losing track (a header cut by a read) waits for a read that starts on a frame
+//! boundary — one whose frame chain is plausible and ends exactly where the read ends.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod programs {
+    use aya_ebpf::{helpers::generated::bpf_probe_read_user as probe_read_user_raw, maps::Array};
     use aya_ebpf::{
-        helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+        helpers::{
+            bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        },
         macros::{btf_tracepoint, fentry, map},
         maps::{HashMap, StackTrace},
         programs::{BtfTracePointContext, FEntryContext, tracing::StackIdContext},
     };
+    use aya_ebpf::{maps::RingBuf, programs::BtfTracePointContext as RawCtx};
     use tracer_ebpf::{
-        BIO_SLOTS, BioKey, BioLatency, BioStart, MAX_BIO_KEYS, MAX_BIOS, MAX_STACKS, MAX_TARGETS,
-        MAX_THREADS, NO_STACK, ThreadTimes, state,
+        BIO_SLOTS, BioKey, BioLatency, BioStart, CRI_HDR_BYTES, CriCall, CriFraming, CriStream,
+        CriStreamKey, CriSyscall, MAX_BIO_KEYS, MAX_BIOS, MAX_CRI_FDS, MAX_CRI_STREAMS,
+        MAX_FRAMES_PER_SYSCALL, MAX_STACKS, MAX_TARGETS, MAX_THREADS, NO_STACK, ThreadTimes,
+        cri_counter, cri_end, state,
     };
 
     /// `task_struct.pid` offset, written by user space from BTF before load.
@@ -398,6 +413,294 @@ mod programs {
             h.max_ns = latency;
         }
         Ok(())
+    }
+
+    // ---- CRI calls on the kubelet's socket ----
+
+    /// The kubelet's tgid, written by user space before load (0: CRI tracing off).
+    #[unsafe(no_mangle)]
+    static KUBELET_TGID: u32 = 0;
+
+    /// The kubelet's fds connected to the runtime's CRI socket (fd -> 1).
+    #[map]
+    static CRI_FDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_CRI_FDS, 0);
+    /// Reads/writes of kubelet threads on those fds between sys_enter and sys_exit (tid -> call).
+    #[map]
+    static CRI_SYSCALLS: HashMap<u32, CriSyscall> = HashMap::with_max_entries(1024, 0);
+    /// Framing state per (fd << 1 | direction).
+    #[map]
+    static CRI_FRAMING: HashMap<u32, CriFraming> = HashMap::with_max_entries(MAX_CRI_FDS * 2, 0);
+    /// Calls in flight.
+    #[map]
+    static CRI_STREAMS: HashMap<CriStreamKey, CriStream> =
+        HashMap::with_max_entries(MAX_CRI_STREAMS, 0);
+    /// Finished calls, to user space.
+    #[map]
+    static CRI_CALLS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+    /// See `cri_counter`.
+    #[map]
+    static CRI_COUNTERS: Array<u64> = Array::with_max_entries(cri_counter::COUNT, 0);
+
+    const SYS_READ: i64 = 0;
+    const SYS_WRITE: i64 = 1;
+    /// x86_64 `struct pt_regs` offsets of the first three syscall arguments (di, si, dx).
+    const REGS_DI: usize = 14 * 8;
+    const REGS_SI: usize = 13 * 8;
+
+    const FRAME_DATA: u8 = 0;
+    const FRAME_HEADERS: u8 = 1;
+    const FRAME_RST_STREAM: u8 = 3;
+    const FLAG_END_STREAM: u8 = 0x1;
+    const FLAG_PADDED: u8 = 0x8;
+    const FLAG_PRIORITY: u8 = 0x20;
+    /// Largest frame the parser believes in (grpc-go's and HTTP/2's default max frame size is
+    /// 16 KiB; peers may raise it — a larger frame costs a resynchronisation, never a wrong call).
+    const MAX_PLAUSIBLE_FRAME: u32 = 1 << 20;
+
+    #[inline(always)]
+    fn count(index: u32) {
+        if let Some(c) = CRI_COUNTERS.get_ptr_mut(index) {
+            unsafe { *c += 1 };
+        }
+    }
+
+    // TP_PROTO(struct pt_regs *regs, long id) — every syscall of every task: leave at once
+    // unless it is the kubelet's.
+    #[btf_tracepoint(function = "sys_enter")]
+    pub fn sys_enter(ctx: RawCtx) -> i32 {
+        let id = bpf_get_current_pid_tgid();
+        if (id >> 32) as u32 != global(&KUBELET_TGID) {
+            return 0;
+        }
+        let nr: i64 = ctx.arg(1);
+        if nr != SYS_READ && nr != SYS_WRITE {
+            return 0;
+        }
+        let regs: *const u8 = ctx.arg(0);
+        let _ = cri_enter(regs, id as u32, (nr == SYS_WRITE) as u32);
+        0
+    }
+
+    #[inline(always)]
+    fn cri_enter(regs: *const u8, tid: u32, dir: u32) -> Result<(), i32> {
+        let fd = unsafe { bpf_probe_read_kernel(regs.add(REGS_DI) as *const u64)? } as u32;
+        if unsafe { CRI_FDS.get(&fd).is_none() } {
+            return Ok(());
+        }
+        let buf = unsafe { bpf_probe_read_kernel(regs.add(REGS_SI) as *const u64)? };
+        CRI_SYSCALLS.insert(&tid, &CriSyscall { buf, fd, dir }, 0)
+    }
+
+    // TP_PROTO(struct pt_regs *regs, long ret).
+    #[btf_tracepoint(function = "sys_exit")]
+    pub fn sys_exit(ctx: RawCtx) -> i32 {
+        let id = bpf_get_current_pid_tgid();
+        if (id >> 32) as u32 != global(&KUBELET_TGID) {
+            return 0;
+        }
+        let tid = id as u32;
+        let Some(&call) = (unsafe { CRI_SYSCALLS.get(&tid) }) else {
+            return 0;
+        };
+        let _ = CRI_SYSCALLS.remove(&tid);
+        let ret: i64 = ctx.arg(1);
+        if ret > 0 {
+            let _ = cri_frames(&call, ret as u32, tid);
+        }
+        0
+    }
+
+    /// One HTTP/2 frame header (RFC 9113 §4.1), read from user memory.
+    #[inline(always)]
+    fn frame_header(at: u64) -> Result<(u32, u8, u8, u32), i32> {
+        let h: [u8; 9] = unsafe { bpf_probe_read_user(at as *const [u8; 9])? };
+        let len = ((h[0] as u32) << 16) | ((h[1] as u32) << 8) | h[2] as u32;
+        let stream =
+            (((h[5] as u32) << 24) | ((h[6] as u32) << 16) | ((h[7] as u32) << 8) | h[8] as u32)
+                & 0x7fff_ffff;
+        Ok((len, h[3], h[4], stream))
+    }
+
+    /// Could these be the fields of a real frame header? (Used only to find a frame boundary
+    /// again after losing track.)
+    #[inline(always)]
+    fn plausible(len: u32, kind: u8, stream: u32) -> bool {
+        len <= MAX_PLAUSIBLE_FRAME
+            && kind <= 9
+            && match kind {
+                // DATA, HEADERS, PRIORITY, RST_STREAM, CONTINUATION: on a client stream.
+                0 | 1 | 2 | 3 | 9 => stream != 0 && stream & 1 == 1,
+                // SETTINGS, PING, GOAWAY: connection-level.
+                4 | 6 | 7 => stream == 0,
+                _ => true,
+            }
+    }
+
+    /// Parses the frames of `n` bytes read or written at `call.buf`.
+    fn cri_frames(call: &CriSyscall, n: u32, tid: u32) -> Result<(), i32> {
+        let fkey = (call.fd << 1) | call.dir;
+        let framing = match CRI_FRAMING.get_ptr_mut(&fkey) {
+            Some(f) => f,
+            None => {
+                CRI_FRAMING.insert(&fkey, &CriFraming::default(), 0)?;
+                CRI_FRAMING.get_ptr_mut(&fkey).ok_or(0i32)?
+            }
+        };
+        let framing = unsafe { &mut *framing };
+        let now = unsafe { bpf_ktime_get_ns() };
+        let mut off: u32;
+        if framing.synced == 1 {
+            if framing.skip >= n {
+                framing.skip -= n;
+                return Ok(());
+            }
+            off = framing.skip;
+        } else {
+            // Looking for a boundary: this read/write must start on one, and its chain of
+            // plausible frames must end exactly at its end.
+            off = 0;
+            let mut ok = false;
+            for _ in 0..MAX_FRAMES_PER_SYSCALL {
+                if off + 9 > n {
+                    break;
+                }
+                let (len, kind, _, stream) = frame_header(call.buf + off as u64)?;
+                if !plausible(len, kind, stream) {
+                    break;
+                }
+                off += 9 + len;
+                if off == n {
+                    ok = true;
+                    break;
+                }
+                if off > n {
+                    break;
+                }
+            }
+            if !ok {
+                return Ok(());
+            }
+            framing.synced = 1;
+            off = 0;
+        }
+        for _ in 0..MAX_FRAMES_PER_SYSCALL {
+            if off >= n {
+                break;
+            }
+            if off + 9 > n {
+                // A frame header cut by the end of this read/write.
+                framing.synced = 0;
+                count(cri_counter::DESYNCS);
+                return Ok(());
+            }
+            let at = call.buf + off as u64;
+            let (len, kind, flags, stream) = frame_header(at)?;
+            count(cri_counter::FRAMES);
+            if stream != 0 {
+                let key = CriStreamKey {
+                    fd: call.fd,
+                    stream,
+                };
+                if call.dir == 1 && kind == FRAME_HEADERS {
+                    // A request starts (a kubelet HEADERS on a stream it has not used yet).
+                    if unsafe { CRI_STREAMS.get(&key).is_none() } {
+                        let _ = start_call(&key, at, len, flags, n - off, now, tid);
+                    }
+                } else if kind == FRAME_RST_STREAM {
+                    let end = if call.dir == 1 {
+                        cri_end::CANCELLED
+                    } else {
+                        cri_end::RESET_BY_RUNTIME
+                    };
+                    end_call(&key, now, end);
+                } else if call.dir == 0
+                    && (kind == FRAME_HEADERS || kind == FRAME_DATA)
+                    && flags & FLAG_END_STREAM != 0
+                {
+                    end_call(&key, now, cri_end::RESPONSE);
+                }
+            }
+            off += 9 + len;
+        }
+        if off > n {
+            framing.skip = off - n;
+        } else if off < n {
+            // More frames than one pass looks at: find a boundary again later.
+            framing.synced = 0;
+            count(cri_counter::DESYNCS);
+        } else {
+            framing.skip = 0;
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn start_call(
+        key: &CriStreamKey,
+        at: u64,
+        len: u32,
+        flags: u8,
+        avail: u32,
+        now: u64,
+        tid: u32,
+    ) -> Result<(), i32> {
+        // The header block fragment starts after the pad length and priority fields.
+        let mut skip = 9u32;
+        if flags & FLAG_PADDED != 0 {
+            skip += 1;
+        }
+        if flags & FLAG_PRIORITY != 0 {
+            skip += 5;
+        }
+        let mut s = CriStream {
+            start_ns: now,
+            tid,
+            hdr_len: 0,
+            hdr: [0; CRI_HDR_BYTES],
+        };
+        let have = core::cmp::min(avail, len + 9);
+        if have > skip {
+            let mut want = have - skip;
+            if want > CRI_HDR_BYTES as u32 {
+                want = CRI_HDR_BYTES as u32;
+            }
+            let want = want & 0x7f;
+            if want > 0 && want <= CRI_HDR_BYTES as u32 {
+                let rc = unsafe {
+                    probe_read_user_raw(
+                        s.hdr.as_mut_ptr() as *mut _,
+                        want,
+                        (at + skip as u64) as *const _,
+                    )
+                };
+                if rc == 0 {
+                    s.hdr_len = want;
+                }
+            }
+        }
+        CRI_STREAMS.insert(key, &s, 0)
+    }
+
+    #[inline(always)]
+    fn end_call(key: &CriStreamKey, now: u64, end: u32) {
+        let Some(s) = (unsafe { CRI_STREAMS.get(key) }) else {
+            count(cri_counter::UNMATCHED);
+            return;
+        };
+        match CRI_CALLS.reserve::<CriCall>(0) {
+            Some(mut e) => {
+                e.write(CriCall {
+                    key: *key,
+                    stream: *s,
+                    end_ns: now,
+                    end,
+                    _pad: 0,
+                });
+                e.submit(0);
+            }
+            None => count(cri_counter::LOST),
+        }
+        let _ = CRI_STREAMS.remove(key);
     }
 
     #[cfg(not(test))]

@@ -9,6 +9,7 @@ pub mod btf;
 pub mod certs;
 pub mod clock;
 pub mod cri;
+pub mod cri_socket;
 pub mod discovery;
 pub mod host;
 pub mod http;

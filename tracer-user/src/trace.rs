@@ -11,10 +11,12 @@ use std::collections::HashMap;
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, StackTraceMap},
+    maps::{Array, HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, FEntry},
 };
-use tracer_ebpf::{BioKey, BioLatency, RunqWait, ThreadTimes, state};
+use tracer_ebpf::{
+    BioKey, BioLatency, CriCall, CriStream, CriStreamKey, RunqWait, ThreadTimes, cri_counter, state,
+};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -36,6 +38,25 @@ const TRACEPOINTS: [&str; 5] = [
 /// blk-throttle), or — where the kernel refuses fentry programs, as on this project's VMs — the
 /// block_bio_queue tracepoint, which sees throttled bios only when a kernel worker re-issues them.
 const SUBMIT_FENTRY: &str = "submit_bio";
+/// Every syscall's entry and exit (raw_syscalls, tp_btf): the kubelet's reads and writes on its
+/// CRI socket. Attached only when a kubelet is traced.
+const SYSCALL_TRACEPOINTS: [&str; 2] = ["sys_enter", "sys_exit"];
+
+/// The kubelet whose CRI calls are traced: its pid and its fds connected to the runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CriTarget {
+    pub kubelet: u32,
+    pub fds: Vec<u32>,
+}
+
+/// The CRI tracer's counters since attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CriCounters {
+    pub frames: u64,
+    pub desyncs: u64,
+    pub lost: u64,
+    pub unmatched: u64,
+}
 const SUBMIT_TRACEPOINT: &str = "block_bio_queue";
 
 /// How the bio submitter is recorded on this kernel.
@@ -230,11 +251,17 @@ pub fn monotonic_ns() -> u64 {
 pub struct Tracer {
     ebpf: Ebpf,
     bio_hook: BioSubmitHook,
+    cri_calls: Option<RingBuf<MapData>>,
 }
 
 impl Tracer {
     /// Resolves kernel offsets from BTF, loads the programs and attaches them.
     pub fn attach() -> Result<Self, TraceError> {
+        Self::attach_with(None)
+    }
+
+    /// [`Tracer::attach`], also tracing the CRI calls of `cri`'s kubelet on its fds.
+    pub fn attach_with(cri: Option<&CriTarget>) -> Result<Self, TraceError> {
         if EBPF_OBJECT.is_empty() {
             return Err(TraceError::NotBuilt);
         }
@@ -252,6 +279,7 @@ impl Tracer {
             .override_global("BIO_SIZE_OFFSET", &o.bio_size, true)
             .override_global("RQ_BIO_OFFSET", &o.rq_bio, true)
             .override_global("BIO_NEXT_OFFSET", &o.bio_next, true)
+            .override_global("KUBELET_TGID", &cri.map(|c| c.kubelet).unwrap_or(0), true)
             .load(EBPF_OBJECT)
             .map_err(TraceError::Load)?;
         for name in TRACEPOINTS {
@@ -267,7 +295,74 @@ impl Tracer {
                 }
             }
         };
-        Ok(Tracer { ebpf, bio_hook })
+        let mut cri_calls = None;
+        if let Some(cri) = cri {
+            {
+                let mut fds: BpfHashMap<_, u32, u32> =
+                    BpfHashMap::try_from(ebpf.map_mut("CRI_FDS").expect("CRI_FDS map in object"))
+                        .map_err(map_err("CRI_FDS"))?;
+                for fd in &cri.fds {
+                    fds.insert(*fd, 1, 0).map_err(map_err("CRI_FDS"))?;
+                }
+            }
+            for name in SYSCALL_TRACEPOINTS {
+                attach_tp_btf(&mut ebpf, name, &aya_btf)?;
+            }
+            let ring = ebpf.take_map("CRI_CALLS").expect("CRI_CALLS map in object");
+            cri_calls = Some(RingBuf::try_from(ring).map_err(map_err("CRI_CALLS"))?);
+        }
+        Ok(Tracer {
+            ebpf,
+            bio_hook,
+            cri_calls,
+        })
+    }
+
+    /// CRI calls finished since the last call (empty when CRI calls are not traced).
+    pub fn cri_calls(&mut self) -> Vec<CriCall> {
+        let Some(ring) = self.cri_calls.as_mut() else {
+            return Vec::new();
+        };
+        let mut calls = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<CriCall>() {
+                #[allow(unsafe_code)]
+                // SAFETY: the kernel wrote a whole CriCall (#[repr(C)], integers and bytes only)
+                // into this record; read_unaligned copes with the ring's 8-byte alignment.
+                calls.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const CriCall) });
+            }
+        }
+        calls
+    }
+
+    /// CRI calls in flight now (started, not finished).
+    pub fn cri_in_flight(&self) -> Result<Vec<(CriStreamKey, CriStream)>, TraceError> {
+        let map: BpfHashMap<_, CriStreamKey, CriStream> = BpfHashMap::try_from(
+            self.ebpf
+                .map("CRI_STREAMS")
+                .expect("CRI_STREAMS map in object"),
+        )
+        .map_err(map_err("CRI_STREAMS"))?;
+        map.iter()
+            .map(|e| e.map_err(map_err("CRI_STREAMS")))
+            .collect()
+    }
+
+    /// The CRI tracer's counters.
+    pub fn cri_counters(&self) -> Result<CriCounters, TraceError> {
+        let a: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map("CRI_COUNTERS")
+                .expect("CRI_COUNTERS map in object"),
+        )
+        .map_err(map_err("CRI_COUNTERS"))?;
+        let get = |i: u32| a.get(&i, 0).unwrap_or(0);
+        Ok(CriCounters {
+            frames: get(cri_counter::FRAMES),
+            desyncs: get(cri_counter::DESYNCS),
+            lost: get(cri_counter::LOST),
+            unmatched: get(cri_counter::UNMATCHED),
+        })
     }
 
     /// How bio submitters are recorded on this kernel.

@@ -329,3 +329,35 @@ impl Drop for ChildGuard {
 pub fn agent_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tracer-user"))
 }
+
+/// `xtask/cri-sim` (a grpc-go CRI server with a known delay, and the kubelet's own CRI client),
+/// built once per test binary with the machine's Go into the target dir.
+pub fn cri_sim() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cri-sim");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/cri-sim");
+            let go = which_go();
+            let status = Command::new(&go)
+                .args(["build", "-trimpath", "-buildvcs=false", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(&src)
+                .env("CGO_ENABLED", "0")
+                .status()
+                .unwrap_or_else(|e| panic!("running {go:?} (Go is installed by setup): {e}"));
+            assert!(status.success(), "go build xtask/cri-sim failed");
+            out
+        })
+        .clone()
+}
+
+fn which_go() -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("go"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/usr/local/go/bin/go"))
+}

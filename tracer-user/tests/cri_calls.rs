@@ -1,0 +1,205 @@
+//! The kubelet's CRI calls traced on its socket, against ground truth: a grpc-go CRI server that
+//! answers ListPodSandbox after a known delay, called by the kubelet's own CRI client library
+//! (`xtask/cri-sim`: grpc-go on both ends, non-blocking reads and writes, one long-lived
+//! connection that exists before the tracer attaches — as the tracer meets a real kubelet).
+//! Needs root and Go; fails if the programs do not load or attach.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{ChildStdout, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use common::{ChildGuard, cri_sim};
+use tracer_ebpf::{CriCall, cri_end};
+use tracer_user::{
+    cri_socket::{connected_fds, unix_sockets},
+    host::HostRoot,
+    trace::{CriTarget, Tracer},
+};
+
+/// The server, listening on `dir/cri.sock`.
+fn serve(dir: &Path, delay: &str) -> (ChildGuard, String) {
+    let sock = dir.join("cri.sock");
+    let mut server = ChildGuard(
+        Command::new(cri_sim())
+            .args(["serve", "-delay", delay, "-listen"])
+            .arg(&sock)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start cri-sim serve"),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    (server, sock.to_str().unwrap().to_string())
+}
+
+/// A client, connected (one Version call made), waiting for "go".
+struct Client {
+    child: ChildGuard,
+    out: BufReader<ChildStdout>,
+}
+
+impl Client {
+    fn connect(sock: &str, calls: u32, timeout: &str) -> Client {
+        let mut child = ChildGuard(
+            Command::new(cri_sim())
+                .args(["call", "-endpoint", &format!("unix://{sock}")])
+                .args(["-calls", &calls.to_string(), "-timeout", timeout])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start cri-sim call"),
+        );
+        let mut out = BufReader::new(child.0.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "connected", "client did not connect");
+        Client { child, out }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Sends "go" and returns the latencies it printed (ns), and how many calls failed.
+    fn run(&mut self) -> (Vec<u64>, usize) {
+        self.child
+            .0
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+        let (mut latencies, mut errors) = (Vec::new(), 0);
+        for line in (&mut self.out).lines() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("latency_ns ") {
+                latencies.push(n.parse().unwrap());
+            } else if line.starts_with("error_after_ns ") {
+                errors += 1;
+            } else if line == "done" {
+                break;
+            }
+        }
+        (latencies, errors)
+    }
+}
+
+fn traced(client: &Client, sock: &str) -> Tracer {
+    let sockets = unix_sockets().expect("sock_diag dump of unix sockets");
+    let fds = connected_fds(&HostRoot::new("/"), client.pid(), sock, &sockets);
+    assert!(
+        !fds.is_empty(),
+        "no fd of the client is connected to {sock}"
+    );
+    Tracer::attach_with(Some(&CriTarget {
+        kubelet: client.pid(),
+        fds,
+    }))
+    .expect("load and attach the tracer")
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+#[test]
+fn each_call_lasts_the_servers_known_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, sock) = serve(dir.path(), "300ms");
+    let mut client = Client::connect(&sock, 5, "10s");
+    // A second client on the same server, not traced: none of its calls may appear.
+    let mut other = Client::connect(&sock, 5, "10s");
+    let mut tracer = traced(&client, &sock);
+
+    let o = thread::spawn(move || other.run());
+    let (latencies, errors) = client.run();
+    let _ = o.join();
+    thread::sleep(Duration::from_millis(100));
+    let calls: Vec<CriCall> = tracer.cri_calls();
+    let counters = tracer.cri_counters().unwrap();
+    eprintln!(
+        "client latencies (ms): {:?}; traced: {:?}; counters {counters:?}",
+        latencies.iter().map(|l| ms(*l)).collect::<Vec<_>>(),
+        calls
+            .iter()
+            .map(|c| (c.key.stream, ms(c.end_ns - c.stream.start_ns), c.end))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(errors, 0);
+    assert_eq!(
+        calls.len(),
+        5,
+        "one traced call per call of the traced client"
+    );
+    let mut streams: Vec<u32> = calls.iter().map(|c| c.key.stream).collect();
+    streams.dedup();
+    assert_eq!(streams.len(), 5, "distinct stream ids");
+    for (c, client_ns) in calls.iter().zip(&latencies) {
+        let d = c.end_ns - c.stream.start_ns;
+        assert_eq!(c.end, cri_end::RESPONSE);
+        assert_eq!(c.key.stream & 1, 1, "client streams are odd");
+        assert!(
+            (0.9..1.1).contains(&(d as f64 / 300e6)),
+            "traced {} ms vs the server's 300 ms delay",
+            ms(d)
+        );
+        assert!(
+            (0.9..1.1).contains(&(d as f64 / *client_ns as f64)),
+            "traced {} ms vs the client's own {} ms",
+            ms(d),
+            ms(*client_ns)
+        );
+        assert!(c.stream.hdr_len > 0, "the request's header block is kept");
+    }
+    assert_eq!(counters.lost, 0);
+    assert!(tracer.cri_in_flight().unwrap().is_empty());
+}
+
+#[test]
+fn a_call_past_its_deadline_is_cancelled_by_the_client_and_in_flight_until_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, sock) = serve(dir.path(), "5s");
+    let mut client = Client::connect(&sock, 1, "1500ms");
+    let mut tracer = traced(&client, &sock);
+    let run = thread::spawn(move || client.run());
+    thread::sleep(Duration::from_millis(700));
+    let in_flight = tracer.cri_in_flight().unwrap();
+    assert_eq!(
+        in_flight.len(),
+        1,
+        "the pending call is in flight: {in_flight:?}"
+    );
+    let (_, errors) = run.join().unwrap();
+    assert_eq!(errors, 1, "the call failed at its deadline");
+    thread::sleep(Duration::from_millis(100));
+    let calls = tracer.cri_calls();
+    eprintln!(
+        "traced: {:?}",
+        calls
+            .iter()
+            .map(|c| (c.key.stream, ms(c.end_ns - c.stream.start_ns), c.end))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(calls.len(), 1);
+    let d = calls[0].end_ns - calls[0].stream.start_ns;
+    assert_eq!(
+        calls[0].end,
+        cri_end::CANCELLED,
+        "the client reset the stream"
+    );
+    assert!(
+        (0.9..1.1).contains(&(d as f64 / 1500e6)),
+        "cancelled after {} ms, deadline 1500 ms",
+        ms(d)
+    );
+    assert!(tracer.cri_in_flight().unwrap().is_empty());
+}
