@@ -809,6 +809,85 @@ pub struct TraceStall {
     pub kernel_stack: Vec<String>,
 }
 
+/// One CRI call of the kubelet seen on its socket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceCriCall {
+    /// The gRPC method (`/runtime.v1.RuntimeService/ListPodSandbox`) when the connection's HPACK
+    /// state allowed decoding it; `None` when it referred to a header sent before tracing began.
+    pub method: Option<String>,
+    pub fd: u32,
+    /// HTTP/2 stream id.
+    pub stream: u32,
+    /// The kubelet thread that wrote the request.
+    pub tid: u32,
+    /// When the kubelet wrote the request (node clock).
+    pub start_unix_ms: i64,
+    /// Until the end, or until the window ended for a call in flight.
+    pub duration_ns: u64,
+    /// `response`, `resetByRuntime`, `cancelled` (the kubelet gave up: its deadline) or
+    /// `inFlight`.
+    pub end: String,
+}
+
+/// Per-method totals of the kubelet's CRI calls finished in the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceCriMethod {
+    /// `None`: calls whose method could not be decoded.
+    pub method: Option<String>,
+    pub calls: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    /// Calls reset by either side (not answered).
+    pub failed: u64,
+}
+
+/// The kubelet's CRI calls as the tracer saw them on the kubelet's socket: HTTP/2 stream ids of
+/// its reads and writes on its connections to the runtime.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceCri {
+    pub traced: bool,
+    /// Why not traced, or what limits what was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub kubelet_pid: u32,
+    /// The kubelet's fds connected to the runtime's socket.
+    pub fds: Vec<u32>,
+    /// Calls finished in the window.
+    pub calls: u64,
+    pub methods: Vec<TraceCriMethod>,
+    /// The longest calls (finished or not), longest first.
+    pub slowest: Vec<TraceCriCall>,
+    /// Calls still unanswered when the window ended, oldest first.
+    pub in_flight: Vec<TraceCriCall>,
+    /// Reads/writes where the HTTP/2 framing was lost and found again.
+    pub desyncs: u64,
+    /// Finished calls whose request was written before tracing began.
+    pub unmatched: u64,
+    /// Finished calls lost because the kernel's ring buffer was full.
+    pub lost: u64,
+}
+
+impl TraceCri {
+    /// Node-clock intervals `[start, end)` (Unix ms) of the calls that took at least
+    /// `threshold_ns`, in-flight ones included.
+    pub fn slow_intervals(&self, threshold_ns: u64) -> Vec<(i64, i64)> {
+        self.slowest
+            .iter()
+            .chain(&self.in_flight)
+            .filter(|c| c.duration_ns >= threshold_ns)
+            .map(|c| {
+                (
+                    c.start_unix_ms,
+                    c.start_unix_ms + (c.duration_ns / 1_000_000) as i64,
+                )
+            })
+            .collect()
+    }
+}
+
 /// Thread-state accounting of the kubelet's and the runtime's threads and the latency of the
 /// block I/O they submit, measured in the kernel by eBPF over the window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -829,6 +908,9 @@ pub struct Trace {
     pub devices: Vec<TraceDevice>,
     /// The longest waits, longest first (each thread's longest run-queue and I/O wait).
     pub stalls: Vec<TraceStall>,
+    /// The kubelet's CRI calls on its socket.
+    #[serde(default)]
+    pub cri: TraceCri,
 }
 
 /// What the kubelet's and runtime's threads were doing while calls were slow.

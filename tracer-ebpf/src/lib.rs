@@ -144,8 +144,10 @@ pub const MAX_THREADS: u32 = 16384;
 /// Maximum number of target processes.
 pub const MAX_TARGETS: u32 = 256;
 
-/// Bytes of a request's HPACK header block kept for user space (the `:path` is near its start).
-pub const CRI_HDR_BYTES: usize = 96;
+/// Bytes of a request's HPACK header block kept for user space: a whole grpc-go request block
+/// even when every field is a literal (user space follows the connection's dynamic table, so it
+/// needs each block whole).
+pub const CRI_HDR_BYTES: usize = 256;
 /// Kubelet CRI socket fds traced at once.
 pub const MAX_CRI_FDS: u32 = 64;
 /// CRI calls in flight tracked at once.
@@ -192,6 +194,9 @@ pub struct CriStream {
     pub tid: u32,
     /// Bytes of `hdr` filled (the start of the request's HPACK header block).
     pub hdr_len: u32,
+    /// Length of the whole header block fragment in the HEADERS frame (> `hdr_len`: truncated).
+    pub hdr_total: u32,
+    pub _pad: u32,
     pub hdr: [u8; CRI_HDR_BYTES],
 }
 

@@ -32,7 +32,13 @@
 
 #[cfg(target_arch = "bpf")]
 mod programs {
-    use aya_ebpf::{helpers::generated::bpf_probe_read_user as probe_read_user_raw, maps::Array};
+    use aya_ebpf::{
+        helpers::generated::{
+            bpf_probe_read_kernel as probe_read_kernel_raw,
+            bpf_probe_read_user as probe_read_user_raw,
+        },
+        maps::Array,
+    };
     use aya_ebpf::{
         helpers::{
             bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
@@ -41,7 +47,10 @@ mod programs {
         maps::{HashMap, StackTrace},
         programs::{BtfTracePointContext, FEntryContext, tracing::StackIdContext},
     };
-    use aya_ebpf::{maps::RingBuf, programs::BtfTracePointContext as RawCtx};
+    use aya_ebpf::{
+        maps::{PerCpuArray, RingBuf},
+        programs::BtfTracePointContext as RawCtx,
+    };
     use tracer_ebpf::{
         BIO_SLOTS, BioKey, BioLatency, BioStart, CRI_HDR_BYTES, CriCall, CriFraming, CriStream,
         CriStreamKey, CriSyscall, MAX_BIO_KEYS, MAX_BIOS, MAX_CRI_FDS, MAX_CRI_STREAMS,
@@ -437,6 +446,9 @@ mod programs {
     /// Finished calls, to user space.
     #[map]
     static CRI_CALLS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+    /// Scratch space for building a [`CriStream`] (too big for the 512-byte BPF stack).
+    #[map]
+    static CRI_SCRATCH: PerCpuArray<CriStream> = PerCpuArray::with_max_entries(1, 0);
     /// See `cri_counter`.
     #[map]
     static CRI_COUNTERS: Array<u64> = Array::with_max_entries(cri_counter::COUNT, 0);
@@ -652,19 +664,19 @@ mod programs {
         if flags & FLAG_PRIORITY != 0 {
             skip += 5;
         }
-        let mut s = CriStream {
-            start_ns: now,
-            tid,
-            hdr_len: 0,
-            hdr: [0; CRI_HDR_BYTES],
-        };
+        let s = CRI_SCRATCH.get_ptr_mut(0).ok_or(0i32)?;
+        let s = unsafe { &mut *s };
+        s.start_ns = now;
+        s.tid = tid;
+        s.hdr_len = 0;
+        s.hdr_total = len.saturating_sub(skip - 9);
         let have = core::cmp::min(avail, len + 9);
         if have > skip {
             let mut want = have - skip;
             if want > CRI_HDR_BYTES as u32 {
                 want = CRI_HDR_BYTES as u32;
             }
-            let want = want & 0x7f;
+            let want = want & 0x1ff;
             if want > 0 && want <= CRI_HDR_BYTES as u32 {
                 let rc = unsafe {
                     probe_read_user_raw(
@@ -678,7 +690,7 @@ mod programs {
                 }
             }
         }
-        CRI_STREAMS.insert(key, &s, 0)
+        CRI_STREAMS.insert(key, s, 0)
     }
 
     #[inline(always)]
@@ -689,13 +701,25 @@ mod programs {
         };
         match CRI_CALLS.reserve::<CriCall>(0) {
             Some(mut e) => {
-                e.write(CriCall {
-                    key: *key,
-                    stream: *s,
-                    end_ns: now,
-                    end,
-                    _pad: 0,
-                });
+                let c = e.as_mut_ptr();
+                unsafe {
+                    (*c).key = *key;
+                    (*c).end_ns = now;
+                    (*c).end = end;
+                    (*c)._pad = 0;
+                    // Map value to ring record, kernel memory to kernel memory: a helper copy
+                    // keeps the 280-byte record off the BPF stack.
+                    let rc = probe_read_kernel_raw(
+                        core::ptr::addr_of_mut!((*c).stream) as *mut _,
+                        core::mem::size_of::<CriStream>() as u32,
+                        s as *const CriStream as *const _,
+                    );
+                    if rc != 0 {
+                        e.discard(0);
+                        count(cri_counter::LOST);
+                        return;
+                    }
+                }
                 e.submit(0);
             }
             None => count(cri_counter::LOST),

@@ -12,6 +12,7 @@ pub mod cri;
 pub mod cri_socket;
 pub mod discovery;
 pub mod host;
+pub mod hpack;
 pub mod http;
 pub mod kmsg;
 pub mod ksyms;

@@ -214,9 +214,11 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
     // The eBPF tracer, when asked for, over the same window.
     let tracer = if cfg.trace {
         let t = targets.clone();
+        let (h, e) = (host.clone(), endpoint.clone());
         Some(
             blocking(fs_limit, move || {
-                TraceSession::start(t).map_err(|e| e.to_string())
+                let cri = cri_target(&h, kubelet_pid, e.as_deref());
+                TraceSession::start_with_cri(t, cri).map_err(|e| e.to_string())
             })
             .await
             .and_then(|r| r),
@@ -475,4 +477,25 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
     ev.runtime_socket = socket;
     ev.finished_at_unix_ms = now_unix_ms();
     ev
+}
+
+/// The kubelet's connections to the runtime, for tracing its CRI calls — or why there are none.
+fn cri_target(
+    host: &HostRoot,
+    kubelet: Option<u32>,
+    endpoint: Option<&str>,
+) -> Result<crate::trace::CriTarget, String> {
+    let kubelet = kubelet.ok_or("no kubelet process found")?;
+    let endpoint = endpoint.ok_or("no runtime endpoint")?;
+    let path = socket_path(endpoint);
+    let sockets = crate::cri_socket::unix_sockets()
+        .map_err(|e| format!("listing unix sockets (sock_diag) failed: {e}"))?;
+    let fds = crate::cri_socket::connected_fds(host, kubelet, path, &sockets);
+    if fds.is_empty() {
+        return Err(format!(
+            "the kubelet (pid {kubelet}) has no connection to {path} (not connected yet, or \
+             another network namespace)"
+        ));
+    }
+    Ok(crate::trace::CriTarget { kubelet, fds })
 }

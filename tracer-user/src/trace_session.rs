@@ -11,13 +11,19 @@ use std::{
 };
 
 use nodehealth_proto::node::{
-    RunQueue, RunQueueProcess, ThreadStateTimes, Trace, TraceDevice, TraceProcess, TraceSecond,
-    TraceStall,
+    RunQueue, RunQueueProcess, ThreadStateTimes, Trace, TraceCri, TraceCriCall, TraceCriMethod,
+    TraceDevice, TraceProcess, TraceSecond, TraceStall,
 };
-use tracer_ebpf::state;
+use tracer_ebpf::{CriCall, CriStream, CriStreamKey, cri_end, state};
 
+use crate::hpack;
 use crate::ksyms::KernelSymbols;
-use crate::trace::{BioSubmitHook, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns};
+use crate::trace::{
+    BioSubmitHook, CriCounters, CriTarget, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns,
+};
+
+/// CRI calls listed as the slowest, and in flight, at most.
+pub const MAX_CRI_CALLS_LISTED: usize = 10;
 
 /// Longest waits kept in the evidence.
 pub const MAX_STALLS: usize = 10;
@@ -113,7 +119,16 @@ impl TraceSession {
     /// Attaches the tracer to `targets` (owner, pid) and starts sampling once a second. The
     /// window starts with the first sample, taken before this returns.
     pub fn start(targets: Vec<(&'static str, u32)>) -> Result<TraceSession, TraceError> {
-        let mut tracer = Tracer::attach()?;
+        Self::start_with_cri(targets, Err("no kubelet given to trace".into()))
+    }
+
+    /// [`TraceSession::start`], also tracing the kubelet's CRI calls on its socket — or saying
+    /// why not (`Err(note)`).
+    pub fn start_with_cri(
+        targets: Vec<(&'static str, u32)>,
+        cri: Result<CriTarget, String>,
+    ) -> Result<TraceSession, TraceError> {
+        let mut tracer = Tracer::attach_with(cri.as_ref().ok())?;
         for (_, pid) in &targets {
             tracer.add_target(*pid)?;
         }
@@ -122,7 +137,7 @@ impl TraceSession {
         let (sampled, last_sample) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("trace-sampler".into())
-            .spawn(move || sample_until_stopped(tracer, targets, first, stopped, sampled))
+            .spawn(move || sample_until_stopped(tracer, targets, cri, first, stopped, sampled))
             .expect("spawn the trace sampler thread");
         Ok(TraceSession {
             stop,
@@ -165,8 +180,9 @@ pub fn unavailable(why: String, window: Duration) -> (RunQueue, Trace) {
 }
 
 fn sample_until_stopped(
-    tracer: Tracer,
+    mut tracer: Tracer,
     targets: Vec<(&'static str, u32)>,
+    cri: Result<CriTarget, String>,
     first: Sample,
     stopped: mpsc::Receiver<()>,
     sampled: mpsc::Sender<()>,
@@ -202,6 +218,7 @@ fn sample_until_stopped(
             t,
         )
     };
+    let mut cri_calls: Vec<CriCall> = Vec::new();
     let mut prev = first.clone();
     let mut prev_at = (Instant::now(), unix_ms());
     let mut tick = Instant::now() + Duration::from_secs(1);
@@ -216,6 +233,7 @@ fn sample_until_stopped(
             Err(e) => return fail(trace, e),
         };
         let at = (Instant::now(), unix_ms());
+        cri_calls.extend(tracer.cri_calls());
         for (owner, pid) in &targets {
             let (times, _) = process_delta(&prev, &now, *pid);
             trace.seconds.push(TraceSecond {
@@ -299,8 +317,121 @@ fn sample_until_stopped(
         }
         Err(e) => trace.error = Some(format!("reading the bio histograms failed: {e}")),
     }
+    trace.cri = match &cri {
+        Ok(target) => {
+            cri_calls.extend(tracer.cri_calls());
+            let now_ns = monotonic_ns();
+            match (tracer.cri_in_flight(), tracer.cri_counters()) {
+                (Ok(in_flight), Ok(counters)) => cri_section(
+                    target,
+                    &cri_calls,
+                    &in_flight,
+                    counters,
+                    |ns| clocks.to_unix_ms(ns),
+                    now_ns,
+                ),
+                (Err(e), _) | (_, Err(e)) => TraceCri {
+                    traced: true,
+                    note: Some(format!("reading the CRI call maps failed: {e}")),
+                    ..Default::default()
+                },
+            }
+        }
+        Err(note) => TraceCri {
+            note: Some(note.clone()),
+            ..Default::default()
+        },
+    };
     drop(tracer);
     (run_queue, trace)
+}
+
+/// The `trace.cri` section from the calls the kernel reported: methods decoded per connection in
+/// the order the requests were written (HPACK state builds up in that order), totals per method,
+/// the slowest calls and those still in flight.
+pub fn cri_section(
+    target: &CriTarget,
+    finished: &[CriCall],
+    in_flight: &[(CriStreamKey, CriStream)],
+    counters: CriCounters,
+    to_unix_ms: impl Fn(u64) -> i64,
+    now_ns: u64,
+) -> TraceCri {
+    let end_name = |e: u32| match e {
+        cri_end::RESPONSE => "response",
+        cri_end::RESET_BY_RUNTIME => "resetByRuntime",
+        cri_end::CANCELLED => "cancelled",
+        _ => "unknown",
+    };
+    // (key, stream, end) for every call, in the order its request was written on its fd.
+    type Seen<'a> = (CriStreamKey, CriStream, Option<(u64, &'a str)>);
+    let mut all: Vec<Seen> = finished
+        .iter()
+        .map(|c| (c.key, c.stream, Some((c.end_ns, end_name(c.end)))))
+        .chain(in_flight.iter().map(|(k, s)| (*k, *s, None)))
+        .collect();
+    all.sort_by_key(|(k, s, _)| (k.fd, s.start_ns, k.stream));
+    let mut connections: HashMap<u32, hpack::Connection> = HashMap::new();
+    let mut calls = Vec::with_capacity(all.len());
+    for (key, stream, end) in &all {
+        let len = (stream.hdr_len as usize).min(stream.hdr.len());
+        let method = connections
+            .entry(key.fd)
+            .or_default()
+            .request_path(&stream.hdr[..len], stream.hdr_total <= stream.hdr_len);
+        let (end_ns, end) = end.unwrap_or((now_ns, "inFlight"));
+        calls.push(TraceCriCall {
+            method,
+            fd: key.fd,
+            stream: key.stream,
+            tid: stream.tid,
+            start_unix_ms: to_unix_ms(stream.start_ns),
+            duration_ns: end_ns.saturating_sub(stream.start_ns),
+            end: end.to_string(),
+        });
+    }
+    let mut methods: Vec<TraceCriMethod> = Vec::new();
+    for c in calls.iter().filter(|c| c.end != "inFlight") {
+        let m = match methods.iter_mut().find(|m| m.method == c.method) {
+            Some(m) => m,
+            None => {
+                methods.push(TraceCriMethod {
+                    method: c.method.clone(),
+                    ..Default::default()
+                });
+                methods.last_mut().expect("just pushed")
+            }
+        };
+        m.calls += 1;
+        m.total_ns += c.duration_ns;
+        m.max_ns = m.max_ns.max(c.duration_ns);
+        m.failed += (c.end != "response") as u64;
+    }
+    methods.sort_by_key(|m| std::cmp::Reverse(m.total_ns));
+    let mut in_flight: Vec<TraceCriCall> = calls
+        .iter()
+        .filter(|c| c.end == "inFlight")
+        .cloned()
+        .collect();
+    in_flight.sort_by_key(|c| c.start_unix_ms);
+    in_flight.truncate(MAX_CRI_CALLS_LISTED);
+    let finished_count = calls.iter().filter(|c| c.end != "inFlight").count() as u64;
+    let mut slowest = calls;
+    slowest.sort_by_key(|c| std::cmp::Reverse(c.duration_ns));
+    slowest.truncate(MAX_CRI_CALLS_LISTED);
+    TraceCri {
+        traced: true,
+        note: None,
+        kubelet_pid: target.kubelet,
+        fds: target.fds.clone(),
+        calls: finished_count,
+        methods,
+        slowest,
+        in_flight,
+        desyncs: counters.desyncs,
+        unmatched: counters.unmatched,
+        lost: counters.lost,
+    }
 }
 
 /// The stack id recorded for each I/O-wait stall.

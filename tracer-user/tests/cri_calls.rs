@@ -20,6 +20,7 @@ use tracer_user::{
     cri_socket::{connected_fds, unix_sockets},
     host::HostRoot,
     trace::{CriTarget, Tracer},
+    trace_session::cri_section,
 };
 
 /// The server, listening on `dir/cri.sock`.
@@ -162,6 +163,25 @@ fn each_call_lasts_the_servers_known_delay() {
     }
     assert_eq!(counters.lost, 0);
     assert!(tracer.cri_in_flight().unwrap().is_empty());
+
+    // The section the agent reports: methods decoded from the requests' HPACK blocks (the
+    // connection's first ListPodSandbox sends its :path literally, the next ones by index).
+    let target = CriTarget {
+        kubelet: client.pid(),
+        fds: vec![calls[0].key.fd],
+    };
+    let section = cri_section(&target, &calls, &[], counters, |ns| ns as i64, 0);
+    eprintln!("methods: {:?}", section.methods);
+    assert_eq!(section.calls, 5);
+    assert_eq!(section.methods.len(), 1, "{:?}", section.methods);
+    assert_eq!(
+        section.methods[0].method.as_deref(),
+        Some("/runtime.v1.RuntimeService/ListPodSandbox")
+    );
+    assert_eq!(section.methods[0].calls, 5);
+    assert!(section.slowest.iter().all(|c| c.end == "response"));
+    assert_eq!(section.slow_intervals(250_000_000).len(), 5);
+    assert!(section.slow_intervals(400_000_000).is_empty());
 }
 
 #[test]
