@@ -51,6 +51,20 @@ pub enum Attribution {
     Unknown,
 }
 
+impl From<&nodehealth_proto::node::Attribution> for Attribution {
+    /// The trace's answer in the verdict's vocabulary (a disk's device goes into the evidence).
+    fn from(a: &nodehealth_proto::node::Attribution) -> Self {
+        use nodehealth_proto::node::Attribution as Node;
+        match a {
+            Node::CpuStarvation => Attribution::CpuStarvation,
+            Node::DiskIowait { .. } => Attribution::DiskIowait,
+            Node::CriSocketStall => Attribution::CriSocketStall,
+            Node::KubeletInternal => Attribution::KubeletInternal,
+            Node::Unknown => Attribution::Unknown,
+        }
+    }
+}
+
 /// How sure the verdict is about a cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -494,6 +508,30 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
             partition.score = partition.score.min(REPORT_SCORE - 1);
         }
     }
+    // --- eBPF attribution: why relists or CRI calls were slow -------------------------------
+    let relists_slow = pleg.score > 0;
+    let attribution = e
+        .node_probe
+        .data()
+        .and_then(|p| crate::checks::node::attribution(&p.evidence, relists_slow))
+        .map(|(a, line)| (Attribution::from(&a), line));
+    if let Some((a, line)) = &attribution {
+        let runtime_hung = s.at_least(node_ids::CRI, Severity::Critical)
+            || runtime_errors.is_some()
+            || ready_msg == ReadyMessage::RuntimeDown;
+        if pleg.score > 0 {
+            pleg.support(10, line.clone());
+            // A runtime that answers, only slowly, is why relists are slow: PLEG is what the
+            // operator meets and the attribution says where the time goes.
+            if !runtime_hung && *a != Attribution::Unknown && runtime.score >= pleg.score {
+                runtime.score = pleg.score.saturating_sub(1);
+            }
+        }
+        if runtime.score > 0 {
+            runtime.support(0, line.clone());
+        }
+    }
+
     if let Some(w) = s.summary(node_ids::POD_NOT_STARTED) {
         for b in [
             &mut pleg,
@@ -531,7 +569,15 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
             evidence,
             fix,
             avoid,
-            attribution: (b.id == CauseId::PlegSlow).then_some(Attribution::Unknown),
+            // Why relists or runtime calls are slow: the trace's answer, or "unknown" without one.
+            attribution: matches!(b.id, CauseId::PlegSlow | CauseId::RuntimeUnresponsive).then(
+                || {
+                    attribution
+                        .as_ref()
+                        .map(|(a, _)| *a)
+                        .unwrap_or(Attribution::Unknown)
+                },
+            ),
         });
     }
     causes.sort_by_key(|c| std::cmp::Reverse(c.score));

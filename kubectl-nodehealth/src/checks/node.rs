@@ -2,7 +2,9 @@
 //! whether the kubelet process exists, whether the runtime answers its socket, the certificate
 //! on disk, the API server as the node reaches it, OOM kills in the kernel log.
 
-use nodehealth_proto::node::{CallOutcome, CriState, KernelEventKind, Liveness, NodeEvidence};
+use nodehealth_proto::node::{
+    Attribution, CallOutcome, CriState, KernelEventKind, Liveness, NodeEvidence,
+};
 
 use super::{Domain, Finding, Severity};
 use crate::evidence::{Evidence, FailureKind, Step};
@@ -33,6 +35,10 @@ pub mod ids {
 const CRI_SLOW_P50_MS: f64 = 1000.0;
 /// Any CRI call above this is slow (ms).
 const CRI_SLOW_MAX_MS: f64 = 3000.0;
+
+/// A CRI call (the agent's own, or the kubelet's seen on its socket) this long is slow for
+/// attribution: above a relist's per-call share of the 1 s relist period.
+pub const CRI_SLOW_CALL_MS: i64 = 1000;
 
 /// OOM kills newer than this (node clock) count as happening now.
 const OOM_RECENT_MS: i64 = 10 * 60 * 1000;
@@ -87,6 +93,65 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
             out
         }
     }
+}
+
+/// Why CRI calls or relists were slow, from the node's eBPF trace: the node-clock intervals of
+/// slow calls — the kubelet's own calls seen on its socket and the agent's timed calls — replayed
+/// over the trace's per-second thread states ([`nodehealth_proto::node::Trace::attribute`]).
+/// `None` when there is no trace or nothing was slow. Pure.
+pub fn attribution(n: &NodeEvidence, relists_slow: bool) -> Option<(Attribution, String)> {
+    let trace = n.trace.as_ref()?;
+    let mut slow = trace
+        .cri
+        .slow_intervals(CRI_SLOW_CALL_MS as u64 * 1_000_000);
+    if let Some(cri) = &n.cri {
+        for s in cri.operations.iter().flat_map(|o| &o.samples) {
+            if s.outcome == CallOutcome::Timeout || s.latency_ms >= CRI_SLOW_CALL_MS as f64 {
+                slow.push((s.at_unix_ms, s.at_unix_ms + s.latency_ms as i64));
+            }
+        }
+    }
+    let a = trace.attribute(&slow, relists_slow)?;
+    // The slowest call the kubelet made, as evidence in the operator's terms.
+    let kubelet_call = trace
+        .cri
+        .slowest
+        .first()
+        .filter(|c| c.duration_ns >= CRI_SLOW_CALL_MS as u64 * 1_000_000)
+        .map(|c| {
+            format!(
+                "the kubelet's slowest CRI call on its socket: {} {:.2} s ({})",
+                c.method.as_deref().unwrap_or("(method not decoded)"),
+                c.duration_ns as f64 / 1e9,
+                c.end
+            )
+        });
+    let why = match &a {
+        Attribution::CpuStarvation => {
+            "the kubelet's and the runtime's threads waited for a CPU (run-queue wait) while calls were slow"
+                .to_string()
+        }
+        Attribution::DiskIowait { device } => format!(
+            "the kubelet's and the runtime's threads waited for block I/O{} while calls were slow",
+            device
+                .as_deref()
+                .map(|d| format!(" (most on device {d})"))
+                .unwrap_or_default()
+        ),
+        Attribution::CriSocketStall => {
+            "CRI calls were slow while the runtime's threads were neither waiting for a CPU nor for I/O: the runtime holds the calls (a lock, a slow list inside it, or a proxy in the path)"
+                .to_string()
+        }
+        Attribution::KubeletInternal => {
+            "relists were slow while the CRI calls were fast and no CPU or I/O wait explains it: the time goes inside the kubelet".to_string()
+        }
+        Attribution::Unknown => "the trace could not explain the slowness".to_string(),
+    };
+    let line = match kubelet_call {
+        Some(k) => format!("eBPF attribution {}: {why}; {k}", a.id()),
+        None => format!("eBPF attribution {}: {why}", a.id()),
+    };
+    Some((a, line))
 }
 
 /// Findings from the agent's evidence (pure).

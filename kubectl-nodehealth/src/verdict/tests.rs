@@ -678,3 +678,111 @@ fn pod_not_started_is_evidence_next_to_the_api_findings() {
     );
     assert_eq!(report.exit_code(), crate::exit::PROBLEMS);
 }
+
+// --- eBPF attribution -------------------------------------------------------------------------
+
+/// Node evidence with a trace: 3 seconds of the runtime's thread states (ms of run-queue and I/O
+/// wait per second) and the kubelet's slowest CRI call on its socket.
+fn traced_node(
+    runq_ms: u64,
+    io_ms: u64,
+    slow_call_ms: u64,
+) -> nodehealth_proto::node::NodeEvidence {
+    use nodehealth_proto::node::{ThreadStateTimes, Trace, TraceCri, TraceCriCall, TraceSecond};
+    let start = 1_700_000_000_000;
+    let seconds = (0..3)
+        .map(|i| TraceSecond {
+            owner: "runtime".into(),
+            pid: 20,
+            start_unix_ms: start + i * 1000,
+            duration_ms: 1000,
+            times: ThreadStateTimes {
+                run_queue_ns: runq_ms * 1_000_000,
+                io_wait_ns: io_ms * 1_000_000,
+                sleep_ns: 900_000_000,
+                on_cpu_ns: 1_000_000,
+            },
+        })
+        .collect();
+    nodehealth_proto::node::NodeEvidence {
+        trace: Some(Trace {
+            attached: true,
+            window_ms: 3000,
+            seconds,
+            cri: TraceCri {
+                traced: true,
+                slowest: vec![TraceCriCall {
+                    method: Some("/runtime.v1.RuntimeService/ListPodSandbox".into()),
+                    start_unix_ms: start + 500,
+                    duration_ns: slow_call_ms * 1_000_000,
+                    end: "response".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn degraded_relists_with_slow_list_calls() -> Evidence {
+    let mut e = healthy_evidence();
+    observe(
+        end(&mut e),
+        "kubelet_pleg_relist_duration_seconds",
+        &[],
+        3.0,
+        20.0,
+    );
+    e
+}
+
+#[test]
+fn slow_calls_while_the_runtime_idles_are_a_socket_stall_behind_slow_relists() {
+    let mut e = degraded_relists_with_slow_list_calls();
+    with_node(&mut e, traced_node(0, 0, 1500));
+    e.layers.push(Layer::Ebpf);
+    let v = verdict(&e);
+    let pleg = top(&v);
+    assert_eq!(pleg.id, CauseId::PlegSlow, "{v:#?}");
+    assert_eq!(pleg.attribution, Some(Attribution::CriSocketStall));
+    assert!(
+        pleg.evidence
+            .iter()
+            .any(|l| l.contains("cri-socket-stall") && l.contains("ListPodSandbox 1.50 s")),
+        "{:#?}",
+        pleg.evidence
+    );
+    assert!(!v.limitations.iter().any(|l| l.contains("no eBPF")));
+}
+
+#[test]
+fn run_queue_wait_while_calls_are_slow_is_cpu_starvation_and_io_wait_is_the_disk() {
+    let mut e = degraded_relists_with_slow_list_calls();
+    with_node(&mut e, traced_node(400, 0, 1500));
+    let v = verdict(&e);
+    assert_eq!(top(&v).attribution, Some(Attribution::CpuStarvation));
+
+    let mut e = degraded_relists_with_slow_list_calls();
+    with_node(&mut e, traced_node(0, 600, 1500));
+    let v = verdict(&e);
+    assert_eq!(top(&v).attribution, Some(Attribution::DiskIowait));
+}
+
+#[test]
+fn slow_relists_with_fast_calls_and_no_waits_are_kubelet_internal() {
+    let mut e = degraded_relists_with_slow_list_calls();
+    with_node(&mut e, traced_node(0, 0, 20));
+    let v = verdict(&e);
+    assert_eq!(top(&v).id, CauseId::PlegSlow);
+    assert_eq!(top(&v).attribution, Some(Attribution::KubeletInternal));
+}
+
+#[test]
+fn without_a_trace_attribution_stays_unknown() {
+    let mut e = degraded_relists_with_slow_list_calls();
+    with_node(&mut e, nodehealth_proto::node::NodeEvidence::default());
+    let v = verdict(&e);
+    assert_eq!(top(&v).attribution, Some(Attribution::Unknown));
+}
