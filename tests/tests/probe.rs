@@ -107,6 +107,19 @@ fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
             .as_array()
             .is_some_and(|p| !p.is_empty())
     );
+    // The kubelet's own CRI calls, traced on its connections to the runtime (it relists every
+    // second, so a 3 s window holds calls).
+    let cri = &node["trace"]["cri"];
+    assert_eq!(cri["traced"], true, "{cri:#}");
+    assert!(
+        cri["fds"].as_array().is_some_and(|f| !f.is_empty()),
+        "{cri:#}"
+    );
+    assert!(cri["calls"].as_u64().unwrap_or(0) >= 2, "{cri:#}");
+    eprintln!(
+        "kubelet CRI calls traced: {} in the window, methods {}",
+        cri["calls"], cri["methods"]
+    );
     let layers = report["verdict"]["layers"].as_array().unwrap();
     assert!(layers.contains(&json!("node-probe")), "{layers:?}");
     assert!(layers.contains(&json!("ebpf")), "{layers:?}");
@@ -454,11 +467,27 @@ fn slow_runtime_list_calls_measured_by_the_agent_point_at_the_runtime() {
     let healer = Healer(&c);
     c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
     thread::sleep(Duration::from_secs(4));
-    let (out, took) = plugin(&c, &["--duration", "5s", "-o", "json"]);
+    let (out, took) = plugin(&c, &["--duration", "5s", "--trace", "-o", "json"]);
     let err = stderr(&out);
     let report = json_report(&out);
     let probe = &report["evidence"]["nodeProbe"];
     assert_eq!(probe["outcome"], "collected", "{probe:#}\n{err}");
+    // The kubelet's list calls, seen on its socket, take the injected 1.5 s.
+    let cri = &probe["data"]["evidence"]["trace"]["cri"];
+    let slowest = cri["slowest"][0]["durationNs"].as_u64().unwrap_or(0) as f64 / 1e9;
+    eprintln!("kubelet's slowest CRI call: {:#}", cri["slowest"][0]);
+    assert!(
+        (1.4..2.5).contains(&slowest),
+        "slowest kubelet CRI call {slowest:.2} s with a 1.5 s list delay: {cri:#}"
+    );
+    // Slow calls while the runtime's threads neither wait for a CPU nor for I/O.
+    let attributed: Vec<&serde_json::Value> = report["verdict"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["attribution"] == "cri-socket-stall")
+        .collect();
+    assert!(!attributed.is_empty(), "{:#}", report["verdict"]);
     let cri = report["findings"]
         .as_array()
         .unwrap()
