@@ -190,7 +190,14 @@ fn a_call_past_its_deadline_is_cancelled_by_the_client_and_in_flight_until_then(
     let (_server, sock) = serve(dir.path(), "5s");
     let mut client = Client::connect(&sock, 1, "1500ms");
     let mut tracer = traced(&client, &sock);
-    let run = thread::spawn(move || client.run());
+    struct Ran {
+        client: Client,
+        result: (Vec<u64>, usize),
+    }
+    let run = thread::spawn(move || {
+        let result = client.run();
+        Ran { client, result }
+    });
     thread::sleep(Duration::from_millis(700));
     let in_flight = tracer.cri_in_flight().unwrap();
     assert_eq!(
@@ -198,9 +205,11 @@ fn a_call_past_its_deadline_is_cancelled_by_the_client_and_in_flight_until_then(
         1,
         "the pending call is in flight: {in_flight:?}"
     );
-    let (_, errors) = run.join().unwrap();
+    let mut client = run.join().unwrap();
+    let (_, errors) = client.result;
     assert_eq!(errors, 1, "the call failed at its deadline");
-    thread::sleep(Duration::from_millis(100));
+    // grpc-go writes the reset asynchronously: wait for the client to exit (it lingers for that).
+    let _ = client.client.child.0.wait();
     let calls = tracer.cri_calls();
     eprintln!(
         "traced: {:?}",
@@ -209,7 +218,13 @@ fn a_call_past_its_deadline_is_cancelled_by_the_client_and_in_flight_until_then(
             .map(|c| (c.key.stream, ms(c.end_ns - c.stream.start_ns), c.end))
             .collect::<Vec<_>>()
     );
-    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls.len(),
+        1,
+        "in flight {:?}, counters {:?}",
+        tracer.cri_in_flight().unwrap().len(),
+        tracer.cri_counters().unwrap()
+    );
     let d = calls[0].end_ns - calls[0].stream.start_ns;
     assert_eq!(
         calls[0].end,
