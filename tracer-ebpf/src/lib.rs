@@ -141,8 +141,16 @@ pub const MAX_BIO_KEYS: u32 = 1024;
 
 /// Maximum number of threads whose run-queue wait is kept at once.
 pub const MAX_THREADS: u32 = 16384;
-/// Maximum number of target processes.
-pub const MAX_TARGETS: u32 = 256;
+/// Maximum number of target processes (the kubelet and the runtime, with room to spare).
+pub const MAX_TARGETS: usize = 8;
+
+/// The target processes, packed from the front; 0 ends the list. One array slot the programs
+/// read without a hash lookup: every context switch on the node asks "is this a target?".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetSet {
+    pub tgids: [u32; MAX_TARGETS],
+}
 
 /// Bytes of a request's HPACK header block kept for user space: a whole grpc-go request block
 /// even when every field is a literal (user space follows the connection's dynamic table, so it
@@ -242,6 +250,7 @@ mod user {
     unsafe impl aya::Pod for super::BioKey {}
     unsafe impl aya::Pod for super::BioLatency {}
     unsafe impl aya::Pod for super::BioStart {}
+    unsafe impl aya::Pod for super::TargetSet {}
     unsafe impl aya::Pod for super::CriStreamKey {}
     unsafe impl aya::Pod for super::CriStream {}
     unsafe impl aya::Pod for super::CriCall {}

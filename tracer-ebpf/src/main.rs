@@ -17,7 +17,8 @@
 //! (bio-based devices) turns it into a log2 latency
 //! histogram per (device, process).
 //!
-//! Only threads of processes in `TARGETS` are recorded: everyone else leaves after one map lookup.
+//! Only threads of processes in `TARGET_SET` are recorded: everyone else leaves after comparing
+//! its tgid with a few values in one array slot (an inlined lookup, no hashing).
 //!
 //! CRI calls of the kubelet (`KUBELET_TGID`, a load-time constant; 0 = not traced): its reads and
 //! writes on the CRI socket fds user space put in `CRI_FDS` (raw `sys_enter`/`sys_exit`: every
@@ -54,7 +55,7 @@ mod programs {
     use tracer_ebpf::{
         BIO_SLOTS, BioKey, BioLatency, BioStart, CRI_HDR_BYTES, CriCall, CriFraming, CriStream,
         CriStreamKey, CriSyscall, MAX_BIO_KEYS, MAX_BIOS, MAX_CRI_FDS, MAX_CRI_STREAMS,
-        MAX_FRAMES_PER_SYSCALL, MAX_STACKS, MAX_TARGETS, MAX_THREADS, NO_STACK, ThreadTimes,
+        MAX_FRAMES_PER_SYSCALL, MAX_STACKS, MAX_THREADS, NO_STACK, TargetSet, ThreadTimes,
         cri_counter, cri_end, state,
     };
 
@@ -82,9 +83,9 @@ mod programs {
     #[unsafe(no_mangle)]
     static BIO_NEXT_OFFSET: u32 = 0;
 
-    /// Target processes (tgid -> role, set by user space).
+    /// Target processes (set by user space).
     #[map]
-    static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+    static TARGET_SET: Array<TargetSet> = Array::with_max_entries(1, 0);
     /// Where each target thread's time went (tid -> totals and current state).
     #[map]
     static THREADS: HashMap<u32, ThreadTimes> = HashMap::with_max_entries(MAX_THREADS, 0);
@@ -112,18 +113,21 @@ mod programs {
     /// tgid of a task, read through the BTF-derived offset.
     #[inline(always)]
     fn task_tgid(task: *const u8) -> Result<u32, i32> {
+        // A direct load: tp_btf arguments are BTF-typed pointers, and the offset is a constant
+        // of the frozen .rodata, so the verifier checks it against task_struct's fields and
+        // the JIT emits a faulting-safe load — no helper call on the path every switch takes.
         let tgid = unsafe {
-            bpf_probe_read_kernel(task.add(global(&TASK_TGID_OFFSET) as usize) as *const i32)?
+            core::ptr::read_volatile(task.add(global(&TASK_TGID_OFFSET) as usize) as *const i32)
         };
         Ok(tgid as u32)
     }
 
-    /// tid of a task, read through the BTF-derived offset. Read only for targets: the common
-    /// (non-target) path pays for one read.
+    /// tid of a task, read through the BTF-derived offset (a direct load, as [`task_tgid`]).
+    /// Read only for targets: the common (non-target) path pays for the tgid alone.
     #[inline(always)]
     fn task_tid(task: *const u8) -> Result<u32, i32> {
         let pid = unsafe {
-            bpf_probe_read_kernel(task.add(global(&TASK_PID_OFFSET) as usize) as *const i32)?
+            core::ptr::read_volatile(task.add(global(&TASK_PID_OFFSET) as usize) as *const i32)
         };
         Ok(pid as u32)
     }
@@ -138,7 +142,18 @@ mod programs {
 
     #[inline(always)]
     fn is_target(tgid: u32) -> bool {
-        unsafe { TARGETS.get(&tgid).is_some() }
+        let Some(set) = TARGET_SET.get(0) else {
+            return false;
+        };
+        for t in set.tgids {
+            if t == 0 {
+                return false;
+            }
+            if t == tgid {
+                return true;
+            }
+        }
+        false
     }
 
     /// Moves thread `tid` of `tgid` to state `to` at `now`, adding the time spent in its previous
@@ -239,12 +254,12 @@ mod programs {
         let prev: *const u8 = ctx.arg(1);
         let next: *const u8 = ctx.arg(2);
         let prev_state: u32 = ctx.arg(3);
-        // The tracepoint runs in prev's context (`current` is still prev): its ids come from a
-        // helper instead of memory reads. The clock is read only when a target is involved.
-        let id = bpf_get_current_pid_tgid();
-        let (tid, tgid) = (id as u32, (id >> 32) as u32);
+        // Both tasks' ids are direct loads through the BTF-typed arguments (cheaper than the
+        // pid/tgid helper). The clock is read only when a target is involved.
+        let tgid = task_tgid(prev)?;
         let mut now = 0;
-        if tid != 0 && is_target(tgid) {
+        if tgid != 0 && is_target(tgid) {
+            let tid = task_tid(prev)?;
             now = unsafe { bpf_ktime_get_ns() };
             let to = if prev_state == TASK_RUNNING {
                 // Preempted while runnable: it waits in the run queue from now on.

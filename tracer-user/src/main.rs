@@ -75,6 +75,13 @@ enum Command {
         /// How long to trace, in seconds.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Also trace the CRI calls of this process (as the kubelet) on its `--cri-fd` fds — the
+        /// raw syscall programs a probe with a kubelet attaches (used by `bench tracer`).
+        #[arg(long)]
+        cri_kubelet: Option<u32>,
+        /// An fd of `--cri-kubelet` connected to the runtime; repeatable.
+        #[arg(long = "cri-fd")]
+        cri_fds: Vec<u32>,
     },
     /// Probe the node once and print the evidence (the fallback when no probe pod can start).
     Probe {
@@ -130,7 +137,18 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Runq { pids, seconds } => runq(&pids, seconds),
+        Command::Runq {
+            pids,
+            seconds,
+            cri_kubelet,
+            cri_fds,
+        } => {
+            let cri = cri_kubelet.map(|kubelet| tracer_user::trace::CriTarget {
+                kubelet,
+                fds: cri_fds,
+            });
+            runq(&pids, seconds, cri)
+        }
         Command::Probe { args, output } => probe_once(&args, output),
         Command::Serve {
             args,
@@ -207,8 +225,12 @@ fn serve(
     std::process::exit(code);
 }
 
-fn runq(pids: &[u32], seconds: u64) -> anyhow::Result<()> {
-    let mut tracer = RunqTracer::attach()?;
+fn runq(
+    pids: &[u32],
+    seconds: u64,
+    cri: Option<tracer_user::trace::CriTarget>,
+) -> anyhow::Result<()> {
+    let mut tracer = RunqTracer::attach_with(cri.as_ref())?;
     for &pid in pids {
         tracer.add_target(pid)?;
     }

@@ -15,7 +15,8 @@ use aya::{
     programs::{BtfTracePoint, FEntry},
 };
 use tracer_ebpf::{
-    BioKey, BioLatency, CriCall, CriStream, CriStreamKey, RunqWait, ThreadTimes, cri_counter, state,
+    BioKey, BioLatency, CriCall, CriStream, CriStreamKey, RunqWait, TargetSet, ThreadTimes,
+    cri_counter, state,
 };
 
 use crate::{
@@ -90,6 +91,9 @@ pub enum TraceError {
         program: &'static str,
         source: aya::programs::ProgramError,
     },
+    /// More target processes than the programs look at.
+    #[error("at most {} target processes can be traced", tracer_ebpf::MAX_TARGETS)]
+    TooManyTargets,
     /// A map operation failed.
     #[error("eBPF map {map}: {source}")]
     Map {
@@ -370,12 +374,24 @@ impl Tracer {
         &self.bio_hook
     }
 
-    /// Starts recording the threads of process `tgid` (and any thread it creates later).
+    /// Starts recording the threads of process `tgid` (and any thread it creates later); at most
+    /// [`tracer_ebpf::MAX_TARGETS`] processes.
     pub fn add_target(&mut self, tgid: u32) -> Result<(), TraceError> {
-        let mut targets: BpfHashMap<_, u32, u32> =
-            BpfHashMap::try_from(self.ebpf.map_mut("TARGETS").expect("TARGETS map in object"))
-                .map_err(map_err("TARGETS"))?;
-        targets.insert(tgid, 1, 0).map_err(map_err("TARGETS"))
+        let mut set: Array<_, TargetSet> = Array::try_from(
+            self.ebpf
+                .map_mut("TARGET_SET")
+                .expect("TARGET_SET map in object"),
+        )
+        .map_err(map_err("TARGET_SET"))?;
+        let mut value = set.get(&0, 0).map_err(map_err("TARGET_SET"))?;
+        if value.tgids.contains(&tgid) {
+            return Ok(());
+        }
+        let Some(slot) = value.tgids.iter_mut().find(|t| **t == 0) else {
+            return Err(TraceError::TooManyTargets);
+        };
+        *slot = tgid;
+        set.set(0, value, 0).map_err(map_err("TARGET_SET"))
     }
 
     /// Every recorded thread's times, the open interval closed now.

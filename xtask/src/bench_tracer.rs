@@ -79,6 +79,78 @@ fn pipe(loops: u32) -> Result<f64> {
 }
 
 /// Per-program (run_time_ns, run_cnt) of the BPF programs a process holds, from its fdinfo.
+/// ns per syscall of a CPU-pinned `dd bs=1` (one read and one write per byte: a syscall-heavy
+/// non-target workload).
+fn dd_ns_per_syscall(bytes: u32) -> Result<f64> {
+    let start = Instant::now();
+    let out = Command::new("taskset")
+        .args(["-c", "1", "dd", "if=/dev/zero", "of=/dev/null", "bs=1"])
+        .arg(format!("count={bytes}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running dd")?;
+    if !out.success() {
+        bail!("dd failed: {out}");
+    }
+    Ok(start.elapsed().as_nanos() as f64 / (2.0 * bytes as f64))
+}
+
+/// The raw syscall programs (attached while a kubelet's CRI calls are traced) on a non-target,
+/// syscall-heavy workload: baseline, the tracer without them, the tracer with them (the kubelet
+/// being an idle process), interleaved.
+fn syscalls(agent: &Path, idle: u32, rounds: usize) -> Result<()> {
+    const BYTES: u32 = 1_000_000;
+    step(format!(
+        "bench tracer: {rounds} interleaved rounds of `dd bs=1 count={BYTES}` on CPU 1: baseline, \
+         tracer without and with the CRI syscall programs"
+    ));
+    let (mut base, mut sched, mut cri) = (Vec::new(), Vec::new(), Vec::new());
+    let idle = idle.to_string();
+    for _ in 0..rounds {
+        base.push(dd_ns_per_syscall(BYTES)?);
+        let t = spawn(Command::new(agent).args(["runq", "--pid", &idle, "--seconds", "3600"]))?;
+        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
+        sched.push(dd_ns_per_syscall(BYTES)?);
+        drop(t);
+        let t = spawn(Command::new(agent).args([
+            "runq",
+            "--pid",
+            &idle,
+            "--seconds",
+            "3600",
+            "--cri-kubelet",
+            &idle,
+        ]))?;
+        wait_programs(t.0.id(), 8, Duration::from_secs(20))?;
+        let s0 = prog_stats(t.0.id());
+        cri.push(dd_ns_per_syscall(BYTES)?);
+        let s1 = prog_stats(t.0.id());
+        for (id, (ns1, cnt1)) in &s1 {
+            let name = prog_name(*id);
+            if name.starts_with("sys_") {
+                let (ns0, cnt0) = s0.get(id).copied().unwrap_or_default();
+                if cnt1 > &cnt0 {
+                    info(format!(
+                        "{name:<16} {:>7.1} ns/event over {} events",
+                        (ns1 - ns0) as f64 / (cnt1 - cnt0) as f64,
+                        cnt1 - cnt0
+                    ));
+                }
+            }
+        }
+        drop(t);
+    }
+    let (b, s, c) = (median(base), median(sched), median(cri));
+    info(format!(
+        "dd bs=1: baseline {b:.0} ns/syscall, tracer {s:.0} (x{:.3}), tracer + CRI syscall programs \
+         {c:.0} (x{:.3})",
+        s / b,
+        c / b
+    ));
+    Ok(())
+}
+
 fn prog_stats(pid: u32) -> BTreeMap<u64, (u64, u64)> {
     let mut out = BTreeMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -220,6 +292,7 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
             per_event * rate / 1e7
         ));
     }
+    syscalls(&agent, idle.0.id(), rounds)?;
     let share = median(cpu_share);
     let (b, o, r) = (median(base), median(ours), median(runqlat));
     info(format!(

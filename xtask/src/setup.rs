@@ -39,6 +39,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("linux-perf", "`perf bench sched pipe` for tracer overhead"),
     (
+        "bpftool",
+        "program names in `bench tracer`'s per-program costs",
+    ),
+    (
         "iproute2",
         "the node's veth link, loop devices and network namespaces",
     ),
