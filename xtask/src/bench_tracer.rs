@@ -151,6 +151,101 @@ fn syscalls(agent: &Path, idle: u32, rounds: usize) -> Result<()> {
     Ok(())
 }
 
+/// A loop device over a sparse file the bench made; detached and removed on drop.
+struct Loop {
+    dev: String,
+    file: PathBuf,
+}
+
+impl Loop {
+    fn new(file: PathBuf, size: u64) -> Result<Loop> {
+        fs::File::create(&file)
+            .and_then(|f| f.set_len(size))
+            .with_context(|| format!("creating {}", file.display()))?;
+        let dev = sh::output(
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&file),
+        )
+        .context("losetup --find --show")?
+        .trim()
+        .to_string();
+        Ok(Loop { dev, file })
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+        let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// µs per 4 KiB O_DIRECT write of a CPU-pinned dd on `dev`.
+fn dd_direct_us(dev: &str, count: u32) -> Result<f64> {
+    let start = Instant::now();
+    let status = Command::new("taskset")
+        .args(["-c", "1", "dd", "if=/dev/zero", "bs=4k", "oflag=direct"])
+        .arg(format!("of={dev}"))
+        .arg(format!("count={count}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running dd")?;
+    if !status.success() {
+        bail!("dd to {dev} failed: {status}");
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / count as f64)
+}
+
+/// A non-target O_DIRECT writer on a loop device the bench creates: baseline, our tracer and
+/// libbpf-tools biolatency, interleaved.
+fn direct_io(agent: &Path, idle: u32, rounds: usize, target_dir: &Path) -> Result<()> {
+    const COUNT: u32 = 20_000;
+    let lo = Loop::new(target_dir.join("bench-direct-io.img"), 256 << 20)?;
+    step(format!(
+        "bench tracer: {rounds} interleaved rounds of `dd bs=4k oflag=direct count={COUNT}` to {} \
+         on CPU 1: baseline, our tracer, libbpf-tools biolatency",
+        lo.dev
+    ));
+    let (mut base, mut ours, mut bio) = (Vec::new(), Vec::new(), Vec::new());
+    let mut costs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let idle = idle.to_string();
+    for _ in 0..rounds {
+        base.push(dd_direct_us(&lo.dev, COUNT)?);
+        let t = spawn(Command::new(agent).args(["runq", "--pid", &idle, "--seconds", "3600"]))?;
+        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
+        let s0 = prog_stats(t.0.id());
+        ours.push(dd_direct_us(&lo.dev, COUNT)?);
+        for (id, (ns1, cnt1)) in prog_stats(t.0.id()) {
+            let (ns0, cnt0) = s0.get(&id).copied().unwrap_or_default();
+            let e = costs.entry(prog_name(id)).or_default();
+            e.0 += ns1 - ns0;
+            e.1 += cnt1 - cnt0;
+        }
+        drop(t);
+        let b = spawn(Command::new("biolatency").args(["1", "1000"]))?;
+        wait_programs(b.0.id(), 2, Duration::from_secs(20))?;
+        bio.push(dd_direct_us(&lo.dev, COUNT)?);
+        drop(b);
+    }
+    for (name, (ns, cnt)) in costs.iter().filter(|(n, _)| n.starts_with("block")) {
+        if *cnt > 0 {
+            info(format!(
+                "{name:<18} {:>7.1} ns/event over {cnt} events",
+                *ns as f64 / *cnt as f64
+            ));
+        }
+    }
+    let (b, o, l) = (median(base), median(ours), median(bio));
+    info(format!(
+        "dd O_DIRECT 4k: baseline {b:.1} µs/write, ours {o:.1} (x{:.3}), biolatency {l:.1} (x{:.3})",
+        o / b,
+        l / b
+    ));
+    Ok(())
+}
+
 fn prog_stats(pid: u32) -> BTreeMap<u64, (u64, u64)> {
     let mut out = BTreeMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -293,6 +388,7 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
         ));
     }
     syscalls(&agent, idle.0.id(), rounds)?;
+    direct_io(&agent, idle.0.id(), rounds, &target_dir)?;
     let share = median(cpu_share);
     let (b, o, r) = (median(base), median(ours), median(runqlat));
     info(format!(
