@@ -151,6 +151,8 @@ pub mod ids {
     pub const CLUSTER_LEASES: &str = "cluster-node-leases";
     /// Warning events.
     pub const EVENTS: &str = "node-events";
+    /// The kubelet started again and again (its "Starting kubelet." events).
+    pub const KUBELET_RESTARTS: &str = "kubelet-restarts";
     /// PLEG relist duration.
     pub const PLEG_DURATION: &str = "pleg-relist-duration";
     /// PLEG relist interval.
@@ -268,6 +270,7 @@ pub fn run_all(e: &Evidence) -> Vec<Finding> {
     findings.extend(lease(e));
     findings.extend(cluster_leases(e));
     findings.extend(events(e));
+    findings.extend(kubelet_restarts(e));
     findings.extend(pleg_duration(e));
     findings.extend(pleg_interval(e));
     findings.extend(pleg_last_seen(e));
@@ -762,6 +765,48 @@ fn reasons_counted(events: &[&crate::evidence::NodeEvent]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Kubelet starts counted from the node's events within this many seconds.
+const RESTARTS_RECENT_SECONDS: f64 = 600.0;
+
+/// The kubelet's own "Starting kubelet." events (reason `Starting`, one per process start): a
+/// kubelet that starts over and over is being killed (OOM) or crashing — the PLEG and readiness
+/// symptoms of a fresh kubelet follow from that.
+pub fn kubelet_restarts(e: &Evidence) -> Vec<Finding> {
+    let Some(events) = e.events.data() else {
+        return vec![];
+    };
+    let starts: i32 = events
+        .iter()
+        .filter(|ev| ev.reason == "Starting" && ev.message.starts_with("Starting kubelet"))
+        .filter(|ev| {
+            ev.last_seen
+                .is_none_or(|t| seconds_since(e, t) <= RESTARTS_RECENT_SECONDS)
+        })
+        .map(|ev| ev.count.max(1))
+        .sum();
+    if starts < 2 {
+        return vec![];
+    }
+    let severity = if starts >= 3 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    vec![
+        Finding::new(
+            ids::KUBELET_RESTARTS,
+            Domain::Kubelet,
+            severity,
+            format!(
+                "the kubelet started {starts} times in the last {} minutes: it is being killed or crashing",
+                RESTARTS_RECENT_SECONDS as u64 / 60
+            ),
+        )
+        .with("node events with reason Starting, \"Starting kubelet.\"")
+        .fix("on the node: `dmesg | grep -i -e oom -e 'killed process'` (OOM kills: raise the kubelet's memory limit or kubeReserved) and `journalctl -u kubelet -b | tail -100` (a crash or a bad flag); fix that before anything else — restarting it again changes nothing"),
+    ]
 }
 
 /// Warning events about the node in the last hour.

@@ -51,6 +51,12 @@ pub struct Cli {
     #[arg(long)]
     pub priority_class: Option<String>,
 
+    /// The node agent's evidence from a standalone run on the node, when no probe pod can start
+    /// (the kubelet is down, frozen or cut off): `tracer-user probe --host-root / -o json >
+    /// node.json` over SSH, then this flag. Judged together with the API side; no probe pod.
+    #[arg(long, value_name = "FILE", conflicts_with = "api_only")]
+    pub node_evidence: Option<PathBuf>,
+
     /// Attach the agent's eBPF run-queue tracer over the window.
     #[arg(long)]
     pub trace: bool,
@@ -148,6 +154,23 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     };
     let evidence = if cli.api_only {
         collect::collect(&target, &options).await?.0
+    } else if let Some(path) = &cli.node_evidence {
+        let node = read_node_evidence(path)?;
+        let mut evidence = collect::collect(&target, &options).await?.0;
+        evidence.layers.push(crate::evidence::Layer::NodeAgent);
+        if node.trace.as_ref().is_some_and(|t| t.attached) {
+            evidence.layers.push(crate::evidence::Layer::Ebpf);
+        }
+        evidence.node_probe = crate::evidence::Step::Collected {
+            data: crate::evidence::NodeProbe {
+                pod: format!("standalone: {}", path.display()),
+                pod_start_seconds: 0.0,
+                partial: false,
+                stream_error: None,
+                evidence: node,
+            },
+        };
+        evidence
     } else {
         with_probe(&cli, &target, &options).await?
     };
@@ -204,6 +227,21 @@ async fn interrupted() {
 }
 
 /// API-side collection and the probe pod side by side; the pod is deleted on every path.
+/// The agent's `probe -o json` output.
+fn read_node_evidence(
+    path: &std::path::Path,
+) -> Result<nodehealth_proto::node::NodeEvidence, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("--node-evidence {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "--node-evidence {}: not the agent's JSON evidence ({e}); produce it on the node with \
+             `tracer-user probe --host-root / -o json > node.json`",
+            path.display()
+        ))
+    })
+}
+
 async fn with_probe(
     cli: &Cli,
     target: &collect::Target,

@@ -24,6 +24,9 @@ pub enum Layer {
     Api,
     /// The privileged probe pod on the node (the agent's node-side evidence).
     NodeProbe,
+    /// The agent run standalone on the node by the operator (`--node-evidence`): the node-side
+    /// evidence when no probe pod can start.
+    NodeAgent,
     /// eBPF attribution in the node agent (not implemented yet).
     Ebpf,
 }
@@ -80,7 +83,7 @@ fn not_probed() -> Step<NodeProbe> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeProbe {
-    /// `namespace/name` of the probe pod.
+    /// `namespace/name` of the probe pod, or `standalone: <file>` for `--node-evidence`.
     pub pod: String,
     /// Seconds from creating the pod to the agent running.
     pub pod_start_seconds: f64,

@@ -403,10 +403,29 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         starved.because(70, s.summary(ids::HEALTHZ).unwrap_or_default());
     }
     if let Some(w) = s.summary(ids::KUBELET_SLOW) {
-        starved.because(55, w);
+        starved.because(55, w.clone());
+        // A kubelet that cannot reach the API server cannot authorize the API server's requests
+        // either (webhook authorization asks the API server), so it holds them unanswered: from
+        // the API side, cut off and stuck look alike.
+        if not_reporting && !cert_signal {
+            partition.because(
+                55,
+                format!("{w}, while it does not report: a kubelet cut off from the API server hangs the API server's requests too (it cannot authorize them)"),
+            );
+            starved.support(
+                0,
+                "from the API side a stuck kubelet and one cut off from the API server look alike; the node side separates them: `tracer-user probe --host-root /` (or --node-evidence)",
+            );
+        }
     }
     if let Some(w) = s.summary(ids::KUBELET_MEMORY) {
         starved.because(40, w);
+    }
+    // A kubelet that keeps starting over: its fresh-start symptoms (PLEG "has yet to be
+    // successful", not ready, metrics gone) follow from the restarts.
+    let restart_loop = s.at_least(ids::KUBELET_RESTARTS, Severity::Critical);
+    if let Some(w) = s.summary(ids::KUBELET_RESTARTS) {
+        starved.because(if restart_loop { 90 } else { 50 }, w);
     }
     if let Some(w) = s.summary(ids::KUBELET_GOROUTINES) {
         starved.because(40, w);
@@ -543,6 +562,20 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         ] {
             if b.score > 0 {
                 b.support(10, w.clone());
+            }
+        }
+    }
+
+    // A restart loop explains a PLEG that "has yet to be successful" and a runtime the fresh
+    // kubelet has not reached yet: the loop is the cause.
+    if restart_loop {
+        for b in [&mut pleg, &mut runtime] {
+            if b.score >= starved.score {
+                b.score = starved.score.saturating_sub(1);
+                b.support(
+                    0,
+                    "the kubelet keeps restarting: a kubelet minutes or seconds old has not relisted or reached its runtime yet",
+                );
             }
         }
     }

@@ -300,6 +300,61 @@ pub fn oom_kills_of(comm: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `kubectl nodehealth <node> --kubeconfig <admin> <args>` (the built plugin) to the end.
+pub fn run_plugin(c: &Cluster, args: &[&str]) -> (std::process::Output, Duration) {
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    assert!(
+        bin.exists(),
+        "{bin:?} missing: `cargo build -p kubectl-nodehealth`"
+    );
+    let start = Instant::now();
+    let out = Command::new(bin)
+        .arg(&c.node)
+        .arg("--kubeconfig")
+        .arg(c.admin_kubeconfig())
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kubectl-nodehealth");
+    (out, start.elapsed())
+}
+
+/// The node agent run standalone on the node, as an operator would over SSH when no probe pod
+/// can start: `tracer-user probe --host-root / <args> -o json`; its evidence.
+pub fn run_agent_standalone(args: &[&str]) -> Value {
+    let bin = workspace_root().join("target/debug/tracer-user");
+    assert!(
+        bin.exists(),
+        "{bin:?} missing: `cargo build -p tracer-user`"
+    );
+    let out = Command::new(bin)
+        .args(["probe", "--host-root", "/"])
+        .args(args)
+        .args(["-o", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tracer-user probe");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tracer-user probe printed no JSON ({e}); exit {:?}, stderr {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The plugin's JSON report; panics with both streams when it is not JSON.
+pub fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

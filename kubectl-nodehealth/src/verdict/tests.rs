@@ -786,3 +786,126 @@ fn without_a_trace_attribution_stays_unknown() {
     let v = verdict(&e);
     assert_eq!(top(&v).attribution, Some(Attribution::Unknown));
 }
+
+// --- restart loop --------------------------------------------------------------------------
+
+fn kubelet_started(e: &mut Evidence, times: i32) {
+    let Step::Collected { data } = &mut e.events else {
+        panic!("events collected in the fixture");
+    };
+    for _ in 0..times {
+        data.push(crate::evidence::NodeEvent {
+            type_: "Normal".into(),
+            reason: "Starting".into(),
+            message: "Starting kubelet.".into(),
+            count: 1,
+            last_seen: Some(now()),
+            source: Some("kubelet".into()),
+        });
+    }
+}
+
+#[test]
+fn a_kubelet_restarting_over_and_over_is_starved_not_pleg() {
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "PLEG is not healthy: pleg has yet to be successful",
+    );
+    kubelet_started(&mut e, 5);
+    let v = verdict(&e);
+    assert_eq!(top(&v).id, CauseId::KubeletStarved, "{v:#?}");
+    assert!(
+        top(&v)
+            .evidence
+            .iter()
+            .any(|l| l.contains("started 5 times")),
+        "{:#?}",
+        top(&v).evidence
+    );
+    let pleg = has(&v, CauseId::PlegSlow).expect("PLEG still listed");
+    assert!(pleg.score < top(&v).score);
+    // One start is a restart, not a loop.
+    let mut e = healthy_evidence();
+    kubelet_started(&mut e, 1);
+    assert_eq!(top(&verdict(&e)).id, CauseId::Healthy);
+}
+
+// --- a kubelet that does not answer and does not report ----------------------------------------
+
+fn silent_kubelet(e: &mut Evidence) {
+    node_unknown(e);
+    for step in [&mut e.metrics_start, &mut e.metrics_end] {
+        *step = failed(
+            FailureKind::Timeout,
+            "GET /api/v1/nodes/node-a/proxy/metrics",
+            None,
+            "no answer within 10s",
+        );
+    }
+    e.healthz = failed(
+        FailureKind::Timeout,
+        "GET /api/v1/nodes/node-a/proxy/healthz?verbose",
+        None,
+        "no answer within 10s",
+    );
+}
+
+#[test]
+fn a_silent_kubelet_that_does_not_report_is_stuck_or_cut_off_and_the_node_side_decides() {
+    let mut e = healthy_evidence();
+    silent_kubelet(&mut e);
+    let v = verdict(&e);
+    let (starved, partition) = (
+        has(&v, CauseId::KubeletStarved).expect("stuck kubelet on the table"),
+        has(&v, CauseId::ApiPartition).expect("partition on the table"),
+    );
+    assert!(starved.score >= partition.score);
+    assert!(
+        starved
+            .evidence
+            .iter()
+            .any(|l| l.contains("the node side separates them")),
+        "{:#?}",
+        starved.evidence
+    );
+
+    // The node cannot reach the API server (agent evidence): a partition.
+    let mut cut = e.clone();
+    with_node(
+        &mut cut,
+        nodehealth_proto::node::NodeEvidence {
+            processes: Some(nodehealth_proto::node::Processes {
+                kubelet: Some(kubelet_process(nodehealth_proto::node::Liveness::Sleeping)),
+                ..Default::default()
+            }),
+            api_server: Some(nodehealth_proto::node::ApiServerProbe {
+                server: Some("https://api.example.test:6443".into()),
+                tcp_error: Some("connection timed out".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let v = verdict(&cut);
+    assert_eq!(top(&v).id, CauseId::ApiPartition, "{v:#?}");
+    assert!(top(&v).avoid.contains("do NOT restart the kubelet"));
+
+    // The kubelet is frozen (agent evidence): stuck, not cut off.
+    let mut frozen = e.clone();
+    let mut k = kubelet_process(nodehealth_proto::node::Liveness::Sleeping);
+    k.cgroup_frozen = Some(true);
+    with_node(
+        &mut frozen,
+        nodehealth_proto::node::NodeEvidence {
+            processes: Some(nodehealth_proto::node::Processes {
+                kubelet: Some(k),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    assert_eq!(top(&verdict(&frozen)).id, CauseId::KubeletStarved);
+}

@@ -1,0 +1,265 @@
+//! The fault-scenario suite: every failure domain the harness can inject, met the way an operator
+//! meets it — the fault is already there when the tool runs. For each: apply the fault, wait until
+//! its symptom shows from the API side, run `kubectl nodehealth <node> -o json` and assert the top
+//! cause and its key evidence (and which layers supplied it); where the probe pod cannot start, run
+//! the agent standalone on the node (`tracer-user probe --host-root /`, the operator's SSH
+//! fallback) and assert what it sees; heal and check that the node recovers.
+//!
+//! Where the probe pod cannot start, the plugin is run a second time with the agent's output
+//! (`--node-evidence`): the API side and the node side together name the cause. Each run prints
+//! one `SCENARIO` line (fault, layers, top cause, confidence, attribution, exit code, time): the
+//! README's scenario table is made of them.
+
+use std::time::Duration;
+
+use nodehealth_e2e::{Cluster, Healer, json_of, run_agent_standalone, run_plugin, wait_until};
+use serde_json::Value;
+
+/// The plugin's report on the node as it is now.
+struct Diagnosis {
+    report: Value,
+    exit: Option<i32>,
+    took: Duration,
+}
+
+impl Diagnosis {
+    /// The plugin as an operator runs it first: API side and the probe pod (given 10 s).
+    fn run(c: &Cluster, duration: &str) -> Diagnosis {
+        let (out, took) = run_plugin(
+            c,
+            &["--duration", duration, "--pod-timeout", "10s", "-o", "json"],
+        );
+        Diagnosis {
+            report: json_of(&out),
+            exit: out.status.code(),
+            took,
+        }
+    }
+
+    /// The operator's second step when no pod started: the agent on the node (as over SSH),
+    /// its evidence handed to the plugin.
+    fn with_agent(c: &Cluster, duration: &str) -> (Diagnosis, Value) {
+        let agent = run_agent_standalone(&["--duration", duration]);
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), agent.to_string()).expect("write the agent's evidence");
+        let path = file.path().to_str().unwrap().to_string();
+        let (out, took) = run_plugin(
+            c,
+            &[
+                "--duration",
+                duration,
+                "--node-evidence",
+                &path,
+                "-o",
+                "json",
+            ],
+        );
+        (
+            Diagnosis {
+                report: json_of(&out),
+                exit: out.status.code(),
+                took,
+            },
+            agent,
+        )
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.causes().iter().any(|c| c["id"] == id)
+    }
+
+    fn causes(&self) -> &Vec<Value> {
+        self.report["verdict"]["causes"]
+            .as_array()
+            .expect("verdict.causes")
+    }
+
+    fn top(&self) -> &Value {
+        self.causes().first().expect("a cause")
+    }
+
+    fn top_id(&self) -> &str {
+        self.top()["id"].as_str().unwrap_or("")
+    }
+
+    fn layers(&self) -> Vec<String> {
+        self.report["verdict"]["layers"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn evidence(&self) -> String {
+        self.top()["evidence"].to_string()
+    }
+
+    /// Asserts the top cause, printing the whole verdict when it is another.
+    fn expect_top(&self, id: &str) {
+        assert_eq!(
+            self.top_id(),
+            id,
+            "top cause; verdict {:#}",
+            self.report["verdict"]
+        );
+        assert_eq!(self.exit, Some(1), "exit code with a problem found");
+    }
+
+    fn print(&self, fault: &str) {
+        eprintln!(
+            "SCENARIO {fault} | {} | {} ({}) | attribution {} | exit {:?} | {:.1} s",
+            self.layers().join("+"),
+            self.top_id(),
+            self.top()["confidence"].as_str().unwrap_or("?"),
+            self.top()["attribution"],
+            self.exit,
+            self.took.as_secs_f64()
+        );
+    }
+}
+
+fn healed_and_ready(c: &Cluster, healer: Healer<'_>) {
+    drop(healer);
+    c.wait_ready("True", Duration::from_secs(120));
+}
+
+#[test]
+fn api_partition_is_a_partition_and_says_not_to_restart_the_kubelet() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "api-partition"]);
+    c.wait_ready("Unknown", Duration::from_secs(90));
+    // API side: the kubelet neither reports nor answers — stuck or cut off, both on the table.
+    let d = Diagnosis::run(&c, "3s");
+    d.print("api-partition");
+    assert!(d.has("api-partition"), "{:#}", d.report["verdict"]);
+    // With the node side: the node cannot reach the API server.
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("api-partition");
+    let api = &agent["apiServer"];
+    assert!(api["healthz"]["status"].is_null(), "{api:#}");
+    d.expect_top("api-partition");
+    assert!(
+        d.top()["avoid"]
+            .as_str()
+            .unwrap_or("")
+            .contains("do NOT restart the kubelet"),
+        "{:#}",
+        d.top()
+    );
+    healed_and_ready(&c, healer);
+}
+
+#[test]
+fn kubelet_stopped_is_kubelet_down_and_the_agent_finds_no_kubelet() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "kubelet-stopped"]);
+    c.wait_ready("Unknown", Duration::from_secs(90));
+    let d = Diagnosis::run(&c, "3s");
+    d.print("kubelet-stopped");
+    assert!(d.has("kubelet-down"), "{:#}", d.report["verdict"]);
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("kubelet-stopped");
+    assert!(
+        agent["processes"]["kubelet"].is_null(),
+        "{:#}",
+        agent["processes"]
+    );
+    d.expect_top("kubelet-down");
+    healed_and_ready(&c, healer);
+}
+
+#[test]
+fn kubelet_frozen_is_a_kubelet_that_does_not_answer() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "kubelet-frozen"]);
+    c.wait_ready("Unknown", Duration::from_secs(90));
+    let d = Diagnosis::run(&c, "3s");
+    d.print("kubelet-frozen");
+    assert!(d.has("kubelet-starved"), "{:#}", d.report["verdict"]);
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("kubelet-frozen");
+    let kubelet = &agent["processes"]["kubelet"];
+    assert_eq!(kubelet["cgroupFrozen"], true, "{kubelet:#}");
+    // Alive but stuck: the vocabulary's kubelet-starved ("alive but starved or stuck"), with the
+    // agent's "in a frozen cgroup" as its evidence.
+    d.expect_top("kubelet-starved");
+    assert!(d.evidence().contains("frozen"), "{}", d.evidence());
+    healed_and_ready(&c, healer);
+}
+
+#[test]
+fn kubelet_memory_limited_is_a_starved_kubelet_killed_by_the_oom_killer() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let before = c.restarts("kubelet");
+    let healer = Healer(&c);
+    c.xtask(&["fault", "kubelet-memory-limited"]);
+    wait_until(
+        "the kubelet restarted twice",
+        Duration::from_secs(60),
+        || (c.restarts("kubelet") >= before + 2).then_some(()),
+    );
+    let d = Diagnosis::run(&c, "3s");
+    d.print("kubelet-memory-limited");
+    d.expect_top("kubelet-starved");
+    assert!(d.evidence().contains("started"), "{}", d.evidence());
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("kubelet-memory-limited");
+    let ooms = agent["kernelLog"]["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["kind"] == "oomKill" && e["subject"] == "kubelet")
+                .count()
+        })
+        .unwrap_or(0);
+    eprintln!("agent: kubelet OOM kills in the kernel log: {ooms}");
+    assert!(ooms >= 1, "{:#}", agent["kernelLog"]);
+    d.expect_top("kubelet-starved");
+    assert!(d.evidence().contains("OOM"), "{}", d.evidence());
+    healed_and_ready(&c, healer);
+}
+
+#[test]
+fn expired_client_certificate_is_the_certificate() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "cert-expired-static", "--expires-in", "20s"]);
+    c.wait_ready("Unknown", Duration::from_secs(120));
+    let d = Diagnosis::run(&c, "3s");
+    d.print("cert-expired-static");
+    d.expect_top("certificate");
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("cert-expired-static");
+    let leaf = &agent["certificates"]["client"]["certificates"][0];
+    assert_eq!(leaf["expired"], true, "{:#}", agent["certificates"]);
+    d.expect_top("certificate");
+    healed_and_ready(&c, healer);
+}
+
+#[test]
+fn frozen_runtime_is_the_runtime_and_the_agent_times_out_its_calls() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "runtime-frozen"]);
+    c.wait_ready("False", Duration::from_secs(120));
+    let d = Diagnosis::run(&c, "3s");
+    d.print("runtime-frozen");
+    d.expect_top("runtime-unresponsive");
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("runtime-frozen");
+    assert_eq!(agent["cri"]["state"], "hung", "{:#}", agent["cri"]);
+    d.expect_top("runtime-unresponsive");
+    healed_and_ready(&c, healer);
+}
