@@ -768,11 +768,14 @@ fn reasons_counted(events: &[&crate::evidence::NodeEvent]) -> String {
 }
 
 /// Kubelet starts counted from the node's events within this many seconds.
-const RESTARTS_RECENT_SECONDS: f64 = 600.0;
+const RESTARTS_RECENT_SECONDS: f64 = 180.0;
+/// Starts within that time that make a restart loop.
+const RESTART_LOOP_STARTS: i32 = 4;
 
 /// The kubelet's own "Starting kubelet." events (reason `Starting`, one per process start): a
 /// kubelet that starts over and over is being killed (OOM) or crashing — the PLEG and readiness
-/// symptoms of a fresh kubelet follow from that.
+/// symptoms of a fresh kubelet follow from that. On a Ready, heartbeating node recent restarts
+/// are history (someone restarted it), not a cause.
 pub fn kubelet_restarts(e: &Evidence) -> Vec<Finding> {
     let Some(events) = e.events.data() else {
         return vec![];
@@ -789,7 +792,14 @@ pub fn kubelet_restarts(e: &Evidence) -> Vec<Finding> {
     if starts < 2 {
         return vec![];
     }
-    let severity = if starts >= 3 {
+    let ready = e
+        .node
+        .data()
+        .and_then(|n| n.condition("Ready"))
+        .is_some_and(|c| c.status == "True");
+    let severity = if ready {
+        Severity::Info
+    } else if starts >= RESTART_LOOP_STARTS {
         Severity::Critical
     } else {
         Severity::Warning
@@ -800,8 +810,13 @@ pub fn kubelet_restarts(e: &Evidence) -> Vec<Finding> {
             Domain::Kubelet,
             severity,
             format!(
-                "the kubelet started {starts} times in the last {} minutes: it is being killed or crashing",
-                RESTARTS_RECENT_SECONDS as u64 / 60
+                "the kubelet started {starts} times in the last {} minutes{}",
+                RESTARTS_RECENT_SECONDS as u64 / 60,
+                if ready {
+                    " (it is Ready now)"
+                } else {
+                    ": it is being killed or crashing"
+                }
             ),
         )
         .with("node events with reason Starting, \"Starting kubelet.\"")

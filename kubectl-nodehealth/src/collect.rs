@@ -87,6 +87,10 @@ pub async fn connect(options: &KubeOptions) -> Result<Target, Error> {
     };
     config.connect_timeout = Some(options.timeout.min(Duration::from_secs(10)));
     config.read_timeout = Some(options.timeout);
+    // kube retries 5xx answers with backoff by default. For a diagnosis the first answer is the
+    // evidence: the node proxy's 503 "dial tcp ...: connection refused" (a kubelet that is not
+    // running) retried until our timeout reads as a kubelet that does not answer.
+    config.default_retry = false;
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|source| Error::Client {
         server: server.clone(),

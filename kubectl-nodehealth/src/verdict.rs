@@ -424,7 +424,9 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     // A kubelet that keeps starting over: its fresh-start symptoms (PLEG "has yet to be
     // successful", not ready, metrics gone) follow from the restarts.
     let restart_loop = s.at_least(ids::KUBELET_RESTARTS, Severity::Critical);
-    if let Some(w) = s.summary(ids::KUBELET_RESTARTS) {
+    if s.at_least(ids::KUBELET_RESTARTS, Severity::Warning)
+        && let Some(w) = s.summary(ids::KUBELET_RESTARTS)
+    {
         starved.because(if restart_loop { 90 } else { 50 }, w);
     }
     if let Some(w) = s.summary(ids::KUBELET_GOROUTINES) {
@@ -493,8 +495,12 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     if let Some(w) = s.summary(node_ids::KUBELET_UNRESPONSIVE) {
         starved.because(80, w);
     }
-    if let Some(w) = s.summary(node_ids::OOM) {
-        starved.because(75, w);
+    if s.at_least(node_ids::OOM, Severity::Critical) {
+        starved.because(75, s.summary(node_ids::OOM).unwrap_or_default());
+    } else if let Some(w) = s.summary(node_ids::OOM)
+        && starved.score > 0
+    {
+        starved.support(5, w);
     }
     if let Some(w) = s.summary(node_ids::CRI) {
         let critical = s.at_least(node_ids::CRI, Severity::Critical);

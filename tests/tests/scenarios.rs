@@ -8,7 +8,8 @@
 //! Where the probe pod cannot start, the plugin is run a second time with the agent's output
 //! (`--node-evidence`): the API side and the node side together name the cause. Each run prints
 //! one `SCENARIO` line (fault, layers, top cause, confidence, attribution, exit code, time): the
-//! README's scenario table is made of them.
+//! README's scenario table is made of them. The OOM restart loop runs last (tests run in name
+//! order): its burst of "Starting kubelet." events stays in the API for minutes.
 
 use std::time::Duration;
 
@@ -197,7 +198,7 @@ fn kubelet_frozen_is_a_kubelet_that_does_not_answer() {
 }
 
 #[test]
-fn kubelet_memory_limited_is_a_starved_kubelet_killed_by_the_oom_killer() {
+fn oom_killed_kubelet_in_a_restart_loop_is_a_starved_kubelet() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
     let before = c.restarts("kubelet");
@@ -211,7 +212,13 @@ fn kubelet_memory_limited_is_a_starved_kubelet_killed_by_the_oom_killer() {
     let d = Diagnosis::run(&c, "3s");
     d.print("kubelet-memory-limited");
     d.expect_top("kubelet-starved");
-    assert!(d.evidence().contains("started"), "{}", d.evidence());
+    // The restart events (while it is not Ready) or, when the probe pod got in between two
+    // kills, the OOM kills the agent read in the kernel log.
+    assert!(
+        d.evidence().contains("started") || d.evidence().contains("OOM"),
+        "{}",
+        d.evidence()
+    );
     let (d, agent) = Diagnosis::with_agent(&c, "3s");
     d.print("kubelet-memory-limited");
     let ooms = agent["kernelLog"]["events"]

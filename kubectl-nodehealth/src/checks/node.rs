@@ -42,6 +42,8 @@ pub const CRI_SLOW_CALL_MS: i64 = 1000;
 
 /// OOM kills newer than this (node clock) count as happening now.
 const OOM_RECENT_MS: i64 = 10 * 60 * 1000;
+/// A process up this long after its last OOM kill is not in a kill loop.
+const OOM_STEADY_SECONDS: f64 = 120.0;
 
 const STANDALONE: &str = "run the agent on the node over SSH for the node-side half: tracer-user probe --host-root / \
      --duration 10s -o json";
@@ -310,10 +312,20 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
     if let Some(api) = &n.api_server
         && api.skipped.is_none()
     {
+        let answered = api.healthz.as_ref().is_some_and(|h| h.status.is_some());
         let problem = api
             .tcp_error
             .as_ref()
             .map(|e| format!("TCP: {e}"))
+            // A handshake that never completes (a path that accepts and then drops) is no
+            // answer either; a certificate the agent could not verify still got one (its
+            // unverified retry reaches healthz).
+            .or_else(|| {
+                api.tls_error
+                    .as_ref()
+                    .filter(|_| !answered)
+                    .map(|e| format!("TLS: {e}"))
+            })
             .or_else(|| {
                 api.healthz
                     .as_ref()
@@ -352,7 +364,26 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
             .count();
         if let Some(latest) = kills.iter().max_by_key(|e| e.at_unix_ms) {
             let ago_min = (now - latest.at_unix_ms) / 60_000;
-            let (severity, summary) = if recent > 0 {
+            // Killed, then running steadily for minutes since: the kills are history, not
+            // what is wrong now (someone gave it memory, or the pressure passed).
+            let subject = latest.subject.as_deref().unwrap_or("kubelet");
+            let process = n.processes.as_ref().and_then(|p| match subject {
+                "runtime" => p.runtime.as_ref(),
+                _ => p.kubelet.as_ref(),
+            });
+            let steady_since = process
+                .filter(|p| p.liveness != Liveness::Gone && p.uptime_seconds >= OOM_STEADY_SECONDS)
+                .map(|p| p.uptime_seconds);
+            let (severity, summary) = if let Some(up) = steady_since.filter(|_| recent > 0) {
+                (
+                    Severity::Warning,
+                    format!(
+                        "the kernel OOM-killed the {subject} {recent} time(s) in the last 10 min, \
+                         but it has run {:.0} min since: not looping now",
+                        up / 60.0
+                    ),
+                )
+            } else if recent > 0 {
                 (
                     Severity::Critical,
                     format!(

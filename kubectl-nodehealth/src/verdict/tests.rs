@@ -827,10 +827,14 @@ fn a_kubelet_restarting_over_and_over_is_starved_not_pleg() {
     );
     let pleg = has(&v, CauseId::PlegSlow).expect("PLEG still listed");
     assert!(pleg.score < top(&v).score);
-    // One start is a restart, not a loop.
-    let mut e = healthy_evidence();
-    kubelet_started(&mut e, 1);
-    assert_eq!(top(&verdict(&e)).id, CauseId::Healthy);
+    // One start is a restart, not a loop; restarts of a kubelet that is Ready again are history.
+    for starts in [1, 5] {
+        let mut e = healthy_evidence();
+        kubelet_started(&mut e, starts);
+        let v = verdict(&e);
+        assert_eq!(top(&v).id, CauseId::Healthy, "{starts} starts: {v:#?}");
+        assert_eq!(crate::diagnose(e).exit_code(), crate::exit::HEALTHY);
+    }
 }
 
 // --- a kubelet that does not answer and does not report ----------------------------------------
