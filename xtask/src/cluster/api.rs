@@ -83,6 +83,63 @@ pub fn node_ready(l: &Layout, node: &str) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// The node's Ready condition: its status and `lastHeartbeatTime` (RFC 3339, UTC), None if the
+/// node or the condition is absent.
+pub fn ready_heartbeat(l: &Layout, node: &str) -> Result<Option<(String, String)>> {
+    let Some(n) = get_json(l, &format!("/api/v1/nodes/{node}"))? else {
+        return Ok(None);
+    };
+    Ok(n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("lastHeartbeatTime"))
+        }))
+}
+
+/// `kubelet_pleg_relist_duration_seconds` (sum, count) from the kubelet's metrics, fetched
+/// through the API server's node proxy.
+pub fn relist_histogram(l: &Layout, node: &str) -> Result<(f64, f64)> {
+    let path = format!("/api/v1/nodes/{node}/proxy/metrics");
+    let (code, body) = request(l, "GET", &path, None)?;
+    if code != 200 {
+        bail!("GET {path}: HTTP {code}");
+    }
+    histogram_sum_count(&body, "kubelet_pleg_relist_duration_seconds")
+        .with_context(|| format!("no kubelet_pleg_relist_duration_seconds in {path}"))
+}
+
+/// An unlabelled histogram's `_sum` and `_count` in Prometheus text.
+fn histogram_sum_count(text: &str, name: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        let series = format!("{name}_{suffix}");
+        text.lines().find_map(|l| {
+            let (s, v) = l.rsplit_once(' ')?;
+            (s == series || s == format!("{series}{{}}"))
+                .then(|| v.parse::<f64>().ok())
+                .flatten()
+        })
+    };
+    Some((value("sum")?, value("count")?))
+}
+
+/// Now as the API server writes times ("2026-11-24T10:00:00Z"): strings in this form compare in
+/// time order, also against the API server's fractional seconds ("...:00.123456Z" sorts before
+/// "...:00Z" and after "...:59Z" of the second before).
+pub fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// The node lease's renewTime.
 pub fn lease_renew_time(l: &Layout, node: &str) -> Result<Option<String>> {
     Ok(get_json(
@@ -140,4 +197,31 @@ pub fn bootstrap_rbac(l: &Layout) -> Result<()> {
         }),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relist_histogram_is_read_from_prometheus_text() {
+        let text = "# TYPE kubelet_pleg_relist_duration_seconds histogram\n\
+            kubelet_pleg_relist_duration_seconds_bucket{le=\"+Inf\"} 7\n\
+            kubelet_pleg_relist_duration_seconds_sum 3.5\n\
+            kubelet_pleg_relist_duration_seconds_count 7\n\
+            kubelet_pleg_relist_interval_seconds_sum 9\n";
+        assert_eq!(
+            histogram_sum_count(text, "kubelet_pleg_relist_duration_seconds"),
+            Some((3.5, 7.0))
+        );
+        assert_eq!(histogram_sum_count(text, "absent"), None);
+    }
+
+    #[test]
+    fn api_times_compare_in_time_order() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "2026-11-24T10:00:00Z".len());
+        assert!("2026-11-24T10:00:00.123456Z" < "2026-11-24T10:00:00Z");
+        assert!("2026-11-24T10:00:01.000001Z" > "2026-11-24T10:00:00Z");
+    }
 }
