@@ -4,6 +4,7 @@
 use std::{
     io::Write,
     process::{Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -124,20 +125,32 @@ fn histogram_sum_count(text: &str, name: &str) -> Option<(f64, f64)> {
     Some((value("sum")?, value("count")?))
 }
 
-/// Now as the API server writes times ("2026-11-24T10:00:00Z"): strings in this form compare in
-/// time order, also against the API server's fractional seconds ("...:00.123456Z" sorts before
-/// "...:00Z" and after "...:59Z" of the second before).
-pub fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
+/// The start of the next whole second, as the API server writes times ("2026-11-24T10:00:01Z"),
+/// once it has begun: every time the API server records from then on (second precision, as in
+/// condition heartbeats, or finer, as in lease renewals) is `at_or_after` it, and nothing recorded
+/// before the call is.
+pub fn next_second() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let next = now.replace_nanosecond(0).expect("0 ns is valid") + time::Duration::SECOND;
+    if let Ok(wait) = Duration::try_from(next - now) {
+        std::thread::sleep(wait);
+    }
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
+        next.year(),
+        u8::from(next.month()),
+        next.day(),
+        next.hour(),
+        next.minute(),
+        next.second()
     )
+}
+
+/// Whether the API server time `t` ("...T10:00:01Z" or "...T10:00:01.123456Z", UTC) is in or
+/// after the whole second `second` (from `next_second`).
+pub fn at_or_after(t: &str, second: &str) -> bool {
+    // "YYYY-MM-DDTHH:MM:SS" compares in time order as text.
+    t.get(..19).is_some_and(|t| Some(t) >= second.get(..19))
 }
 
 /// The node lease's renewTime.
@@ -218,10 +231,16 @@ mod tests {
     }
 
     #[test]
-    fn api_times_compare_in_time_order() {
-        let now = now_rfc3339();
-        assert_eq!(now.len(), "2026-11-24T10:00:00Z".len());
-        assert!("2026-11-24T10:00:00.123456Z" < "2026-11-24T10:00:00Z");
-        assert!("2026-11-24T10:00:01.000001Z" > "2026-11-24T10:00:00Z");
+    fn api_times_compare_by_the_second() {
+        let second = "2026-11-24T10:00:01Z";
+        assert!(at_or_after("2026-11-24T10:00:01Z", second));
+        assert!(at_or_after("2026-11-24T10:00:01.000001Z", second));
+        assert!(at_or_after("2026-11-24T10:01:00Z", second));
+        assert!(!at_or_after("2026-11-24T10:00:00.999999Z", second));
+        assert!(!at_or_after("", second));
+        let before = time::OffsetDateTime::now_utc().unix_timestamp();
+        let next = next_second();
+        assert_eq!(next.len(), second.len());
+        assert!(time::OffsetDateTime::now_utc().unix_timestamp() > before);
     }
 }

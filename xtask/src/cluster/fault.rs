@@ -420,7 +420,7 @@ fn kubelet_frozen() -> bool {
 /// supervisor with the command line it runs with, as `systemctl restart kubelet` would. Pods keep
 /// running (their containers belong to containerd, which is not restarted) and the new kubelet
 /// takes over the node's lease. Returns when the kubelet was restarted: the time as the API
-/// server writes it (the new kubelet's heartbeats come after it) and as an instant.
+/// server writes it (a whole second that began after the old kubelet exited) and as an instant.
 fn move_kubelet(l: &Layout, socket: &Path) -> Result<Option<(String, Instant)>> {
     if kubelet_frozen() {
         bail!("the kubelet is frozen (kubelet-frozen): it cannot be restarted onto {socket:?}");
@@ -435,7 +435,8 @@ fn move_kubelet(l: &Layout, socket: &Path) -> Result<Option<(String, Instant)>> 
     let started = Instant::now();
     let argv = super::launched_argv(l, "kubelet")?;
     stop_component(l, "kubelet")?;
-    let since = api::now_rfc3339();
+    // Everything the API server records from the next second on comes from the new kubelet.
+    let since = api::next_second();
     launch(l, "kubelet", &argv)?;
     info(format!(
         "kubelet restarted with containerRuntimeEndpoint {}",
@@ -444,9 +445,11 @@ fn move_kubelet(l: &Layout, socket: &Path) -> Result<Option<(String, Instant)>> 
     Ok(Some((since, started)))
 }
 
-/// Waits until the kubelet restarted at `since` (API server time) has renewed the node's lease
-/// and posted Ready=True itself (a heartbeat after `since`: the old kubelet's True does not count,
-/// and a new kubelet posts NotReady until its first relist).
+/// Waits until the kubelet started in whole second `since` (API server time, after the old one
+/// had exited) has renewed the node's lease and posted Ready=True itself: a heartbeat in or after
+/// `since`, so the old kubelet's True does not count. A restarted kubelet always posts its status
+/// once at start (then only on change or every nodeStatusReportFrequency, 5 min), NotReady if its
+/// first relist has not happened yet.
 fn wait_for_the_restarted_kubelet(l: &Layout, since: &str) -> Result<()> {
     let node = node_name();
     super::wait_for(
@@ -454,9 +457,10 @@ fn wait_for_the_restarted_kubelet(l: &Layout, since: &str) -> Result<()> {
         Duration::from_secs(120),
         || {
             super::check_alive(l, "kubelet")?;
-            let renewed = api::lease_renew_time(l, &node)?.is_some_and(|t| t.as_str() > since);
+            let renewed =
+                api::lease_renew_time(l, &node)?.is_some_and(|t| api::at_or_after(&t, since));
             let ready = api::ready_heartbeat(l, &node)?
-                .is_some_and(|(status, beat)| status == "True" && beat.as_str() > since);
+                .is_some_and(|(status, beat)| status == "True" && api::at_or_after(&beat, since));
             Ok(renewed && ready)
         },
     )
