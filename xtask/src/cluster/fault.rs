@@ -357,8 +357,9 @@ pub fn undo_on_down(l: &Layout) -> Vec<String> {
 // --- runtime-slow-list: the kubelet's runtime endpoint --------------------------------------
 
 const ENDPOINT_KEY: &str = "containerRuntimeEndpoint:";
-/// Beyond this delay the fault does not wait for a slow relist: two held calls would outlast the
-/// fast profile's runtimeRequestTimeout (30 s) and the relist fails instead of completing.
+/// Beyond this delay the fault does not wait for a slow relist: a relist then takes over 20 s
+/// (two held calls), and a delay near runtimeRequestTimeout (30 s in the fast profile) makes each
+/// held call time out instead of completing.
 const LONGEST_MEASURED_DELAY: Duration = Duration::from_secs(10);
 
 /// The `containerRuntimeEndpoint` of a KubeletConfiguration the harness wrote.
