@@ -278,6 +278,205 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// containerd's CRI socket (what the kubelet uses unless runtime-slow-list is applied).
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.dir.join("containerd/containerd.sock")
+    }
+
+    /// The harness's CRI proxy's socket (the kubelet's only while runtime-slow-list is applied).
+    pub fn criproxy_socket(&self) -> PathBuf {
+        self.dir.join("containerd/criproxy.sock")
+    }
+
+    /// The node lease's renewTime.
+    pub fn lease_renew_time(&self) -> String {
+        self.get_json(&format!(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}",
+            self.node
+        ))["spec"]["renewTime"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The pid the harness's supervisor recorded for a component, when that process exists.
+    pub fn component_pid(&self, component: &str) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.dir.join(format!("run/{component}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// The `containerRuntimeEndpoint` of the configuration file the running kubelet was started
+    /// with (its `--config` flag, read from /proc).
+    pub fn kubelet_runtime_endpoint(&self) -> String {
+        let pid = self.component_pid("kubelet").expect("the kubelet runs");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("kubelet cmdline");
+        let config = cmdline
+            .split(|b| *b == 0)
+            .find_map(|a| a.strip_prefix(b"--config="))
+            .map(|c| PathBuf::from(String::from_utf8_lossy(c).into_owned()))
+            .expect("the kubelet has --config");
+        std::fs::read_to_string(&config)
+            .unwrap_or_else(|e| panic!("{config:?}: {e}"))
+            .lines()
+            .find_map(|l| l.strip_prefix("containerRuntimeEndpoint:"))
+            .map(|e| e.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The unix socket paths the running kubelet is connected to, each with the processes holding
+    /// the other end: where its CRI calls really go.
+    pub fn kubelet_unix_peers(&self) -> Vec<(String, Vec<(String, u32)>)> {
+        let pid = self.component_pid("kubelet").expect("the kubelet runs");
+        unix_peers_of(pid)
+    }
+}
+
+impl Cluster {
+    /// The process the kubelet's CRI calls reach: asserts that the running kubelet's configured
+    /// endpoint is `socket`, that it is connected to `socket`, that the other end is held by the
+    /// harness's `component` process, and that it has no connection to `not` (the other socket).
+    /// Returns that process's pid.
+    pub fn assert_kubelet_talks_to(&self, component: &str, socket: &Path, not: &Path) -> u32 {
+        let pid = self
+            .component_pid(component)
+            .unwrap_or_else(|| panic!("{component} is not running"));
+        assert_eq!(
+            self.kubelet_runtime_endpoint(),
+            format!("unix://{}", socket.display()),
+            "the kubelet's containerRuntimeEndpoint"
+        );
+        // The kubelet dials its runtime lazily after a restart: give it a few seconds.
+        let (socket_s, not_s) = (socket.to_string_lossy(), not.to_string_lossy());
+        let peers = wait_until(
+            &format!("the kubelet connected to {component}"),
+            Duration::from_secs(15),
+            || {
+                let peers = self.kubelet_unix_peers();
+                peers
+                    .iter()
+                    .any(|(p, h)| *p == socket_s && h.iter().any(|(_, hp)| *hp == pid))
+                    .then_some(peers)
+            },
+        );
+        assert!(
+            !peers.iter().any(|(p, _)| *p == not_s),
+            "the kubelet is also connected to {not_s}: {peers:?}"
+        );
+        pid
+    }
+
+    /// Asserts that the kubelet talks to containerd directly (the harness's default) and that no
+    /// CRI proxy runs; returns containerd's pid.
+    pub fn assert_kubelet_on_containerd(&self) -> u32 {
+        let pid = self.assert_kubelet_talks_to(
+            "containerd",
+            &self.containerd_socket(),
+            &self.criproxy_socket(),
+        );
+        assert_eq!(
+            self.component_pid("criproxy"),
+            None,
+            "a CRI proxy runs without the runtime-slow-list fault"
+        );
+        assert_eq!(
+            socket_listeners(&self.containerd_socket()),
+            vec![("containerd".to_string(), pid)],
+            "the listener on containerd's socket"
+        );
+        pid
+    }
+}
+
+/// A unix stream socket as `ss -xap` shows it. ss asks the kernel (sock_diag), independently of
+/// how the node agent reads /proc/net/unix and /proc/<pid>/fd.
+#[derive(Debug, Clone)]
+pub struct UnixSocket {
+    pub state: String,
+    /// The bound path ("*" for none): a server's accepted sockets carry the listener's path.
+    pub path: String,
+    pub inode: u64,
+    pub peer_inode: u64,
+    /// (comm, pid) of each process holding it.
+    pub holders: Vec<(String, u32)>,
+}
+
+/// Every unix stream socket on the machine, with its holders.
+pub fn unix_sockets() -> Vec<UnixSocket> {
+    let out = Command::new("ss")
+        .args(["-xapn"])
+        .output()
+        .expect("running ss (iproute2)");
+    parse_ss(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses `ss -xapn` output (header line first; unix stream sockets only).
+pub fn parse_ss(text: &str) -> Vec<UnixSocket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.first() != Some(&"u_str") || f.len() < 8 {
+                return None;
+            }
+            let holders = f[8..]
+                .join(" ")
+                .split("((")
+                .flat_map(|s| s.split("),("))
+                .filter_map(|entry| {
+                    let comm = entry.split('"').nth(1)?.to_string();
+                    let pid = entry
+                        .split("pid=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse()
+                        .ok()?;
+                    Some((comm, pid))
+                })
+                .collect();
+            Some(UnixSocket {
+                state: f[1].to_string(),
+                path: f[4].to_string(),
+                inode: f[5].parse().ok()?,
+                peer_inode: f[7].parse().ok()?,
+                holders,
+            })
+        })
+        .collect()
+}
+
+/// The processes listening on the unix socket `path`: (comm, pid).
+pub fn socket_listeners(path: &Path) -> Vec<(String, u32)> {
+    let path = path.to_string_lossy();
+    unix_sockets()
+        .into_iter()
+        .filter(|s| s.state == "LISTEN" && s.path == path)
+        .flat_map(|s| s.holders)
+        .collect()
+}
+
+/// The bound unix socket paths process `pid` is connected to, each with the holders of the
+/// other end (the server side of an accepted connection carries the listener's path).
+pub fn unix_peers_of(pid: u32) -> Vec<(String, Vec<(String, u32)>)> {
+    let sockets = unix_sockets();
+    let mut peers: Vec<(String, Vec<(String, u32)>)> = sockets
+        .iter()
+        .filter(|s| s.state == "ESTAB" && s.holders.iter().any(|(_, p)| *p == pid))
+        .filter_map(|mine| {
+            let other = sockets.iter().find(|o| o.inode == mine.peer_inode)?;
+            (other.path != "*").then(|| (other.path.clone(), other.holders.clone()))
+        })
+        .collect();
+    peers.sort();
+    peers.dedup();
+    peers
+}
+
 /// Polls `check` every second until it returns Some, or panics with `what` after `timeout`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -380,5 +579,24 @@ mod tests {
             (12.0, 3.0)
         );
         assert_eq!(window((1.0, 2.0), (7.0, 5.0)), (3.0, 2.0));
+    }
+
+    #[test]
+    fn ss_lines_give_paths_inodes_and_holders() {
+        let text = "Netid State  Recv-Q Send-Q Local Address:Port Peer Address:PortProcess\n\
+            u_str LISTEN 0 4096 /c/containerd.sock 200 * 0 users:((\"containerd\",pid=10,fd=7))\n\
+            u_str ESTAB 0 0 /c/containerd.sock 201 * 300 users:((\"containerd\",pid=10,fd=9),(\"x\",pid=11,fd=3))\n\
+            u_str ESTAB 0 0 * 300 * 201 users:((\"kubelet\",pid=20,fd=12))\n\
+            u_dgr UNCONN 0 0 /run/log 5 * 0\n\
+            u_str ESTAB 0 0 * 7 * 8\n";
+        let s = parse_ss(text);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].state, "LISTEN");
+        assert_eq!(s[0].path, "/c/containerd.sock");
+        assert_eq!(s[0].holders, vec![("containerd".to_string(), 10)]);
+        assert_eq!(s[1].holders.len(), 2);
+        assert_eq!(s[1].holders[1], ("x".to_string(), 11));
+        assert_eq!((s[2].inode, s[2].peer_inode), (300, 201));
+        assert!(s[3].holders.is_empty());
     }
 }

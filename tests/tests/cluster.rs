@@ -123,8 +123,19 @@ fn host_network_pod_runs_to_completion() {
 fn runtime_frozen_makes_ready_false_and_heals() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
+    // The process the kubelet's CRI calls reach is containerd itself (no proxy in between), so
+    // freezing containerd's cgroup hangs the kubelet's runtime calls.
+    let containerd = c.assert_kubelet_on_containerd();
     let healer = Healer(&c);
     c.xtask(&["fault", "runtime-frozen"]);
+    let cgroup = std::fs::read_to_string(format!("/proc/{containerd}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_string()))
+        .expect("containerd's freezer cgroup");
+    let state =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{cgroup}/freezer.state")).unwrap();
+    assert_eq!(state.trim(), "FROZEN", "containerd's cgroup {cgroup}");
     // The kubelet's runtime status check blocks for runtimeRequestTimeout (30 s in the fast
     // settings) before it reports the runtime down; allow the node-status period on top.
     let took = c.wait_ready("False", Duration::from_secs(120));

@@ -2,9 +2,15 @@
 //! the fault's real symptom — in the kubelet's own metrics, the kernel log, the API server's
 //! answers — heals, and checks that the node recovers. Numbers are printed for the record.
 
-use std::{fs, thread, time::Duration};
+use std::{
+    fs, thread,
+    time::{Duration, Instant},
+};
 
-use nodehealth_e2e::{Cluster, Healer, histogram_sum_count, oom_kills_of, wait_until, window};
+use nodehealth_e2e::{
+    Cluster, Healer, histogram_sum_count, oom_kills_of, socket_listeners, wait_until, window,
+};
+use serde_json::json;
 
 const RUNTIME_OPS: &str = "kubelet_runtime_operations_duration_seconds";
 
@@ -19,31 +25,120 @@ fn settled(c: &Cluster) {
     thread::sleep(Duration::from_secs(2));
 }
 
+/// A long-running hostNetwork pod; returns its container id once it runs.
+fn sleeping_pod(c: &Cluster, name: &str) -> String {
+    let path = format!("/api/v1/namespaces/default/pods/{name}");
+    let _ = c.request("DELETE", &format!("{path}?gracePeriodSeconds=0"), None);
+    wait_until("the old pod gone", Duration::from_secs(60), || {
+        (c.request("GET", &path, None).0 == 404).then_some(())
+    });
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": c.node, "hostNetwork": true, "restartPolicy": "Always",
+            "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "sleep", "image": "nodehealth.local/busybox:1.35",
+                "imagePullPolicy": "Never", "command": ["/bin/busybox", "sleep", "3600"],
+            }],
+        },
+    });
+    wait_until("the pod admitted", Duration::from_secs(30), || {
+        let (code, _) = c.request("POST", "/api/v1/namespaces/default/pods", Some(&pod));
+        (code == 201).then_some(())
+    });
+    let (id, restarts) = running_container(c, name, Duration::from_secs(60));
+    assert_eq!(restarts, 0);
+    id
+}
+
+/// Waits until the pod's container runs; returns its id and restart count.
+fn running_container(c: &Cluster, name: &str, timeout: Duration) -> (String, u64) {
+    wait_until(&format!("pod {name} running"), timeout, || {
+        let p = c.get_json(&format!("/api/v1/namespaces/default/pods/{name}"));
+        let s = &p["status"]["containerStatuses"][0];
+        (p["status"]["phase"] == "Running" && s["state"]["running"].is_object()).then(|| {
+            (
+                s["containerID"].as_str().unwrap_or("").to_string(),
+                s["restartCount"].as_u64().unwrap_or(0),
+            )
+        })
+    })
+}
+
 #[test]
-fn runtime_slow_list_delays_every_relist() {
+fn runtime_slow_list_puts_the_proxy_in_the_path_delays_every_relist_and_heal_removes_it() {
     let c = Cluster::get();
     settled(&c);
+    // By default the kubelet talks to containerd itself: the runtime the agent must find.
+    let containerd = c.assert_kubelet_on_containerd();
+    let survivor = "e2e-slow-list-survivor";
+    let container = sleeping_pod(&c, survivor);
     let healer = Healer(&c);
+    let applied = Instant::now();
     c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
-    // A relist calls ListPodSandbox and ListContainers, each held 1.5 s: ~3 s per relist. Let
-    // the relist that was in flight when the delay started finish before the window opens.
-    thread::sleep(Duration::from_secs(4));
+    let apply_took = applied.elapsed();
+    let proxy = c.assert_kubelet_talks_to("criproxy", &c.criproxy_socket(), &c.containerd_socket());
+    assert_eq!(
+        socket_listeners(&c.criproxy_socket()),
+        vec![("xtask".to_string(), proxy)],
+        "the proxy listens on the kubelet's runtime socket"
+    );
+    assert_eq!(
+        c.component_pid("containerd"),
+        Some(containerd),
+        "containerd was not restarted"
+    );
+    // The fault returns once a relist showed both held calls: every relist from here on is slow.
+    // A relist calls ListPodSandbox and ListContainers, each held 1.5 s: ~3 s per relist.
     let before = c.relist_histogram();
     thread::sleep(Duration::from_secs(20));
     let (count, mean) = window(before, c.relist_histogram());
-    eprintln!("runtime-slow-list 1.5 s: {count} relists in 20 s, mean {mean:.2} s");
+    eprintln!(
+        "runtime-slow-list 1.5 s: applied in {:.1} s (kubelet restarted onto the proxy); \
+         {count} relists in 20 s, mean {mean:.2} s",
+        apply_took.as_secs_f64()
+    );
     assert!(count >= 2.0, "only {count} relists in 20 s");
     assert!(
         mean >= 2.5,
         "relists took {mean:.2} s on average with 1.5 s per list call"
     );
+    let healing = Instant::now();
     drop(healer);
-    thread::sleep(Duration::from_secs(4));
+    let heal_took = healing.elapsed();
+    assert_eq!(c.assert_kubelet_on_containerd(), containerd);
+    assert!(
+        !c.criproxy_socket().exists(),
+        "heal left the proxy's socket"
+    );
+    let lease = c.lease_renew_time();
     let before = c.relist_histogram();
     thread::sleep(Duration::from_secs(10));
     let (count, mean) = window(before, c.relist_histogram());
-    eprintln!("after heal: {count} relists in 10 s, mean {mean:.3} s");
+    eprintln!(
+        "heal: kubelet back on containerd and Ready in {:.1} s; {count} relists in 10 s, \
+         mean {mean:.3} s",
+        heal_took.as_secs_f64()
+    );
     assert!(mean < 0.5, "relists still take {mean:.2} s after heal");
+    // The kubelet renews every 10 s (a quarter of leaseDurationSeconds 40).
+    wait_until(
+        "the lease renewed after heal",
+        Duration::from_secs(15),
+        || (c.lease_renew_time() != lease).then_some(()),
+    );
+    // Two kubelet restarts later the pod is the same: same container, never restarted.
+    let (after, restarts) = running_container(&c, survivor, Duration::from_secs(10));
+    assert_eq!(after, container, "the pod's container was replaced");
+    assert_eq!(restarts, 0, "the pod's container restarted");
+    let (code, body) = c.request(
+        "DELETE",
+        &format!("/api/v1/namespaces/default/pods/{survivor}?gracePeriodSeconds=0"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
 }
 
 #[test]

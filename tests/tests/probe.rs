@@ -4,6 +4,7 @@
 //! kubelet did not start — within the bound, no hang.
 
 use std::{
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
@@ -100,6 +101,7 @@ fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
     );
     assert!(node["cri"]["state"].is_string(), "{node:#}");
     assert!(node["certificates"].is_object(), "{node:#}");
+    assert_runtime_is(&c, node, "containerd", c.containerd_socket());
     // The trace summary: the eBPF run-queue tracer attached to the kubelet and the runtime.
     assert_eq!(node["runQueue"]["attached"], true, "{:#}", node["runQueue"]);
     assert!(
@@ -142,6 +144,82 @@ fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
     );
     assert!(took < Duration::from_secs(60), "took {took:?}");
     assert_no_probe_pod(&c);
+}
+
+/// Asserts that the agent named the harness's `component` process as the runtime: the listener on
+/// the kubelet's runtime socket `socket`, the same process the kubelet is connected to (ss).
+fn assert_runtime_is(c: &Cluster, node: &Value, component: &str, socket: PathBuf) {
+    let other = if component == "containerd" {
+        c.criproxy_socket()
+    } else {
+        c.containerd_socket()
+    };
+    let pid = c.assert_kubelet_talks_to(component, &socket, &other);
+    let runtime = &node["processes"]["runtime"];
+    assert_eq!(
+        runtime["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "the agent's runtime is not {component} (pid {pid}): {runtime:#}"
+    );
+    assert_eq!(runtime["identifiedBy"], "socketListener", "{runtime:#}");
+    let sock = &node["runtimeSocket"];
+    assert_eq!(sock["path"], socket.to_string_lossy().as_ref(), "{sock:#}");
+    let listeners: Vec<u64> = sock["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["pid"].as_u64())
+        .collect();
+    assert_eq!(listeners, vec![u64::from(pid)], "{sock:#}");
+    let proxy_note = node["processes"]["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| {
+            n.as_str()
+                .is_some_and(|n| n.contains("a CRI proxy or shim"))
+        });
+    assert_eq!(
+        proxy_note,
+        component != "containerd",
+        "the agent's note on a listener that is not a known runtime: {:#}",
+        node["processes"]
+    );
+}
+
+/// The agent run standalone on the node, as an operator would over SSH.
+#[test]
+fn standalone_agent_names_containerd_as_the_runtime_of_a_healthy_node() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let bin = workspace_root().join("target/debug/tracer-user");
+    assert!(
+        bin.exists(),
+        "{bin:?} missing: `cargo build -p tracer-user`"
+    );
+    let out = Command::new(bin)
+        .args([
+            "probe",
+            "--host-root",
+            "/",
+            "--duration",
+            "2s",
+            "-o",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tracer-user probe");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let node: Value = serde_json::from_slice(&out.stdout).expect("evidence JSON");
+    assert_runtime_is(&c, &node, "containerd", c.containerd_socket());
+    assert_eq!(node["processes"]["runtime"]["comm"], "containerd");
+    eprintln!(
+        "standalone agent: runtime {} pid {} (identified by {})",
+        node["processes"]["runtime"]["comm"],
+        node["processes"]["runtime"]["pid"],
+        node["processes"]["runtime"]["identifiedBy"]
+    );
 }
 
 fn signal(child: &Child, name: &str) {
@@ -472,6 +550,13 @@ fn slow_runtime_list_calls_measured_by_the_agent_point_at_the_runtime() {
     let report = json_report(&out);
     let probe = &report["evidence"]["nodeProbe"];
     assert_eq!(probe["outcome"], "collected", "{probe:#}\n{err}");
+    // Under this fault (only) the harness's CRI proxy is the process on the kubelet's socket.
+    assert_runtime_is(
+        &c,
+        &probe["data"]["evidence"],
+        "criproxy",
+        c.criproxy_socket(),
+    );
     // The kubelet's list calls, seen on its socket, take the injected 1.5 s.
     let cri = &probe["data"]["evidence"]["trace"]["cri"];
     let slowest = cri["slowest"][0]["durationNs"].as_u64().unwrap_or(0) as f64 / 1e9;

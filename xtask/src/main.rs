@@ -59,7 +59,7 @@ enum Command {
     /// (internal) The kubelet's cuttable path to the API server.
     #[command(hide = true)]
     Lb(cluster::lb::Args),
-    /// (internal) The CRI proxy on the kubelet's runtime socket (runtime-slow-list fault).
+    /// (internal) The CRI proxy the runtime-slow-list fault puts between the kubelet and containerd.
     #[command(hide = true)]
     Criproxy(cluster::criproxy::Args),
     /// (internal) Run a component like systemd would: restart on exit, count restarts.

@@ -4,6 +4,7 @@
 use std::{
     io::Write,
     process::{Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -83,6 +84,75 @@ pub fn node_ready(l: &Layout, node: &str) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// The node's Ready condition: its status and `lastHeartbeatTime` (RFC 3339, UTC), None if the
+/// node or the condition is absent.
+pub fn ready_heartbeat(l: &Layout, node: &str) -> Result<Option<(String, String)>> {
+    let Some(n) = get_json(l, &format!("/api/v1/nodes/{node}"))? else {
+        return Ok(None);
+    };
+    Ok(n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("lastHeartbeatTime"))
+        }))
+}
+
+/// `kubelet_pleg_relist_duration_seconds` (sum, count) from the kubelet's metrics, fetched
+/// through the API server's node proxy.
+pub fn relist_histogram(l: &Layout, node: &str) -> Result<(f64, f64)> {
+    let path = format!("/api/v1/nodes/{node}/proxy/metrics");
+    let (code, body) = request(l, "GET", &path, None)?;
+    if code != 200 {
+        bail!("GET {path}: HTTP {code}");
+    }
+    histogram_sum_count(&body, "kubelet_pleg_relist_duration_seconds")
+        .with_context(|| format!("no kubelet_pleg_relist_duration_seconds in {path}"))
+}
+
+/// An unlabelled histogram's `_sum` and `_count` in Prometheus text.
+fn histogram_sum_count(text: &str, name: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        let series = format!("{name}_{suffix}");
+        text.lines().find_map(|l| {
+            let (s, v) = l.rsplit_once(' ')?;
+            (s == series || s == format!("{series}{{}}"))
+                .then(|| v.parse::<f64>().ok())
+                .flatten()
+        })
+    };
+    Some((value("sum")?, value("count")?))
+}
+
+/// The start of the next whole second, as the API server writes times ("2026-11-24T10:00:01Z"),
+/// once it has begun: every time the API server records from then on (second precision, as in
+/// condition heartbeats, or finer, as in lease renewals) is `at_or_after` it, and nothing recorded
+/// before the call is.
+pub fn next_second() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let next = now.replace_nanosecond(0).expect("0 ns is valid") + time::Duration::SECOND;
+    if let Ok(wait) = Duration::try_from(next - now) {
+        std::thread::sleep(wait);
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        next.year(),
+        u8::from(next.month()),
+        next.day(),
+        next.hour(),
+        next.minute(),
+        next.second()
+    )
+}
+
+/// Whether the API server time `t` ("...T10:00:01Z" or "...T10:00:01.123456Z", UTC) is in or
+/// after the whole second `second` (from `next_second`).
+pub fn at_or_after(t: &str, second: &str) -> bool {
+    // "YYYY-MM-DDTHH:MM:SS" compares in time order as text.
+    t.get(..19).is_some_and(|t| Some(t) >= second.get(..19))
+}
+
 /// The node lease's renewTime.
 pub fn lease_renew_time(l: &Layout, node: &str) -> Result<Option<String>> {
     Ok(get_json(
@@ -140,4 +210,37 @@ pub fn bootstrap_rbac(l: &Layout) -> Result<()> {
         }),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relist_histogram_is_read_from_prometheus_text() {
+        let text = "# TYPE kubelet_pleg_relist_duration_seconds histogram\n\
+            kubelet_pleg_relist_duration_seconds_bucket{le=\"+Inf\"} 7\n\
+            kubelet_pleg_relist_duration_seconds_sum 3.5\n\
+            kubelet_pleg_relist_duration_seconds_count 7\n\
+            kubelet_pleg_relist_interval_seconds_sum 9\n";
+        assert_eq!(
+            histogram_sum_count(text, "kubelet_pleg_relist_duration_seconds"),
+            Some((3.5, 7.0))
+        );
+        assert_eq!(histogram_sum_count(text, "absent"), None);
+    }
+
+    #[test]
+    fn api_times_compare_by_the_second() {
+        let second = "2026-11-24T10:00:01Z";
+        assert!(at_or_after("2026-11-24T10:00:01Z", second));
+        assert!(at_or_after("2026-11-24T10:00:01.000001Z", second));
+        assert!(at_or_after("2026-11-24T10:01:00Z", second));
+        assert!(!at_or_after("2026-11-24T10:00:00.999999Z", second));
+        assert!(!at_or_after("", second));
+        let before = time::OffsetDateTime::now_utc().unix_timestamp();
+        let next = next_second();
+        assert_eq!(next.len(), second.len());
+        assert!(time::OffsetDateTime::now_utc().unix_timestamp() > before);
+    }
 }

@@ -90,7 +90,8 @@ pub const CNI_CONFLIST: &str = r#"{
 "#;
 
 /// The kubelet's KubeletConfiguration. Directories are deliberately not the defaults, so the agent
-/// must discover them as it must on real distributions.
+/// must discover them as it must on real distributions. The runtime endpoint is containerd's
+/// socket; `fault::set_runtime_endpoint` rewrites that one line.
 pub fn kubelet(l: &Layout, s: &Settings) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -112,8 +113,8 @@ tlsCertFile: {serving_cert}
 tlsPrivateKeyFile: {serving_key}
 rotateCertificates: true
 serverTLSBootstrap: false
-# The harness's CRI proxy (criproxy.rs) in front of containerd: a passthrough until the
-# runtime-slow-list fault sets a delay.
+# containerd itself, as on a stock node. Only the runtime-slow-list fault points this at the
+# harness's CRI proxy (criproxy.rs) and restarts the kubelet; heal points it back.
 containerRuntimeEndpoint: unix://{sock}
 runtimeRequestTimeout: {runtime_timeout}
 cgroupDriver: cgroupfs
@@ -144,7 +145,7 @@ maxPods: 32
         ca = l.pki("ca.crt").display(),
         serving_cert = l.pki("kubelet-serving.crt").display(),
         serving_key = l.pki("kubelet-serving.key").display(),
-        sock = l.criproxy_socket().display(),
+        sock = l.containerd_socket().display(),
         runtime_timeout = s.runtime_request_timeout,
         cgroup_root = super::KUBE_CGROUP_ROOT,
         pod_logs = l.dir.join("pod-logs").display(),

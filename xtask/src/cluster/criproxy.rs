@@ -1,7 +1,11 @@
-//! The harness's CRI proxy: the process listening on the kubelet's runtime socket, forwarding
-//! every gRPC call to containerd unchanged — except ListPodSandbox and ListContainers, the two
-//! calls of a PLEG relist, which it holds for the delay in its control file first (the
-//! `runtime-slow-list` fault). With a delay of 0 it is a plain passthrough.
+//! The harness's CRI proxy for the `runtime-slow-list` fault: forwards every gRPC call to
+//! containerd unchanged — except ListPodSandbox and ListContainers, the two calls of a PLEG
+//! relist, which it holds for the delay in its control file first. With a delay of 0 it is a
+//! plain passthrough.
+//!
+//! It is not in the kubelet's path by default: `up` points the kubelet at containerd's socket.
+//! The fault starts the proxy and restarts the kubelet onto its socket (fault.rs), so only then
+//! is the proxy the process listening on the kubelet's runtime socket; `heal` undoes both.
 //!
 //! It forwards HTTP/2 requests as they are (headers, body frames, trailers), keyed only on the
 //! `:path`; it never decodes a CRI message. Each kubelet connection gets its own connection to
@@ -22,7 +26,7 @@ use tokio::net::{UnixListener, UnixStream};
 /// `xtask criproxy` arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The unix socket the kubelet connects to.
+    /// The unix socket the kubelet connects to (while runtime-slow-list is applied).
     #[arg(long)]
     pub listen: PathBuf,
     /// containerd's CRI socket.
@@ -46,7 +50,8 @@ pub fn set_delay(control: &Path, delay: Duration) -> Result<()> {
         .with_context(|| format!("writing the CRI proxy's delay to {control:?}"))
 }
 
-fn current_delay(control: &Path) -> Duration {
+/// The delay the proxy currently applies (0 when the control file is absent).
+pub fn current_delay(control: &Path) -> Duration {
     fs::read_to_string(control)
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())

@@ -3,12 +3,19 @@
 //! `target/cluster/faults/` (a marker file per fault, written before the fault is applied so a
 //! half-applied fault is healed too); `heal` undoes all of them, and `cluster down` undoes what
 //! would outlive the cluster's processes and cgroups (throttle rules, the kubelet's certificate).
+//!
+//! The kubelet talks to containerd directly. Only `runtime-slow-list` puts the harness's CRI proxy
+//! between them: it starts the proxy, points the kubelet's `containerRuntimeEndpoint` at it and
+//! restarts the kubelet through its supervisor; `heal` points the kubelet back at containerd the
+//! same way and stops the proxy. So in every other fault the process listening on the kubelet's
+//! runtime socket — what the node agent calls "the runtime" — is containerd.
 
 use std::{
     fs,
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -24,8 +31,9 @@ use crate::sh::{info, step};
 pub enum Fault {
     /// Freeze the harness's containerd (cgroup freezer): the runtime socket stops answering.
     RuntimeFrozen,
-    /// Delay the relist calls (ListPodSandbox, ListContainers) in the CRI proxy on the kubelet's
-    /// runtime socket; every other call passes unchanged.
+    /// Put the harness's CRI proxy between the kubelet and containerd (the kubelet is restarted
+    /// onto it) and delay the relist calls (ListPodSandbox, ListContainers) there; every other
+    /// call passes unchanged. Waits until the node is Ready again and a relist shows the delay.
     RuntimeSlowList {
         /// How long each relist call is held (e.g. 1500ms, 1.5s, 2m).
         #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
@@ -86,10 +94,11 @@ pub enum Fault {
     },
 }
 
-/// Every fault by name, in the order `heal` undoes them.
+/// Every fault by name, in the order `heal` undoes them. `runtime-slow-list` comes last: its heal
+/// restarts the kubelet back onto containerd, which needs a thawed runtime and a kubelet that is
+/// neither frozen nor stopped.
 const NAMES: &[&str] = &[
     "runtime-frozen",
-    "runtime-slow-list",
     "runtime-cpu-starved",
     "disk-slow",
     "cert-expired-static",
@@ -98,6 +107,7 @@ const NAMES: &[&str] = &[
     "kubelet-stopped",
     "kubelet-frozen",
     "kubelet-memory-limited",
+    "runtime-slow-list",
 ];
 
 impl Fault {
@@ -179,18 +189,7 @@ pub fn apply(f: Fault) -> Result<()> {
         Fault::KubeletFrozen => freeze("kubelet", "FROZEN")?,
         Fault::ApiPartition => fs::write(cut_file(&l), "")?,
         Fault::KubeletStopped => stop_component(&l, "kubelet")?,
-        Fault::RuntimeSlowList { delay } => {
-            if !super::component_alive(&l, "criproxy") {
-                bail!(
-                    "the CRI proxy is not running (a cluster from before it existed?): cluster down, then up"
-                );
-            }
-            criproxy::set_delay(&l.criproxy_control(), delay)?;
-            info(format!(
-                "ListPodSandbox and ListContainers now take {} ms longer",
-                delay.as_millis()
-            ));
-        }
+        Fault::RuntimeSlowList { delay } => runtime_slow_list(&l, delay)?,
         Fault::RuntimeCpuStarved {
             quota_us,
             period_us,
@@ -257,12 +256,18 @@ pub fn apply(f: Fault) -> Result<()> {
 pub fn heal() -> Result<()> {
     let l = Layout::new();
     let mut failed = Vec::new();
+    let mut kubelet_moved_at = None;
     for name in NAMES {
         if !marker(&l, name).exists() {
             continue;
         }
         step(format!("healing {name}"));
-        match heal_one(&l, name) {
+        let healed = if *name == "runtime-slow-list" {
+            heal_runtime_slow_list(&l).map(|moved| kubelet_moved_at = moved)
+        } else {
+            heal_one(&l, name)
+        };
+        match healed {
             Ok(()) => fs::remove_file(marker(&l, name))?,
             Err(e) => {
                 eprintln!("xtask: healing {name} failed: {e:#}");
@@ -272,6 +277,14 @@ pub fn heal() -> Result<()> {
     }
     if !failed.is_empty() {
         bail!("could not heal {}", failed.join(", "));
+    }
+    // Every fault is undone now, so a kubelet moved back onto containerd must come back Ready.
+    if let Some((since, started)) = kubelet_moved_at {
+        wait_for_the_restarted_kubelet(&l, &since)?;
+        info(format!(
+            "the kubelet talks to containerd directly again ({:.1} s for the switch)",
+            started.elapsed().as_secs_f64()
+        ));
     }
     Ok(())
 }
@@ -285,7 +298,6 @@ fn heal_one(l: &Layout, name: &str) -> Result<()> {
             Ok(())
         }
         "kubelet-stopped" => ensure_running(l, "kubelet"),
-        "runtime-slow-list" => criproxy::set_delay(&l.criproxy_control(), Duration::ZERO),
         "runtime-cpu-starved" => {
             write_cgroup("cpu", "containerd", "cpu.cfs_quota_us", "-1")?;
             write_cgroup("cpu", "containerd", "cpu.cfs_period_us", "100000")
@@ -340,6 +352,227 @@ pub fn undo_on_down(l: &Layout) -> Vec<String> {
         Ok(()) => Vec::new(),
         Err(e) => vec![format!("restoring the kubelet's client certificate: {e:#}")],
     }
+}
+
+// --- runtime-slow-list: the kubelet's runtime endpoint --------------------------------------
+
+const ENDPOINT_KEY: &str = "containerRuntimeEndpoint:";
+/// Beyond this delay the fault does not wait for a slow relist: a relist then takes over 20 s
+/// (two held calls), and a delay near runtimeRequestTimeout (30 s in the fast profile) makes each
+/// held call time out instead of completing.
+const LONGEST_MEASURED_DELAY: Duration = Duration::from_secs(10);
+
+/// The `containerRuntimeEndpoint` of a KubeletConfiguration the harness wrote.
+pub fn runtime_endpoint(config: &str) -> Option<&str> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix(ENDPOINT_KEY))
+        .map(str::trim)
+}
+
+/// `config` with its `containerRuntimeEndpoint` line replaced.
+fn with_runtime_endpoint(config: &str, endpoint: &str) -> Result<String> {
+    if runtime_endpoint(config).is_none() {
+        bail!("the kubelet config has no `{ENDPOINT_KEY}` line");
+    }
+    let mut out: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with(ENDPOINT_KEY) {
+                format!("{ENDPOINT_KEY} {endpoint}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push('\n');
+    Ok(out)
+}
+
+fn endpoint_of(socket: &Path) -> String {
+    format!("unix://{}", socket.display())
+}
+
+/// Points the kubelet's configuration files at `socket`: the one `up` wrote and, while
+/// cert-expired-static is applied, the fault's copy the kubelet runs with. Returns whether the
+/// configuration the kubelet reads changed.
+fn set_runtime_endpoint(l: &Layout, socket: &Path) -> Result<bool> {
+    let endpoint = endpoint_of(socket);
+    let mut changed = false;
+    for path in [l.kubelet_config(), l.faults().join(STATIC_CONFIG)] {
+        let Ok(config) = fs::read_to_string(&path) else {
+            continue;
+        };
+        if runtime_endpoint(&config) != Some(endpoint.as_str()) {
+            super::write(&path, &with_runtime_endpoint(&config, &endpoint)?)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+fn kubelet_frozen() -> bool {
+    fs::read_to_string(component_cgroup("freezer", "kubelet").join("freezer.state"))
+        .is_ok_and(|s| s.trim() != "THAWED")
+}
+
+/// Moves the kubelet onto `socket`: rewrites its configuration and restarts it through its
+/// supervisor with the command line it runs with, as `systemctl restart kubelet` would. Pods keep
+/// running (their containers belong to containerd, which is not restarted) and the new kubelet
+/// takes over the node's lease. Returns when the kubelet was restarted: the time as the API
+/// server writes it (a whole second that began after the old kubelet exited) and as an instant.
+fn move_kubelet(l: &Layout, socket: &Path) -> Result<Option<(String, Instant)>> {
+    if kubelet_frozen() {
+        bail!("the kubelet is frozen (kubelet-frozen): it cannot be restarted onto {socket:?}");
+    }
+    if !set_runtime_endpoint(l, socket)? {
+        return Ok(None);
+    }
+    if !super::component_alive(l, "kubelet") {
+        info("the kubelet is stopped: it uses the new runtime endpoint when it starts");
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let argv = super::launched_argv(l, "kubelet")?;
+    stop_component(l, "kubelet")?;
+    // Everything the API server records from the next second on comes from the new kubelet.
+    let since = api::next_second();
+    launch(l, "kubelet", &argv)?;
+    info(format!(
+        "kubelet restarted with containerRuntimeEndpoint {}",
+        endpoint_of(socket)
+    ));
+    Ok(Some((since, started)))
+}
+
+/// Waits until the kubelet started in whole second `since` (API server time, after the old one
+/// had exited) has renewed the node's lease and posted Ready=True itself: a heartbeat in or after
+/// `since`, so the old kubelet's True does not count. A restarted kubelet always posts its status
+/// once at start (then only on change or every nodeStatusReportFrequency, 5 min), NotReady if its
+/// first relist has not happened yet.
+fn wait_for_the_restarted_kubelet(l: &Layout, since: &str) -> Result<()> {
+    let node = node_name();
+    super::wait_for(
+        "the restarted kubelet (lease renewed, node Ready)",
+        Duration::from_secs(120),
+        || {
+            super::check_alive(l, "kubelet")?;
+            let renewed =
+                api::lease_renew_time(l, &node)?.is_some_and(|t| api::at_or_after(&t, since));
+            let ready = api::ready_heartbeat(l, &node)?
+                .is_some_and(|(status, beat)| status == "True" && api::at_or_after(&beat, since));
+            Ok(renewed && ready)
+        },
+    )
+}
+
+/// Faults applied besides `name`.
+fn other_faults(l: &Layout, name: &str) -> Vec<&'static str> {
+    NAMES
+        .iter()
+        .copied()
+        .filter(|n| *n != name && marker(l, n).exists())
+        .collect()
+}
+
+fn runtime_slow_list(l: &Layout, delay: Duration) -> Result<()> {
+    let started = Instant::now();
+    let proxy = l.criproxy_socket();
+    if !super::component_alive(l, "criproxy") {
+        // A passthrough until the kubelet is on it: its start-up calls and first relists are
+        // not held, so it comes back Ready as fast as it would on containerd.
+        criproxy::set_delay(&l.criproxy_control(), Duration::ZERO)?;
+        let _ = fs::remove_file(&proxy);
+        restart_component(l, "criproxy")
+            .context("starting the CRI proxy (a cluster from before this harness version? cluster down, then up)")?;
+        super::wait_for("the CRI proxy's socket", Duration::from_secs(10), || {
+            super::check_alive(l, "criproxy")?;
+            Ok(UnixStream::connect(&proxy).is_ok())
+        })?;
+    }
+    let others = other_faults(l, "runtime-slow-list");
+    let mut on_proxy = String::new();
+    if let Some((since, _)) = move_kubelet(l, &proxy)? {
+        if others.is_empty() {
+            wait_for_the_restarted_kubelet(l, &since)?;
+        } else {
+            info(format!(
+                "not waiting for the node to be Ready: {} also applied",
+                others.join(", ")
+            ));
+        }
+        on_proxy = format!(
+            "the kubelet moved onto the CRI proxy in {:.1} s; ",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    criproxy::set_delay(&l.criproxy_control(), delay)?;
+    info(format!(
+        "{on_proxy}ListPodSandbox and ListContainers now take {} ms longer",
+        delay.as_millis()
+    ));
+    if !others.is_empty() || !super::component_alive(l, "kubelet") {
+        return Ok(());
+    }
+    if delay > LONGEST_MEASURED_DELAY {
+        info(format!(
+            "not waiting for a slow relist: with calls held over {} s relists may time out",
+            LONGEST_MEASURED_DELAY.as_secs()
+        ));
+        return Ok(());
+    }
+    let took = wait_for_a_slow_relist(l, delay)?;
+    info(format!(
+        "a relist took {took:.2} s (two held calls); fault in place {:.1} s after the command started",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Waits for a relist that both held calls slowed (≥ 1.5 × delay; the one in flight when the
+/// delay was set may have been held once or not at all). Returns its duration in seconds.
+fn wait_for_a_slow_relist(l: &Layout, delay: Duration) -> Result<f64> {
+    let node = node_name();
+    let d = delay.as_secs_f64();
+    let timeout = Duration::from_secs_f64(6.0 * d + 30.0);
+    let since = Instant::now();
+    let mut last = api::relist_histogram(l, &node)?;
+    let mut took = 0.0;
+    super::wait_for("a relist slowed by the proxy", timeout, || {
+        let now = api::relist_histogram(l, &node)?;
+        if now.1 < last.1 {
+            // The kubelet restarted (counters start again): measure from here.
+            last = now;
+            return Ok(false);
+        }
+        if now.1 > last.1 {
+            took = (now.0 - last.0) / (now.1 - last.1);
+            last = now;
+            return Ok(took >= 1.5 * d);
+        }
+        Ok(false)
+    })
+    .with_context(|| {
+        format!(
+            "relists did not slow within {:.0} s (last mean {took:.2} s with {d:.2} s per call)",
+            since.elapsed().as_secs_f64()
+        )
+    })?;
+    Ok(took)
+}
+
+/// Points the kubelet back at containerd (restarting it) and stops the proxy. Returns when the
+/// kubelet was restarted, for `heal` to wait for it once every fault is undone.
+fn heal_runtime_slow_list(l: &Layout) -> Result<Option<(String, Instant)>> {
+    // Release calls arriving from now on; the kubelet is restarted anyway.
+    if l.criproxy_control().exists() {
+        criproxy::set_delay(&l.criproxy_control(), Duration::ZERO)?;
+    }
+    let moved = move_kubelet(l, &l.containerd_socket())?;
+    stop_component(l, "criproxy")?;
+    let _ = fs::remove_file(l.criproxy_socket());
+    Ok(moved)
 }
 
 // --- certificates ---------------------------------------------------------------------------
@@ -567,6 +800,26 @@ mod tests {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn the_runtime_endpoint_line_is_replaced() {
+        let l = Layout {
+            dir: PathBuf::from("/c"),
+        };
+        let config = super::super::config::kubelet(&l, &super::super::Settings::fast());
+        assert_eq!(
+            runtime_endpoint(&config),
+            Some("unix:///c/containerd/containerd.sock"),
+            "up points the kubelet at containerd"
+        );
+        let moved = with_runtime_endpoint(&config, "unix:///c/containerd/criproxy.sock").unwrap();
+        assert_eq!(
+            runtime_endpoint(&moved),
+            Some("unix:///c/containerd/criproxy.sock")
+        );
+        assert_eq!(moved.lines().count(), config.lines().count());
+        assert!(with_runtime_endpoint("kind: KubeletConfiguration\n", "unix:///x").is_err());
     }
 
     #[test]

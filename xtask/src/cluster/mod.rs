@@ -45,7 +45,9 @@ const ETCD_PEER_PORT: u16 = 23800;
 /// Points at the running cluster's directory, so `down` from another clone still finds it.
 const POINTER: &str = "/run/kubectl-nodehealth-cluster";
 
-/// Components in start order; `down` stops them in reverse.
+/// Components in start order; `down` stops them in reverse. `criproxy` is not started by `up`:
+/// the kubelet talks to containerd directly, and only the `runtime-slow-list` fault starts the
+/// proxy and moves the kubelet onto it (fault.rs).
 const COMPONENTS: &[&str] = &[
     "etcd",
     "kube-apiserver",
@@ -151,7 +153,8 @@ impl Layout {
     pub fn containerd_socket(&self) -> PathBuf {
         self.dir.join("containerd/containerd.sock")
     }
-    /// The kubelet's runtime socket: the harness's CRI proxy in front of containerd.
+    /// The harness's CRI proxy's socket: the kubelet's runtime socket only while
+    /// `runtime-slow-list` is applied (otherwise the kubelet uses `containerd_socket`).
     pub fn criproxy_socket(&self) -> PathBuf {
         self.dir.join("containerd/criproxy.sock")
     }
@@ -161,6 +164,10 @@ impl Layout {
     }
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.dir.join("cni/net.d")
+    }
+    /// The KubeletConfiguration `up` writes (faults may rewrite its runtime endpoint).
+    pub fn kubelet_config(&self) -> PathBuf {
+        self.dir.join("kubelet-config.yaml")
     }
     pub fn kubelet_root(&self) -> PathBuf {
         self.dir.join("kubelet")
@@ -421,10 +428,7 @@ fn write_configs(l: &Layout, node: &str, settings: &Settings) -> Result<()> {
             &format!("system:node:{node}"),
         ),
     )?;
-    write(
-        &l.dir.join("kubelet-config.yaml"),
-        &config::kubelet(l, settings),
-    )?;
+    write(&l.kubelet_config(), &config::kubelet(l, settings))?;
     write(
         &l.dir.join("containerd/config.toml"),
         &config::containerd(l),
@@ -522,7 +526,7 @@ fn command_line(l: &Layout, bin: &Path, name: &str, node: &str, s: &Settings) ->
         ],
         "kubelet" => vec![
             bin.join("kubelet").display().to_string(),
-            format!("--config={}", d("kubelet-config.yaml")),
+            format!("--config={}", l.kubelet_config().display()),
             format!("--kubeconfig={}", d("kubelet.kubeconfig")),
             format!("--root-dir={}", l.kubelet_root().display()),
             format!("--cert-dir={}", l.kubelet_cert_dir().display()),
@@ -564,6 +568,19 @@ pub fn restart_component(l: &Layout, name: &str) -> Result<()> {
     launch(l, name, &component_argv(l, name)?)
 }
 
+fn launched_argv_file(l: &Layout, name: &str) -> PathBuf {
+    l.run_dir().join(format!("{name}.launched.json"))
+}
+
+/// The command line a component was last launched with (a fault's altered flags included), else
+/// the one `up` chose.
+pub fn launched_argv(l: &Layout, name: &str) -> Result<Vec<String>> {
+    match fs::read(launched_argv_file(l, name)) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+        Err(_) => component_argv(l, name),
+    }
+}
+
 /// Asks a component's supervisor to stop it (SIGTERM, SIGKILL after 10 s) and waits until the
 /// supervisor has exited — like `systemctl stop`.
 pub fn stop_component(l: &Layout, name: &str) -> Result<()> {
@@ -583,8 +600,14 @@ pub fn stop_component(l: &Layout, name: &str) -> Result<()> {
 }
 
 fn start(l: &Layout, name: &str, argv: &[String]) -> Result<()> {
-    fs::write(argv_file(l, name), serde_json::to_vec(argv)?)?;
+    record_argv(l, name, argv)?;
     launch(l, name, argv)
+}
+
+/// Records the command line `up` chose for a component (what `restart_component` starts).
+fn record_argv(l: &Layout, name: &str, argv: &[String]) -> Result<()> {
+    fs::write(argv_file(l, name), serde_json::to_vec(argv)?)?;
+    Ok(())
 }
 
 /// Starts a component under its supervisor with `argv`, without recording it as the command line
@@ -592,6 +615,7 @@ fn start(l: &Layout, name: &str, argv: &[String]) -> Result<()> {
 pub fn launch(l: &Layout, name: &str, argv: &[String]) -> Result<()> {
     let f = supervise::files(&l.run_dir(), name);
     let _ = fs::remove_file(&f.stop);
+    fs::write(launched_argv_file(l, name), serde_json::to_vec(argv)?)?;
     let xtask = std::env::current_exe()?;
     let mut cmd = Command::new(xtask);
     cmd.arg("supervise")
@@ -829,17 +853,13 @@ pub fn up(settings: Settings) -> Result<()> {
             )?;
         }
 
-        step("criproxy (the kubelet's runtime socket, in front of containerd)");
-        criproxy::set_delay(&l.criproxy_control(), Duration::ZERO)?;
-        start(
+        // The CRI proxy is started only by the runtime-slow-list fault; its command line is
+        // recorded now so the fault starts the same one.
+        record_argv(
             &l,
             "criproxy",
             &command_line(&l, &bin, "criproxy", &node, &settings),
         )?;
-        wait_for("criproxy", Duration::from_secs(10), || {
-            check_alive(&l, "criproxy")?;
-            Ok(l.criproxy_socket().exists())
-        })?;
 
         step("kubelet");
         start(
@@ -965,6 +985,7 @@ pub fn down() -> Result<()> {
         for p in [f.pid, f.supervisor_pid, f.stop, f.restarts] {
             let _ = fs::remove_file(p);
         }
+        let _ = fs::remove_file(launched_argv_file(&l, name));
     }
     // Runtime state of the components (keep pki and logs for a look after the fact).
     for d in [
@@ -985,6 +1006,7 @@ pub fn down() -> Result<()> {
     let _ = fs::remove_dir_all(l.faults());
     let _ = fs::remove_file(fault::cut_file(&l));
     let _ = fs::remove_file(l.criproxy_control());
+    let _ = fs::remove_file(l.criproxy_socket());
     let _ = fs::remove_file(POINTER);
     if problems.is_empty() {
         step("cluster down: the machine is as it was found");
@@ -1018,14 +1040,29 @@ fn status() -> Result<()> {
         let restarts = fs::read_to_string(&f.restarts).unwrap_or_else(|_| "-".into());
         info(format!(
             "{name:<24} {:<10} pid {:<8} restarts {}",
-            if component_alive(&l, name) {
-                "running"
-            } else {
-                "stopped"
+            match (component_alive(&l, name), *name) {
+                (true, _) => "running",
+                // Started only by the runtime-slow-list fault.
+                (false, "criproxy") => "not in use",
+                (false, _) => "stopped",
             },
             pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             restarts.trim()
         ));
+    }
+    if running && let Ok(config) = fs::read_to_string(l.kubelet_config()) {
+        let endpoint = fault::runtime_endpoint(&config).unwrap_or("(not set)");
+        let path = if endpoint.ends_with(&*l.criproxy_socket().to_string_lossy()) {
+            format!(
+                "the CRI proxy (relist calls held {} ms), then containerd",
+                criproxy::current_delay(&l.criproxy_control()).as_millis()
+            )
+        } else if endpoint.ends_with(&*l.containerd_socket().to_string_lossy()) {
+            "containerd directly".to_string()
+        } else {
+            "unknown".to_string()
+        };
+        info(format!("kubelet runtime endpoint: {endpoint} ({path})"));
     }
     if running && api::ready(&l) {
         let node = node_name();
