@@ -495,8 +495,9 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     if let Some(w) = s.summary(node_ids::KUBELET_UNRESPONSIVE) {
         starved.because(80, w);
     }
-    if s.at_least(node_ids::OOM, Severity::Critical) {
-        starved.because(75, s.summary(node_ids::OOM).unwrap_or_default());
+    let oom_loop = s.at_least(node_ids::OOM, Severity::Critical);
+    if oom_loop {
+        starved.because(90, s.summary(node_ids::OOM).unwrap_or_default());
     } else if let Some(w) = s.summary(node_ids::OOM)
         && starved.score > 0
     {
@@ -505,6 +506,14 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     if let Some(w) = s.summary(node_ids::CRI) {
         let critical = s.at_least(node_ids::CRI, Severity::Critical);
         runtime.because(if critical { 85 } else { 55 }, w);
+    }
+    if let Some(w) = s.summary(node_ids::KUBELET_CRI_SLOW) {
+        runtime.because(55, w);
+    }
+    // Down because the OOM killer keeps killing it: starved of memory is the cause.
+    if oom_loop && down.score >= starved.score {
+        down.score = starved.score.saturating_sub(1);
+        down.support(0, "it is being OOM-killed: see kubelet-starved");
     }
     if let Some(w) = s.summary(node_ids::CERT_EXPIRED) {
         cert.because(85, w);

@@ -29,6 +29,8 @@ pub mod ids {
     pub const API_UNREACHABLE: &str = "node-api-unreachable";
     /// OOM kills of the kubelet or the runtime in the kernel log.
     pub const OOM: &str = "node-oom-kills";
+    /// The kubelet's own CRI calls, traced on its socket, were slow.
+    pub const KUBELET_CRI_SLOW: &str = "node-kubelet-cri-slow";
 }
 
 /// A CRI call's median above this is slow (ms).
@@ -44,6 +46,8 @@ pub const CRI_SLOW_CALL_MS: i64 = 1000;
 const OOM_RECENT_MS: i64 = 10 * 60 * 1000;
 /// A process up this long after its last OOM kill is not in a kill loop.
 const OOM_STEADY_SECONDS: f64 = 120.0;
+/// A process started this long after the last OOM kill was not restarted by the kill.
+const OOM_RESTART_GAP_MS: i64 = 60_000;
 
 const STANDALONE: &str = "run the agent on the node over SSH for the node-side half: tracer-user probe --host-root / \
      --duration 10s -o json";
@@ -291,6 +295,46 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
             out.push(f);
         }
     }
+    // The kubelet's own CRI calls, seen on its socket by the tracer: slow ones are the runtime
+    // making the kubelet wait, whatever the agent's own calls saw.
+    if let Some(cri) = n.trace.as_ref().map(|t| &t.cri).filter(|c| c.traced) {
+        let slow: Vec<String> = cri
+            .slowest
+            .iter()
+            .filter(|c| c.duration_ns >= CRI_SLOW_CALL_MS as u64 * 1_000_000)
+            .map(|c| {
+                format!(
+                    "{} {:.1} s{}",
+                    c.method
+                        .as_deref()
+                        .and_then(|m| m.rsplit('/').next())
+                        .unwrap_or("(method not decoded)"),
+                    c.duration_ns as f64 / 1e9,
+                    if c.end == "inFlight" {
+                        " (still waiting)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        if !slow.is_empty() {
+            out.push(
+                Finding::new(
+                    ids::KUBELET_CRI_SLOW,
+                    Domain::Runtime,
+                    Severity::Warning,
+                    format!(
+                        "the kubelet's own CRI calls were slow (seen on its socket): {}",
+                        slow.join(", ")
+                    ),
+                )
+                .fix(
+                    "see the attribution: CPU starvation, disk I/O wait or a runtime holding calls",
+                ),
+            );
+        }
+    }
     if let Some(client) = n.certificates.as_ref().and_then(|c| c.client.as_ref())
         && let Some(leaf) = client.certificates.first()
         && leaf.expired
@@ -371,16 +415,21 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                 "runtime" => p.runtime.as_ref(),
                 _ => p.kubelet.as_ref(),
             });
+            // History, not a loop: the process now running was started long after the kill
+            // (someone restarted it) or has run steadily for minutes since.
             let steady_since = process
-                .filter(|p| p.liveness != Liveness::Gone && p.uptime_seconds >= OOM_STEADY_SECONDS)
+                .filter(|p| {
+                    p.liveness != Liveness::Gone
+                        && (p.uptime_seconds >= OOM_STEADY_SECONDS
+                            || p.started_at_unix_ms - latest.at_unix_ms >= OOM_RESTART_GAP_MS)
+                })
                 .map(|p| p.uptime_seconds);
             let (severity, summary) = if let Some(up) = steady_since.filter(|_| recent > 0) {
                 (
                     Severity::Warning,
                     format!(
                         "the kernel OOM-killed the {subject} {recent} time(s) in the last 10 min, \
-                         but it has run {:.0} min since: not looping now",
-                        up / 60.0
+                         but the one running now is not in that loop (up {up:.0} s)"
                     ),
                 )
             } else if recent > 0 {
