@@ -490,6 +490,34 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
 }
 
 /// Lines of the kernel log (`dmesg`) that record an OOM kill of a process named `comm`.
+/// Kernel timestamp (seconds since boot) of a dmesg line `[  123.456789] ...`.
+pub fn dmesg_seconds(line: &str) -> Option<f64> {
+    line.trim_start()
+        .strip_prefix('[')?
+        .split(']')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// OOM kills of `comm` in the kernel log newer than `after` (seconds since boot): counted by
+/// time, since the ring buffer drops old lines as each kill prints its task dump.
+pub fn oom_kills_since(comm: &str, after: f64) -> Vec<String> {
+    oom_kills_of(comm)
+        .into_iter()
+        .filter(|l| dmesg_seconds(l).is_some_and(|t| t > after))
+        .collect()
+}
+
+/// The newest kernel-log timestamp of an OOM kill of `comm` (0 when there is none).
+pub fn last_oom_kill_at(comm: &str) -> f64 {
+    oom_kills_of(comm)
+        .iter()
+        .filter_map(|l| dmesg_seconds(l))
+        .fold(0.0, f64::max)
+}
+
 pub fn oom_kills_of(comm: &str) -> Vec<String> {
     let out = Command::new("dmesg").output().expect("dmesg");
     String::from_utf8_lossy(&out.stdout)
