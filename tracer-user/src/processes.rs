@@ -254,7 +254,20 @@ mod tests {
         let host = HostRoot::new("/");
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id();
-        let start = Sample::take(&host);
+        // Right after spawn the child may still be exec'ing (reading `sleep` from disk: state D);
+        // wait until it is the sleeping `sleep` the test means.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let start = loop {
+            let s = Sample::take(&host);
+            let settled = s
+                .stats
+                .get(&pid)
+                .is_some_and(|st| st.comm == "sleep" && st.liveness() == Liveness::Sleeping);
+            if settled || std::time::Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let _ = Command::new("kill")
             .args(["-STOP", &pid.to_string()])
             .status();
