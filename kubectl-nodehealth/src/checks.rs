@@ -108,9 +108,15 @@ impl Finding {
         self.domain == Domain::Configuration
     }
 
+    /// Known messages in the kubelet's or runtime's logs: supporting evidence for a cause, never
+    /// a problem on their own — a fault healed minutes ago leaves its lines behind.
+    pub fn is_log_evidence(&self) -> bool {
+        self.id.starts_with(logs::PREFIX)
+    }
+
     /// A problem that counts for the exit code and the verdict.
     pub fn is_real_problem(&self) -> bool {
-        self.severity.is_problem() && !self.is_advisory()
+        self.severity.is_problem() && !self.is_advisory() && !self.is_log_evidence()
     }
 
     fn new(id: &str, domain: Domain, severity: Severity, summary: impl Into<String>) -> Self {
@@ -135,6 +141,7 @@ impl Finding {
     }
 }
 
+pub mod logs;
 pub mod node;
 
 /// Finding identifiers (API side; the node layer's are in [`node::ids`]).
@@ -296,6 +303,7 @@ pub fn run_all(e: &Evidence) -> Vec<Finding> {
     findings.extend(reserved(e));
     findings.extend(collection_failures(e));
     findings.extend(node::run(e));
+    findings.extend(logs::run(e));
     findings
 }
 
@@ -2188,6 +2196,8 @@ fn steps(e: &Evidence) -> Vec<(&'static str, Option<&Failure>)> {
             "controller-manager-lease",
             e.controller_manager_lease.failure(),
         ),
+        ("kubelet-log", e.kubelet_log.failure()),
+        ("runtime-log", e.runtime_log.failure()),
     ]
 }
 
@@ -2319,9 +2329,10 @@ pub fn collection_failures(e: &Evidence) -> Vec<Finding> {
             )),
         );
     }
+    // A log query over a big file may take long on a healthy kubelet: not a slow kubelet.
     let slow: Vec<_> = proxy
         .iter()
-        .filter(|(_, f)| f.kind == FailureKind::Timeout)
+        .filter(|(s, f)| f.kind == FailureKind::Timeout && !s.ends_with("-log"))
         .collect();
     if !slow.is_empty() {
         out.push(
@@ -2365,13 +2376,16 @@ pub fn collection_failures(e: &Evidence) -> Vec<Finding> {
     for (step, failure) in &failed {
         let Some(f) = failure else { continue };
         let handled = is_kubelet_authz_failure(f)
+            || f.kind == FailureKind::Disabled
             || matches!(
                 f.kind,
                 FailureKind::Forbidden
                     | FailureKind::Unauthorized
                     | FailureKind::KubeletUnreachable
             )
-            || (f.kind == FailureKind::Timeout && f.request.contains("/proxy/"))
+            || (f.kind == FailureKind::Timeout
+                && f.request.contains("/proxy/")
+                && !step.ends_with("-log"))
             || (f.kind == FailureKind::NotFound
                 && matches!(
                     *step,

@@ -65,6 +65,10 @@ pub struct Cli {
     #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
     pub duration: Duration,
 
+    /// How far back the kubelet's and runtime's logs are read (node log query and node agent).
+    #[arg(long, default_value = "15m", value_parser = parse_duration_flag)]
+    pub log_since: Duration,
+
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -151,6 +155,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         node: node.clone(),
         window: cli.duration,
         timeout: cli.timeout,
+        log_since: cli.log_since,
     };
     let evidence = if cli.api_only {
         collect::collect(&target, &options).await?.0
@@ -282,6 +287,7 @@ async fn with_probe(
         priority_class: cli.priority_class.clone(),
         window: cli.duration,
         trace: cli.trace,
+        log_since: cli.log_since,
         progress: probe::progress_wanted(),
     };
     let (widen_tx, widen_rx) = tokio::sync::watch::channel(None);

@@ -17,7 +17,7 @@ use kube::{Client, Config};
 use crate::error::Error;
 use crate::evidence::{
     self, Condition, Csr, CsrState, Evidence, Failure, FailureKind, Layer, LeaseInfo,
-    LeaseOverview, MetricsSnapshot, NodeEvent, NodeInfo, RawCaptures, SIGNER_CLIENT,
+    LeaseOverview, LogQuery, MetricsSnapshot, NodeEvent, NodeInfo, RawCaptures, SIGNER_CLIENT,
     SIGNER_SERVING, Step, Window,
 };
 use crate::metrics;
@@ -108,6 +108,8 @@ pub struct CollectOptions {
     pub window: Duration,
     /// Per-step timeout.
     pub timeout: Duration,
+    /// How far back logs are read through the node log query.
+    pub log_since: Duration,
 }
 
 /// The error text with its sources (TLS errors hide in the chain).
@@ -425,6 +427,130 @@ pub fn suggest(wanted: &str, names: &[String]) -> Vec<String> {
 ///
 /// Errors only when nothing can be diagnosed: the API server is unreachable, our credentials
 /// are rejected, or the node does not exist.
+/// The service name the node log query knows the runtime by, from the Node's
+/// `containerRuntimeVersion` (`containerd://2.1.4`, `cri-o://1.33.0`).
+pub fn runtime_log_service(version: &str) -> Option<&'static str> {
+    match version.split("://").next()? {
+        "containerd" => Some("containerd"),
+        "cri-o" => Some("crio"),
+        "docker" => Some("docker"),
+        _ => None,
+    }
+}
+
+/// How to turn the kubelet's node log query on.
+pub const ENABLE_LOG_QUERY: &str = "turn it on in the kubelet's configuration: `featureGates: {NodeLogQuery: true}` (beta, off by default before 1.36; GA from 1.36) and `enableSystemLogQuery: true`, then restart the kubelet — or read the logs on the node (`tracer-user probe`, `journalctl -u kubelet`)";
+
+/// Reads `service`'s log since `since` through the kubelet's node log query and digests it. An
+/// endpoint that is off says so (the kubelet then serves `/logs/` as a plain listing of /var/log,
+/// ignoring the query, or not at all).
+async fn log_query(
+    client: &Client,
+    node: &str,
+    service: &str,
+    since: Timestamp,
+    timeout: Duration,
+) -> Step<LogQuery> {
+    use nodehealth_proto::logs::{Component, digest};
+    let since_text = since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let path = format!(
+        "logs/?query={service}&sinceTime={}&tailLines={LOG_QUERY_LINES}",
+        since_text.replace(':', "%3A")
+    );
+    let request = format!("GET /api/v1/nodes/{node}/proxy/{path}");
+    let disabled = |message: String, status| Step::Failed {
+        failure: Failure {
+            kind: FailureKind::Disabled,
+            request: request.clone(),
+            http_status: status,
+            needs: None,
+            message,
+        },
+    };
+    let mut answer = proxy_get(client, node, &path, timeout).await;
+    let mut digest_source = format!("node log query {service} (journal)");
+    if matches!(&answer, Ok(b) if b.contains(FILE_BACKED)) {
+        // The kubelet found the service's log in a file under /var/log, where it applies no
+        // options: ask again without, and keep only the lines since `since` here.
+        answer = proxy_get(client, node, &format!("logs/?query={service}"), timeout).await;
+        digest_source = format!("node log query {service} (a file under /var/log)");
+    }
+    match answer {
+        Ok(body) if is_file_listing(&body) => disabled(
+            format!(
+                "the kubelet's node log query is off: /logs/ answered with a listing of /var/log, not the {service} log; {ENABLE_LOG_QUERY}"
+            ),
+            Some(200),
+        ),
+        Ok(body) if body.trim_start().starts_with("log not found for") => Step::Failed {
+            failure: Failure {
+                kind: FailureKind::NotFound,
+                request: request.clone(),
+                http_status: Some(200),
+                needs: None,
+                message: format!(
+                    "the kubelet found no {service} log: not in the journal, nor /var/log/{service}, /var/log/{service}.log or /var/log/{service}/{service}.log"
+                ),
+            },
+        },
+        Ok(body) => {
+            let component = if service == "kubelet" {
+                Component::Kubelet
+            } else {
+                Component::Runtime
+            };
+            let now = Timestamp::now().as_millisecond();
+            Step::Collected {
+                data: LogQuery {
+                    service: service.to_string(),
+                    digest: digest(
+                        component,
+                        digest_source,
+                        body.lines().map(|l| (None, l)),
+                        Some(since.as_millisecond()),
+                        now,
+                    ),
+                },
+            }
+        }
+        Err(f) if matches!(f.http_status, Some(404 | 405)) || log_query_refused(&f.message) => {
+            disabled(
+                format!(
+                    "the kubelet refused its node log query (HTTP {}: {}); {ENABLE_LOG_QUERY}",
+                    f.http_status.unwrap_or(0),
+                    f.message.trim()
+                ),
+                f.http_status,
+            )
+        }
+        Err(f) => Step::Failed { failure: f },
+    }
+}
+
+/// The kubelet's answer when the service's log is a file and options were given.
+const FILE_BACKED: &str = "options present and query resolved to log files";
+
+/// At most this many of the newest lines per query.
+const LOG_QUERY_LINES: u32 = 20_000;
+
+/// The kubelet's `/logs/` file server's directory listing (what it serves when the query is off).
+fn is_file_listing(body: &str) -> bool {
+    let head = body.trim_start();
+    head.starts_with("<pre>") || head.starts_with("<!doctype") || head.starts_with("<html")
+}
+
+/// The kubelet's own refusals of a log query when the feature or the config field is off.
+fn log_query_refused(message: &str) -> bool {
+    [
+        "enableSystemLogQuery",
+        "NodeLogQuery",
+        "logs endpoint is disabled",
+        "Debug endpoints are disabled",
+    ]
+    .iter()
+    .any(|s| message.contains(s))
+}
+
 pub async fn collect(
     target: &Target,
     options: &CollectOptions,
@@ -565,12 +691,28 @@ pub async fn collect(
             }
         }
     };
+    let runtime = node_step
+        .data()
+        .and_then(|n| n.container_runtime_version.as_deref())
+        .and_then(runtime_log_service)
+        .unwrap_or("containerd");
+    let since = Timestamp::now() - options.log_since;
+    let kubelet_log = log_query(client, node, "kubelet", since, timeout);
+    let runtime_log = log_query(client, node, runtime, since, timeout);
     let configz = proxy_get(client, node, "configz", timeout);
     let stats = proxy_get(client, node, "stats/summary", timeout);
     let pprof = proxy_get(client, node, "debug/pprof/goroutine?debug=2", timeout);
 
-    let (window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof) = tokio::join!(
-        window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof
+    let (
+        (window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof),
+        (kubelet_log, runtime_log),
+    ) = tokio::join!(
+        async {
+            tokio::join!(
+                window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof
+            )
+        },
+        async { tokio::join!(kubelet_log, runtime_log) }
     );
 
     let collected_at = Timestamp::now();
@@ -670,6 +812,8 @@ pub async fn collect(
         stats_summary,
         goroutine_dump,
         controller_manager_lease: to_step(kcm.map(|l| lease_info(&l))),
+        kubelet_log,
+        runtime_log,
         node_probe: Step::Skipped {
             reason: "--api-only".to_string(),
         },

@@ -67,10 +67,32 @@ pub struct Evidence {
     pub goroutine_dump: Step<GoroutineDump>,
     /// kube-controller-manager's Lease in kube-system: is the CSR approver alive?
     pub controller_manager_lease: Step<LeaseInfo>,
+    /// The kubelet's own log through its node log query (`/logs/?query=kubelet`).
+    #[serde(default = "not_queried")]
+    pub kubelet_log: Step<LogQuery>,
+    /// The container runtime's log through the same query (`query=containerd`, ...).
+    #[serde(default = "not_queried")]
+    pub runtime_log: Step<LogQuery>,
     /// The node agent in the probe pod: its node-side evidence, or why there is none (`--api-only`,
     /// the pod refused, or not started within `--pod-timeout` — itself evidence).
     #[serde(default = "not_probed")]
     pub node_probe: Step<NodeProbe>,
+}
+
+fn not_queried() -> Step<LogQuery> {
+    Step::Skipped {
+        reason: "the log query was not run".to_string(),
+    }
+}
+
+/// A log read through the kubelet's node log query, digested with the shared catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogQuery {
+    /// The service queried (`kubelet`, `containerd`).
+    pub service: String,
+    /// What it said.
+    pub digest: nodehealth_proto::logs::LogDigest,
 }
 
 fn not_probed() -> Step<NodeProbe> {
@@ -188,6 +210,9 @@ pub enum FailureKind {
     Transport,
     /// The answer could not be parsed.
     Malformed,
+    /// The endpoint is turned off on the kubelet (a feature gate or a config field); the message
+    /// says how to turn it on.
+    Disabled,
 }
 
 /// A failed step.

@@ -50,6 +50,8 @@ pub struct ProbeOptions {
     pub window: Duration,
     /// Attach the eBPF tracer over the window.
     pub trace: bool,
+    /// How far back the agent reads the kubelet's and runtime's logs.
+    pub log_since: Duration,
     /// Show progress on stderr.
     pub progress: bool,
 }
@@ -499,6 +501,7 @@ pub async fn run_agent(
                     window_ms: o.window.as_millis() as u64,
                     trace: o.trace,
                     cri_timeout_ms: 2000,
+                    log_since_ms: o.log_since.as_millis() as u64,
                 })
                 .await
                 .map_err(|s| ProbeError::Agent(format!("refused the run: {}", s.message())))?;
@@ -695,6 +698,7 @@ mod tests {
             priority_class: None,
             window: Duration::from_secs(5),
             trace: false,
+            log_since: Duration::from_secs(900),
             progress: false,
         }
     }

@@ -595,6 +595,57 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         }
     }
 
+    // --- logs: the kubelet's and runtime's own words, as supporting evidence ----------------
+    // A recent known message adds to a cause something else already raised (at most +10 from
+    // logs per cause); on its own a log line raises nothing: a healed fault leaves lines behind.
+    let mut from_logs: Vec<(CauseId, String)> = Vec::new();
+    for f in findings
+        .iter()
+        .filter(|f| f.is_log_evidence() && f.severity.is_problem())
+    {
+        let id = match crate::checks::logs::cause_of(&f.id) {
+            Some("pleg-slow") => CauseId::PlegSlow,
+            Some("runtime-unresponsive") => CauseId::RuntimeUnresponsive,
+            Some("certificate") => CauseId::Certificate,
+            Some("api-partition") => CauseId::ApiPartition,
+            Some("kubelet-starved") => CauseId::KubeletStarved,
+            Some("kubelet-down") => CauseId::KubeletDown,
+            Some("node-pressure") => CauseId::NodePressure,
+            _ => continue,
+        };
+        from_logs.push((id, format!("{}: {}", f.id, f.summary)));
+    }
+    for b in [
+        &mut cert,
+        &mut pleg,
+        &mut runtime,
+        &mut down,
+        &mut partition,
+        &mut starved,
+        &mut pressure,
+    ] {
+        let (before, cause) = (b.score, b.id);
+        for (_, line) in from_logs.iter().filter(|(id, _)| *id == cause) {
+            if b.score > 0 {
+                b.support(5, line.clone());
+                b.score = b.score.min(before.saturating_add(10)).min(99);
+            }
+        }
+    }
+    use crate::checks::logs::UNIT;
+    if let Some(w) = s.summary(&format!("{UNIT}-kubelet")) {
+        if s.at_least(&format!("{UNIT}-kubelet"), Severity::Critical) {
+            down.because(80, w);
+        } else {
+            starved.support(5, w);
+        }
+    }
+    if let Some(w) = s.summary(&format!("{UNIT}-runtime"))
+        && runtime.score > 0
+    {
+        runtime.support(5, w);
+    }
+
     // --- assemble ----------------------------------------------------------------------------
     let partition_or_down = down.score > 0 && partition.score > 0;
     let separation = "from the API side a dead kubelet and a partition look alike (no lease renewals, the API server cannot reach the kubelet). What separates them: `connection refused` from the node proxy = kubelet not running; timeouts = node or network; many nodes stale at once = control plane or network; a node that is powered off looks like a partition too. On the node (SSH): `systemctl is-active kubelet`, and `curl -k https://<apiserver>:6443/healthz` (200 or 401 = reachable); or `tracer-user probe`";

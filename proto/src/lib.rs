@@ -1,6 +1,7 @@
 //! The plugin <-> node agent API (`proto/nodehealth/v1/agent.proto`) and the node evidence it
 //! carries ([`node`]).
 
+pub mod logs;
 pub mod node;
 
 /// Version 1 of the API.

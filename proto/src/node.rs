@@ -36,6 +36,8 @@ pub mod section {
     pub const KERNEL_LOG: &str = "kernelLog";
     /// [`super::Pressure`]
     pub const PRESSURE: &str = "pressure";
+    /// [`super::Logs`]
+    pub const LOGS: &str = "logs";
     /// [`super::RunQueue`] (only when tracing was requested)
     pub const RUN_QUEUE: &str = "runQueue";
     /// [`super::Trace`] (only when tracing was requested)
@@ -75,6 +77,8 @@ pub struct NodeEvidence {
     pub kernel_log: Option<KernelLog>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pressure: Option<Pressure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Logs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_queue: Option<RunQueue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -632,6 +636,54 @@ pub struct KernelLog {
     pub counts: BTreeMap<String, u32>,
     /// The most recent events of each kind (at most 20 each).
     pub events: Vec<KernelEvent>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// logs
+
+/// The kubelet's and the runtime's logs as read on the node, digested with the catalogue in
+/// [`crate::logs`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Logs {
+    /// The host runs systemd (`/run/systemd/system` exists): logs are in its journal and the
+    /// units' state is known to it.
+    pub systemd: bool,
+    pub kubelet: ComponentLog,
+    pub runtime: ComponentLog,
+}
+
+/// One component's log and, under systemd, its unit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentLog {
+    /// Where the agent looked, in order, with what it found there (`/proc/42/fd/2 -> pipe`, ...).
+    pub tried: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<crate::logs::LogDigest>,
+    /// Why there is no digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<UnitState>,
+}
+
+/// A systemd unit as `systemctl show` reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitState {
+    /// `kubelet.service`, ...
+    pub name: String,
+    /// `active`, `activating`, `failed`, `inactive`, ... (`systemctl is-active`).
+    pub active_state: Option<String>,
+    /// `running`, `auto-restart`, `dead`, ...
+    pub sub_state: Option<String>,
+    /// `NRestarts`: automatic restarts since the unit was last started by hand.
+    pub restarts: Option<u32>,
+    /// `Result`: `success`, `exit-code`, `signal`, `oom-kill`, `timeout`, ...
+    pub result: Option<String>,
+    /// Why the state could not be read.
+    pub error: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

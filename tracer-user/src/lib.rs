@@ -17,6 +17,7 @@ pub mod http;
 pub mod kmsg;
 pub mod ksyms;
 pub mod log;
+pub mod logs;
 pub mod pressure;
 pub mod probe;
 pub mod processes;

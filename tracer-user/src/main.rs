@@ -42,6 +42,9 @@ struct ProbeArgs {
     /// for `serve` the request decides).
     #[arg(long)]
     trace: bool,
+    /// How far back the kubelet's and runtime's logs are read (`serve`: unless the request says).
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    log_since: Duration,
 }
 
 impl ProbeArgs {
@@ -56,6 +59,7 @@ impl ProbeArgs {
                 runtime_endpoint: self.runtime_endpoint.clone(),
             },
             trace: self.trace,
+            log_since: self.log_since,
         }
     }
 }

@@ -39,7 +39,12 @@ pub struct ProbeConfig {
     pub overrides: Overrides,
     /// Attach the eBPF run-queue tracer to the kubelet and the runtime during the window.
     pub trace: bool,
+    /// How far back the kubelet's and runtime's logs are read (from the start of the run).
+    pub log_since: Duration,
 }
+
+/// How far back logs are read unless asked otherwise.
+pub const DEFAULT_LOG_SINCE: Duration = Duration::from_secs(15 * 60);
 
 impl Default for ProbeConfig {
     fn default() -> Self {
@@ -50,6 +55,7 @@ impl Default for ProbeConfig {
             cri_interval: Duration::from_secs(1),
             overrides: Overrides::default(),
             trace: false,
+            log_since: DEFAULT_LOG_SINCE,
         }
     }
 }
@@ -445,6 +451,22 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
             ev.kernel_log = Some(log);
         }
         Err(e) => sink.failure(&mut ev, section::KERNEL_LOG, e).await,
+    }
+    // The kubelet's and runtime's logs (journalctl may take a few seconds on a big journal).
+    let logs = {
+        let h = host.clone();
+        let since = ev.started_at_unix_ms - cfg.log_since.as_millis() as i64;
+        blocking(cfg.timeout.max(Duration::from_secs(10)), move || {
+            crate::logs::collect(&h, kubelet_pid, runtime, since, now_unix_ms())
+        })
+        .await
+    };
+    match logs {
+        Ok(l) => {
+            sink.section(section::LOGS, &l).await;
+            ev.logs = Some(l);
+        }
+        Err(e) => sink.failure(&mut ev, section::LOGS, e).await,
     }
     let psi_end = {
         let (h, t) = (host.clone(), targets.clone());

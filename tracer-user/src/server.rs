@@ -135,6 +135,9 @@ impl Agent for Service {
         if req.cri_timeout_ms > 0 {
             cfg.timeout = Duration::from_millis(req.cri_timeout_ms);
         }
+        if req.log_since_ms > 0 {
+            cfg.log_since = Duration::from_millis(req.log_since_ms);
+        }
         // Fit the run before the deadline: window + one timeout + margin for the sections.
         let left = self.deadline.saturating_duration_since(Instant::now());
         let budget = left.saturating_sub(cfg.timeout + Duration::from_secs(2));

@@ -91,6 +91,7 @@ fn request(token: &str, window_ms: u64, timeout_ms: u64) -> RunRequest {
         window_ms,
         trace: false,
         cri_timeout_ms: timeout_ms,
+        log_since_ms: 0,
     }
 }
 

@@ -39,6 +39,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("linux-perf", "`perf bench sched pipe` for tracer overhead"),
     (
+        "systemd",
+        "journalctl: the agent reads the kubelet's journal with it (this machine runs no systemd)",
+    ),
+    (
+        "systemd-journal-remote",
+        "writes the journal files the agent's journal test reads",
+    ),
+    (
         "bpftool",
         "program names in `bench tracer`'s per-program costs",
     ),

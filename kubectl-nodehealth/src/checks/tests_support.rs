@@ -177,6 +177,12 @@ pub fn healthy_evidence() -> Evidence {
                 lease_duration_seconds: Some(15),
             },
         },
+        kubelet_log: Step::Skipped {
+            reason: "not queried".into(),
+        },
+        runtime_log: Step::Skipped {
+            reason: "not queried".into(),
+        },
         node_probe: Step::Skipped {
             reason: "--api-only".into(),
         },
