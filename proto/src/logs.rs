@@ -190,30 +190,6 @@ pub const CATALOGUE: &[Message] = &[
     },
     // --- kubelet: the path to the API server ----------------------------------------------------
     Message {
-        id: "lease-update-failed",
-        component: Component::Kubelet,
-        domain: "api-connectivity",
-        cause: None,
-        all_of: &[&[
-            "Failed to update lease",
-            "failed to update lease",
-            "Failed to ensure lease exists",
-        ]],
-        none_of: &[],
-        meaning: "the kubelet could not renew its node lease: the control plane soon marks the node Unknown",
-        source: "kubernetes staging/src/k8s.io/component-helpers/apimachinery/lease/controller.go (retryUpdateLease: \"Failed to update lease\"; backoffEnsureLease: \"Failed to ensure lease exists, will retry\")",
-    },
-    Message {
-        id: "node-status-failed",
-        component: Component::Kubelet,
-        domain: "api-connectivity",
-        cause: None,
-        all_of: &[&["Error updating node status", "Unable to update node status"]],
-        none_of: &[],
-        meaning: "the kubelet could not post its node status",
-        source: "kubernetes pkg/kubelet/kubelet_node_status.go (updateNodeStatus: \"Error updating node status, will retry\"; syncNodeStatus: \"Unable to update node status\")",
-    },
-    Message {
         id: "api-unreachable",
         component: Component::Kubelet,
         domain: "api-connectivity",
@@ -225,10 +201,38 @@ pub const CATALOGUE: &[Message] = &[
             "Client.Timeout exceeded",
             "connection reset by peer",
             "use of closed network connection",
+            "net/http: request canceled",
         ]],
         none_of: &[],
         meaning: "the kubelet's connections to the API server fail or time out",
         source: "Go net, net/http and x/net/http2 errors as client-go returns them, e.g. staging/src/k8s.io/client-go/tools/cache/reflector.go (DefaultWatchErrorHandler: \"Failed to watch\" err=\"failed to list ...: dial tcp ...\")",
+    },
+    Message {
+        id: "lease-update-failed",
+        component: Component::Kubelet,
+        domain: "api-connectivity",
+        cause: Some("api-partition"),
+        all_of: &[&[
+            "Failed to update lease",
+            "failed to update lease",
+            "Failed to ensure lease exists",
+        ]],
+        none_of: &[],
+        // Credential refusals are classified as `unauthorized` before this entry, network errors
+        // as `api-unreachable`: what is left (timeouts) points at the path to the API server or
+        // an overloaded API server.
+        meaning: "the kubelet could not renew its node lease: the control plane soon marks the node Unknown",
+        source: "kubernetes staging/src/k8s.io/component-helpers/apimachinery/lease/controller.go (retryUpdateLease: \"Failed to update lease\"; backoffEnsureLease: \"Failed to ensure lease exists, will retry\")",
+    },
+    Message {
+        id: "node-status-failed",
+        component: Component::Kubelet,
+        domain: "api-connectivity",
+        cause: Some("api-partition"),
+        all_of: &[&["Error updating node status", "Unable to update node status"]],
+        none_of: &[],
+        meaning: "the kubelet could not post its node status",
+        source: "kubernetes pkg/kubelet/kubelet_node_status.go (updateNodeStatus: \"Error updating node status, will retry\"; syncNodeStatus: \"Unable to update node status\")",
     },
     // --- kubelet: the process itself and the node ----------------------------------------------
     Message {

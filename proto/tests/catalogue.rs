@@ -73,3 +73,42 @@ fn a_frozen_runtime_reads_as_runtime_down_and_cri_deadlines() {
         );
     }
 }
+
+#[test]
+fn a_cut_path_to_the_api_server_reads_as_unreachable_not_as_certificates() {
+    let d = digest_of(Component::Kubelet, "api-partition.kubelet.log");
+    let c = counts(&d);
+    // The lease renewals time out: TLS handshake / client timeouts name the network path.
+    assert!(c.get("api-unreachable").is_some_and(|n| *n >= 4), "{c:?}");
+    for id in [
+        "unauthorized",
+        "x509-expired",
+        "cri-deadline-exceeded",
+        "runtime-down",
+    ] {
+        assert!(!c.contains_key(id), "a partition matched {id}: {c:?}");
+    }
+}
+
+#[test]
+fn an_expired_client_certificate_reads_as_unauthorized() {
+    // The kubelet restarted with a certificate expiring 20 s later: a clean start, then 401s on
+    // every node status patch, lease renewal and event.
+    let d = digest_of(Component::Kubelet, "cert-expired-static.kubelet.log");
+    let c = counts(&d);
+    assert!(c.get("unauthorized").is_some_and(|n| *n >= 10), "{c:?}");
+    assert!(c.contains_key("kubelet-starting"), "{c:?}");
+    for id in [
+        "api-unreachable",
+        "cri-deadline-exceeded",
+        "runtime-down",
+        "x509-expired",
+    ] {
+        assert!(
+            !c.contains_key(id),
+            "an expired client certificate matched {id}: {c:?}"
+        );
+    }
+    let u = d.matches.iter().find(|m| m.id == "unauthorized").unwrap();
+    assert!(u.first_unix_ms < u.last_unix_ms);
+}

@@ -98,6 +98,33 @@ impl Diagnosis {
         self.top()["evidence"].to_string()
     }
 
+    /// Asserts that one of the known log messages `ids` (catalogue ids) was seen recently and
+    /// supports the top cause (its `logs-<id>` line in the cause's evidence).
+    fn expect_log_support(&self, ids: &[&str]) {
+        let findings = self.report["findings"].as_array().expect("findings");
+        let seen: Vec<&Value> = findings
+            .iter()
+            .filter(|f| {
+                ids.iter().any(|id| f["id"] == format!("logs-{id}")) && f["severity"] == "warning"
+            })
+            .collect();
+        assert!(
+            !seen.is_empty(),
+            "none of {ids:?} in the logs; log findings: {:#?}",
+            findings
+                .iter()
+                .filter(|f| f["id"].as_str().is_some_and(|i| i.starts_with("logs-")))
+                .collect::<Vec<_>>()
+        );
+        let evidence = self.evidence();
+        assert!(
+            seen.iter()
+                .any(|f| evidence.contains(f["id"].as_str().unwrap_or("?"))),
+            "the log findings {:?} do not support the top cause: {evidence}",
+            seen.iter().map(|f| &f["id"]).collect::<Vec<_>>()
+        );
+    }
+
     /// Asserts the top cause, printing the whole verdict when it is another.
     fn expect_top(&self, id: &str) {
         assert_eq!(
@@ -144,6 +171,14 @@ fn api_partition_is_a_partition_and_says_not_to_restart_the_kubelet() {
     let api = &agent["apiServer"];
     assert!(api["healthz"]["status"].is_null(), "{api:#}");
     d.expect_top("api-partition");
+    // The kubelet's log, read on the node: its lease renewals fail on the network (how a request
+    // fails depends on the connection's state when the path was cut: a handshake timeout, a
+    // client timeout, a deadline).
+    d.expect_log_support(&[
+        "api-unreachable",
+        "lease-update-failed",
+        "node-status-failed",
+    ]);
     assert!(
         d.top()["avoid"]
             .as_str()
@@ -250,6 +285,8 @@ fn expired_client_certificate_is_the_certificate() {
     let leaf = &agent["certificates"]["client"]["certificates"][0];
     assert_eq!(leaf["expired"], true, "{:#}", agent["certificates"]);
     d.expect_top("certificate");
+    // The kubelet's log, read on the node: every request it makes is refused with 401.
+    d.expect_log_support(&["unauthorized"]);
     healed_and_ready(&c, healer);
 }
 
@@ -263,6 +300,8 @@ fn frozen_runtime_is_the_runtime_and_the_agent_times_out_its_calls() {
     let d = Diagnosis::run(&c, "3s");
     d.print("runtime-frozen");
     d.expect_top("runtime-unresponsive");
+    // The kubelet's log through its node log query: runtime down, CRI calls past their deadline.
+    d.expect_log_support(&["runtime-down", "cri-deadline-exceeded"]);
     let (d, agent) = Diagnosis::with_agent(&c, "3s");
     d.print("runtime-frozen");
     assert_eq!(agent["cri"]["state"], "hung", "{:#}", agent["cri"]);

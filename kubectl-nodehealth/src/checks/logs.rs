@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn causes_come_from_the_catalogue() {
         assert_eq!(cause_of("logs-pleg-not-healthy"), Some("pleg-slow"));
-        assert_eq!(cause_of("logs-lease-update-failed"), None);
+        assert_eq!(cause_of("logs-skipping-pod-sync"), None);
         assert_eq!(cause_of("node-ready"), None);
     }
 }

@@ -91,7 +91,7 @@ pub const CNI_CONFLIST: &str = r#"{
 
 /// The kubelet's KubeletConfiguration. Directories are deliberately not the defaults, so the agent
 /// must discover them as it must on real distributions. The runtime endpoint is containerd's
-/// socket; `fault::set_runtime_endpoint` rewrites that one line.
+/// socket; `fault::move_kubelet` rewrites that one line.
 pub fn kubelet(l: &Layout, s: &Settings) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1

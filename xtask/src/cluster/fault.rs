@@ -92,6 +92,10 @@ pub enum Fault {
         #[arg(long, default_value_t = 16)]
         limit_mib: u64,
     },
+    /// The kubelet restarted with `enableSystemLogQuery: false`: its node log query is off and
+    /// `/logs/` serves a listing of /var/log instead (a configuration, not a failure: for the
+    /// plugin's "log query disabled" message). Waits until the node is Ready again.
+    LogQueryOff,
 }
 
 /// Every fault by name, in the order `heal` undoes them. `runtime-slow-list` comes last: its heal
@@ -107,6 +111,7 @@ const NAMES: &[&str] = &[
     "kubelet-stopped",
     "kubelet-frozen",
     "kubelet-memory-limited",
+    "log-query-off",
     "runtime-slow-list",
 ];
 
@@ -123,6 +128,7 @@ impl Fault {
             Fault::KubeletStopped => "kubelet-stopped",
             Fault::KubeletFrozen => "kubelet-frozen",
             Fault::KubeletMemoryLimited { .. } => "kubelet-memory-limited",
+            Fault::LogQueryOff => "log-query-off",
         }
     }
 }
@@ -248,6 +254,12 @@ pub fn apply(f: Fault) -> Result<()> {
         }
         Fault::CertExpiredStatic { expires_in } => cert_expired_static(&l, expires_in)?,
         Fault::CertRotationStuck { lifetime } => cert_rotation_stuck(&l, lifetime)?,
+        Fault::LogQueryOff => {
+            if let Some((since, _)) = set_log_query(&l, false)? {
+                wait_for_the_restarted_kubelet(&l, &since)?;
+            }
+            info("the kubelet's node log query is off (enableSystemLogQuery: false)");
+        }
     }
     info("applied; `cargo xtask heal` undoes it");
     Ok(())
@@ -319,6 +331,12 @@ fn heal_one(l: &Layout, name: &str) -> Result<()> {
             restart_component(l, "kubelet")?;
             for f in [STATIC_CERT, STATIC_KUBECONFIG, STATIC_CONFIG] {
                 let _ = fs::remove_file(l.faults().join(f));
+            }
+            Ok(())
+        }
+        "log-query-off" => {
+            if let Some((since, _)) = set_log_query(l, true)? {
+                wait_for_the_restarted_kubelet(l, &since)?;
             }
             Ok(())
         }
@@ -394,18 +412,18 @@ fn endpoint_of(socket: &Path) -> String {
     format!("unix://{}", socket.display())
 }
 
-/// Points the kubelet's configuration files at `socket`: the one `up` wrote and, while
+/// Rewrites the kubelet's configuration files with `edit`: the one `up` wrote and, while
 /// cert-expired-static is applied, the fault's copy the kubelet runs with. Returns whether the
 /// configuration the kubelet reads changed.
-fn set_runtime_endpoint(l: &Layout, socket: &Path) -> Result<bool> {
-    let endpoint = endpoint_of(socket);
+fn edit_kubelet_config(l: &Layout, edit: &dyn Fn(&str) -> Result<String>) -> Result<bool> {
     let mut changed = false;
     for path in [l.kubelet_config(), l.faults().join(STATIC_CONFIG)] {
         let Ok(config) = fs::read_to_string(&path) else {
             continue;
         };
-        if runtime_endpoint(&config) != Some(endpoint.as_str()) {
-            super::write(&path, &with_runtime_endpoint(&config, &endpoint)?)?;
+        let new = edit(&config)?;
+        if new != config {
+            super::write(&path, &new)?;
             changed = true;
         }
     }
@@ -417,20 +435,27 @@ fn kubelet_frozen() -> bool {
         .is_ok_and(|s| s.trim() != "THAWED")
 }
 
-/// Moves the kubelet onto `socket`: rewrites its configuration and restarts it through its
-/// supervisor with the command line it runs with, as `systemctl restart kubelet` would. Pods keep
-/// running (their containers belong to containerd, which is not restarted) and the new kubelet
-/// takes over the node's lease. Returns when the kubelet was restarted: the time as the API
-/// server writes it (a whole second that began after the old kubelet exited) and as an instant.
-fn move_kubelet(l: &Layout, socket: &Path) -> Result<Option<(String, Instant)>> {
+/// Rewrites the kubelet's configuration with `edit` and restarts it through its supervisor with
+/// the command line it runs with, as `systemctl restart kubelet` would. Pods keep running (their
+/// containers belong to containerd, which is not restarted) and the new kubelet takes over the
+/// node's lease. Returns when the kubelet was restarted: the time as the API server writes it (a
+/// whole second that began after the old kubelet exited) and as an instant; `None` when nothing
+/// changed or the kubelet is stopped (it reads the new configuration when it starts).
+fn reconfigure_kubelet(
+    l: &Layout,
+    what: &str,
+    edit: &dyn Fn(&str) -> Result<String>,
+) -> Result<Option<(String, Instant)>> {
     if kubelet_frozen() {
-        bail!("the kubelet is frozen (kubelet-frozen): it cannot be restarted onto {socket:?}");
+        bail!("the kubelet is frozen (kubelet-frozen): it cannot be restarted with {what}");
     }
-    if !set_runtime_endpoint(l, socket)? {
+    if !edit_kubelet_config(l, edit)? {
         return Ok(None);
     }
     if !super::component_alive(l, "kubelet") {
-        info("the kubelet is stopped: it uses the new runtime endpoint when it starts");
+        info(format!(
+            "the kubelet is stopped: it uses {what} when it starts"
+        ));
         return Ok(None);
     }
     let started = Instant::now();
@@ -439,11 +464,44 @@ fn move_kubelet(l: &Layout, socket: &Path) -> Result<Option<(String, Instant)>> 
     // Everything the API server records from the next second on comes from the new kubelet.
     let since = api::next_second();
     launch(l, "kubelet", &argv)?;
-    info(format!(
-        "kubelet restarted with containerRuntimeEndpoint {}",
-        endpoint_of(socket)
-    ));
+    info(format!("kubelet restarted with {what}"));
     Ok(Some((since, started)))
+}
+
+/// Moves the kubelet onto `socket` (its `containerRuntimeEndpoint`).
+fn move_kubelet(l: &Layout, socket: &Path) -> Result<Option<(String, Instant)>> {
+    let endpoint = endpoint_of(socket);
+    reconfigure_kubelet(
+        l,
+        &format!("containerRuntimeEndpoint {endpoint}"),
+        &|config| with_runtime_endpoint(config, &endpoint),
+    )
+}
+
+const LOG_QUERY_KEY: &str = "enableSystemLogQuery:";
+
+/// Turns the kubelet's node log query on or off (`enableSystemLogQuery`; the NodeLogQuery gate
+/// stays on: the kubelet refuses the field without it).
+fn set_log_query(l: &Layout, on: bool) -> Result<Option<(String, Instant)>> {
+    let line = format!("{LOG_QUERY_KEY} {on}");
+    reconfigure_kubelet(l, &line, &|config| {
+        if !config.lines().any(|x| x.starts_with(LOG_QUERY_KEY)) {
+            bail!("the kubelet config has no `{LOG_QUERY_KEY}` line");
+        }
+        let mut out = config
+            .lines()
+            .map(|x| {
+                if x.starts_with(LOG_QUERY_KEY) {
+                    line.clone()
+                } else {
+                    x.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push('\n');
+        Ok(out)
+    })
 }
 
 /// Waits until the kubelet started in whole second `since` (API server time, after the old one
