@@ -135,6 +135,7 @@ impl NodeEvidence {
             section::CLOCK => self.clock = parse(section, json)?,
             section::KERNEL_LOG => self.kernel_log = parse(section, json)?,
             section::PRESSURE => self.pressure = parse(section, json)?,
+            section::LOGS => self.logs = parse(section, json)?,
             section::RUN_QUEUE => self.run_queue = parse(section, json)?,
             section::TRACE => self.trace = parse(section, json)?,
             other => return Err(SectionError::Unknown(other.to_string())),
@@ -1193,6 +1194,17 @@ mod tests {
         assert!(text.contains("\"state\":\"hung\""), "{text}");
         ev.insert_section(section::CRI, &json).unwrap();
         assert_eq!(ev.cri, Some(cri));
+        let logs = Logs {
+            systemd: false,
+            kubelet: ComponentLog {
+                tried: vec!["/proc/1/fd/2 -> /var/log/kubelet.log".into()],
+                ..Default::default()
+            },
+            runtime: ComponentLog::default(),
+        };
+        ev.insert_section(section::LOGS, &serde_json::to_vec(&logs).unwrap())
+            .unwrap();
+        assert_eq!(ev.logs, Some(logs));
         assert!(matches!(
             ev.insert_section("future", b"{}"),
             Err(SectionError::Unknown(_))

@@ -122,6 +122,12 @@ fn healthy_node_report_has_node_evidence_and_leaves_no_pod() {
         "kubelet CRI calls traced: {} in the window, methods {}",
         cri["calls"], cri["methods"]
     );
+    // The kubelet's log read in the pod through the host root: its stderr is the harness's file.
+    assert_eq!(
+        node["logs"]["kubelet"]["digest"]["source"], "file /var/log/kubelet.log",
+        "{:#}",
+        node["logs"]
+    );
     let layers = report["verdict"]["layers"].as_array().unwrap();
     assert!(layers.contains(&json!("node-probe")), "{layers:?}");
     assert!(layers.contains(&json!("ebpf")), "{layers:?}");
