@@ -510,6 +510,18 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     if let Some(w) = s.summary(node_ids::KUBELET_CRI_SLOW) {
         runtime.because(55, w);
     }
+    // Starved of CPU, measured on the node: a runtime that gets no CPU answers late or not at
+    // all; a kubelet that gets none relists and heartbeats late.
+    let runtime_starved = format!("{}-runtime", node_ids::CPU_STARVED);
+    let kubelet_starved = format!("{}-kubelet", node_ids::CPU_STARVED);
+    if let Some(w) = s.summary(&runtime_starved) {
+        let critical = s.at_least(&runtime_starved, Severity::Critical);
+        runtime.because(if critical { 70 } else { 45 }, w);
+    }
+    if let Some(w) = s.summary(&kubelet_starved) {
+        let critical = s.at_least(&kubelet_starved, Severity::Critical);
+        starved.because(if critical { 70 } else { 45 }, w);
+    }
     // Down because the OOM killer keeps killing it: starved of memory is the cause.
     if oom_loop && down.score >= starved.score {
         down.score = starved.score.saturating_sub(1);
@@ -544,10 +556,21 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     }
     // --- eBPF attribution: why relists or CRI calls were slow -------------------------------
     let relists_slow = pleg.score > 0;
+    let cpu_starved = s.at_least(&runtime_starved, Severity::Warning)
+        || s.at_least(&kubelet_starved, Severity::Warning);
     let attribution = e
         .node_probe
         .data()
-        .and_then(|p| crate::checks::node::attribution(&p.evidence, relists_slow))
+        .and_then(|p| {
+            crate::checks::node::attribution(&p.evidence, relists_slow)
+                // Nothing measured slow in the window, yet the node shows the kubelet or the
+                // runtime starved of CPU: what the trace says of the whole window.
+                .or_else(|| {
+                    cpu_starved
+                        .then(|| crate::checks::node::window_attribution(&p.evidence))
+                        .flatten()
+                })
+        })
         .map(|(a, line)| (Attribution::from(&a), line));
     if let Some((a, line)) = &attribution {
         let runtime_hung = s.at_least(node_ids::CRI, Severity::Critical)

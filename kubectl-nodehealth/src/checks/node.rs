@@ -31,7 +31,20 @@ pub mod ids {
     pub const OOM: &str = "node-oom-kills";
     /// The kubelet's own CRI calls, traced on its socket, were slow.
     pub const KUBELET_CRI_SLOW: &str = "node-kubelet-cri-slow";
+    /// The kubelet or the runtime starved of CPU (suffix `-kubelet`, `-runtime`): CFS throttling
+    /// of its cgroup over the window, or (traced) its threads waiting for a CPU.
+    pub const CPU_STARVED: &str = "node-cpu-starved";
 }
+
+/// Share of CFS periods throttled over the window: a warning from here on (with real time lost).
+const THROTTLED_WARNING: f64 = 0.2;
+/// ... and critical from here on.
+const THROTTLED_CRITICAL: f64 = 0.5;
+/// Run-queue wait of a process's threads, summed, as a share of the window: a warning from here
+/// on when they waited longer than they ran (one thread always runnable and never running = 1.0).
+const RUNQ_WARNING: f64 = 0.5;
+/// ... and critical from here on.
+const RUNQ_CRITICAL: f64 = 1.0;
 
 /// A CRI call's median above this is slow (ms).
 const CRI_SLOW_P50_MS: f64 = 1000.0;
@@ -158,6 +171,98 @@ pub fn attribution(n: &NodeEvidence, relists_slow: bool) -> Option<(Attribution,
         None => format!("eBPF attribution {}: {why}", a.id()),
     };
     Some((a, line))
+}
+
+/// The kubelet or the runtime starved of CPU over the window: its cgroup's CFS throttling and,
+/// when traced, its threads' run-queue wait against their on-CPU time.
+fn cpu_starved(n: &NodeEvidence) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for owner in ["kubelet", "runtime"] {
+        let mut lines = Vec::new();
+        let mut severity = Severity::Ok;
+        if let Some(cg) = n
+            .pressure
+            .as_ref()
+            .and_then(|p| p.cgroups.iter().find(|c| c.owner == owner))
+            && let (Some(periods), Some(throttled)) = (cg.window_nr_periods, cg.window_nr_throttled)
+            && periods > 0
+            && throttled > 0
+        {
+            let share = throttled as f64 / periods as f64;
+            let lost_ms = cg.window_throttled_ns.unwrap_or(0) / 1_000_000;
+            let real = lost_ms as f64 >= 0.1 * n.window_ms as f64;
+            if real && share >= THROTTLED_CRITICAL {
+                severity = Severity::Critical;
+            } else if real && share >= THROTTLED_WARNING {
+                severity = severity.max(Severity::Warning);
+            }
+            lines.push(format!(
+                "CFS throttled in {throttled} of {periods} periods over the window ({lost_ms} ms held back; quota {} per {} µs, cgroup {})",
+                cg.quota_us.map_or("unlimited".into(), |q| format!("{q} µs")),
+                cg.period_us.map_or("?".into(), |p| p.to_string()),
+                cg.path
+            ));
+        }
+        if let Some(t) = n.trace.as_ref().filter(|t| t.attached && t.window_ms > 0)
+            && let Some(p) = t.processes.iter().find(|p| p.owner == owner)
+        {
+            let share = p.times.run_queue_ns as f64 / (t.window_ms as f64 * 1e6);
+            let waits_more = p.times.run_queue_ns > p.times.on_cpu_ns;
+            if waits_more && share >= RUNQ_CRITICAL {
+                severity = Severity::Critical;
+            } else if waits_more && share >= RUNQ_WARNING {
+                severity = severity.max(Severity::Warning);
+            }
+            if share >= RUNQ_WARNING {
+                lines.push(format!(
+                    "its {} threads waited {:.1} s for a CPU and ran {:.1} s in the {:.1} s window (eBPF)",
+                    p.threads,
+                    p.times.run_queue_ns as f64 / 1e9,
+                    p.times.on_cpu_ns as f64 / 1e9,
+                    t.window_ms as f64 / 1e3
+                ));
+            }
+        }
+        if !severity.is_problem() {
+            continue;
+        }
+        let mut f = Finding::new(
+            &format!("{}-{owner}", ids::CPU_STARVED),
+            if owner == "kubelet" {
+                Domain::Kubelet
+            } else {
+                Domain::Runtime
+            },
+            severity,
+            format!("the {owner} is starved of CPU"),
+        );
+        for l in lines {
+            f = f.with(l);
+        }
+        out.push(f.fix(format!(
+            "give the {owner} CPU: raise or remove the CPU limit (CFS quota) of its cgroup, reserve CPU for system daemons (kubeReserved/systemReserved), find what saturates the node's CPUs"
+        )));
+    }
+    out
+}
+
+/// The trace's attribution over its whole window, when it names CPU starvation: for a kubelet or
+/// runtime starved of CPU while no single call or relist was measured slow.
+pub fn window_attribution(n: &NodeEvidence) -> Option<(Attribution, String)> {
+    let t = n.trace.as_ref().filter(|t| t.attached)?;
+    let start = t.seconds.iter().map(|s| s.start_unix_ms).min()?;
+    let end = t
+        .seconds
+        .iter()
+        .map(|s| s.start_unix_ms + s.duration_ms as i64)
+        .max()?;
+    let a = t.attribute(&[(start, end)], false)?;
+    (a == Attribution::CpuStarvation).then(|| {
+        (
+            a,
+            "eBPF attribution cpu-starvation: over the whole window the kubelet's and the runtime's threads waited for a CPU more than for anything else (no single call was measured slow)".to_string(),
+        )
+    })
 }
 
 /// Findings from the agent's evidence (pure).
@@ -335,6 +440,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
             );
         }
     }
+    out.extend(cpu_starved(n));
     if let Some(client) = n.certificates.as_ref().and_then(|c| c.client.as_ref())
         && let Some(leaf) = client.certificates.first()
         && leaf.expired

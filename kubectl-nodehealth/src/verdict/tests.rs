@@ -780,6 +780,55 @@ fn slow_relists_with_fast_calls_and_no_waits_are_kubelet_internal() {
 }
 
 #[test]
+fn a_throttled_runtime_with_no_call_measured_slow_is_the_runtime_starved_of_cpu() {
+    use nodehealth_proto::node::{CgroupCpu, Pressure, TraceProcess};
+    // A healthy API side; on the node the runtime's cgroup is throttled in every period and its
+    // threads wait for a CPU far more than they run, while no call happened to be slow.
+    let mut e = healthy_evidence();
+    let mut node = traced_node(2500, 0, 20);
+    let t = node.trace.as_mut().unwrap();
+    t.processes = vec![TraceProcess {
+        owner: "runtime".into(),
+        pid: 20,
+        threads: 12,
+        times: nodehealth_proto::node::ThreadStateTimes {
+            run_queue_ns: 7_500_000_000,
+            on_cpu_ns: 3_000_000,
+            ..Default::default()
+        },
+    }];
+    node.window_ms = 3000;
+    node.pressure = Some(Pressure {
+        cgroups: vec![CgroupCpu {
+            owner: "runtime".into(),
+            pid: 20,
+            cgroup_version: 1,
+            path: "/nodehealth-harness/containerd".into(),
+            window_nr_periods: Some(3),
+            window_nr_throttled: Some(3),
+            window_throttled_ns: Some(2_900_000_000),
+            quota_us: Some(1000),
+            period_us: Some(1_000_000),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    with_node(&mut e, node);
+    let v = verdict(&e);
+    let runtime = top(&v);
+    assert_eq!(runtime.id, CauseId::RuntimeUnresponsive, "{v:#?}");
+    assert_eq!(runtime.attribution, Some(Attribution::CpuStarvation));
+    assert!(
+        runtime
+            .evidence
+            .iter()
+            .any(|l| l.contains("node-cpu-starved-runtime")),
+        "{:#?}",
+        runtime.evidence
+    );
+}
+
+#[test]
 fn without_a_trace_attribution_stays_unknown() {
     let mut e = degraded_relists_with_slow_list_calls();
     with_node(&mut e, nodehealth_proto::node::NodeEvidence::default());
