@@ -533,6 +533,58 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     if let Some(w) = s.summary(node_ids::API_UNREACHABLE) {
         partition.because(85, w);
     }
+    // --- logs: the kubelet's and runtime's own words, as supporting evidence ----------------
+    // A recent known message adds to a cause something else already raised (at most +10 from
+    // logs per cause); on its own a log line raises nothing: a healed fault leaves lines behind.
+    // Before the caps below: what the node layer and the trace settle, log lines do not undo.
+    let mut from_logs: Vec<(CauseId, String)> = Vec::new();
+    for f in findings
+        .iter()
+        .filter(|f| f.is_log_evidence() && f.severity.is_problem())
+    {
+        let id = match crate::checks::logs::cause_of(&f.id) {
+            Some("pleg-slow") => CauseId::PlegSlow,
+            Some("runtime-unresponsive") => CauseId::RuntimeUnresponsive,
+            Some("certificate") => CauseId::Certificate,
+            Some("api-partition") => CauseId::ApiPartition,
+            Some("kubelet-starved") => CauseId::KubeletStarved,
+            Some("kubelet-down") => CauseId::KubeletDown,
+            Some("node-pressure") => CauseId::NodePressure,
+            _ => continue,
+        };
+        from_logs.push((id, format!("{}: {}", f.id, f.summary)));
+    }
+    for b in [
+        &mut cert,
+        &mut pleg,
+        &mut runtime,
+        &mut down,
+        &mut partition,
+        &mut starved,
+        &mut pressure,
+    ] {
+        let (before, cause) = (b.score, b.id);
+        for (_, line) in from_logs.iter().filter(|(id, _)| *id == cause) {
+            if b.score > 0 {
+                b.support(5, line.clone());
+                b.score = b.score.min(before.saturating_add(10)).min(99);
+            }
+        }
+    }
+    use crate::checks::logs::UNIT;
+    if let Some(w) = s.summary(&format!("{UNIT}-kubelet")) {
+        if s.at_least(&format!("{UNIT}-kubelet"), Severity::Critical) {
+            down.because(80, w);
+        } else {
+            starved.support(5, w);
+        }
+    }
+    if let Some(w) = s.summary(&format!("{UNIT}-runtime"))
+        && runtime.score > 0
+    {
+        runtime.support(5, w);
+    }
+
     if let Some(probe) = e.node_probe.data() {
         let n = &probe.evidence;
         // A live kubelet process is not "down"; a node that reaches the API server is not
@@ -616,57 +668,6 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
                 );
             }
         }
-    }
-
-    // --- logs: the kubelet's and runtime's own words, as supporting evidence ----------------
-    // A recent known message adds to a cause something else already raised (at most +10 from
-    // logs per cause); on its own a log line raises nothing: a healed fault leaves lines behind.
-    let mut from_logs: Vec<(CauseId, String)> = Vec::new();
-    for f in findings
-        .iter()
-        .filter(|f| f.is_log_evidence() && f.severity.is_problem())
-    {
-        let id = match crate::checks::logs::cause_of(&f.id) {
-            Some("pleg-slow") => CauseId::PlegSlow,
-            Some("runtime-unresponsive") => CauseId::RuntimeUnresponsive,
-            Some("certificate") => CauseId::Certificate,
-            Some("api-partition") => CauseId::ApiPartition,
-            Some("kubelet-starved") => CauseId::KubeletStarved,
-            Some("kubelet-down") => CauseId::KubeletDown,
-            Some("node-pressure") => CauseId::NodePressure,
-            _ => continue,
-        };
-        from_logs.push((id, format!("{}: {}", f.id, f.summary)));
-    }
-    for b in [
-        &mut cert,
-        &mut pleg,
-        &mut runtime,
-        &mut down,
-        &mut partition,
-        &mut starved,
-        &mut pressure,
-    ] {
-        let (before, cause) = (b.score, b.id);
-        for (_, line) in from_logs.iter().filter(|(id, _)| *id == cause) {
-            if b.score > 0 {
-                b.support(5, line.clone());
-                b.score = b.score.min(before.saturating_add(10)).min(99);
-            }
-        }
-    }
-    use crate::checks::logs::UNIT;
-    if let Some(w) = s.summary(&format!("{UNIT}-kubelet")) {
-        if s.at_least(&format!("{UNIT}-kubelet"), Severity::Critical) {
-            down.because(80, w);
-        } else {
-            starved.support(5, w);
-        }
-    }
-    if let Some(w) = s.summary(&format!("{UNIT}-runtime"))
-        && runtime.score > 0
-    {
-        runtime.support(5, w);
     }
 
     // --- assemble ----------------------------------------------------------------------------

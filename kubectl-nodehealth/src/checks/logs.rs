@@ -25,8 +25,10 @@ pub const UNREADABLE: &str = "logs-unreadable";
 /// log line: it counts as a problem).
 pub const UNIT: &str = "node-unit";
 
-/// A message last seen within this long before collection counts as happening now.
-pub const RECENT_MS: i64 = 5 * 60 * 1000;
+/// A message last seen within this long before collection counts as happening now: the
+/// messages of an ongoing failure repeat within seconds (sync-loop backoff up to 5 s, lease
+/// retries up to 7 s, relists every second).
+pub const RECENT_MS: i64 = 2 * 60 * 1000;
 /// Automatic restarts of a unit at or above this are a restart loop.
 const UNIT_RESTARTS_LOOP: u32 = 3;
 
