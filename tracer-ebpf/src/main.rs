@@ -732,14 +732,25 @@ mod programs {
                     if rc != 0 {
                         e.discard(0);
                         count(cri_counter::LOST);
+                        let _ = CRI_STREAMS.remove(key);
                         return;
                     }
                 }
-                e.submit(0);
+                // The end of a stream can be seen twice at once: the kubelet writing its reset on
+                // one CPU while reading the runtime's on another (both ends of grpc-go enforce the
+                // deadline). Only the program whose delete succeeds reports the call.
+                if CRI_STREAMS.remove(key).is_ok() {
+                    e.submit(0);
+                } else {
+                    e.discard(0);
+                    count(cri_counter::UNMATCHED);
+                }
             }
-            None => count(cri_counter::LOST),
+            None => {
+                count(cri_counter::LOST);
+                let _ = CRI_STREAMS.remove(key);
+            }
         }
-        let _ = CRI_STREAMS.remove(key);
     }
 
     #[cfg(not(test))]
