@@ -13,7 +13,7 @@ use nodehealth_proto::logs::{self, LogDigest, LogMatch};
 use nodehealth_proto::node::{ComponentLog, UnitState};
 
 use super::{Domain, Finding, Severity};
-use crate::evidence::{Evidence, FailureKind, Step};
+use crate::evidence::{Evidence, FailureKind};
 
 /// Finding id prefix.
 pub const PREFIX: &str = "logs-";
@@ -251,11 +251,6 @@ fn unit(who: &str, u: &UnitState) -> Option<Finding> {
 pub fn cause_of(finding_id: &str) -> Option<&'static str> {
     let id = finding_id.strip_prefix(PREFIX)?;
     logs::message(id)?.cause
-}
-
-/// Whether a step failed because the log query is off (not a collection failure to report twice).
-pub fn is_disabled<T>(s: &Step<T>) -> bool {
-    s.failure().is_some_and(|f| f.kind == FailureKind::Disabled)
 }
 
 #[cfg(test)]

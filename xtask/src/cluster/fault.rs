@@ -390,14 +390,19 @@ pub fn runtime_endpoint(config: &str) -> Option<&str> {
 
 /// `config` with its `containerRuntimeEndpoint` line replaced.
 fn with_runtime_endpoint(config: &str, endpoint: &str) -> Result<String> {
-    if runtime_endpoint(config).is_none() {
-        bail!("the kubelet config has no `{ENDPOINT_KEY}` line");
+    with_line(config, ENDPOINT_KEY, endpoint)
+}
+
+/// `config` with the line that starts with `key` replaced by `key value`.
+fn with_line(config: &str, key: &str, value: &str) -> Result<String> {
+    if !config.lines().any(|l| l.starts_with(key)) {
+        bail!("the kubelet config has no `{key}` line");
     }
-    let mut out: String = config
+    let mut out = config
         .lines()
         .map(|l| {
-            if l.starts_with(ENDPOINT_KEY) {
-                format!("{ENDPOINT_KEY} {endpoint}")
+            if l.starts_with(key) {
+                format!("{key} {value}")
             } else {
                 l.to_string()
             }
@@ -483,24 +488,9 @@ const LOG_QUERY_KEY: &str = "enableSystemLogQuery:";
 /// Turns the kubelet's node log query on or off (`enableSystemLogQuery`; the NodeLogQuery gate
 /// stays on: the kubelet refuses the field without it).
 fn set_log_query(l: &Layout, on: bool) -> Result<Option<(String, Instant)>> {
-    let line = format!("{LOG_QUERY_KEY} {on}");
-    reconfigure_kubelet(l, &line, &|config| {
-        if !config.lines().any(|x| x.starts_with(LOG_QUERY_KEY)) {
-            bail!("the kubelet config has no `{LOG_QUERY_KEY}` line");
-        }
-        let mut out = config
-            .lines()
-            .map(|x| {
-                if x.starts_with(LOG_QUERY_KEY) {
-                    line.clone()
-                } else {
-                    x.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        out.push('\n');
-        Ok(out)
+    let value = on.to_string();
+    reconfigure_kubelet(l, &format!("{LOG_QUERY_KEY} {value}"), &|config| {
+        with_line(config, LOG_QUERY_KEY, &value)
     })
 }
 
