@@ -35,6 +35,13 @@ pub enum CauseId {
     NodePressure,
 }
 
+impl CauseId {
+    /// The cause with this vocabulary name (`pleg-slow`, ...), as the log catalogue names them.
+    pub fn named(name: &str) -> Option<CauseId> {
+        serde_json::from_value(serde_json::Value::from(name)).ok()
+    }
+}
+
 /// Where slow relists spend their time (needs the node probe; `unknown` API-side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -542,15 +549,8 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         .iter()
         .filter(|f| f.is_log_evidence() && f.severity.is_problem())
     {
-        let id = match crate::checks::logs::cause_of(&f.id) {
-            Some("pleg-slow") => CauseId::PlegSlow,
-            Some("runtime-unresponsive") => CauseId::RuntimeUnresponsive,
-            Some("certificate") => CauseId::Certificate,
-            Some("api-partition") => CauseId::ApiPartition,
-            Some("kubelet-starved") => CauseId::KubeletStarved,
-            Some("kubelet-down") => CauseId::KubeletDown,
-            Some("node-pressure") => CauseId::NodePressure,
-            _ => continue,
+        let Some(id) = crate::checks::logs::cause_of(&f.id).and_then(CauseId::named) else {
+            continue;
         };
         from_logs.push((id, format!("{}: {}", f.id, f.summary)));
     }

@@ -962,3 +962,14 @@ fn a_silent_kubelet_that_does_not_report_is_stuck_or_cut_off_and_the_node_side_d
     );
     assert_eq!(top(&verdict(&frozen)).id, CauseId::KubeletStarved);
 }
+
+#[test]
+fn every_cause_the_log_catalogue_names_is_in_the_vocabulary() {
+    for m in nodehealth_proto::logs::CATALOGUE {
+        if let Some(cause) = m.cause {
+            assert!(CauseId::named(cause).is_some(), "{}: {cause}", m.id);
+        }
+    }
+    assert_eq!(CauseId::named("pleg-slow"), Some(CauseId::PlegSlow));
+    assert_eq!(CauseId::named("nonsense"), None);
+}
