@@ -2208,8 +2208,13 @@ pub enum DialError {
     Refused,
     /// The dial timed out: the node or the path to it is down.
     Timeout,
-    /// Connected, but no answer (TLS handshake or response headers timed out, reset, EOF): the
-    /// kubelet process holds its port but does not serve — frozen or starved.
+    /// Connected, but the TLS handshake timed out (the API server's proxy gives up at 10 s): the
+    /// kernel accepts on the kubelet's port, yet the process does not run at all — stopped,
+    /// frozen, or starved to a standstill. (A kubelet cut off from the API server still shakes
+    /// hands: its TLS needs nothing from the API server.)
+    NoHandshake,
+    /// Connected and shook hands, but no answer (response headers timed out, reset, EOF): the
+    /// kubelet serves its port but its handlers hang — stuck, starved, or unable to authorize.
     NoResponse,
     /// No route to the node.
     NoRoute,
@@ -2222,8 +2227,9 @@ pub fn dial_error(message: &str) -> DialError {
     let m = message.to_lowercase();
     if m.contains("connection refused") {
         DialError::Refused
-    } else if m.contains("tls handshake timeout")
-        || m.contains("awaiting response headers")
+    } else if m.contains("tls handshake timeout") {
+        DialError::NoHandshake
+    } else if m.contains("awaiting response headers")
         || m.contains("connection reset")
         || m.ends_with("eof")
     {
@@ -2296,8 +2302,11 @@ pub fn collection_failures(e: &Evidence) -> Vec<Finding> {
                 "connection refused: the node answers but nothing listens on the kubelet port (kubelet not running)"
             }
             DialError::Timeout => "dial timed out: the node or the network path to it is down",
+            DialError::NoHandshake => {
+                "its port accepts connections but the process never completes a TLS handshake (stopped, frozen, or starved to a standstill)"
+            }
             DialError::NoResponse => {
-                "the kubelet accepts connections but does not answer (frozen or starved)"
+                "the kubelet accepts connections but does not answer (stuck or starved)"
             }
             DialError::NoRoute => "no route to the node: network partition or node down",
             DialError::Other => "the API server cannot reach the kubelet",

@@ -86,7 +86,11 @@ pub async fn connect(options: &KubeOptions) -> Result<Target, Error> {
         },
     };
     config.connect_timeout = Some(options.timeout.min(Duration::from_secs(10)));
-    config.read_timeout = Some(options.timeout);
+    // Each request has its own bound (the steps' timeouts). The client's read timeout is only a
+    // safety net for calls without one: it runs from a connection's last read, so a request
+    // that reuses a connection idle since the start of the run would be cut early — seen as
+    // "connection error: timed out" on node-proxy requests when it equalled --timeout.
+    config.read_timeout = Some(CONNECTION_READ_TIMEOUT.max(options.timeout * 3));
     // kube retries 5xx answers with backoff by default. For a diagnosis the first answer is the
     // evidence: the node proxy's 503 "dial tcp ...: connection refused" (a kubelet that is not
     // running) retried until our timeout reads as a kubelet that does not answer.
@@ -189,6 +193,25 @@ async fn step<T>(
 }
 
 const NEEDS_PROXY: &str = "get nodes/proxy";
+
+/// The client's read timeout (a safety net: see `connect`).
+const CONNECTION_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How much longer than `--timeout` the healthz request waits. The API server's node proxy gives
+/// up on a TLS handshake with the kubelet after 10 s and says so ("TLS handshake timeout"): a
+/// process that holds its port but does not run (stopped, frozen). Waiting past our own timeout
+/// for that answer separates such a kubelet from one that shakes hands but hangs the request (a
+/// kubelet cut off from the API server cannot authorize it). It runs alongside the metrics
+/// window: a healthz that gets no word from the API server is asked again while the window
+/// lasts, so a diagnosis takes at most the grace longer for it.
+const HANDSHAKE_GRACE: Duration = Duration::from_secs(3);
+
+/// The API server's node proxy gives up on a TLS handshake after this long: its transport takes
+/// Go's DefaultTransport values (k8s.io/apimachinery/pkg/util/net/http.go
+/// SetOldTransportDefaults); measured 10.0 s on v1.35.4. An HTTP/2 connection it already holds
+/// to the kubelet is dropped only when a health ping goes unanswered (read-idle 30 s, then a 15 s
+/// ping timeout, same file): until then requests ride it and simply hang.
+const PROXY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// GET a kubelet path through the API server's node proxy.
 async fn proxy_get(
@@ -666,7 +689,36 @@ pub async fn collect(
     );
     let healthz = async {
         let request = format!("GET /api/v1/nodes/{node}/proxy/healthz?verbose");
-        match proxy_get(client, node, "healthz?verbose", timeout).await {
+        let mut answer =
+            proxy_get(client, node, "healthz?verbose", timeout + HANDSHAKE_GRACE).await;
+        // Our own timeout, or "http2: client connection lost": the proxy sent the request on
+        // the HTTP/2 connection it keeps open to the kubelet, where a frozen process and a hung
+        // handler look alike (until its health ping fails: then the connection is dropped,
+        // which a cut path does too). Once more on a fresh dial, where the API server's
+        // handshake timeout tells a process that does not run from the rest.
+        let stale_connection = |a: &Result<String, Failure>| {
+            matches!(a, Err(f) if f.kind == FailureKind::Timeout
+                || f.message.contains("client connection lost"))
+        };
+        // Within the time the metrics window takes anyway (two requests and the window).
+        let deadline = tokio::time::Instant::now() + timeout * 2 + options.window;
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !stale_connection(&answer) || left <= PROXY_HANDSHAKE_TIMEOUT {
+                break;
+            }
+            let again = proxy_get(
+                client,
+                node,
+                "healthz?verbose",
+                left.min(timeout + HANDSHAKE_GRACE),
+            )
+            .await;
+            if !matches!(&again, Err(f) if f.kind == FailureKind::Timeout) {
+                answer = again;
+            }
+        }
+        match answer {
             Ok(body) => (
                 Step::Collected {
                     data: evidence::parse_healthz(200, &body),

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::checks::node::{paused_kubelet, resume_command};
 use crate::checks::{DialError, Finding, Severity, dial_error, ids, parse_ready_message};
 use crate::checks::{ReadyMessage, runtime_service};
 use crate::evidence::{CsrState, Evidence, FailureKind, Layer, SIGNER_CLIENT, Step};
@@ -367,6 +368,16 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
                 down.because(45, line.clone());
                 partition.because(45, line);
             }
+            // The process exists (the kernel accepts on its port) but does not run: a stopped
+            // or frozen kubelet is down in all but name. Starvation to a standstill stays open.
+            Some(DialError::NoHandshake) => {
+                down.because(if not_reporting { 65 } else { 55 }, line.clone());
+                down.support(
+                    0,
+                    "the kubelet's port accepts connections but the process never completes a TLS handshake: stopped (SIGSTOP), in a frozen cgroup, or starved to a standstill — not a partition (a cut-off kubelet still shakes hands); the node side tells which",
+                );
+                starved.because(45, line);
+            }
             Some(DialError::NoResponse) => {
                 starved.because(60, line);
                 starved.support(
@@ -413,8 +424,9 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
         starved.because(55, w.clone());
         // A kubelet that cannot reach the API server cannot authorize the API server's requests
         // either (webhook authorization asks the API server), so it holds them unanswered: from
-        // the API side, cut off and stuck look alike.
-        if not_reporting && !cert_signal {
+        // the API side, cut off and stuck look alike — unless the kubelet did not even shake
+        // hands, which needs nothing from the API server.
+        if not_reporting && !cert_signal && dial != Some(DialError::NoHandshake) {
             partition.because(
                 55,
                 format!("{w}, while it does not report: a kubelet cut off from the API server hangs the API server's requests too (it cannot authorize them)"),
@@ -498,6 +510,9 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     use crate::checks::node::ids as node_ids;
     if let Some(w) = s.summary(node_ids::KUBELET_GONE) {
         down.because(85, w);
+    }
+    if let Some(w) = s.summary(node_ids::KUBELET_PAUSED) {
+        down.because(90, w);
     }
     if let Some(w) = s.summary(node_ids::KUBELET_UNRESPONSIVE) {
         starved.because(80, w);
@@ -587,13 +602,14 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
 
     if let Some(probe) = e.node_probe.data() {
         let n = &probe.evidence;
-        // A live kubelet process is not "down"; a node that reaches the API server is not
+        // A live kubelet process (one that runs: not stopped, not frozen) is not "down"; a node that reaches the API server is not
         // partitioned from it: the node layer settles what the API side could not separate.
         let kubelet_alive = n
             .processes
             .as_ref()
             .and_then(|p| p.kubelet.as_ref())
-            .is_some_and(|k| k.liveness != nodehealth_proto::node::Liveness::Gone);
+            .is_some_and(|k| k.liveness != nodehealth_proto::node::Liveness::Gone)
+            && paused_kubelet(n).is_none();
         if kubelet_alive && down.score > 0 {
             down.score = down.score.min(REPORT_SCORE - 1);
         }
@@ -840,13 +856,26 @@ fn texts(
             ),
             "do not kill containerd-shim processes by hand (leaves defunct containers); do not reboot the node as a first step".into(),
         ),
-        CauseId::KubeletDown => (
-            "the kubelet is not running".into(),
-            format!(
-                "on {node}: `systemctl status kubelet`, `journalctl -u kubelet -b | tail -100`, `dmesg | grep -i -e oom -e 'hung task'`; then `systemctl start kubelet`"
+        CauseId::KubeletDown => match e.node_probe.data().and_then(|p| paused_kubelet(&p.evidence)) {
+            Some((pid, stopped)) => (
+                format!(
+                    "the kubelet is not running: its process (pid {pid}) is {}",
+                    if stopped { "stopped" } else { "in a frozen cgroup" }
+                ),
+                format!(
+                    "on {node}: resume it — {}; then find who paused it (a checkpoint or backup agent, `systemctl freeze`, a debugger) so it does not happen again",
+                    resume_command(pid, stopped)
+                ),
+                "do not restart or kill the kubelet: resuming it loses nothing, a restart loses its state and adds a burst of CRI and API calls; do not reboot the node".into(),
             ),
-            "do not reboot the node: its containers are still running; do not restart anything if this is a partition (see evidence)".into(),
-        ),
+            None => (
+                "the kubelet is not running (exited, or its process stopped or frozen)".into(),
+                format!(
+                    "on {node}: `systemctl status kubelet`, `journalctl -u kubelet -b | tail -100`, `dmesg | grep -i -e oom -e 'hung task'`; if its state is T (`ps -o stat= -C kubelet`) or its cgroup is frozen, resume it (`kill -CONT`, or thaw the cgroup); otherwise `systemctl start kubelet`"
+                ),
+                "do not reboot the node: its containers are still running; do not restart anything if this is a partition (see evidence)".into(),
+            ),
+        },
         CauseId::KubeletStarved => (
             "the kubelet is alive but starved or stuck".into(),
             format!(

@@ -230,6 +230,24 @@ impl Cluster {
         )
     }
 
+    /// Names of the node's certificate signing requests that no one approved or denied yet.
+    pub fn pending_node_csrs(&self) -> Vec<String> {
+        let user = format!("system:node:{}", self.node);
+        let list = self.get_json("/apis/certificates.k8s.io/v1/certificatesigningrequests");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|csr| csr["spec"]["username"] == user.as_str())
+            .filter(|csr| {
+                csr["status"]["conditions"]
+                    .as_array()
+                    .is_none_or(|c| c.is_empty())
+            })
+            .map(|csr| csr["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
     /// How often the supervisor has restarted a component since it was (re)started.
     pub fn restarts(&self, component: &str) -> u64 {
         std::fs::read_to_string(self.dir.join(format!("run/{component}.restarts")))

@@ -339,22 +339,7 @@ fn cert_rotation_stuck_leaves_a_pending_csr_and_an_expired_kubelet() {
     let log = c.kubelet_log_len();
     let healer = Healer(&c);
     c.xtask(&["fault", "cert-rotation-stuck", "--lifetime", "30s"]);
-    let user = format!("system:node:{}", c.node);
-    let pending_csrs = || -> Vec<String> {
-        let list = c.get_json("/apis/certificates.k8s.io/v1/certificatesigningrequests");
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|csr| csr["spec"]["username"] == user.as_str())
-            .filter(|csr| {
-                csr["status"]["conditions"]
-                    .as_array()
-                    .is_none_or(|c| c.is_empty())
-            })
-            .map(|csr| csr["metadata"]["name"].as_str().unwrap_or("").to_string())
-            .collect()
-    };
+    let pending_csrs = || c.pending_node_csrs();
     // Rotation starts at 70-90% of the certificate's life (21-27 s).
     let start = std::time::Instant::now();
     let csrs = wait_until(

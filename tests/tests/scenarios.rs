@@ -154,6 +154,40 @@ fn healed_and_ready(c: &Cluster, healer: Healer<'_>) {
     c.wait_ready("True", Duration::from_secs(120));
 }
 
+/// A node with nothing wrong, seen through every layer: the API side, the probe pod with the eBPF
+/// trace, and the agent run on the node. Named to run first, before any fault's traces.
+#[test]
+fn a_healthy_node_is_healthy_on_every_layer() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let (out, took) = run_plugin(&c, &["--duration", "3s", "--trace", "-o", "json"]);
+    let d = Diagnosis {
+        report: json_of(&out),
+        exit: out.status.code(),
+        took,
+    };
+    d.print("healthy");
+    let healthy = |d: &Diagnosis| {
+        assert_eq!(d.top_id(), "healthy", "{:#}", d.report["verdict"]);
+        let problems: Vec<&Value> = d.report["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| !matches!(f["severity"].as_str(), Some("ok" | "info")))
+            .collect();
+        assert_eq!(d.exit, Some(0), "{:#}\n{problems:#?}", d.report["verdict"]);
+    };
+    healthy(&d);
+    let layers = d.layers();
+    for layer in ["api", "node-probe", "ebpf"] {
+        assert!(layers.iter().any(|l| l == layer), "{layers:?}");
+    }
+    // The operator's SSH fallback on the same node agrees.
+    let (d, _) = Diagnosis::with_agent(&c, "3s");
+    d.print("healthy");
+    healthy(&d);
+}
+
 #[test]
 fn api_partition_is_a_partition_and_says_not_to_restart_the_kubelet() {
     let c = Cluster::get();
@@ -218,17 +252,30 @@ fn kubelet_frozen_is_a_kubelet_that_does_not_answer() {
     let healer = Healer(&c);
     c.xtask(&["fault", "kubelet-frozen"]);
     c.wait_ready("Unknown", Duration::from_secs(90));
+    // API side: the API server's proxy reaches the kubelet's port, but the process never
+    // completes a TLS handshake — it does not run. Not a partition: a cut-off kubelet still
+    // shakes hands. (Until the API server drops the HTTP/2 connection it held to the kubelet
+    // before the freeze — up to 45 s — its requests hang on that connection instead, and down
+    // and partition stay side by side; the plugin asks again on a fresh dial while its window
+    // lasts.)
     let d = Diagnosis::run(&c, "3s");
     d.print("kubelet-frozen");
-    assert!(d.has("kubelet-starved"), "{:#}", d.report["verdict"]);
+    if d.evidence().contains("TLS handshake") {
+        d.expect_top("kubelet-down");
+    } else {
+        assert!(d.has("kubelet-down"), "{:#}", d.report["verdict"]);
+    }
+    // The node side: the process exists, in a frozen cgroup; the fix thaws it, and says not to
+    // restart it.
     let (d, agent) = Diagnosis::with_agent(&c, "3s");
     d.print("kubelet-frozen");
     let kubelet = &agent["processes"]["kubelet"];
     assert_eq!(kubelet["cgroupFrozen"], true, "{kubelet:#}");
-    // Alive but stuck: the vocabulary's kubelet-starved ("alive but starved or stuck"), with the
-    // agent's "in a frozen cgroup" as its evidence.
-    d.expect_top("kubelet-starved");
+    d.expect_top("kubelet-down");
+    assert_eq!(d.top()["confidence"], "high", "{:#}", d.top());
     assert!(d.evidence().contains("frozen"), "{}", d.evidence());
+    let fix = d.top()["fix"].as_str().unwrap_or("");
+    assert!(fix.contains("freezer.state"), "{fix}");
     healed_and_ready(&c, healer);
 }
 
@@ -288,6 +335,38 @@ fn expired_client_certificate_is_the_certificate() {
     // The kubelet's log, read on the node: every request it makes is refused with 401.
     d.expect_log_support(&["unauthorized"]);
     healed_and_ready(&c, healer);
+}
+
+#[test]
+fn cert_rotation_stuck_is_the_certificate_and_names_the_csr_to_approve() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    // A 30 s client certificate whose renewal CSR nobody approves: it expires, the kubelet's
+    // requests turn anonymous and are refused, the node goes Unknown.
+    c.xtask(&["fault", "cert-rotation-stuck", "--lifetime", "30s"]);
+    let csrs = wait_until(
+        "a pending CSR from the node",
+        Duration::from_secs(60),
+        || Some(c.pending_node_csrs()).filter(|v| !v.is_empty()),
+    );
+    c.wait_ready("Unknown", Duration::from_secs(120));
+    let d = Diagnosis::run(&c, "3s");
+    d.print("cert-rotation-stuck");
+    d.expect_top("certificate");
+    let approve = format!("kubectl certificate approve {}", csrs[0]);
+    let fix = d.top()["fix"].as_str().unwrap_or("");
+    assert!(fix.contains(&approve), "{fix}");
+    assert!(d.evidence().contains(&csrs[0]), "{}", d.evidence());
+    // The node side: the certificate on disk has expired.
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("cert-rotation-stuck");
+    let leaf = &agent["certificates"]["client"]["certificates"][0];
+    assert_eq!(leaf["expired"], true, "{:#}", agent["certificates"]);
+    d.expect_top("certificate");
+    assert_eq!(d.top()["confidence"], "high", "{:#}", d.top());
+    healed_and_ready(&c, healer);
+    assert!(c.pending_node_csrs().is_empty(), "heal left pending CSRs");
 }
 
 #[test]

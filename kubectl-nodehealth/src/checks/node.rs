@@ -19,7 +19,9 @@ pub mod ids {
     pub const PARTIAL: &str = "node-probe-partial";
     /// No kubelet process on the node.
     pub const KUBELET_GONE: &str = "node-kubelet-process-gone";
-    /// A kubelet process that exists but does not answer (stopped, frozen, healthz timeouts).
+    /// A kubelet process that exists but does not run: stopped (state T) or in a frozen cgroup.
+    pub const KUBELET_PAUSED: &str = "node-kubelet-paused";
+    /// A kubelet process that runs but does not answer its healthz.
     pub const KUBELET_UNRESPONSIVE: &str = "node-kubelet-unresponsive";
     /// The agent's own CRI calls hung or failed.
     pub const CRI: &str = "node-cri";
@@ -265,6 +267,26 @@ pub fn window_attribution(n: &NodeEvidence) -> Option<(Attribution, String)> {
     })
 }
 
+/// How to resume a paused process: SIGCONT for a stopped one, a thaw for a frozen cgroup.
+pub fn resume_command(pid: u32, stopped: bool) -> String {
+    if stopped {
+        format!("`kill -CONT {pid}`")
+    } else {
+        format!(
+            "thaw its cgroup (`grep -e freezer -e ^0:: /proc/{pid}/cgroup` for the path; v1: `echo THAWED > <freezer path>/freezer.state`, v2: `echo 0 > <path>/cgroup.freeze`)"
+        )
+    }
+}
+
+/// The kubelet process, when the agent saw it exist but not run (stopped, or in a frozen
+/// cgroup): its pid and whether it is stopped (else frozen).
+pub fn paused_kubelet(n: &NodeEvidence) -> Option<(u32, bool)> {
+    let k = n.processes.as_ref()?.kubelet.as_ref()?;
+    let stopped = k.liveness == Liveness::Stopped;
+    (stopped || (k.liveness != Liveness::Gone && k.cgroup_frozen == Some(true)))
+        .then_some((k.pid, stopped))
+}
+
 /// Findings from the agent's evidence (pure).
 pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -291,11 +313,11 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
             Some(k) if k.liveness == Liveness::Stopped || k.cgroup_frozen == Some(true) => out
                 .push(
                     Finding::new(
-                        ids::KUBELET_UNRESPONSIVE,
+                        ids::KUBELET_PAUSED,
                         Domain::Kubelet,
                         Severity::Critical,
                         format!(
-                            "the kubelet process (pid {}) is alive but {}",
+                            "the kubelet process (pid {}) exists but does not run: {}",
                             k.pid,
                             if k.liveness == Liveness::Stopped {
                                 "stopped (SIGSTOP or a tracer)"
@@ -304,7 +326,11 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                             }
                         ),
                     )
-                    .fix("resume it (kill -CONT, or thaw its cgroup); find who stopped it"),
+                    .fix(format!(
+                        "resume it: {}; then find who paused it (a checkpoint or backup agent, \
+                         `systemctl freeze`, a debugger)",
+                        resume_command(k.pid, k.liveness == Liveness::Stopped)
+                    )),
                 ),
             Some(k) => {
                 let timeouts = n
@@ -602,7 +628,14 @@ mod tests {
         };
         assert_eq!(node_findings(&n)[0].id, ids::KUBELET_GONE);
         n.processes.as_mut().unwrap().kubelet = Some(kubelet(Liveness::Stopped));
-        assert_eq!(node_findings(&n)[0].id, ids::KUBELET_UNRESPONSIVE);
+        assert_eq!(node_findings(&n)[0].id, ids::KUBELET_PAUSED);
+        assert!(
+            node_findings(&n)[0]
+                .remediation
+                .as_deref()
+                .unwrap()
+                .contains("kill -CONT")
+        );
         n.processes.as_mut().unwrap().kubelet = Some(kubelet(Liveness::Sleeping));
         assert!(node_findings(&n).is_empty());
     }

@@ -803,6 +803,10 @@ fn proxy_503_means_the_api_server_cannot_reach_the_kubelet() {
     );
     assert_eq!(
         dial_error("error trying to reach service: net/http: TLS handshake timeout"),
+        DialError::NoHandshake
+    );
+    assert_eq!(
+        dial_error("error trying to reach service: net/http: timeout awaiting response headers"),
         DialError::NoResponse
     );
     assert_eq!(

@@ -415,12 +415,43 @@ fn kubelet_that_accepts_but_does_not_answer_is_starved() {
     node_unknown(&mut e);
     unreachable(
         &mut e,
-        "error trying to reach service: net/http: TLS handshake timeout",
+        "error trying to reach service: net/http: timeout awaiting response headers",
     );
     let v = verdict(&e);
     let c = top(&v);
     assert_eq!(c.id, CauseId::KubeletStarved, "{:#?}", v.causes);
     assert!(c.evidence.iter().any(|l| l.contains("holds its port")));
+}
+
+#[test]
+fn kubelet_that_does_not_even_shake_hands_is_down_not_cut_off() {
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    unreachable(
+        &mut e,
+        "error trying to reach service: net/http: TLS handshake timeout",
+    );
+    // Every other kubelet request timed out too (what a frozen kubelet gives).
+    e.configz = Step::Failed {
+        failure: crate::evidence::Failure {
+            kind: FailureKind::Timeout,
+            request: "GET /api/v1/nodes/n1/proxy/configz".into(),
+            http_status: None,
+            needs: None,
+            message: "no answer within 10s".into(),
+        },
+    };
+    let v = verdict(&e);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::KubeletDown, "{:#?}", v.causes);
+    assert!(c.evidence.iter().any(|l| l.contains("TLS handshake")));
+    assert!(c.fix.contains("kill -CONT"), "{}", c.fix);
+    let partition = has(&v, CauseId::ApiPartition).map(|p| p.confidence);
+    assert!(
+        partition.is_none_or(|p| p < c.confidence),
+        "{:#?}",
+        v.causes
+    );
 }
 
 #[test]
@@ -628,26 +659,36 @@ fn node_layer_kubelet_process_gone_is_kubelet_down_with_high_confidence() {
 }
 
 #[test]
-fn node_layer_live_kubelet_rules_out_down_and_a_stopped_one_is_starved() {
+fn node_layer_live_kubelet_rules_out_down_and_a_stopped_one_is_down() {
     let mut e = healthy_evidence();
     node_unknown(&mut e);
     unreachable(
         &mut e,
         "error trying to reach service: dial tcp 10.0.0.5:10250: connect: connection refused",
     );
-    with_node(
-        &mut e,
-        nodehealth_proto::node::NodeEvidence {
-            processes: Some(nodehealth_proto::node::Processes {
-                kubelet: Some(kubelet_process(nodehealth_proto::node::Liveness::Stopped)),
+    let with_kubelet = |liveness| {
+        let mut e = e.clone();
+        with_node(
+            &mut e,
+            nodehealth_proto::node::NodeEvidence {
+                processes: Some(nodehealth_proto::node::Processes {
+                    kubelet: Some(kubelet_process(liveness)),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        },
-    );
-    let v = verdict(&e);
+            },
+        );
+        verdict(&e)
+    };
+    let v = with_kubelet(nodehealth_proto::node::Liveness::Sleeping);
     assert!(has(&v, CauseId::KubeletDown).is_none(), "{v:#?}");
-    assert_eq!(top(&v).id, CauseId::KubeletStarved, "{v:#?}");
+    // Stopped (SIGSTOP): the process exists but does not run — down, and the fix resumes it.
+    let v = with_kubelet(nodehealth_proto::node::Liveness::Stopped);
+    let c = top(&v);
+    assert_eq!(c.id, CauseId::KubeletDown, "{v:#?}");
+    assert!(c.summary.contains("stopped"), "{}", c.summary);
+    assert!(c.fix.contains("kill -CONT"), "{}", c.fix);
+    assert!(c.avoid.contains("do not restart"), "{}", c.avoid);
 }
 
 #[test]
@@ -946,7 +987,7 @@ fn a_silent_kubelet_that_does_not_report_is_stuck_or_cut_off_and_the_node_side_d
     assert_eq!(top(&v).id, CauseId::ApiPartition, "{v:#?}");
     assert!(top(&v).avoid.contains("do NOT restart the kubelet"));
 
-    // The kubelet is frozen (agent evidence): stuck, not cut off.
+    // The kubelet is frozen (agent evidence): not running, not cut off.
     let mut frozen = e.clone();
     let mut k = kubelet_process(nodehealth_proto::node::Liveness::Sleeping);
     k.cgroup_frozen = Some(true);
@@ -960,7 +1001,9 @@ fn a_silent_kubelet_that_does_not_report_is_stuck_or_cut_off_and_the_node_side_d
             ..Default::default()
         },
     );
-    assert_eq!(top(&verdict(&frozen)).id, CauseId::KubeletStarved);
+    let v = verdict(&frozen);
+    assert_eq!(top(&v).id, CauseId::KubeletDown, "{v:#?}");
+    assert!(top(&v).fix.contains("freezer.state"), "{}", top(&v).fix);
 }
 
 #[test]
