@@ -843,6 +843,32 @@ pub struct TraceDevice {
     pub latency_us_log2: Vec<(u64, u64)>,
 }
 
+/// What target threads in I/O wait were blocked in, sampled from user space every
+/// [`IO_WAIT_SAMPLE_MS`] through `/proc/<pid>/task/<tid>/syscall`: the syscall and the file of its
+/// fd argument, with the device that file lives on. It names the device even when the bios that
+/// the thread waits for were not submitted by it (writeback, the journal, blk-throttle
+/// re-issuing them from a kernel worker).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceIoWait {
+    pub owner: String,
+    pub pid: u32,
+    /// `fsync`, `write`, ... (or `syscall <nr>`).
+    pub syscall: String,
+    /// The file (as the process sees it); `None` for a syscall without an fd argument.
+    pub path: Option<String>,
+    /// `major:minor` of the file's file system; `None` when not known.
+    pub device: Option<String>,
+    /// The block device's name (`loop0`, `nvme0n1p1`) when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// Samples that found a thread of this process blocked so.
+    pub samples: u32,
+}
+
+/// How often the I/O-wait sampler looks at the target threads (ms).
+pub const IO_WAIT_SAMPLE_MS: u64 = 100;
+
 /// One long wait of one thread.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -961,6 +987,9 @@ pub struct Trace {
     pub devices: Vec<TraceDevice>,
     /// The longest waits, longest first (each thread's longest run-queue and I/O wait).
     pub stalls: Vec<TraceStall>,
+    /// What the threads in I/O wait were blocked in, most samples first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub io_waits: Vec<TraceIoWait>,
     /// The kubelet's CRI calls on its socket.
     #[serde(default)]
     pub cri: TraceCri,
@@ -1000,6 +1029,27 @@ impl Attribution {
 pub const DOMINANT_WAIT_SHARE: f64 = 0.10;
 
 impl Trace {
+    /// The device the threads waited on: the one the files of the sampled I/O waits live on
+    /// (most samples), else the one with the most bio time among the bios they submitted.
+    pub fn io_wait_device(&self) -> Option<String> {
+        let mut by_device: std::collections::BTreeMap<&str, u32> = Default::default();
+        for w in &self.io_waits {
+            if let Some(d) = &w.device {
+                *by_device.entry(d).or_default() += w.samples;
+            }
+        }
+        by_device
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(d, _)| d.to_string())
+            .or_else(|| {
+                self.devices
+                    .iter()
+                    .max_by_key(|d| d.total_latency_ns)
+                    .map(|d| d.device.clone())
+            })
+    }
+
     /// Attributes slow CRI calls and relists to a cause. Pure: a function of this trace and of
     /// when calls were slow (node-clock intervals `[start, end)` in Unix ms, from the agent's timed
     /// CRI calls or the kubelet's relists), so the plugin can replay it from a bundle.
@@ -1008,7 +1058,7 @@ impl Trace {
     /// relists were slow), the kubelet's and the runtime's threads together:
     /// 1. run-queue wait ≥ [`DOMINANT_WAIT_SHARE`] of the time and ≥ their I/O wait →
     ///    `cpu-starvation`;
-    /// 2. I/O wait ≥ the share → `disk-iowait`, with the device of most bio time;
+    /// 2. I/O wait ≥ the share → `disk-iowait`, with the device [`Trace::io_wait_device`];
     /// 3. CRI calls slow (any interval) → `cri-socket-stall`: the runtime was neither runnable
     ///    nor in I/O wait, so it waited on something else (a lock, a hung socket peer);
     /// 4. relists slow with CRI fast → `kubelet-internal`.
@@ -1052,12 +1102,9 @@ impl Trace {
                 return Some(Attribution::CpuStarvation);
             }
             if io >= DOMINANT_WAIT_SHARE {
-                let device = self
-                    .devices
-                    .iter()
-                    .max_by_key(|d| d.total_latency_ns)
-                    .map(|d| d.device.clone());
-                return Some(Attribution::DiskIowait { device });
+                return Some(Attribution::DiskIowait {
+                    device: self.io_wait_device(),
+                });
             }
         }
         if !cri_slow_unix_ms.is_empty() {
@@ -1127,6 +1174,32 @@ mod tests {
             t.attribute(&[(4000, 5500)], false),
             Some(Attribution::DiskIowait {
                 device: Some("7:1".into())
+            })
+        );
+        // The sampled I/O waits name the device the waiting files live on, over bio time (the
+        // bios a thread waits for are often not its own: writeback, the journal, blk-throttle).
+        let mut sampled = t.clone();
+        sampled.io_waits = vec![
+            TraceIoWait {
+                owner: "runtime".into(),
+                syscall: "fsync".into(),
+                path: Some("/var/lib/containerd/meta.db".into()),
+                device: Some("8:0".into()),
+                samples: 7,
+                ..Default::default()
+            },
+            TraceIoWait {
+                owner: "kubelet".into(),
+                syscall: "write".into(),
+                device: Some("7:1".into()),
+                samples: 2,
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            sampled.attribute(&[(4000, 5500)], false),
+            Some(Attribution::DiskIowait {
+                device: Some("8:0".into())
             })
         );
         // Slow calls while the runtime neither waited for CPU nor for I/O.

@@ -230,6 +230,15 @@ impl Cluster {
         )
     }
 
+    /// `major:minor` of the harness's loop device under containerd's root (what `disk-slow`
+    /// slows).
+    pub fn containerd_root_device(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run/containerd-root.dev"))
+            .expect("the harness records containerd's root device at `up`")
+            .trim()
+            .to_string()
+    }
+
     /// Names of the node's certificate signing requests that no one approved or denied yet.
     pub fn pending_node_csrs(&self) -> Vec<String> {
         let user = format!("system:node:{}", self.node);

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod host;
 pub mod hpack;
 pub mod http;
+pub mod io_waits;
 pub mod kmsg;
 pub mod ksyms;
 pub mod log;

@@ -224,7 +224,8 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
         Some(
             blocking(fs_limit, move || {
                 let cri = cri_target(&h, kubelet_pid, e.as_deref());
-                TraceSession::start_with_cri(t, cri).map_err(|e| e.to_string())
+                TraceSession::start_with_cri(t, cri, h.proc().to_path_buf())
+                    .map_err(|e| e.to_string())
             })
             .await
             .and_then(|r| r),

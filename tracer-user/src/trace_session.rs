@@ -1,5 +1,5 @@
 //! One tracing window: the [`Tracer`] attached to the kubelet and the runtime, sampled once a
-//! second on its own thread, turned into the `trace` and `runQueue` evidence sections when the
+//! second on its own thread (and every 100 ms for what its threads in I/O wait are blocked in), turned into the `trace` and `runQueue` evidence sections when the
 //! window ends. Samples are kernel aggregates (per-thread totals, per-device histograms); the
 //! per-second figures are differences of consecutive samples.
 
@@ -17,6 +17,7 @@ use nodehealth_proto::node::{
 use tracer_ebpf::{CriCall, CriStream, CriStreamKey, cri_end, state};
 
 use crate::hpack;
+use crate::io_waits::{IO_WAIT_EVERY, IoWaitSampler};
 use crate::ksyms::KernelSymbols;
 use crate::trace::{
     BioSubmitHook, CriCounters, CriTarget, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns,
@@ -119,14 +120,20 @@ impl TraceSession {
     /// Attaches the tracer to `targets` (owner, pid) and starts sampling once a second. The
     /// window starts with the first sample, taken before this returns.
     pub fn start(targets: Vec<(&'static str, u32)>) -> Result<TraceSession, TraceError> {
-        Self::start_with_cri(targets, Err("no kubelet given to trace".into()))
+        Self::start_with_cri(
+            targets,
+            Err("no kubelet given to trace".into()),
+            "/proc".into(),
+        )
     }
 
     /// [`TraceSession::start`], also tracing the kubelet's CRI calls on its socket — or saying
     /// why not (`Err(note)`).
+    /// `proc` is the host's /proc (where the I/O-wait sampler reads the target threads).
     pub fn start_with_cri(
         targets: Vec<(&'static str, u32)>,
         cri: Result<CriTarget, String>,
+        proc: std::path::PathBuf,
     ) -> Result<TraceSession, TraceError> {
         let mut tracer = Tracer::attach_with(cri.as_ref().ok())?;
         for (_, pid) in &targets {
@@ -137,7 +144,10 @@ impl TraceSession {
         let (sampled, last_sample) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("trace-sampler".into())
-            .spawn(move || sample_until_stopped(tracer, targets, cri, first, stopped, sampled))
+            .spawn(move || {
+                let io = IoWaitSampler::new(proc);
+                sample_until_stopped(tracer, targets, cri, io, first, stopped, sampled)
+            })
             .expect("spawn the trace sampler thread");
         Ok(TraceSession {
             stop,
@@ -183,6 +193,7 @@ fn sample_until_stopped(
     mut tracer: Tracer,
     targets: Vec<(&'static str, u32)>,
     cri: Result<CriTarget, String>,
+    mut io: IoWaitSampler,
     first: Sample,
     stopped: mpsc::Receiver<()>,
     sampled: mpsc::Sender<()>,
@@ -222,16 +233,31 @@ fn sample_until_stopped(
     let mut prev = first.clone();
     let mut prev_at = (Instant::now(), unix_ms());
     let mut tick = Instant::now() + Duration::from_secs(1);
+    let in_io_wait = |s: &mut dyn Iterator<Item = &ThreadSample>| -> Vec<(u32, u32)> {
+        s.filter(|t| t.state == state::IOWAIT)
+            .map(|t| (t.tid, t.tgid))
+            .collect()
+    };
     loop {
-        let wait = tick.saturating_duration_since(Instant::now());
+        // Between the per-second samples, a look at what the threads in I/O wait are blocked in.
+        let wait = tick
+            .saturating_duration_since(Instant::now())
+            .min(IO_WAIT_EVERY);
         let last = !matches!(
             stopped.recv_timeout(wait),
             Err(mpsc::RecvTimeoutError::Timeout)
         );
+        if !last && Instant::now() < tick {
+            if let Ok(threads) = tracer.threads() {
+                io.sample(&in_io_wait(&mut threads.iter()), &targets);
+            }
+            continue;
+        }
         let now = match take(&tracer) {
             Ok(s) => s,
             Err(e) => return fail(trace, e),
         };
+        io.sample(&in_io_wait(&mut now.values()), &targets);
         let at = (Instant::now(), unix_ms());
         cri_calls.extend(tracer.cri_calls());
         for (owner, pid) in &targets {
@@ -281,6 +307,7 @@ fn sample_until_stopped(
         run_queue.processes.push(rq);
     }
     trace.stalls = stalls(&prev, &targets, clocks);
+    trace.io_waits = io.finish();
     let symbols = KernelSymbols::load();
     let stacks = stall_stacks(&prev, &trace.stalls);
     for (stall, stack) in trace.stalls.iter_mut().zip(stacks) {

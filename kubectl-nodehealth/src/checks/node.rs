@@ -152,13 +152,35 @@ pub fn attribution(n: &NodeEvidence, relists_slow: bool) -> Option<(Attribution,
             "the kubelet's and the runtime's threads waited for a CPU (run-queue wait) while calls were slow"
                 .to_string()
         }
-        Attribution::DiskIowait { device } => format!(
-            "the kubelet's and the runtime's threads waited for block I/O{} while calls were slow",
-            device
-                .as_deref()
-                .map(|d| format!(" (most on device {d})"))
-                .unwrap_or_default()
-        ),
+        Attribution::DiskIowait { device } => {
+            // What the waiting threads were blocked in, on that device (the sampler's commonest).
+            let on_device = trace
+                .io_waits
+                .iter()
+                .find(|w| w.device.is_some() && w.device == *device);
+            let name = on_device
+                .and_then(|w| w.device_name.as_deref())
+                .map(|n| format!(", {n}"))
+                .unwrap_or_default();
+            let blocked = on_device
+                .map(|w| {
+                    format!(
+                        "; the {} blocked in {}({}) in {} samples",
+                        w.owner,
+                        w.syscall,
+                        w.path.as_deref().unwrap_or("?"),
+                        w.samples
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "the kubelet's and the runtime's threads waited for block I/O{}{blocked} while calls were slow",
+                device
+                    .as_deref()
+                    .map(|d| format!(" (most on device {d}{name})"))
+                    .unwrap_or_default()
+            )
+        }
         Attribution::CriSocketStall => {
             "CRI calls were slow while the runtime's threads were neither waiting for a CPU nor for I/O: the runtime holds the calls (a lock, a slow list inside it, or a proxy in the path)"
                 .to_string()
