@@ -549,6 +549,15 @@ fn window_of_a_throttled_writer_attributes_disk_iowait_on_its_device() {
         io.kernel_stack.iter().any(|f| f.starts_with("io_schedule")),
         "waits in io_schedule: {io:?}"
     );
+    // What the writer was blocked in, sampled every 100 ms: its writes to the loop device.
+    eprintln!("I/O waits {:?}", trace.io_waits);
+    let blocked = trace
+        .io_waits
+        .first()
+        .unwrap_or_else(|| panic!("no I/O wait sampled: {:?}", trace.io_waits));
+    assert_eq!(blocked.device, Some(format!("{major}:{minor}")), "{blocked:?}");
+    assert!(blocked.syscall.contains("write"), "{blocked:?}");
+    assert!(blocked.samples >= 5, "{blocked:?}");
     assert_eq!(
         trace.attribute(&[slow], false),
         Some(Attribution::DiskIowait {
