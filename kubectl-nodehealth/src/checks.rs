@@ -443,6 +443,13 @@ pub enum ReadyMessage {
     Other,
 }
 
+/// Whether a Ready message says the runtime is down — alone, or next to PLEG ("[container
+/// runtime is down, PLEG is not healthy: ...]", which [`parse_ready_message`] reads as PLEG).
+pub fn says_runtime_down(message: &str) -> bool {
+    message.contains("container runtime is down")
+        || message.contains("container runtime status check may not have completed")
+}
+
 /// Parse a Ready condition message (pkg/kubelet/pleg/generic.go Healthy(); kubelet
 /// runtimeState errors; node lifecycle controller).
 pub fn parse_ready_message(message: &str) -> ReadyMessage {
@@ -459,9 +466,7 @@ pub fn parse_ready_message(message: &str) -> ReadyMessage {
             last_seen_seconds: None,
         };
     }
-    if message.contains("container runtime is down")
-        || message.contains("container runtime status check may not have completed")
-    {
+    if says_runtime_down(message) {
         return ReadyMessage::RuntimeDown;
     }
     if message.contains("network not ready") || message.contains("NetworkPluginNotReady") {

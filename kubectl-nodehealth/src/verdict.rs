@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checks::node::{paused_kubelet, resume_command};
 use crate::checks::{DialError, Finding, Severity, dial_error, ids, parse_ready_message};
-use crate::checks::{ReadyMessage, runtime_service};
+use crate::checks::{ReadyMessage, runtime_service, says_runtime_down};
 use crate::evidence::{CsrState, Evidence, FailureKind, Layer, SIGNER_CLIENT, Step};
 
 /// The cause vocabulary (a contract: scripts key on it).
@@ -282,7 +282,10 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     {
         pleg.because(85, ready_line.clone());
     }
-    if ready_msg == ReadyMessage::RuntimeDown && ready_status == Some("False") {
+    // Past the PLEG threshold a down runtime's Ready message says both: "[container runtime is
+    // down, PLEG is not healthy: ...]".
+    let runtime_down_msg = ready_status == Some("False") && says_runtime_down(&ready_line);
+    if runtime_down_msg {
         runtime.because(85, ready_line.clone());
     }
     if ready_msg == ReadyMessage::NetworkNotReady && ready_status == Some("False") {
@@ -643,7 +646,7 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
     if let Some((a, line)) = &attribution {
         let runtime_hung = s.at_least(node_ids::CRI, Severity::Critical)
             || runtime_errors.is_some()
-            || ready_msg == ReadyMessage::RuntimeDown;
+            || runtime_down_msg;
         if pleg.score > 0 {
             pleg.support(10, line.clone());
             // A runtime that answers, only slowly, is why relists are slow: PLEG is what the
@@ -683,6 +686,32 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
                     "the kubelet keeps restarting: a kubelet minutes or seconds old has not relisted or reached its runtime yet",
                 );
             }
+        }
+    }
+
+    // A runtime known to be down stops the relists and hangs the kubelet's metrics and stats
+    // too (their collectors ask the runtime): there those are its symptoms, not causes of their
+    // own — unless the node shows the kubelet itself starved or restarting.
+    let runtime_down = runtime_down_msg || s.at_least(node_ids::CRI, Severity::Critical);
+    if runtime_down && runtime.score > 0 {
+        let kubelet_itself = restart_loop
+            || oom_loop
+            || s.summary(node_ids::KUBELET_UNRESPONSIVE).is_some()
+            || s.at_least(&kubelet_starved, Severity::Warning);
+        let top = runtime.score;
+        if pleg.score >= top {
+            pleg.score = top.saturating_sub(1);
+            pleg.support(
+                0,
+                "the runtime is down: relists wait on it (PLEG is the symptom)",
+            );
+        }
+        if starved.score >= top && !kubelet_itself {
+            starved.score = top.saturating_sub(1);
+            starved.support(
+                0,
+                "the runtime is down: the kubelet's metrics and stats wait on it too",
+            );
         }
     }
 

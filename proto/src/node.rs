@@ -882,8 +882,10 @@ pub struct TraceStall {
     /// When it ended (node clock); still going at the end of the window when `ongoing`.
     pub ended_at_unix_ms: i64,
     pub ongoing: bool,
-    /// For an I/O wait: the kernel stack it switched out with (`function+0xoffset`, innermost
-    /// first; never addresses). Empty when not recorded.
+    /// The kernel stack it switched out with (`function+0xoffset`, innermost first; never
+    /// addresses): for an I/O wait, what it waits in; for a run-queue wait, where it was
+    /// preempted. Empty when not recorded (a run-queue wait that began with a wake-up: the
+    /// thread was asleep, and sleeps are not walked).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_stack: Vec<String>,
 }

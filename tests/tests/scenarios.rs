@@ -388,6 +388,42 @@ fn frozen_runtime_is_the_runtime_and_the_agent_times_out_its_calls() {
     healed_and_ready(&c, healer);
 }
 
+/// The long variant (`cargo xtask test --long`): the runtime frozen past the kubelet's fixed
+/// 3-minute PLEG threshold. The node's Ready message turns to "PLEG is not healthy" and the
+/// kubelet logs it; the verdict still names the runtime (PLEG is the symptom).
+#[test]
+fn frozen_runtime_past_the_pleg_threshold_is_still_the_runtime() {
+    if std::env::var_os("NODEHEALTH_LONG_TESTS").is_none() {
+        eprintln!("long tier only (NODEHEALTH_LONG_TESTS): 3+ minutes");
+        return;
+    }
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let healer = Healer(&c);
+    c.xtask(&["fault", "runtime-frozen"]);
+    let pleg = wait_until(
+        "Ready's message: PLEG is not healthy",
+        Duration::from_secs(5 * 60),
+        || {
+            let (status, _, message) = c.ready_condition();
+            (status == "False" && message.contains("PLEG is not healthy")).then_some(message)
+        },
+    );
+    eprintln!("runtime-frozen (long): {pleg}");
+    let d = Diagnosis::run(&c, "3s");
+    d.print("runtime-frozen (3 min)");
+    d.expect_top("runtime-unresponsive");
+    assert!(d.has("pleg-slow"), "{:#}", d.report["verdict"]);
+    d.expect_log_support(&["runtime-down", "cri-deadline-exceeded", "pleg-not-healthy"]);
+    let pleg_logged = d.report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|f| f["id"] == "logs-pleg-not-healthy" && f["severity"] == "warning");
+    assert!(pleg_logged, "{:#}", d.report["findings"]);
+    healed_and_ready(&c, healer);
+}
+
 // --- slow, not dead: the eBPF attribution names where the time goes ---------------------------
 
 /// The trace section of a report's node evidence.

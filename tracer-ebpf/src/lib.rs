@@ -76,9 +76,13 @@ pub struct ThreadTimes {
     /// One of [`state`].
     pub state: u32,
     /// Kernel stack (id in the STACKS map, [`NO_STACK`] if none) where the thread last switched
-    /// out into I/O wait, and the one of its longest I/O wait.
+    /// out — into I/O wait, or preempted into the run queue — and the ones of its longest I/O
+    /// wait and longest run-queue wait (none for a run-queue wait that began with a wake-up:
+    /// the thread was asleep, not preempted).
     pub off_cpu_stack: u32,
     pub iowait_max_stack: u32,
+    pub runq_max_stack: u32,
+    pub _pad: u32,
 }
 
 /// No stack recorded.

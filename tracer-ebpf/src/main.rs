@@ -168,6 +168,7 @@ mod programs {
                 state: to,
                 off_cpu_stack: stack,
                 iowait_max_stack: NO_STACK,
+                runq_max_stack: NO_STACK,
                 ..Default::default()
             };
             return THREADS.insert(&tid, &fresh, 0);
@@ -183,6 +184,7 @@ mod programs {
                 if spent > t.runq_max_ns {
                     t.runq_max_ns = spent;
                     t.runq_max_at_ns = now;
+                    t.runq_max_stack = t.off_cpu_stack;
                 }
             }
             state::IOWAIT => {
@@ -271,9 +273,10 @@ mod programs {
             } else {
                 state::SLEEPING
             };
-            // `current` is still prev here: its kernel stack says what it waits for. Only I/O
-            // waits pay for the stack walk (sleeps are the normal state of idle Go threads).
-            let stack = if to == state::IOWAIT {
+            // `current` is still prev here: its kernel stack says what it waits for (I/O) or
+            // where it was preempted (run queue). Sleeps do not pay for the stack walk: they are
+            // the normal state of idle Go threads.
+            let stack = if to == state::IOWAIT || to == state::RUNNABLE {
                 ctx.get_stackid(&STACKS, 0)
                     .map(|id| id as u32)
                     .unwrap_or(NO_STACK)

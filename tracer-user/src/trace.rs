@@ -191,6 +191,8 @@ pub struct ThreadSample {
     pub iowait_max_at_ns: u64,
     /// Stack id (STACKS map) of the longest I/O wait, [`tracer_ebpf::NO_STACK`] if none.
     pub iowait_max_stack: u32,
+    /// Stack id of the longest run-queue wait (where it was preempted), or NO_STACK.
+    pub runq_max_stack: u32,
     /// The state the thread is in now ([`tracer_ebpf::state`]) and for how long.
     pub state: u32,
     pub state_for_ns: u64,
@@ -214,6 +216,7 @@ impl ThreadSample {
             runq_max_at_ns: t.runq_max_at_ns,
             iowait_max_at_ns: t.iowait_max_at_ns,
             iowait_max_stack: t.iowait_max_stack,
+            runq_max_stack: t.runq_max_stack,
             state: t.state,
             state_for_ns: open,
         };
@@ -223,6 +226,7 @@ impl ThreadSample {
                 s.runq_ns += open;
                 if open > s.runq_max_ns {
                     (s.runq_max_ns, s.runq_max_at_ns) = (open, now_ns);
+                    s.runq_max_stack = t.off_cpu_stack;
                 }
             }
             state::IOWAIT => {

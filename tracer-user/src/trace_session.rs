@@ -461,14 +461,19 @@ pub fn cri_section(
     }
 }
 
-/// The stack id recorded for each I/O-wait stall.
+/// The stack id recorded for each stall: where an I/O wait switched out, where a run-queue wait
+/// was preempted (none for one that began with a wake-up).
 fn stall_stacks(sample: &Sample, stalls: &[TraceStall]) -> Vec<Option<u32>> {
     stalls
         .iter()
         .map(|s| {
             let t = sample.get(&s.tid)?;
-            (s.kind == "ioWait" && t.iowait_max_stack != tracer_ebpf::NO_STACK)
-                .then_some(t.iowait_max_stack)
+            let id = match s.kind.as_str() {
+                "ioWait" => t.iowait_max_stack,
+                "runQueue" => t.runq_max_stack,
+                _ => tracer_ebpf::NO_STACK,
+            };
+            (id != tracer_ebpf::NO_STACK).then_some(id)
         })
         .collect()
 }

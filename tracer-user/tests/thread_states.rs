@@ -509,6 +509,23 @@ fn window_of_a_cpu_starved_target_matches_schedstat_and_attributes_cpu_starvatio
         "{:?}",
         trace.stalls
     );
+    // The spinner never sleeps: each of its waits began with a preemption, whose kernel stack
+    // (symbolised, never an address) says where — the scheduler, entered from an interrupt or
+    // a return to user mode.
+    let longest = &trace.stalls[0];
+    eprintln!("longest run-queue wait: {longest:?}");
+    assert!(!longest.kernel_stack.is_empty(), "{longest:?}");
+    assert!(
+        longest
+            .kernel_stack
+            .iter()
+            .all(|f| f == "?" || (f.contains("+0x") && !f.starts_with("ffff"))),
+        "{longest:?}"
+    );
+    assert!(
+        longest.kernel_stack.iter().any(|f| f.contains("schedule")),
+        "{longest:?}"
+    );
     assert_eq!(
         trace.attribute(&[slow], false),
         Some(Attribution::CpuStarvation)
@@ -555,7 +572,11 @@ fn window_of_a_throttled_writer_attributes_disk_iowait_on_its_device() {
         .io_waits
         .first()
         .unwrap_or_else(|| panic!("no I/O wait sampled: {:?}", trace.io_waits));
-    assert_eq!(blocked.device, Some(format!("{major}:{minor}")), "{blocked:?}");
+    assert_eq!(
+        blocked.device,
+        Some(format!("{major}:{minor}")),
+        "{blocked:?}"
+    );
     assert!(blocked.syscall.contains("write"), "{blocked:?}");
     assert!(blocked.samples >= 5, "{blocked:?}");
     assert_eq!(

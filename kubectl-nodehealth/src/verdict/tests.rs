@@ -423,6 +423,50 @@ fn kubelet_that_accepts_but_does_not_answer_is_starved() {
     assert!(c.evidence.iter().any(|l| l.contains("holds its port")));
 }
 
+/// What the kubelet's node proxy requests give when nothing answers within the step timeout.
+fn no_answer(what: &str) -> crate::evidence::Failure {
+    crate::evidence::Failure {
+        kind: FailureKind::Timeout,
+        request: format!("GET /api/v1/nodes/n1/proxy/{what}"),
+        http_status: None,
+        needs: None,
+        message: "no answer within 10s".into(),
+    }
+}
+
+#[test]
+fn runtime_down_past_the_pleg_threshold_is_still_the_runtime() {
+    // Past 3 minutes the Ready message names both; the kubelet's metrics and stats hang on the
+    // runtime too (their collectors ask it).
+    let mut e = healthy_evidence();
+    set_ready(
+        &mut e,
+        "False",
+        "KubeletNotReady",
+        "[container runtime is down, PLEG is not healthy: pleg was last seen active 3m24.07s ago; threshold is 3m0s]",
+    );
+    e.metrics_start = Step::Failed {
+        failure: no_answer("metrics"),
+    };
+    e.metrics_end = Step::Failed {
+        failure: no_answer("metrics"),
+    };
+    e.stats_summary = Step::Failed {
+        failure: no_answer("stats/summary"),
+    };
+    let v = verdict(&e);
+    assert_eq!(top(&v).id, CauseId::RuntimeUnresponsive, "{v:#?}");
+    let pleg = has(&v, CauseId::PlegSlow).expect("PLEG listed as the symptom");
+    assert!(
+        pleg.evidence
+            .iter()
+            .any(|l| l.contains("PLEG is the symptom"))
+    );
+    if let Some(starved) = has(&v, CauseId::KubeletStarved) {
+        assert!(starved.score < top(&v).score, "{v:#?}");
+    }
+}
+
 #[test]
 fn kubelet_that_does_not_even_shake_hands_is_down_not_cut_off() {
     let mut e = healthy_evidence();
@@ -433,13 +477,7 @@ fn kubelet_that_does_not_even_shake_hands_is_down_not_cut_off() {
     );
     // Every other kubelet request timed out too (what a frozen kubelet gives).
     e.configz = Step::Failed {
-        failure: crate::evidence::Failure {
-            kind: FailureKind::Timeout,
-            request: "GET /api/v1/nodes/n1/proxy/configz".into(),
-            http_status: None,
-            needs: None,
-            message: "no answer within 10s".into(),
-        },
+        failure: no_answer("configz"),
     };
     let v = verdict(&e);
     let c = top(&v);
