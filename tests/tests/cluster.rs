@@ -4,8 +4,84 @@
 
 use std::{thread, time::Duration};
 
-use nodehealth_e2e::{Cluster, Healer};
-use serde_json::json;
+use nodehealth_e2e::{
+    Cluster, Healer, json_of, last_oom_kill_at, run_agent_standalone, run_plugin,
+};
+use serde_json::{Value, json};
+
+/// The healthy scenario: a node with nothing wrong, seen through every layer — the API side, the
+/// probe pod with the eBPF trace, and the agent run on the node (`--node-evidence`) — is
+/// `healthy` with exit 0. First in the end-to-end tier (test binaries and tests run in name
+/// order), before any fault leaves its traces. One trace outlives `cluster down`: the kernel log.
+/// A kubelet OOM-killed in the last 10 minutes (an earlier run's kubelet-memory-limited) is a
+/// real warning the tool must give, so then that warning, and only it, is expected.
+#[test]
+fn a_healthy_node_is_healthy_on_every_layer() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let last_oom = last_oom_kill_at("kubelet");
+    let oom_history = last_oom > 0.0 && uptime - last_oom < 10.0 * 60.0;
+    let check = |out: std::process::Output, took: Duration, layers: &[&str]| {
+        let report = json_of(&out);
+        let top = &report["verdict"]["causes"][0];
+        let problems: Vec<&Value> = report["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| !matches!(f["severity"].as_str(), Some("ok" | "info")))
+            // Configuration risks and log lines are shown, never problems on their own.
+            .filter(|f| f["domain"] != "configuration")
+            .filter(|f| !f["id"].as_str().is_some_and(|id| id.starts_with("logs-")))
+            .collect();
+        eprintln!(
+            "SCENARIO healthy | {} | {} ({}) | exit {:?} | {:.1} s",
+            report["verdict"]["layers"],
+            top["id"],
+            top["confidence"],
+            out.status.code(),
+            took.as_secs_f64()
+        );
+        assert_eq!(top["id"], "healthy", "{:#}", report["verdict"]);
+        for layer in layers {
+            assert!(
+                report["verdict"]["layers"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|v| v == layer)),
+                "{layer}: {:#}",
+                report["verdict"]
+            );
+        }
+        if oom_history {
+            eprintln!(
+                "the kernel log holds a kubelet OOM kill {:.0} s ago",
+                uptime - last_oom
+            );
+            let ids: Vec<&Value> = problems.iter().map(|f| &f["id"]).collect();
+            assert!(
+                ids.iter().all(|id| *id == "node-oom-kills"),
+                "{problems:#?}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(0), "{problems:#?}");
+        }
+    };
+    let (out, took) = run_plugin(&c, &["--duration", "3s", "--trace", "-o", "json"]);
+    check(out, took, &["api", "node-probe", "ebpf"]);
+    // The operator's SSH fallback on the same node agrees.
+    let agent = run_agent_standalone(&["--duration", "3s"]);
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), agent.to_string()).expect("write the agent's evidence");
+    let path = file.path().to_str().unwrap().to_string();
+    let (out, took) = run_plugin(
+        &c,
+        &["--duration", "3s", "--node-evidence", &path, "-o", "json"],
+    );
+    check(out, took, &["api", "node-agent"]);
+}
 
 #[test]
 fn node_is_ready_and_its_lease_renews() {

@@ -9,7 +9,8 @@
 //! (`--node-evidence`): the API side and the node side together name the cause. Each run prints
 //! one `SCENARIO` line (fault, layers, top cause, confidence, attribution, exit code, time): the
 //! README's scenario table is made of them. The OOM restart loop runs last (tests run in name
-//! order): its burst of "Starting kubelet." events stays in the API for minutes.
+//! order): its burst of "Starting kubelet." events stays in the API for minutes. The healthy
+//! node's scenario is the first test of `cluster.rs`, before any fault has left its traces.
 
 use std::time::Duration;
 
@@ -152,40 +153,6 @@ impl Diagnosis {
 fn healed_and_ready(c: &Cluster, healer: Healer<'_>) {
     drop(healer);
     c.wait_ready("True", Duration::from_secs(120));
-}
-
-/// A node with nothing wrong, seen through every layer: the API side, the probe pod with the eBPF
-/// trace, and the agent run on the node. Named to run first, before any fault's traces.
-#[test]
-fn a_healthy_node_is_healthy_on_every_layer() {
-    let c = Cluster::get();
-    c.wait_ready("True", Duration::from_secs(60));
-    let (out, took) = run_plugin(&c, &["--duration", "3s", "--trace", "-o", "json"]);
-    let d = Diagnosis {
-        report: json_of(&out),
-        exit: out.status.code(),
-        took,
-    };
-    d.print("healthy");
-    let healthy = |d: &Diagnosis| {
-        assert_eq!(d.top_id(), "healthy", "{:#}", d.report["verdict"]);
-        let problems: Vec<&Value> = d.report["findings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| !matches!(f["severity"].as_str(), Some("ok" | "info")))
-            .collect();
-        assert_eq!(d.exit, Some(0), "{:#}\n{problems:#?}", d.report["verdict"]);
-    };
-    healthy(&d);
-    let layers = d.layers();
-    for layer in ["api", "node-probe", "ebpf"] {
-        assert!(layers.iter().any(|l| l == layer), "{layers:?}");
-    }
-    // The operator's SSH fallback on the same node agrees.
-    let (d, _) = Diagnosis::with_agent(&c, "3s");
-    d.print("healthy");
-    healthy(&d);
 }
 
 #[test]
