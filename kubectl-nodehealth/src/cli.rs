@@ -77,7 +77,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_color: bool,
 
-    /// Timeout for each API request.
+    /// Timeout for each API request. The kubelet's healthz through the node proxy waits 3 s
+    /// longer, for the API server's own verdict on the connection (its TLS handshake timeout
+    /// is 10 s: a kubelet that holds its port but does not run), and is asked again on a fresh
+    /// connection while the metrics window lasts.
     #[arg(long, default_value = "10s", value_parser = parse_duration_flag)]
     pub timeout: Duration,
 
