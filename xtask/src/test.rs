@@ -107,7 +107,9 @@ fn end_to_end(root: &Path, long: bool) -> Result<()> {
     e2e.current_dir(root)
         .args(["test", "-p", "nodehealth-e2e", "--", "--test-threads=1"]);
     if long {
-        e2e.env("NODEHEALTH_LONG_TESTS", "1");
+        // The long scenarios are #[ignore]d (reported as such) in the fast tier.
+        e2e.env("NODEHEALTH_LONG_TESTS", "1")
+            .arg("--include-ignored");
     }
     let tests = sh::run("end-to-end tests", &mut e2e);
     let down = cluster::down();
