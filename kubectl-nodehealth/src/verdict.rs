@@ -438,6 +438,13 @@ pub fn decide(e: &Evidence, findings: &[Finding]) -> Verdict {
                 0,
                 "from the API side a stuck kubelet and one cut off from the API server look alike; the node side separates them: `tracer-user probe --host-root /` (or --node-evidence)",
             );
+            // So does one that does not run at all, while the API server still holds an HTTP/2
+            // connection to it from before (its requests hang there instead of failing the
+            // handshake).
+            down.because(
+                50,
+                format!("{w}, while it does not report: a stopped or frozen kubelet answers nothing either"),
+            );
         }
     }
     if let Some(w) = s.summary(ids::KUBELET_MEMORY) {

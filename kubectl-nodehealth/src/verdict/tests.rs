@@ -468,6 +468,28 @@ fn runtime_down_past_the_pleg_threshold_is_still_the_runtime() {
 }
 
 #[test]
+fn kubelet_that_answers_nothing_keeps_partition_stuck_and_down_open() {
+    // Not reporting, and every kubelet request through the proxy hangs without a word from the
+    // API server: cut off, stuck, or not running — the API side cannot tell.
+    let mut e = healthy_evidence();
+    node_unknown(&mut e);
+    e.healthz = Step::Failed {
+        failure: no_answer("healthz?verbose"),
+    };
+    e.configz = Step::Failed {
+        failure: no_answer("configz"),
+    };
+    let v = verdict(&e);
+    for id in [
+        CauseId::ApiPartition,
+        CauseId::KubeletStarved,
+        CauseId::KubeletDown,
+    ] {
+        assert!(has(&v, id).is_some(), "{id:?} missing: {v:#?}");
+    }
+}
+
+#[test]
 fn kubelet_that_does_not_even_shake_hands_is_down_not_cut_off() {
     let mut e = healthy_evidence();
     node_unknown(&mut e);
