@@ -574,6 +574,30 @@ pub fn run_plugin(c: &Cluster, args: &[&str]) -> (std::process::Output, Duration
     (out, start.elapsed())
 }
 
+/// The plugin judging the API side together with the agent's evidence `agent` from a standalone
+/// run (`--node-evidence <file>`, the operator's second step when no pod started), over a window
+/// of `duration`.
+pub fn run_plugin_with_node_evidence(
+    c: &Cluster,
+    agent: &Value,
+    duration: &str,
+) -> (std::process::Output, Duration) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), agent.to_string()).expect("write the agent's evidence");
+    let path = file.path().to_str().expect("utf-8 temp path").to_string();
+    run_plugin(
+        c,
+        &[
+            "--duration",
+            duration,
+            "--node-evidence",
+            &path,
+            "-o",
+            "json",
+        ],
+    )
+}
+
 /// The node agent run standalone on the node, as an operator would over SSH when no probe pod
 /// can start: `tracer-user probe --host-root / <args> -o json`; its evidence.
 pub fn run_agent_standalone(args: &[&str]) -> Value {

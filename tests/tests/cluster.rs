@@ -6,6 +6,7 @@ use std::{thread, time::Duration};
 
 use nodehealth_e2e::{
     Cluster, Healer, json_of, last_oom_kill_at, run_agent_standalone, run_plugin,
+    run_plugin_with_node_evidence,
 };
 use serde_json::{Value, json};
 
@@ -73,13 +74,7 @@ fn a_healthy_node_is_healthy_on_every_layer() {
     check(out, took, &["api", "node-probe", "ebpf"]);
     // The operator's SSH fallback on the same node agrees.
     let agent = run_agent_standalone(&["--duration", "3s"]);
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), agent.to_string()).expect("write the agent's evidence");
-    let path = file.path().to_str().unwrap().to_string();
-    let (out, took) = run_plugin(
-        &c,
-        &["--duration", "3s", "--node-evidence", &path, "-o", "json"],
-    );
+    let (out, took) = run_plugin_with_node_evidence(&c, &agent, "3s");
     check(out, took, &["api", "node-agent"]);
 }
 

@@ -14,7 +14,10 @@
 
 use std::time::Duration;
 
-use nodehealth_e2e::{Cluster, Healer, json_of, run_agent_standalone, run_plugin, wait_until};
+use nodehealth_e2e::{
+    Cluster, Healer, json_of, run_agent_standalone, run_plugin, run_plugin_with_node_evidence,
+    wait_until,
+};
 use serde_json::Value;
 
 /// The plugin's report on the node as it is now.
@@ -42,20 +45,7 @@ impl Diagnosis {
     /// its evidence handed to the plugin.
     fn with_agent(c: &Cluster, duration: &str) -> (Diagnosis, Value) {
         let agent = run_agent_standalone(&["--duration", duration]);
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), agent.to_string()).expect("write the agent's evidence");
-        let path = file.path().to_str().unwrap().to_string();
-        let (out, took) = run_plugin(
-            c,
-            &[
-                "--duration",
-                duration,
-                "--node-evidence",
-                &path,
-                "-o",
-                "json",
-            ],
-        );
+        let (out, took) = run_plugin_with_node_evidence(c, &agent, duration);
         (
             Diagnosis {
                 report: json_of(&out),
@@ -472,19 +462,7 @@ fn runtime_cpu_starved_is_attributed_to_cpu_starvation_of_the_runtime() {
     let runq = runtime["runQueueNs"].as_u64().unwrap_or(0);
     let io = runtime["ioWaitNs"].as_u64().unwrap_or(0);
     assert!(runq > 1_000_000_000 && runq > io, "{runtime:#}");
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), agent.to_string()).unwrap();
-    let (out, took) = run_plugin(
-        &c,
-        &[
-            "--duration",
-            "3s",
-            "--node-evidence",
-            file.path().to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
+    let (out, took) = run_plugin_with_node_evidence(&c, &agent, "3s");
     let d = Diagnosis {
         report: json_of(&out),
         exit: out.status.code(),

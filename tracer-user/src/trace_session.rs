@@ -83,6 +83,14 @@ fn take(tracer: &Tracer) -> Result<Sample, TraceError> {
     Ok(tracer.threads()?.into_iter().map(|t| (t.tid, t)).collect())
 }
 
+/// `(tid, tgid)` of the threads in I/O wait now.
+fn in_io_wait<'a>(threads: impl Iterator<Item = &'a ThreadSample>) -> Vec<(u32, u32)> {
+    threads
+        .filter(|t| t.state == state::IOWAIT)
+        .map(|t| (t.tid, t.tgid))
+        .collect()
+}
+
 /// Sum of per-thread differences `b - a` for the threads of `pid`.
 fn process_delta(a: &Sample, b: &Sample, pid: u32) -> (ThreadStateTimes, u32) {
     let mut sum = ThreadStateTimes::default();
@@ -233,11 +241,6 @@ fn sample_until_stopped(
     let mut prev = first.clone();
     let mut prev_at = (Instant::now(), unix_ms());
     let mut tick = Instant::now() + Duration::from_secs(1);
-    let in_io_wait = |s: &mut dyn Iterator<Item = &ThreadSample>| -> Vec<(u32, u32)> {
-        s.filter(|t| t.state == state::IOWAIT)
-            .map(|t| (t.tid, t.tgid))
-            .collect()
-    };
     loop {
         // Between the per-second samples, a look at what the threads in I/O wait are blocked in.
         let wait = tick
@@ -249,7 +252,7 @@ fn sample_until_stopped(
         );
         if !last && Instant::now() < tick {
             if let Ok(threads) = tracer.threads() {
-                io.sample(&in_io_wait(&mut threads.iter()), &targets);
+                io.sample(&in_io_wait(threads.iter()), &targets);
             }
             continue;
         }
@@ -257,7 +260,7 @@ fn sample_until_stopped(
             Ok(s) => s,
             Err(e) => return fail(trace, e),
         };
-        io.sample(&in_io_wait(&mut now.values()), &targets);
+        io.sample(&in_io_wait(now.values()), &targets);
         let at = (Instant::now(), unix_ms());
         cri_calls.extend(tracer.cri_calls());
         for (owner, pid) in &targets {

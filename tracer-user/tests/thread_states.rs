@@ -26,7 +26,7 @@ use std::{
     time::Duration,
 };
 
-use nodehealth_proto::node::{Attribution, Trace};
+use nodehealth_proto::node::{Attribution, Trace, TraceStall};
 use tracer_user::{
     trace::{ThreadSample, Tracer},
     trace_session::TraceSession,
@@ -470,6 +470,23 @@ fn window<T: Copy>(
     (trace, (start, end), kernel)
 }
 
+/// A stall's kernel stack is recorded, symbolised (`function+0xoffset` or `?`, never an address),
+/// and passes through a frame containing `frame`.
+fn assert_symbolised_stack_through(stall: &TraceStall, frame: &str) {
+    assert!(!stall.kernel_stack.is_empty(), "{stall:?}");
+    assert!(
+        stall
+            .kernel_stack
+            .iter()
+            .all(|f| f == "?" || (f.contains("+0x") && !f.starts_with("ffff"))),
+        "{stall:?}"
+    );
+    assert!(
+        stall.kernel_stack.iter().any(|f| f.contains(frame)),
+        "no {frame} frame: {stall:?}"
+    );
+}
+
 #[test]
 fn window_of_a_cpu_starved_target_matches_schedstat_and_attributes_cpu_starvation() {
     let spin = |cpu: &str| {
@@ -514,18 +531,7 @@ fn window_of_a_cpu_starved_target_matches_schedstat_and_attributes_cpu_starvatio
     // a return to user mode.
     let longest = &trace.stalls[0];
     eprintln!("longest run-queue wait: {longest:?}");
-    assert!(!longest.kernel_stack.is_empty(), "{longest:?}");
-    assert!(
-        longest
-            .kernel_stack
-            .iter()
-            .all(|f| f == "?" || (f.contains("+0x") && !f.starts_with("ffff"))),
-        "{longest:?}"
-    );
-    assert!(
-        longest.kernel_stack.iter().any(|f| f.contains("schedule")),
-        "{longest:?}"
-    );
+    assert_symbolised_stack_through(longest, "schedule");
     assert_eq!(
         trace.attribute(&[slow], false),
         Some(Attribution::CpuStarvation)
@@ -555,17 +561,7 @@ fn window_of_a_throttled_writer_attributes_disk_iowait_on_its_device() {
         .unwrap_or_else(|| panic!("no I/O-wait stall: {:?}", trace.stalls));
     eprintln!("longest I/O wait: {io:?}");
     assert!(io.duration_ns > 1_000_000, "{io:?}");
-    assert!(!io.kernel_stack.is_empty(), "{io:?}");
-    assert!(
-        io.kernel_stack
-            .iter()
-            .all(|f| f == "?" || (f.contains("+0x") && !f.starts_with("ffff"))),
-        "{io:?}"
-    );
-    assert!(
-        io.kernel_stack.iter().any(|f| f.starts_with("io_schedule")),
-        "waits in io_schedule: {io:?}"
-    );
+    assert_symbolised_stack_through(io, "io_schedule");
     // What the writer was blocked in, sampled every 100 ms: its writes to the loop device.
     eprintln!("I/O waits {:?}", trace.io_waits);
     let blocked = trace

@@ -332,28 +332,26 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                 )
                 .fix("read why it exited (journalctl -u kubelet); it may be restart-looping"),
             ),
-            Some(k) if k.liveness == Liveness::Stopped || k.cgroup_frozen == Some(true) => out
-                .push(
-                    Finding::new(
-                        ids::KUBELET_PAUSED,
-                        Domain::Kubelet,
-                        Severity::Critical,
-                        format!(
-                            "the kubelet process (pid {}) exists but does not run: {}",
-                            k.pid,
-                            if k.liveness == Liveness::Stopped {
-                                "stopped (SIGSTOP or a tracer)"
-                            } else {
-                                "in a frozen cgroup"
-                            }
-                        ),
-                    )
-                    .fix(format!(
-                        "resume it: {}; then find who paused it (a checkpoint or backup agent, \
-                         `systemctl freeze`, a debugger)",
-                        resume_command(k.pid, k.liveness == Liveness::Stopped)
-                    )),
-                ),
+            Some(_) if let Some((pid, stopped)) = paused_kubelet(n) => out.push(
+                Finding::new(
+                    ids::KUBELET_PAUSED,
+                    Domain::Kubelet,
+                    Severity::Critical,
+                    format!(
+                        "the kubelet process (pid {pid}) exists but does not run: {}",
+                        if stopped {
+                            "stopped (SIGSTOP or a tracer)"
+                        } else {
+                            "in a frozen cgroup"
+                        }
+                    ),
+                )
+                .fix(format!(
+                    "resume it: {}; then find who paused it (a checkpoint or backup agent, \
+                     `systemctl freeze`, a debugger)",
+                    resume_command(pid, stopped)
+                )),
+            ),
             Some(k) => {
                 let timeouts = n
                     .kubelet_healthz
