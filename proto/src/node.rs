@@ -748,7 +748,7 @@ pub struct Pressure {
 // eBPF run-queue wait
 
 /// Run-queue wait of one process's threads during the window, measured in the kernel
-/// (sched_wakeup/sched_switch): time its threads were runnable but not running.
+/// (`sched_info.run_delay` at each switch-out): time its threads were runnable but not running.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RunQueueProcess {

@@ -39,7 +39,7 @@ pub struct RunqWait {
 pub mod state {
     /// On a CPU.
     pub const RUNNING: u32 = 0;
-    /// Runnable, waiting in a run queue (woken, or preempted while runnable).
+    /// Runnable, waiting in a run queue (preempted while runnable).
     pub const RUNNABLE: u32 = 1;
     /// Switched out with `task_struct.in_iowait` set (io_schedule(): block I/O, page-cache
     /// writeback throttling, ...), until woken — the interval delay accounting calls blkio delay.
@@ -51,8 +51,12 @@ pub mod state {
 }
 
 /// Where one target thread's time went since the tracer first saw it, accumulated in the kernel
-/// at every state change (sched_wakeup/_new, sched_switch). The interval of the current state
-/// (`state` since `since_ns`) is not yet in the totals: user space closes it at read time.
+/// each time the thread switches out (a per-thread software perf event, so no other task pays).
+/// Between two switch-outs a thread was off the CPU in the state it left in, then waited on a run
+/// queue, then ran: the kernel's own per-task counters split that interval —
+/// `sched_info.run_delay` (run-queue wait, the schedstat figure) and `se.sum_exec_runtime`
+/// (on-CPU); the rest is the state it left in. The interval since the last switch-out (`state`
+/// since `since_ns`) is not yet in the totals: user space closes it at read time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadTimes {
@@ -69,11 +73,16 @@ pub struct ThreadTimes {
     pub runq_max_at_ns: u64,
     pub iowait_max_ns: u64,
     pub iowait_max_at_ns: u64,
-    /// When the current state began (CLOCK_MONOTONIC ns).
+    /// When the thread last switched out (CLOCK_MONOTONIC ns).
     pub since_ns: u64,
+    /// The kernel's `sched_info.run_delay` and `se.sum_exec_runtime` of the thread then.
+    pub run_delay_ns: u64,
+    pub exec_ns: u64,
+    /// When its last preemption stack was walked (at most one per millisecond).
+    pub preempt_stack_ns: u64,
     /// The thread's process id (tgid), so user space can group threads that already exited.
     pub tgid: u32,
-    /// One of [`state`].
+    /// One of [`state`]: the state the thread switched out in.
     pub state: u32,
     /// Kernel stack (id in the STACKS map, [`NO_STACK`] if none) where the thread last switched
     /// out — into I/O wait, or preempted into the run queue — and the ones of its longest I/O

@@ -1,15 +1,19 @@
 //! Kernel side of the node tracer: where the threads of target processes spend their time, and the
 //! latency of the block I/O those processes submit.
 //!
-//! Thread states (per target thread, totals in the kernel):
-//! - run-queue wait, after libbpf-tools `runqlat`: a thread becomes runnable when it is woken
-//!   (`sched_wakeup`, `sched_wakeup_new`) or preempted while still runnable (`sched_switch` with
-//!   `prev_state == TASK_RUNNING`); the time until `sched_switch` switches it in is its wait;
-//! - on-CPU: from being switched in to being switched out;
-//! - I/O wait: switched out with `task_struct.in_iowait` set (io_schedule()), until woken — the
-//!   same interval the kernel's delay accounting counts as blkio delay (kernel/sched/core.c:
-//!   `delayacct_blkio_start()` in `__schedule()`, `delayacct_blkio_end()` in `try_to_wake_up()`);
-//! - other sleep: switched out in any other state, until woken.
+//! Thread states (per target thread, totals in the kernel), taken each time a target thread
+//! switches out — a software perf event (context switches) on each target thread runs
+//! `switched_out`, so no other task's switch runs a program (tracepoints run for everyone). Between
+//! two switch-outs a thread was off the CPU in the state it left in, waited on a run queue, then
+//! ran; the kernel's own per-task counters split that interval:
+//! - run-queue wait: the growth of `task_struct.sched_info.run_delay` (the figure schedstat shows;
+//!   a thread preempted while runnable waits from its switch-out on, a woken one from its wake-up);
+//! - on-CPU: the growth of `task_struct.se.sum_exec_runtime`;
+//! - I/O wait: the rest, when it switched out with `task_struct.in_iowait` set (io_schedule()) —
+//!   the interval until its wake-up, which the kernel's delay accounting counts as blkio delay
+//!   (kernel/sched/core.c: `delayacct_blkio_start()` in `__schedule()`, `delayacct_blkio_end()`
+//!   in `try_to_wake_up()`);
+//! - other sleep: the rest, for any other state it switched out in.
 //!
 //! Block I/O: the submitter is recorded at `submit_bio` (fentry: bios throttled by blk-throttle are
 //! re-issued later from a kernel worker, so `current` at `block_bio_queue` is often not the
@@ -17,8 +21,8 @@
 //! (bio-based devices) turns it into a log2 latency
 //! histogram per (device, process).
 //!
-//! Only threads of processes in `TARGET_SET` are recorded: everyone else leaves after comparing
-//! its tgid with a few values in one array slot (an inlined lookup, no hashing).
+//! Only threads of processes in `TARGET_SET` are recorded (the perf event is inherited by child
+//! processes too, which leave after comparing their tgid with a few values in one array slot).
 //!
 //! CRI calls of the kubelet (`KUBELET_TGID`, a load-time constant; 0 = not traced): its reads and
 //! writes on the CRI socket fds user space put in `CRI_FDS` (raw `sys_enter`/`sys_exit`: every
@@ -35,7 +39,7 @@
 mod programs {
     use aya_ebpf::{
         helpers::generated::{
-            bpf_probe_read_kernel as probe_read_kernel_raw,
+            bpf_get_current_task, bpf_probe_read_kernel as probe_read_kernel_raw,
             bpf_probe_read_user as probe_read_user_raw,
         },
         maps::Array,
@@ -44,9 +48,11 @@ mod programs {
         helpers::{
             bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         },
-        macros::{btf_tracepoint, fentry, map},
+        macros::{btf_tracepoint, fentry, map, perf_event},
         maps::{HashMap, StackTrace},
-        programs::{BtfTracePointContext, FEntryContext, tracing::StackIdContext},
+        programs::{
+            BtfTracePointContext, FEntryContext, PerfEventContext, tracing::StackIdContext,
+        },
     };
     use aya_ebpf::{
         maps::{PerCpuArray, RingBuf},
@@ -59,12 +65,14 @@ mod programs {
         cri_counter, cri_end, state,
     };
 
-    /// `task_struct.pid` offset, written by user space from BTF before load.
+    /// `task_struct.__state`, `task_struct.sched_info.run_delay` and
+    /// `task_struct.se.sum_exec_runtime` offsets, written by user space from BTF before load.
     #[unsafe(no_mangle)]
-    static TASK_PID_OFFSET: u32 = 0;
-    /// `task_struct.tgid` offset, written by user space from BTF before load.
+    static TASK_STATE_OFFSET: u32 = 0;
     #[unsafe(no_mangle)]
-    static TASK_TGID_OFFSET: u32 = 0;
+    static TASK_RUN_DELAY_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static TASK_EXEC_OFFSET: u32 = 0;
     /// Byte of `task_struct` holding the `in_iowait` bitfield, and the bit's mask in that byte.
     #[unsafe(no_mangle)]
     static TASK_IOWAIT_BYTE: u32 = 0;
@@ -100,7 +108,9 @@ mod programs {
     static BIO_LATENCY: HashMap<BioKey, BioLatency> = HashMap::with_max_entries(MAX_BIO_KEYS, 0);
 
     const TASK_RUNNING: u32 = 0;
-    /// include/linux/sched.h: the state of a task's last switch-out.
+    /// At most one preemption stack per thread in this long (see `try_switched_out`).
+    const PREEMPT_STACK_INTERVAL_NS: u64 = 1_000_000;
+    /// include/linux/sched.h: the state of a task's last switch-out (exit).
     const TASK_DEAD: u32 = 0x80;
 
     #[inline(always)]
@@ -108,28 +118,6 @@ mod programs {
         // Volatile so the compiler does not fold the placeholder 0 into the code: user space
         // rewrites the value in .rodata at load time.
         unsafe { core::ptr::read_volatile(value) }
-    }
-
-    /// tgid of a task, read through the BTF-derived offset.
-    #[inline(always)]
-    fn task_tgid(task: *const u8) -> Result<u32, i32> {
-        // A direct load: tp_btf arguments are BTF-typed pointers, and the offset is a constant
-        // of the frozen .rodata, so the verifier checks it against task_struct's fields and
-        // the JIT emits a faulting-safe load — no helper call on the path every switch takes.
-        let tgid = unsafe {
-            core::ptr::read_volatile(task.add(global(&TASK_TGID_OFFSET) as usize) as *const i32)
-        };
-        Ok(tgid as u32)
-    }
-
-    /// tid of a task, read through the BTF-derived offset (a direct load, as [`task_tgid`]).
-    /// Read only for targets: the common (non-target) path pays for the tgid alone.
-    #[inline(always)]
-    fn task_tid(task: *const u8) -> Result<u32, i32> {
-        let pid = unsafe {
-            core::ptr::read_volatile(task.add(global(&TASK_PID_OFFSET) as usize) as *const i32)
-        };
-        Ok(pid as u32)
     }
 
     #[inline(always)]
@@ -156,17 +144,79 @@ mod programs {
         false
     }
 
-    /// Moves thread `tid` of `tgid` to state `to` at `now`, adding the time spent in its previous
-    /// state to that state's total. A thread seen for the first time starts in `to` (the time
-    /// before the tracer saw it is unknown and not counted).
+    /// `task_struct.__state`, `sched_info.run_delay` and `se.sum_exec_runtime` of `task`.
     #[inline(always)]
-    fn transition(tid: u32, tgid: u32, to: u32, now: u64, stack: u32) -> Result<(), i32> {
+    fn sched_counters(task: *const u8) -> (u32, u64, u64) {
+        unsafe {
+            (
+                bpf_probe_read_kernel(task.add(global(&TASK_STATE_OFFSET) as usize) as *const u32)
+                    .unwrap_or(0),
+                bpf_probe_read_kernel(
+                    task.add(global(&TASK_RUN_DELAY_OFFSET) as usize) as *const u64
+                )
+                .unwrap_or(0),
+                bpf_probe_read_kernel(task.add(global(&TASK_EXEC_OFFSET) as usize) as *const u64)
+                    .unwrap_or(0),
+            )
+        }
+    }
+
+    /// The kernel stack of the thread switching out, for an I/O wait or a preemption.
+    #[inline(always)]
+    fn walk_stack(ctx: &PerfEventContext, to: u32) -> u32 {
+        if to == state::IOWAIT || to == state::RUNNABLE {
+            ctx.get_stackid(&STACKS, 0)
+                .map(|id| id as u32)
+                .unwrap_or(NO_STACK)
+        } else {
+            NO_STACK
+        }
+    }
+
+    /// Runs each time a target thread switches out: a software perf event
+    /// (PERF_COUNT_SW_CONTEXT_SWITCHES) opened by user space on each target thread, with
+    /// `inherit` so threads created later carry it too. The event fires in
+    /// `perf_event_task_sched_out()`, in the switching-out thread's context (after
+    /// `sched_info_switch()`), so other tasks never run this program: their switches only pass
+    /// the perf core's per-task context check.
+    #[perf_event]
+    pub fn switched_out(ctx: PerfEventContext) -> u32 {
+        let _ = try_switched_out(&ctx);
+        0
+    }
+
+    fn try_switched_out(ctx: &PerfEventContext) -> Result<(), i32> {
+        let id = bpf_get_current_pid_tgid();
+        let (tgid, tid) = ((id >> 32) as u32, id as u32);
+        // `inherit` also hands the event to child processes a target forks (the runtime's
+        // shims, the kubelet's mount helpers): record the target processes' threads only.
+        if !is_target(tgid) {
+            return Ok(());
+        }
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        let (task_state, run_delay, exec) = sched_counters(task);
+        let now = unsafe { bpf_ktime_get_ns() };
+        let to = if task_state == TASK_RUNNING {
+            // Preempted while runnable: it waits in the run queue from now on.
+            state::RUNNABLE
+        } else if task_state & TASK_DEAD != 0 {
+            state::DEAD
+        } else if in_iowait(task) {
+            state::IOWAIT
+        } else {
+            state::SLEEPING
+        };
         let Some(t) = THREADS.get_ptr_mut(&tid) else {
+            let stack = walk_stack(ctx, to);
+            // First switch-out seen: the time before it is unknown and not counted.
             let fresh = ThreadTimes {
                 since_ns: now,
+                run_delay_ns: run_delay,
+                exec_ns: exec,
                 tgid,
                 state: to,
                 off_cpu_stack: stack,
+                preempt_stack_ns: if to == state::RUNNABLE { now } else { 0 },
                 iowait_max_stack: NO_STACK,
                 runq_max_stack: NO_STACK,
                 ..Default::default()
@@ -174,125 +224,65 @@ mod programs {
             return THREADS.insert(&tid, &fresh, 0);
         };
         let t = unsafe { &mut *t };
-        // Skip negative deltas (timestamps taken on different CPUs race).
-        let spent = now.saturating_sub(t.since_ns);
-        match t.state {
-            state::RUNNING => t.on_cpu_ns += spent,
-            state::RUNNABLE => {
-                t.runq_ns += spent;
-                t.runq_count += 1;
-                if spent > t.runq_max_ns {
-                    t.runq_max_ns = spent;
-                    t.runq_max_at_ns = now;
-                    t.runq_max_stack = t.off_cpu_stack;
-                }
-            }
-            state::IOWAIT => {
-                t.iowait_ns += spent;
+        // The stack says what an I/O wait waits in, or where a thread was preempted. Sleeps do
+        // not pay for the walk (the normal state of idle Go threads), and a thread preempted
+        // again within PREEMPT_STACK_INTERVAL_NS of its last preemption stack gets none: a walk
+        // costs ~1 µs here, and only long waits are reported — which leave that much time.
+        let stack = if to == state::RUNNABLE
+            && now.saturating_sub(t.preempt_stack_ns) < PREEMPT_STACK_INTERVAL_NS
+        {
+            NO_STACK
+        } else {
+            walk_stack(ctx, to)
+        };
+        if to == state::RUNNABLE && stack != NO_STACK {
+            t.preempt_stack_ns = now;
+        }
+        // Since the last switch-out: off the CPU in `t.state`, then `waited` in a run queue,
+        // then `ran` on a CPU. Skip negative deltas (timestamps of different CPUs race).
+        let elapsed = now.saturating_sub(t.since_ns);
+        let waited = run_delay.saturating_sub(t.run_delay_ns).min(elapsed);
+        let ran = if t.state == state::RUNNABLE {
+            // Queued from the switch-out on: the rest of the interval it ran.
+            elapsed - waited
+        } else {
+            exec.saturating_sub(t.exec_ns).min(elapsed - waited)
+        };
+        let off = elapsed - waited - ran;
+        t.on_cpu_ns += ran;
+        if t.state == state::IOWAIT {
+            if off > 0 {
+                t.iowait_ns += off;
                 t.iowait_count += 1;
-                if spent > t.iowait_max_ns {
-                    t.iowait_max_ns = spent;
-                    t.iowait_max_at_ns = now;
+                if off > t.iowait_max_ns {
+                    t.iowait_max_ns = off;
+                    // It ended with the wake-up.
+                    t.iowait_max_at_ns = now - ran - waited;
                     t.iowait_max_stack = t.off_cpu_stack;
                 }
             }
-            state::SLEEPING => t.sleep_ns += spent,
-            _ => {}
+        } else {
+            t.sleep_ns += off;
+        }
+        if waited > 0 {
+            t.runq_ns += waited;
+            t.runq_count += 1;
+            if waited > t.runq_max_ns {
+                t.runq_max_ns = waited;
+                t.runq_max_at_ns = now - ran;
+                // A wait that began with a wake-up has no preemption stack.
+                t.runq_max_stack = if t.state == state::RUNNABLE {
+                    t.off_cpu_stack
+                } else {
+                    NO_STACK
+                };
+            }
         }
         t.state = to;
         t.since_ns = now;
+        t.run_delay_ns = run_delay;
+        t.exec_ns = exec;
         t.off_cpu_stack = stack;
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn woken(task: *const u8) -> Result<(), i32> {
-        let tgid = task_tgid(task)?;
-        // The idle task (pid 0) is one slot shared by every CPU: never record it.
-        if tgid == 0 || !is_target(tgid) {
-            return Ok(());
-        }
-        let tid = task_tid(task)?;
-        // try_to_wake_up() also fires sched_wakeup for a task that set its state but has not
-        // switched out yet (ttwu_runnable): it never left the CPU, so it stays on-CPU.
-        if let Some(t) = unsafe { THREADS.get(&tid) }
-            && t.state == state::RUNNING
-        {
-            return Ok(());
-        }
-        transition(
-            tid,
-            tgid,
-            state::RUNNABLE,
-            unsafe { bpf_ktime_get_ns() },
-            NO_STACK,
-        )
-    }
-
-    #[btf_tracepoint(function = "sched_wakeup")]
-    pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
-        let task: *const u8 = ctx.arg(0);
-        let _ = woken(task);
-        0
-    }
-
-    #[btf_tracepoint(function = "sched_wakeup_new")]
-    pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
-        let task: *const u8 = ctx.arg(0);
-        let _ = woken(task);
-        0
-    }
-
-    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
-    //          unsigned int prev_state) — the prev_state argument exists since Linux 5.18
-    // (commit fa2c3254d7cf "sched/tracing: Don't re-read p->state when emitting sched_switch").
-    #[btf_tracepoint(function = "sched_switch")]
-    pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
-        let _ = try_sched_switch(&ctx);
-        0
-    }
-
-    fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
-        let prev: *const u8 = ctx.arg(1);
-        let next: *const u8 = ctx.arg(2);
-        let prev_state: u32 = ctx.arg(3);
-        // Both tasks' ids are direct loads through the BTF-typed arguments (cheaper than the
-        // pid/tgid helper). The clock is read only when a target is involved.
-        let tgid = task_tgid(prev)?;
-        let mut now = 0;
-        if tgid != 0 && is_target(tgid) {
-            let tid = task_tid(prev)?;
-            now = unsafe { bpf_ktime_get_ns() };
-            let to = if prev_state == TASK_RUNNING {
-                // Preempted while runnable: it waits in the run queue from now on.
-                state::RUNNABLE
-            } else if prev_state & TASK_DEAD != 0 {
-                state::DEAD
-            } else if in_iowait(prev) {
-                state::IOWAIT
-            } else {
-                state::SLEEPING
-            };
-            // `current` is still prev here: its kernel stack says what it waits for (I/O) or
-            // where it was preempted (run queue). Sleeps do not pay for the stack walk: they are
-            // the normal state of idle Go threads.
-            let stack = if to == state::IOWAIT || to == state::RUNNABLE {
-                ctx.get_stackid(&STACKS, 0)
-                    .map(|id| id as u32)
-                    .unwrap_or(NO_STACK)
-            } else {
-                NO_STACK
-            };
-            transition(tid, tgid, to, now, stack)?;
-        }
-        let tgid = task_tgid(next)?;
-        if tgid != 0 && is_target(tgid) {
-            if now == 0 {
-                now = unsafe { bpf_ktime_get_ns() };
-            }
-            let tid = task_tid(next)?;
-            transition(tid, tgid, state::RUNNING, now, NO_STACK)?;
-        }
         Ok(())
     }
 

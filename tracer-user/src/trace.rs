@@ -2,17 +2,22 @@
 //! run-queue wait, I/O wait, other sleep) of target processes, and the latency of the block I/O
 //! they submit, per device.
 //!
-//! The kernel keeps per-thread totals (updated at every state change) and per-(device, process)
-//! log2 histograms; user space reads only those aggregates. [`Tracer::threads`] closes the interval
-//! of each thread's current state at read time, so sampling once a second gives exact per-second
-//! figures even for a thread that has been asleep (or stuck in I/O) for the whole second.
+//! The kernel keeps per-thread totals (updated each time a target thread switches out) and
+//! per-(device, process) log2 histograms; user space reads only those aggregates.
+//! [`Tracer::threads`] closes the interval since each thread's last switch-out at read time with
+//! the thread's schedstat (`/proc/<pid>/task/<tid>/schedstat`: on-CPU and run-queue totals, the
+//! same counters the kernel side reads), so sampling once a second gives per-second figures even
+//! for a thread that has been asleep, stuck in I/O or running for the whole second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap},
-    programs::{BtfTracePoint, FEntry},
+    programs::{
+        BtfTracePoint, FEntry, PerfEvent, ProgramError,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
 };
 use tracer_ebpf::{
     BioKey, BioLatency, CriCall, CriStream, CriStreamKey, RunqWait, TargetSet, ThreadTimes,
@@ -27,14 +32,10 @@ use crate::{
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-/// The scheduler and block tracepoints (tp_btf: no tracefs needed).
-const TRACEPOINTS: [&str; 5] = [
-    "sched_wakeup",
-    "sched_wakeup_new",
-    "sched_switch",
-    "block_rq_complete",
-    "block_bio_complete",
-];
+/// The block tracepoints (tp_btf: no tracefs needed).
+const TRACEPOINTS: [&str; 2] = ["block_rq_complete", "block_bio_complete"];
+/// The program run when a target thread switches out (a per-thread software perf event).
+const SWITCH_PROGRAM: &str = "switched_out";
 /// Where the submitter of a bio is recorded: fentry on submit_bio (the submitter's context, before
 /// blk-throttle), or — where the kernel refuses fentry programs, as on this project's VMs — the
 /// block_bio_queue tracepoint, which sees throttled bios only when a kernel worker re-issues them.
@@ -91,6 +92,9 @@ pub enum TraceError {
         program: &'static str,
         source: aya::programs::ProgramError,
     },
+    /// A target process's threads could not be listed.
+    #[error("listing the threads of process {0}: {1}")]
+    NoProcess(u32, #[source] std::io::Error),
     /// More target processes than the programs look at.
     #[error("at most {} target processes can be traced", tracer_ebpf::MAX_TARGETS)]
     TooManyTargets,
@@ -139,8 +143,10 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TraceError {
 /// The offsets the programs need, resolved from kernel BTF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
-    pub task_pid: u32,
-    pub task_tgid: u32,
+    /// `task_struct.__state`, `task_struct.sched_info.run_delay`, `task_struct.se.sum_exec_runtime`.
+    pub task_state: u32,
+    pub task_run_delay: u32,
+    pub task_exec: u32,
     /// Byte of `task_struct` holding the `in_iowait` bit, and the bit's mask in it.
     pub task_iowait_byte: u32,
     pub task_iowait_mask: u32,
@@ -157,8 +163,15 @@ impl KernelOffsets {
         let iowait = btf.member_offset("task_struct", "in_iowait")?;
         let iter = btf.member_offset("bio", "bi_iter")?.byte_offset();
         Ok(KernelOffsets {
-            task_pid: btf.member_offset("task_struct", "pid")?.byte_offset(),
-            task_tgid: btf.member_offset("task_struct", "tgid")?.byte_offset(),
+            task_state: btf.member_offset("task_struct", "__state")?.byte_offset(),
+            task_run_delay: btf
+                .member_offset("task_struct", "sched_info")?
+                .byte_offset()
+                + btf.member_offset("sched_info", "run_delay")?.byte_offset(),
+            task_exec: btf.member_offset("task_struct", "se")?.byte_offset()
+                + btf
+                    .member_offset("sched_entity", "sum_exec_runtime")?
+                    .byte_offset(),
             task_iowait_byte: iowait.byte_offset(),
             // Little-endian bitfields: bit n of the struct is bit n % 8 of byte n / 8.
             task_iowait_mask: 1 << (iowait.bit_offset % 8),
@@ -198,9 +211,30 @@ pub struct ThreadSample {
     pub state_for_ns: u64,
 }
 
+/// A thread's schedstat now: `se.sum_exec_runtime` and `sched_info.run_delay`, ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    pub exec_ns: u64,
+    pub run_delay_ns: u64,
+}
+
+impl SchedStat {
+    /// `/proc/<pid>/task/<tid>/schedstat`: "sum_exec_runtime run_delay pcount".
+    pub fn read(tgid: u32, tid: u32) -> Option<SchedStat> {
+        let text = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/schedstat")).ok()?;
+        let mut v = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some(SchedStat {
+            exec_ns: v.next()??,
+            run_delay_ns: v.next()??,
+        })
+    }
+}
+
 impl ThreadSample {
-    /// Closes the open interval of `t` at `now_ns` (CLOCK_MONOTONIC).
-    pub fn from_kernel(tid: u32, t: &ThreadTimes, now_ns: u64) -> Self {
+    /// Closes the interval since the thread's last switch-out at `now_ns` (CLOCK_MONOTONIC),
+    /// with its schedstat read now (`None`: the thread is gone, or unreadable — the whole
+    /// interval is then the state it switched out in).
+    pub fn from_kernel(tid: u32, t: &ThreadTimes, now_ns: u64, now: Option<SchedStat>) -> Self {
         let open = now_ns.saturating_sub(t.since_ns);
         let mut s = ThreadSample {
             tid,
@@ -220,24 +254,53 @@ impl ThreadSample {
             state: t.state,
             state_for_ns: open,
         };
-        match t.state {
-            state::RUNNING => s.on_cpu_ns += open,
-            state::RUNNABLE => {
-                s.runq_ns += open;
-                if open > s.runq_max_ns {
-                    (s.runq_max_ns, s.runq_max_at_ns) = (open, now_ns);
-                    s.runq_max_stack = t.off_cpu_stack;
-                }
+        if t.state == state::DEAD {
+            s.state_for_ns = 0;
+            return s;
+        }
+        // Switched in since (a finished run-queue wait, or CPU time): the interval splits as in
+        // the kernel program. Else the thread is still in the state it switched out in (one
+        // woken but not yet run counts as asleep until it runs).
+        let (waited, ran) = match now {
+            Some(n) => (
+                n.run_delay_ns.saturating_sub(t.run_delay_ns).min(open),
+                n.exec_ns.saturating_sub(t.exec_ns),
+            ),
+            None => (0, 0),
+        };
+        let switched_in = waited > 0 || ran > 0;
+        let (waited, off) = if switched_in {
+            let ran = if t.state == state::RUNNABLE {
+                open - waited
+            } else {
+                ran.min(open - waited)
+            };
+            s.on_cpu_ns += ran;
+            (s.state, s.state_for_ns) = (state::RUNNING, ran);
+            (waited, open - waited - ran)
+        } else if t.state == state::RUNNABLE {
+            (open, 0)
+        } else {
+            (0, open)
+        };
+        if t.state == state::IOWAIT {
+            s.iowait_ns += off;
+            if off > s.iowait_max_ns {
+                (s.iowait_max_ns, s.iowait_max_at_ns) = (off, now_ns);
+                s.iowait_max_stack = t.off_cpu_stack;
             }
-            state::IOWAIT => {
-                s.iowait_ns += open;
-                if open > s.iowait_max_ns {
-                    (s.iowait_max_ns, s.iowait_max_at_ns) = (open, now_ns);
-                    s.iowait_max_stack = t.off_cpu_stack;
-                }
-            }
-            state::SLEEPING => s.sleep_ns += open,
-            _ => s.state_for_ns = 0,
+        } else {
+            s.sleep_ns += off;
+        }
+        s.runq_ns += waited;
+        if waited > s.runq_max_ns {
+            (s.runq_max_ns, s.runq_max_at_ns) = (waited, now_ns);
+            // Only a wait that began with a preemption has a stack.
+            s.runq_max_stack = if t.state == state::RUNNABLE {
+                t.off_cpu_stack
+            } else {
+                tracer_ebpf::NO_STACK
+            };
         }
         s
     }
@@ -260,6 +323,8 @@ pub struct Tracer {
     ebpf: Ebpf,
     bio_hook: BioSubmitHook,
     cri_calls: Option<RingBuf<MapData>>,
+    /// Threads with a context-switch event of their own (threads created later inherit one).
+    switch_events: HashSet<u32>,
 }
 
 impl Tracer {
@@ -278,8 +343,9 @@ impl Tracer {
         let aya_btf = AyaBtf::from_sys_fs().map_err(|e| TraceError::AyaBtf(e.to_string()))?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
-            .override_global("TASK_PID_OFFSET", &o.task_pid, true)
-            .override_global("TASK_TGID_OFFSET", &o.task_tgid, true)
+            .override_global("TASK_STATE_OFFSET", &o.task_state, true)
+            .override_global("TASK_RUN_DELAY_OFFSET", &o.task_run_delay, true)
+            .override_global("TASK_EXEC_OFFSET", &o.task_exec, true)
             .override_global("TASK_IOWAIT_BYTE", &o.task_iowait_byte, true)
             .override_global("TASK_IOWAIT_MASK", &o.task_iowait_mask, true)
             .override_global("BIO_BDEV_OFFSET", &o.bio_bdev, true)
@@ -292,6 +358,12 @@ impl Tracer {
             .map_err(TraceError::Load)?;
         for name in TRACEPOINTS {
             attach_tp_btf(&mut ebpf, name, &aya_btf)?;
+        }
+        {
+            let p: &mut PerfEvent = program(&mut ebpf, SWITCH_PROGRAM)?
+                .try_into()
+                .map_err(attach_err(SWITCH_PROGRAM))?;
+            p.load().map_err(attach_err(SWITCH_PROGRAM))?;
         }
         let fentry = attach_fentry(&mut ebpf, SUBMIT_FENTRY, &aya_btf);
         let bio_hook = match fentry {
@@ -323,6 +395,7 @@ impl Tracer {
             ebpf,
             bio_hook,
             cri_calls,
+            switch_events: HashSet::new(),
         })
     }
 
@@ -395,7 +468,48 @@ impl Tracer {
             return Err(TraceError::TooManyTargets);
         };
         *slot = tgid;
-        set.set(0, value, 0).map_err(map_err("TARGET_SET"))
+        set.set(0, value, 0).map_err(map_err("TARGET_SET"))?;
+        self.watch_switches(tgid)
+    }
+
+    /// Opens a context-switch event on each thread of `tgid`, with `inherit` so threads it
+    /// creates later carry one too. A thread created while the list is read inherits from its
+    /// creator only if that one already had its event, so the list is read again until no
+    /// thread is new.
+    fn watch_switches(&mut self, tgid: u32) -> Result<(), TraceError> {
+        let p: &mut PerfEvent = program(&mut self.ebpf, SWITCH_PROGRAM)?
+            .try_into()
+            .map_err(attach_err(SWITCH_PROGRAM))?;
+        for _ in 0..4 {
+            let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{tgid}/task"))
+                .map_err(|e| TraceError::NoProcess(tgid, e))?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|tid| !self.switch_events.contains(tid))
+                .collect();
+            if tids.is_empty() {
+                break;
+            }
+            for tid in tids {
+                match p.attach(
+                    PerfEventConfig::Software(SoftwareEvent::ContextSwitches),
+                    PerfEventScope::OneProcess {
+                        pid: tid,
+                        cpu: None,
+                    },
+                    SamplePolicy::Period(1),
+                    true,
+                ) {
+                    Ok(_) => {}
+                    // Exited since the list was read.
+                    Err(ProgramError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(attach_err(SWITCH_PROGRAM)(e)),
+                }
+                self.switch_events.insert(tid);
+            }
+        }
+        Ok(())
     }
 
     /// Every recorded thread's times, the open interval closed now.
@@ -407,10 +521,16 @@ impl Tracer {
         for entry in map.iter() {
             raw.push(entry.map_err(map_err("THREADS"))?);
         }
+        // schedstat first: the clock is read after it, so no time it counts is in the future.
+        let sched: Vec<_> = raw
+            .iter()
+            .map(|(tid, t)| SchedStat::read(t.tgid, *tid))
+            .collect();
         let now = monotonic_ns();
         Ok(raw
             .iter()
-            .map(|(tid, t)| ThreadSample::from_kernel(*tid, t, now))
+            .zip(sched)
+            .map(|((tid, t), sched)| ThreadSample::from_kernel(*tid, t, now, sched))
             .collect())
     }
 
@@ -477,36 +597,86 @@ pub fn dev_name(dev: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tracer_ebpf::NO_STACK;
+
     use super::*;
 
     #[test]
-    fn open_interval_is_closed_into_the_current_state() {
+    fn open_interval_is_closed_into_the_state_the_thread_left_in() {
         let t = ThreadTimes {
             iowait_ns: 10,
             iowait_max_ns: 10,
             since_ns: 1_000,
+            run_delay_ns: 50,
+            exec_ns: 70,
             state: state::IOWAIT,
             tgid: 7,
             ..Default::default()
         };
-        let s = ThreadSample::from_kernel(8, &t, 1_500);
-        assert_eq!(
-            (s.iowait_ns, s.iowait_max_ns, s.state_for_ns),
-            (510, 500, 500)
-        );
+        // Not switched in since: schedstat unchanged (or unreadable).
+        let same = SchedStat {
+            exec_ns: 70,
+            run_delay_ns: 50,
+        };
+        for now in [Some(same), None] {
+            let s = ThreadSample::from_kernel(8, &t, 1_500, now);
+            assert_eq!(
+                (s.iowait_ns, s.iowait_max_ns, s.state, s.state_for_ns),
+                (510, 500, state::IOWAIT, 500)
+            );
+        }
         let dead = ThreadTimes {
             state: state::DEAD,
             since_ns: 0,
             ..t
         };
-        let s = ThreadSample::from_kernel(8, &dead, 1_500);
+        let s = ThreadSample::from_kernel(8, &dead, 1_500, None);
         assert_eq!((s.iowait_ns, s.state_for_ns), (10, 0));
+    }
+
+    #[test]
+    fn a_thread_switched_in_since_splits_its_open_interval() {
+        let t = ThreadTimes {
+            since_ns: 1_000,
+            run_delay_ns: 50,
+            exec_ns: 70,
+            state: state::IOWAIT,
+            off_cpu_stack: 3,
+            ..Default::default()
+        };
+        // 500 ns since the switch-out: 100 waited in the run queue, 150 on the CPU so far.
+        let now = SchedStat {
+            exec_ns: 220,
+            run_delay_ns: 150,
+        };
+        let s = ThreadSample::from_kernel(8, &t, 1_500, Some(now));
+        assert_eq!(
+            (s.iowait_ns, s.runq_ns, s.on_cpu_ns, s.state, s.state_for_ns),
+            (250, 100, 150, state::RUNNING, 150)
+        );
+        assert_eq!((s.iowait_max_stack, s.runq_max_stack), (3, NO_STACK));
+        // Preempted: queued from the switch-out, so the rest of the interval it ran.
+        let preempted = ThreadTimes {
+            state: state::RUNNABLE,
+            ..t
+        };
+        let s = ThreadSample::from_kernel(8, &preempted, 1_500, Some(now));
+        assert_eq!(
+            (s.runq_ns, s.on_cpu_ns, s.sleep_ns, s.runq_max_stack),
+            (100, 400, 0, 3)
+        );
+        // Still waiting: the open wait counts as run-queue wait.
+        let s = ThreadSample::from_kernel(8, &preempted, 1_500, None);
+        assert_eq!(
+            (s.runq_ns, s.runq_max_ns, s.state),
+            (500, 500, state::RUNNABLE)
+        );
     }
 
     #[test]
     fn kernel_offsets_resolve_on_the_running_kernel() {
         let o = KernelOffsets::resolve(&Btf::from_kernel().expect("kernel BTF")).unwrap();
-        assert_eq!(o.task_tgid, o.task_pid + 4);
+        assert!(o.task_exec > 0 && o.task_run_delay > 0 && o.task_exec != o.task_run_delay);
         assert_eq!(o.task_iowait_mask.count_ones(), 1);
         assert!(o.bio_bdev > 0 && o.bio_size > 0);
     }

@@ -596,3 +596,64 @@ fn slow_calls_while_the_target_only_sleeps_attribute_a_socket_stall() {
     );
     assert_eq!(trace.attribute(&[], false), None, "nothing slow, no cause");
 }
+
+/// The calling thread's id (`/proc/thread-self` is `<pid>/task/<tid>`).
+fn gettid() -> u32 {
+    let link = fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    link.file_name().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// Where CPU time of the calling thread is spent: a busy loop of about `d`.
+fn spin(d: Duration) {
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < d {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+#[test]
+fn threads_a_target_creates_later_are_recorded_and_its_child_processes_are_not() {
+    // The target is this test process: the thread and the child it makes after tracing began
+    // get the per-thread switch event by inheritance only.
+    let me = std::process::id();
+    let mut tracer = Tracer::attach().expect("load and attach the tracer");
+    tracer.add_target(me).expect("add target");
+    let worker = thread::spawn(|| {
+        let tid = gettid();
+        for _ in 0..20 {
+            spin(Duration::from_millis(5));
+            thread::sleep(Duration::from_millis(20));
+        }
+        tid
+    });
+    // A child process (fork inherits the event too): busy, then asleep, never recorded.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.3",
+        ])
+        .spawn()
+        .expect("spawn sh");
+    let tid = worker.join().unwrap();
+    let _ = child.wait();
+
+    let t = thread_of(&tracer, tid);
+    assert_eq!(t.tgid, me);
+    // 20 rounds of 5 ms on the CPU and 20 ms asleep.
+    assert!(
+        (50_000_000..400_000_000).contains(&t.on_cpu_ns),
+        "on-CPU of the new thread: {t:?}"
+    );
+    assert!(t.sleep_ns >= 300_000_000, "asleep of the new thread: {t:?}");
+    let threads = tracer.threads().unwrap();
+    assert!(
+        threads.iter().all(|t| t.tgid == me),
+        "the child process (pid {}) was recorded: {threads:?}",
+        child.id()
+    );
+    eprintln!(
+        "new thread {tid}: on-CPU {} ns, asleep {} ns, run queue {} ns",
+        t.on_cpu_ns, t.sleep_ns, t.runq_ns
+    );
+}

@@ -31,10 +31,10 @@ pub enum Bench {
     /// runqlat (bar: <= 1%).
     Tracer {
         /// Interleaved rounds.
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 9)]
         rounds: usize,
         /// Pipe round trips per run.
-        #[arg(long, default_value_t = 50_000)]
+        #[arg(long, default_value_t = 100_000)]
         loops: u32,
     },
 }

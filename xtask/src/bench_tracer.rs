@@ -71,14 +71,93 @@ fn pipe(loops: u32) -> Result<f64> {
         .stderr(Stdio::null())
         .output()
         .context("running `perf bench sched pipe` (linux-perf installed?)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    usecs_per_op(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// One `perf bench sched pipe` run in threaded mode (`-T`: both ends are threads of one process)
+/// pinned to CPU 1: µs per operation.
+fn pipe_threads(loops: u32) -> Result<f64> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "perf", "bench", "sched", "pipe", "-T", "-l"])
+        .arg(loops.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("running `perf bench sched pipe -T`")?;
+    usecs_per_op(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn usecs_per_op(text: &str) -> Result<f64> {
     text.lines()
         .find(|l| l.contains("usecs/op"))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .with_context(|| format!("no usecs/op in perf's output: {text}"))
 }
 
-/// Per-program (run_time_ns, run_cnt) of the BPF programs a process holds, from its fdinfo.
+/// The target path: the threaded pipe benchmark traced as a target, so every switch of its
+/// threads runs `switched_out`. The shell that becomes the benchmark (`exec` keeps the pid; the
+/// threads it creates inherit the per-thread event) waits until the tracer watches it.
+fn traced_pipe(agent: &Path, rounds: usize, loops: u32) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    step(format!(
+        "bench tracer: {rounds} interleaved rounds of `perf bench sched pipe -T -l {loops}` on \
+         CPU 1, untraced and traced as a target"
+    ));
+    let (mut base, mut traced, mut per_event) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        base.push(pipe_threads(loops)?);
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "echo $$ >&2; read go; exec taskset -c 1 perf bench sched pipe -T -l {loops} \
+                     2>/dev/null"
+                ),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the traced pipe benchmark")?;
+        let mut pid = String::new();
+        BufReader::new(child.stderr.take().context("the shell's stderr")?).read_line(&mut pid)?;
+        let pid = pid.trim().to_string();
+        let t = spawn(Command::new(agent).args(["runq", "--pid", &pid, "--seconds", "3600"]))?;
+        wait_programs(t.0.id(), 4, Duration::from_secs(20))?;
+        let s0 = prog_stats(t.0.id());
+        child
+            .stdin
+            .take()
+            .context("the shell's stdin")?
+            .write_all(b"go\n")?;
+        let out = child.wait_with_output()?;
+        let s1 = prog_stats(t.0.id());
+        let names: BTreeMap<u64, String> = s1.keys().map(|id| (*id, prog_name(*id))).collect();
+        drop(t);
+        traced.push(usecs_per_op(&String::from_utf8_lossy(&out.stdout))?);
+        let (ns, cnt) = s1
+            .iter()
+            .filter(|(id, _)| names[*id] == "switched_out")
+            .map(|(id, (ns1, cnt1))| {
+                let (ns0, cnt0) = s0.get(id).copied().unwrap_or_default();
+                (ns1 - ns0, cnt1 - cnt0)
+            })
+            .next()
+            .unwrap_or_default();
+        if cnt == 0 {
+            bail!("switched_out never ran while the traced benchmark (pid {pid}) ran");
+        }
+        per_event.push(ns as f64 / cnt as f64);
+    }
+    let (b, t, e) = (median(base), median(traced), median(per_event));
+    info(format!(
+        "target path: switched_out {e:.1} ns per target switch-out; pipe -T untraced {b:.2} \
+         µs/op, traced {t:.2} (x{:.3})",
+        t / b
+    ));
+    Ok(())
+}
+
 /// ns per syscall of a CPU-pinned `dd bs=1` (one read and one write per byte: a syscall-heavy
 /// non-target workload).
 fn dd_ns_per_syscall(bytes: u32) -> Result<f64> {
@@ -110,7 +189,7 @@ fn syscalls(agent: &Path, idle: u32, rounds: usize) -> Result<()> {
     for _ in 0..rounds {
         base.push(dd_ns_per_syscall(BYTES)?);
         let t = spawn(Command::new(agent).args(["runq", "--pid", &idle, "--seconds", "3600"]))?;
-        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
+        wait_programs(t.0.id(), 4, Duration::from_secs(20))?;
         sched.push(dd_ns_per_syscall(BYTES)?);
         drop(t);
         let t = spawn(Command::new(agent).args([
@@ -122,7 +201,7 @@ fn syscalls(agent: &Path, idle: u32, rounds: usize) -> Result<()> {
             "--cri-kubelet",
             &idle,
         ]))?;
-        wait_programs(t.0.id(), 8, Duration::from_secs(20))?;
+        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
         let s0 = prog_stats(t.0.id());
         cri.push(dd_ns_per_syscall(BYTES)?);
         let s1 = prog_stats(t.0.id());
@@ -214,7 +293,7 @@ fn direct_io(agent: &Path, idle: u32, rounds: usize, target_dir: &Path) -> Resul
     for _ in 0..rounds {
         base.push(dd_direct_us(&lo.dev, COUNT)?);
         let t = spawn(Command::new(agent).args(["runq", "--pid", &idle, "--seconds", "3600"]))?;
-        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
+        wait_programs(t.0.id(), 4, Duration::from_secs(20))?;
         let s0 = prog_stats(t.0.id());
         ours.push(dd_direct_us(&lo.dev, COUNT)?);
         for (id, (ns1, cnt1)) in prog_stats(t.0.id()) {
@@ -246,6 +325,7 @@ fn direct_io(agent: &Path, idle: u32, rounds: usize, target_dir: &Path) -> Resul
     Ok(())
 }
 
+/// Per-program (run_time_ns, run_cnt) of the BPF programs a process holds, from its fdinfo.
 fn prog_stats(pid: u32) -> BTreeMap<u64, (u64, u64)> {
     let mut out = BTreeMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -316,9 +396,12 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
     let idle = spawn(Command::new("sleep").arg("3600"))?;
     step(format!(
         "bench tracer: {rounds} interleaved rounds of `perf bench sched pipe -l {loops}` on CPU 1: \
-         baseline, our tracer, libbpf-tools runqlat"
+         baseline, our tracer, `perf stat -e context-switches` on the same idle process (the \
+         kernel's per-task switch hooks without any program), libbpf-tools runqlat, baseline"
     ));
     let (mut base, mut ours, mut runqlat) = (Vec::new(), Vec::new(), Vec::new());
+    // Per round, each variant over the mean of the round's two baselines (the VM drifts).
+    let (mut r_ours, mut r_stat, mut r_runqlat) = (Vec::new(), Vec::new(), Vec::new());
     let mut cost: BTreeMap<u64, (u64, u64, f64)> = BTreeMap::new();
     let mut cpu_share = Vec::new();
     let mut names: BTreeMap<u64, String> = BTreeMap::new();
@@ -330,7 +413,7 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
                 .args(["runq", "--pid", &idle.0.id().to_string()])
                 .args(["--seconds", "3600"]),
         )?;
-        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
+        wait_programs(t.0.id(), 4, Duration::from_secs(20))?;
         let (s0, w0) = (prog_stats(t.0.id()), Instant::now());
         ours.push(pipe(loops)?);
         let (s1, wall) = (prog_stats(t.0.id()), w0.elapsed().as_secs_f64());
@@ -351,10 +434,23 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
         }
         cpu_share.push(total_ns as f64 / (wall * 1e9) * 100.0);
 
+        let p = spawn(
+            Command::new("perf")
+                .args(["stat", "-e", "context-switches", "-o", "/dev/null", "-p"])
+                .arg(idle.0.id().to_string()),
+        )?;
+        thread::sleep(Duration::from_millis(400));
+        let stat = pipe(loops)?;
+        drop(p);
+
         let r = spawn(Command::new("runqlat").args(["10", "1000"]))?;
         wait_programs(r.0.id(), 3, Duration::from_secs(20))?;
         runqlat.push(pipe(loops)?);
         drop(r);
+        let b = (base[round] + pipe(loops)?) / 2.0;
+        r_ours.push(ours[round] / b);
+        r_stat.push(stat / b);
+        r_runqlat.push(runqlat[round] / b);
         if round == 0 {
             info(format!(
                 "first round: baseline {:.2} µs/op, ours {:.2}, runqlat {:.2}",
@@ -387,6 +483,11 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
             per_event * rate / 1e7
         ));
     }
+    info(
+        "(switched_out runs only when a target thread switches out: the benchmark's switches run \
+         no program; what they pay is the perf core's per-task switch hooks, in the wall ratios)",
+    );
+    traced_pipe(&agent, rounds, loops)?;
     syscalls(&agent, idle.0.id(), rounds)?;
     direct_io(&agent, idle.0.id(), rounds, &target_dir)?;
     let share = median(cpu_share);
@@ -395,9 +496,14 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
         "tracer programs during the pipe benchmark: median {share:.3}% of one CPU (goal <= 1%)"
     ));
     info(format!(
-        "perf bench sched pipe: baseline {b:.2} µs/op, ours {o:.2} (x{:.3}), runqlat {r:.2} (x{:.3})",
-        o / b,
-        r / b
+        "perf bench sched pipe: baseline {b:.2} µs/op, ours {o:.2}, runqlat {r:.2} (medians)"
+    ));
+    info(format!(
+        "perf bench sched pipe, median of per-round ratios to the round's baseline: ours x{:.3}, \
+         perf stat -e context-switches on the idle process x{:.3}, runqlat x{:.3}",
+        median(r_ours),
+        median(r_stat),
+        median(r_runqlat)
     ));
     drop(idle);
     Ok(())
