@@ -481,8 +481,14 @@ impl Tracer {
             .try_into()
             .map_err(attach_err(SWITCH_PROGRAM))?;
         for _ in 0..4 {
-            let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{tgid}/task"))
-                .map_err(|e| TraceError::NoProcess(tgid, e))?
+            let tasks = match std::fs::read_dir(format!("/proc/{tgid}/task")) {
+                Ok(tasks) => tasks,
+                // Exited (a kubelet in a restart loop): nothing to watch; the processes section
+                // says it is gone.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(TraceError::NoProcess(tgid, e)),
+            };
+            let tids: Vec<u32> = tasks
                 .flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
                 .filter(|tid| !self.switch_events.contains(tid))
