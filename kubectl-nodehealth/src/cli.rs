@@ -111,8 +111,17 @@ pub enum Command {
         /// The node.
         node: String,
     },
-    /// Prometheus rules with these thresholds (not implemented yet).
-    Alerts,
+    /// Prometheus alerting rules with the thresholds of these checks, including a stuck-relist
+    /// alert (a relist that never finishes never reaches the duration histogram). Prints YAML.
+    Alerts {
+        /// Label matchers (without braces) of the kubelet's own /metrics scrape.
+        #[arg(long, default_value = crate::alerts::DEFAULT_SELECTOR)]
+        kubelet_selector: String,
+        /// Print a prometheus-operator PrometheusRule of this name (in -n's namespace) instead
+        /// of a rule file.
+        #[arg(long, value_name = "NAME")]
+        prometheus_rule: Option<String>,
+    },
     /// Delete leftover probe pods (label app.kubernetes.io/name=nodehealth-probe, all namespaces).
     Cleanup,
 }
@@ -140,7 +149,21 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     match &cli.command {
         Some(Command::Scan) => return Err(Error::NotYet("kubectl nodehealth scan")),
         Some(Command::Pleg { .. }) => return Err(Error::NotYet("kubectl nodehealth pleg")),
-        Some(Command::Alerts) => return Err(Error::NotYet("kubectl nodehealth alerts")),
+        Some(Command::Alerts {
+            kubelet_selector,
+            prometheus_rule,
+        }) => {
+            let rules = crate::alerts::rules(kubelet_selector)?;
+            print!(
+                "{}",
+                crate::alerts::render(
+                    &rules,
+                    prometheus_rule.as_deref(),
+                    cli.namespace.as_deref()
+                )?
+            );
+            return Ok(crate::exit::HEALTHY);
+        }
         Some(Command::Cleanup) => return cleanup(&cli).await,
         None => {}
     }
@@ -481,11 +504,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        for args in [
-            vec!["k", "scan"],
-            vec!["k", "alerts"],
-            vec!["k", "pleg", "n"],
-        ] {
+        for args in [vec!["k", "scan"], vec!["k", "pleg", "n"]] {
             let cli = Cli::try_parse_from(args).unwrap();
             let err = rt.block_on(run(cli)).unwrap_err();
             assert!(matches!(err, Error::NotYet(_)), "{err}");

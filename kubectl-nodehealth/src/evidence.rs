@@ -27,7 +27,7 @@ pub enum Layer {
     /// The agent run standalone on the node by the operator (`--node-evidence`): the node-side
     /// evidence when no probe pod can start.
     NodeAgent,
-    /// eBPF attribution in the node agent (not implemented yet).
+    /// eBPF attribution in the node agent (`--trace`).
     Ebpf,
 }
 

@@ -4,6 +4,7 @@
 //! snapshot; [`checks`] turn it into findings; [`verdict`] ranks probable causes; [`render`]
 //! prints the [`Report`]. Everything after collection is a pure function of the snapshot.
 
+pub mod alerts;
 pub mod checks;
 pub mod cli;
 pub mod collect;

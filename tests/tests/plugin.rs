@@ -161,3 +161,92 @@ fn user_without_nodes_proxy_gets_the_missing_permission_and_the_rest_still_runs(
         "missing permissions are not a clean bill of health"
     );
 }
+
+/// Tokens of the rules' expressions that read a metric: `name{` (folded YAML lines break only at
+/// spaces, so a name and its opening brace stay together), with the `le` bound that follows.
+fn metric_reads(rules: &str) -> Vec<(String, Option<String>)> {
+    rules
+        .split([' ', '(', '\n'])
+        .filter_map(|t| {
+            let (name, rest) = t.split_once('{')?;
+            let name = name.trim_start_matches('-');
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                return None;
+            }
+            let le = rest
+                .split_once("le=\"")
+                .and_then(|(_, v)| Some(v.split_once('"')?.0.to_string()));
+            Some((name.to_string(), le))
+        })
+        .collect()
+}
+
+#[test]
+fn alert_rules_read_metrics_and_buckets_the_real_kubelet_exports() {
+    let c = Cluster::get();
+    let out = plugin(&["alerts"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = String::from_utf8(out.stdout).unwrap();
+    assert!(rules.starts_with("groups:"), "{rules}");
+    let metrics = c.kubelet_metrics();
+    let reads = metric_reads(&rules);
+    assert!(reads.len() > 15, "{reads:?}");
+    let mut checked = 0;
+    for (name, le) in &reads {
+        // Node conditions and leases come from kube-state-metrics, not the kubelet.
+        if name.starts_with("kube_") {
+            continue;
+        }
+        // A labelled counter is exported from its first increment: a kubelet whose runtime
+        // calls never failed has no errors series (the name was checked on one that had).
+        if name == "kubelet_runtime_operations_errors_total"
+            && !metrics.contains("kubelet_runtime_operations_errors_total")
+        {
+            continue;
+        }
+        let series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .collect();
+        assert!(!series.is_empty(), "the kubelet exports no {name}");
+        if let Some(le) = le {
+            assert!(
+                series.iter().any(|l| l.contains(&format!("le=\"{le}\""))),
+                "{name} has no bucket le=\"{le}\": {series:?}"
+            );
+        }
+        checked += 1;
+    }
+    for op in ["list_podsandbox", "list_containers"] {
+        assert!(
+            metrics.contains(&format!(
+                "kubelet_runtime_operations_duration_seconds_count{{operation_type=\"{op}\"}}"
+            )),
+            "no runtime operation {op}"
+        );
+    }
+    eprintln!("{checked} metric reads of the rules found in the kubelet's /metrics");
+
+    // A PrometheusRule for the operator, in the namespace given.
+    let out = plugin(&[
+        "alerts",
+        "--prometheus-rule",
+        "nodehealth",
+        "-n",
+        "monitoring",
+    ]);
+    let cr = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        cr.contains("kind: PrometheusRule") && cr.contains("namespace: monitoring"),
+        "{cr}"
+    );
+    // Bad input: a selector with braces is refused with exit 2 and says what to give.
+    let out = plugin(&["alerts", "--kubelet-selector", "{job=\"kubelet\"}"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without braces"));
+}

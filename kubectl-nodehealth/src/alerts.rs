@@ -1,0 +1,443 @@
+//! `kubectl nodehealth alerts`: Prometheus alerting rules with the thresholds the checks use, so a
+//! node is flagged before the kubelet's own 3-minute PLEG limit turns it NotReady.
+//!
+//! The rules read the kubelet's own `/metrics` (scraped from its authenticated endpoint; the
+//! selector names that scrape job) and, for the node and lease rules, kube-state-metrics.
+//! Thresholds come from [`crate::checks`]' constants; where a histogram's bucket bounds do not
+//! hold the guide's number, a rule asks for the share of observations above the nearest bound
+//! (the checks do the same) instead of interpolating a quantile between distant buckets.
+//!
+//! `KubeletPLEGRelistStuck` is the one kube-prometheus lacks: a relist that never finishes is
+//! never observed by the duration histogram, so its p99 stays low while the PLEG stalls;
+//! `kubelet_pleg_last_seen_seconds` (the time of the last finished relist) shows it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    Error,
+    checks::{
+        CERT_CRITICAL_SECONDS, CERT_WARN_SECONDS, GOROUTINES_PER_POD_EXPLAINED, GOROUTINES_WARN,
+        PLEG_INTERVAL_DEGRADED_SECONDS, PLEG_LAST_SEEN_WARN_SECONDS, PLEG_P99_SECONDS,
+        PLEG_UNHEALTHY_SECONDS, REST_BUCKET_4S, RSS_PER_POD_EXPLAINED_BYTES, RSS_WARN_BYTES,
+        RUNTIME_BUCKET_3S,
+    },
+};
+
+/// The kube-prometheus label set of the kubelet's own metrics scrape.
+pub const DEFAULT_SELECTOR: &str = r#"job="kubelet",metrics_path="/metrics""#;
+
+/// A Prometheus rule file (`rule_files:`), or the `spec` of a PrometheusRule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleFile {
+    pub groups: Vec<Group>,
+}
+
+/// One rule group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub rules: Vec<Rule>,
+}
+
+/// One alerting rule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Rule {
+    pub alert: String,
+    pub expr: String,
+    #[serde(rename = "for")]
+    pub for_: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The prometheus-operator custom resource wrapping the same groups.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PrometheusRule<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: BTreeMap<&'static str, String>,
+    spec: &'a RuleFile,
+}
+
+/// Seconds as PromQL takes them (an integer when whole).
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A histogram bucket bound as the Go client writes it in the `le` label.
+fn le(v: f64) -> String {
+    format!("{v}")
+}
+
+fn rule(
+    alert: &str,
+    severity: &str,
+    for_: &str,
+    expr: String,
+    summary: &str,
+    description: &str,
+) -> Rule {
+    Rule {
+        alert: alert.into(),
+        expr,
+        for_: for_.into(),
+        labels: BTreeMap::from([("severity".into(), severity.into())]),
+        annotations: BTreeMap::from([
+            ("summary".into(), summary.into()),
+            ("description".into(), description.into()),
+        ]),
+    }
+}
+
+/// Share (0..1) of a histogram's observations over 5 m above bucket bound `bound`, per instance.
+fn share_above(metric: &str, selector: &str, bound: f64) -> String {
+    format!(
+        "1 - (sum by (instance) (rate({metric}_bucket{{{selector},le=\"{b}\"}}[5m])) / sum by \
+         (instance) (rate({metric}_count{{{selector}}}[5m])))",
+        b = le(bound)
+    )
+}
+
+const DIAGNOSE: &str = "Run `kubectl nodehealth {{ $labels.node }} --trace` (or on the node \
+                        `tracer-user probe --host-root / --trace`) for the cause with kernel evidence.";
+
+/// The rules, reading the kubelet's metrics through `selector` (PromQL label matchers without
+/// braces, e.g. `job="kubelet"`).
+pub fn rules(selector: &str) -> Result<RuleFile, Error> {
+    if selector.contains(['{', '}']) || selector.trim().is_empty() {
+        return Err(Error::Usage(format!(
+            "--kubelet-selector {selector:?}: give label matchers without braces, e.g. {DEFAULT_SELECTOR}"
+        )));
+    }
+    let s = selector;
+    let pleg = Group {
+        name: "kubectl-nodehealth.pleg".into(),
+        rules: vec![
+            rule(
+                "KubeletPLEGRelistStuck",
+                "warning",
+                "0m",
+                format!(
+                    "time() - kubelet_pleg_last_seen_seconds{{{s}}} > {}",
+                    num(PLEG_LAST_SEEN_WARN_SECONDS)
+                ),
+                "No PLEG relist has finished for over a minute on {{ $labels.node }}.",
+                &format!(
+                    "A relist that never finishes is invisible to the relist-duration histogram. \
+                     At {} s the kubelet reports PLEG unhealthy and the node goes NotReady. Time \
+                     `crictl ps` on the node: slow means the runtime; fast means the kubelet \
+                     itself. {DIAGNOSE} Capture a goroutine dump before any restart.",
+                    num(PLEG_UNHEALTHY_SECONDS)
+                ),
+            ),
+            rule(
+                "KubeletPLEGUnhealthy",
+                "critical",
+                "0m",
+                format!(
+                    "time() - kubelet_pleg_last_seen_seconds{{{s}}} > {}",
+                    num(PLEG_UNHEALTHY_SECONDS)
+                ),
+                "PLEG is not healthy on {{ $labels.node }}: no relist for 3 minutes.",
+                &format!(
+                    "The kubelet stops syncing pods and the node goes NotReady. {DIAGNOSE} Do not \
+                     reboot the node first: a hung runtime or a starved kubelet has a narrower fix."
+                ),
+            ),
+            rule(
+                "KubeletPLEGRelistSlow",
+                "warning",
+                "5m",
+                format!(
+                    "{} > 0.01",
+                    share_above("kubelet_pleg_relist_duration_seconds", s, PLEG_P99_SECONDS)
+                ),
+                "Over 1% of PLEG relists take longer than 10 s on {{ $labels.node }}.",
+                &format!(
+                    "Relists slow down before they stall: the runtime's list calls, disk I/O wait \
+                     or a CPU-starved kubelet. {DIAGNOSE}"
+                ),
+            ),
+            rule(
+                "KubeletPLEGRelistIntervalHigh",
+                "warning",
+                "5m",
+                format!(
+                    "rate(kubelet_pleg_relist_interval_seconds_sum{{{s}}}[5m]) / \
+                     rate(kubelet_pleg_relist_interval_seconds_count{{{s}}}[5m]) > {}",
+                    num(PLEG_INTERVAL_DEGRADED_SECONDS)
+                ),
+                "PLEG relists start more than 2 s apart on average on {{ $labels.node }}.",
+                &format!("The relist loop runs every second when healthy. {DIAGNOSE}"),
+            ),
+        ],
+    };
+    let list_ops = format!(r#"{s},operation_type=~"list_podsandbox|list_containers""#);
+    let runtime = Group {
+        name: "kubectl-nodehealth.runtime".into(),
+        rules: vec![
+            rule(
+                "KubeletRuntimeListSlow",
+                "warning",
+                "5m",
+                format!(
+                    "{} > 0.01",
+                    share_above(
+                        "kubelet_runtime_operations_duration_seconds",
+                        &list_ops,
+                        RUNTIME_BUCKET_3S
+                    )
+                ),
+                "Over 1% of the kubelet's runtime list calls take longer than 3 s on {{ $labels.node }}.",
+                &format!(
+                    "The container runtime is slow to list sandboxes and containers; PLEG slows \
+                     with it. Check the runtime's CPU and disk I/O. {DIAGNOSE}"
+                ),
+            ),
+            rule(
+                "KubeletRuntimeErrors",
+                "warning",
+                "5m",
+                format!(
+                    "sum by (instance, operation_type) \
+                     (rate(kubelet_runtime_operations_errors_total{{{s}}}[5m])) > 0"
+                ),
+                "The kubelet's {{ $labels.operation_type }} calls to the runtime fail on {{ $labels.node }}.",
+                &format!(
+                    "Check that the runtime runs and its socket exists; read its log \
+                     (`journalctl -u containerd`). {DIAGNOSE}"
+                ),
+            ),
+        ],
+    };
+    let certificates = Group {
+        name: "kubectl-nodehealth.certificates".into(),
+        rules: vec![
+            rule(
+                "KubeletClientCertificateExpiring",
+                "warning",
+                "0m",
+                format!(
+                    "kubelet_certificate_manager_client_ttl_seconds{{{s}}} < {}",
+                    num(CERT_WARN_SECONDS)
+                ),
+                "The kubelet's client certificate expires within 7 days on {{ $labels.node }}.",
+                "Rotation should have renewed it by now. Look for pending CSRs \
+                 (`kubectl get csr`; approve with `kubectl certificate approve <csr>`) and check \
+                 that kube-controller-manager signs them.",
+            ),
+            rule(
+                "KubeletClientCertificateExpiresToday",
+                "critical",
+                "0m",
+                format!(
+                    "kubelet_certificate_manager_client_ttl_seconds{{{s}}} < {}",
+                    num(CERT_CRITICAL_SECONDS)
+                ),
+                "The kubelet's client certificate expires within a day on {{ $labels.node }}.",
+                "When it expires the API server answers 401 and the node goes NotReady. Approve \
+                 the pending CSR now (`kubectl certificate approve <csr>`).",
+            ),
+            rule(
+                "KubeletClientCertificateRenewErrors",
+                "warning",
+                "0m",
+                format!(
+                    "increase(kubelet_certificate_manager_client_expiration_renew_errors{{{s}}}[15m]) > 0"
+                ),
+                "The kubelet failed to renew its client certificate on {{ $labels.node }}.",
+                "Check pending CSRs and the node's clock (NTP): a skewed clock fails validation.",
+            ),
+        ],
+    };
+    let resources = Group {
+        name: "kubectl-nodehealth.resources".into(),
+        rules: vec![
+            rule(
+                "KubeletMemoryHigh",
+                "warning",
+                "15m",
+                format!(
+                    "process_resident_memory_bytes{{{s}}} > {} and \
+                     process_resident_memory_bytes{{{s}}} > {} * kubelet_running_pods{{{s}}}",
+                    num(RSS_WARN_BYTES),
+                    num(RSS_PER_POD_EXPLAINED_BYTES)
+                ),
+                "The kubelet's RSS is above 500 MiB and more than 8 MiB per running pod on {{ $labels.node }}.",
+                "Growth without more pods suggests a leak: capture a heap profile before \
+                 restarting. Set kubeReserved/systemReserved so workloads cannot starve or \
+                 OOM-kill the kubelet.",
+            ),
+            rule(
+                "KubeletGoroutinesHigh",
+                "warning",
+                "15m",
+                format!(
+                    "go_goroutines{{{s}}} > {} and go_goroutines{{{s}}} > {} * \
+                     kubelet_running_pods{{{s}}}",
+                    num(GOROUTINES_WARN),
+                    num(GOROUTINES_PER_POD_EXPLAINED)
+                ),
+                "The kubelet runs over 500 goroutines, more than 10 per pod, on {{ $labels.node }}.",
+                "A goroutine leak is a leading sign of memory growth and a stuck relist. Save \
+                 /debug/pprof/goroutine?debug=1 before any restart.",
+            ),
+        ],
+    };
+    let api = Group {
+        name: "kubectl-nodehealth.api".into(),
+        rules: vec![
+            rule(
+                "KubeletAPIRequestsSlow",
+                "warning",
+                "5m",
+                format!(
+                    "{} > 0.01",
+                    share_above("rest_client_request_duration_seconds", s, REST_BUCKET_4S)
+                ),
+                "Over 1% of the kubelet's API requests take longer than 4 s on {{ $labels.node }}.",
+                "Lease renewals and status updates depend on them. Check the path to the API \
+                 server (load balancer, network) before touching the kubelet: restarting it \
+                 during an API outage only adds a reconciliation storm.",
+            ),
+            rule(
+                "KubeletAPIServerErrors",
+                "warning",
+                "5m",
+                format!(
+                    r#"sum by (instance) (rate(rest_client_requests_total{{{s},code=~"5.."}}[5m])) > 0"#
+                ),
+                "The API server answers the kubelet with 5xx on {{ $labels.node }}.",
+                "Restore API server health; do not restart the kubelet for it.",
+            ),
+        ],
+    };
+    let nodes = Group {
+        name: "kubectl-nodehealth.nodes".into(),
+        rules: vec![
+            rule(
+                "NodeLeaseStale",
+                "warning",
+                "0m",
+                r#"time() - kube_lease_renew_time{namespace="kube-node-lease"} > 40"#.into(),
+                "Node {{ $labels.lease }} has not renewed its lease for over 40 s.",
+                &format!(
+                    "40 s is the default lease duration: the node controller marks the node \
+                     Unknown next. From kube-state-metrics. {DIAGNOSE}"
+                ),
+            ),
+            rule(
+                "NodeNotReadySustained",
+                "critical",
+                "1m",
+                r#"kube_node_status_condition{condition="Ready",status!="true"} == 1"#.into(),
+                "Node {{ $labels.node }} is {{ $labels.status }} (not Ready) for over a minute.",
+                &format!(
+                    "Unknown with an unreachable API server is a partition: do not restart the \
+                     kubelet. From kube-state-metrics. {DIAGNOSE}"
+                ),
+            ),
+        ],
+    };
+    Ok(RuleFile {
+        groups: vec![pleg, runtime, certificates, resources, api, nodes],
+    })
+}
+
+fn to_yaml<T: Serialize>(v: &T) -> Result<String, Error> {
+    serde_saphyr::to_string(v).map_err(|e| Error::Serialize {
+        format: "yaml",
+        message: e.to_string(),
+    })
+}
+
+/// The rules as YAML: a rule file, or (`resource`: its name) a prometheus-operator
+/// PrometheusRule in `namespace`.
+pub fn render(
+    rules: &RuleFile,
+    resource: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<String, Error> {
+    let Some(name) = resource else {
+        return to_yaml(rules);
+    };
+    let mut metadata = BTreeMap::from([("name", name.to_string())]);
+    if let Some(ns) = namespace {
+        metadata.insert("namespace", ns.to_string());
+    }
+    to_yaml(&PrometheusRule {
+        api_version: "monitoring.coreos.com/v1",
+        kind: "PrometheusRule",
+        metadata,
+        spec: rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_expression_parses_as_promql() {
+        for g in rules(DEFAULT_SELECTOR).unwrap().groups {
+            for r in g.rules {
+                promql_parser::parser::parse(&r.expr)
+                    .unwrap_or_else(|e| panic!("{}: {e}\n{}", r.alert, r.expr));
+            }
+        }
+    }
+
+    #[test]
+    fn thresholds_are_the_checks_and_buckets_are_written_as_go_writes_them() {
+        let f = rules(DEFAULT_SELECTOR).unwrap();
+        let expr = |name: &str| {
+            f.groups
+                .iter()
+                .flat_map(|g| &g.rules)
+                .find(|r| r.alert == name)
+                .unwrap()
+                .expr
+                .clone()
+        };
+        assert!(expr("KubeletPLEGRelistStuck").ends_with("> 60"));
+        assert!(expr("KubeletPLEGUnhealthy").ends_with("> 180"));
+        assert!(expr("KubeletPLEGRelistSlow").contains(r#"le="10""#));
+        assert!(expr("KubeletRuntimeListSlow").contains(r#"le="3.0517578125""#));
+        assert!(expr("KubeletAPIRequestsSlow").contains(r#"le="4""#));
+        assert!(expr("KubeletClientCertificateExpiring").ends_with("< 604800"));
+        assert!(expr("KubeletMemoryHigh").contains("> 524288000"));
+        assert!(expr("KubeletMemoryHigh").contains("8388608 * kubelet_running_pods"));
+    }
+
+    #[test]
+    fn yaml_is_a_rule_file_or_a_prometheus_rule() {
+        let f = rules(r#"job="k""#).unwrap();
+        let file = render(&f, None, None).unwrap();
+        assert!(file.starts_with("groups:"), "{file}");
+        assert!(
+            file.contains("kubelet_pleg_last_seen_seconds{job="),
+            "{file}"
+        );
+        assert!(
+            file.contains("{{ $labels.node }}"),
+            "templates kept: {file}"
+        );
+        let cr = render(&f, Some("nodehealth"), Some("monitoring")).unwrap();
+        assert!(cr.contains("kind: PrometheusRule"), "{cr}");
+        assert!(cr.contains("namespace: monitoring"), "{cr}");
+        assert!(cr.contains("spec:\n  groups:"), "{cr}");
+    }
+
+    #[test]
+    fn a_selector_with_braces_is_refused() {
+        assert!(matches!(rules(r#"{job="x"}"#), Err(Error::Usage(_))));
+        assert!(matches!(rules(" "), Err(Error::Usage(_))));
+    }
+}
