@@ -104,8 +104,14 @@ pub struct Cli {
 /// Subcommands of the design that this build does not implement yet.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// API-side checks for every node, worst first (not implemented yet).
-    Scan,
+    /// API-side checks for every node, worst first: Ready and pressure conditions, leases,
+    /// pending CSRs, with the probable cause. A fixed number of API calls (4) for any number of
+    /// nodes. Exit 0 when no node has a problem, 1 otherwise.
+    Scan {
+        /// Only nodes with these labels (a label selector, e.g. `node-role.kubernetes.io/worker`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
     /// Live per-second PLEG timeline (not implemented yet).
     Pleg {
         /// The node.
@@ -147,7 +153,7 @@ pub fn use_color(
 /// Run the plugin; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     match &cli.command {
-        Some(Command::Scan) => return Err(Error::NotYet("kubectl nodehealth scan")),
+        Some(Command::Scan { selector }) => return scan(&cli, selector.as_deref()).await,
         Some(Command::Pleg { .. }) => return Err(Error::NotYet("kubectl nodehealth pleg")),
         Some(Command::Alerts {
             kubelet_selector,
@@ -217,6 +223,24 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => {}
         // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(Error::Output(e)),
+    }
+    Ok(report.exit_code())
+}
+
+async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
+    let target = connect(cli).await?;
+    let snap = collect::scan_snapshot(&target, selector, cli.timeout).await?;
+    let report = crate::scan::report(
+        &collect::scan_evidence(&snap),
+        snap.api_calls,
+        snap.collected_at,
+    );
+    let text = crate::scan::render(&report, cli.output)?;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(Error::Output(e)),
     }
@@ -465,7 +489,7 @@ mod tests {
         assert!(Cli::try_parse_from(["kubectl-nodehealth", "n", "--duration", "5"]).is_err());
         assert!(Cli::try_parse_from(["kubectl-nodehealth", "n", "-o", "xml"]).is_err());
         let scan = Cli::try_parse_from(["kubectl-nodehealth", "scan"]).unwrap();
-        assert!(matches!(scan.command, Some(Command::Scan)));
+        assert!(matches!(scan.command, Some(Command::Scan { .. })));
     }
 
     #[test]
@@ -474,7 +498,7 @@ mod tests {
         // the node name.
         let cli =
             Cli::try_parse_from(["kubectl-nodehealth", "--kubeconfig", "/k", "scan"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Scan)), "{cli:?}");
+        assert!(matches!(cli.command, Some(Command::Scan { .. })), "{cli:?}");
         assert_eq!(cli.kubeconfig.as_deref(), Some(std::path::Path::new("/k")));
         let cli = Cli::try_parse_from([
             "kubectl-nodehealth",

@@ -331,6 +331,197 @@ fn lease_info(lease: &Lease) -> LeaseInfo {
     }
 }
 
+/// The cluster's node leases: how many are stale (renewTime older than their duration), with up
+/// to 10 names other than `node`'s.
+fn lease_overview(leases: &[Lease], node: &str, now: Timestamp) -> LeaseOverview {
+    let mut overview = LeaseOverview {
+        total: leases.len(),
+        ..LeaseOverview::default()
+    };
+    for l in leases {
+        let info = lease_info(l);
+        let duration = f64::from(info.lease_duration_seconds.unwrap_or(40));
+        let stale = info
+            .renew_time
+            .is_none_or(|t| now.duration_since(t).as_secs_f64() >= duration);
+        if stale {
+            overview.stale += 1;
+            if info.name != node && overview.stale_examples.len() < 10 {
+                overview.stale_examples.push(info.name);
+            }
+        }
+    }
+    overview
+}
+
+/// What `scan` reads for the whole cluster, in a fixed number of API calls whatever the number
+/// of nodes: the nodes, the node leases, the CSRs and kube-controller-manager's lease.
+#[derive(Debug, Clone)]
+pub struct ScanSnapshot {
+    pub nodes: Vec<Node>,
+    pub leases: Step<Vec<Lease>>,
+    pub csrs: Step<Vec<CertificateSigningRequest>>,
+    pub controller_manager_lease: Step<LeaseInfo>,
+    pub collected_at: Timestamp,
+    /// API requests made.
+    pub api_calls: u32,
+}
+
+/// Reads the [`ScanSnapshot`]; `label_selector` narrows the nodes.
+pub async fn scan_snapshot(
+    target: &Target,
+    label_selector: Option<&str>,
+    timeout: Duration,
+) -> Result<ScanSnapshot, Error> {
+    let client = &target.client;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut params = ListParams::default();
+    if let Some(l) = label_selector {
+        params = params.labels(l);
+    }
+    let node_list = match step(
+        timeout,
+        "LIST /api/v1/nodes",
+        "list nodes",
+        false,
+        nodes.list(&params),
+    )
+    .await
+    {
+        Ok(list) => list.items,
+        Err(f) => {
+            return Err(match f.kind {
+                FailureKind::Transport | FailureKind::Timeout => Error::ApiUnreachable {
+                    server: target.server.clone(),
+                    message: f.message,
+                },
+                FailureKind::Unauthorized => Error::Unauthorized {
+                    server: target.server.clone(),
+                    message: f.message,
+                },
+                _ => Error::Usage(format!(
+                    "cannot list nodes: {} (scan needs `list nodes`)",
+                    f.message
+                )),
+            });
+        }
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let any_version = ListParams::default().match_any();
+    let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let all_csrs = ListParams::default();
+    let kcm_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let (leases, csrs, kcm) = tokio::join!(
+        step(
+            timeout,
+            "LIST /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+            "list leases.coordination.k8s.io in kube-node-lease",
+            false,
+            leases.list(&any_version),
+        ),
+        step(
+            timeout,
+            "LIST /apis/certificates.k8s.io/v1/certificatesigningrequests",
+            "list certificatesigningrequests.certificates.k8s.io",
+            false,
+            csr_api.list(&all_csrs),
+        ),
+        step(
+            timeout,
+            "GET /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager",
+            "get leases.coordination.k8s.io in kube-system",
+            false,
+            kcm_leases.get("kube-controller-manager"),
+        ),
+    );
+    Ok(ScanSnapshot {
+        nodes: node_list,
+        leases: to_step(leases.map(|l| l.items)),
+        csrs: to_step(csrs.map(|l| l.items)),
+        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l))),
+        collected_at: Timestamp::now(),
+        api_calls: 4,
+    })
+}
+
+/// Why a scan's evidence has no kubelet or node-side steps.
+pub const SCAN_SKIPPED: &str =
+    "scan reads API objects only: run `kubectl nodehealth <node>` for the kubelet and the node";
+
+/// One [`Evidence`] per node of a scan: the API objects, every kubelet and node step skipped.
+pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
+    fn skipped<T>() -> Step<T> {
+        Step::Skipped {
+            reason: SCAN_SKIPPED.to_string(),
+        }
+    }
+    let failed_or = |s: &Step<Vec<Lease>>| match s {
+        Step::Failed { failure } => Some(failure.clone()),
+        _ => None,
+    };
+    snap.nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
+        .map(|(name, n)| {
+            let lease = match (snap.leases.data(), failed_or(&snap.leases)) {
+                (Some(list), _) => match list
+                    .iter()
+                    .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
+                {
+                    Some(l) => Step::Collected {
+                        data: lease_info(l),
+                    },
+                    None => Step::Skipped {
+                        reason: format!("no lease {name} in kube-node-lease"),
+                    },
+                },
+                (None, Some(failure)) => Step::Failed { failure },
+                _ => skipped(),
+            };
+            Evidence {
+                node_name: name.clone(),
+                collected_at: snap.collected_at,
+                window: Window {
+                    requested_seconds: 0.0,
+                    started_at: snap.collected_at,
+                    ended_at: snap.collected_at,
+                },
+                layers: vec![Layer::Api],
+                node: Step::Collected { data: node_info(n) },
+                lease,
+                node_leases: match snap.leases.data() {
+                    Some(list) => Step::Collected {
+                        data: lease_overview(list, &name, snap.collected_at),
+                    },
+                    None => skipped(),
+                },
+                csrs: match &snap.csrs {
+                    Step::Collected { data } => Step::Collected {
+                        data: node_csrs(data, &name),
+                    },
+                    Step::Failed { failure } => Step::Failed {
+                        failure: failure.clone(),
+                    },
+                    Step::Skipped { reason } => Step::Skipped {
+                        reason: reason.clone(),
+                    },
+                },
+                events: skipped(),
+                healthz: skipped(),
+                configz: skipped(),
+                metrics_start: skipped(),
+                metrics_end: skipped(),
+                stats_summary: skipped(),
+                goroutine_dump: skipped(),
+                controller_manager_lease: snap.controller_manager_lease.clone(),
+                kubelet_log: skipped(),
+                runtime_log: skipped(),
+                node_probe: skipped(),
+            }
+        })
+        .collect()
+}
+
 /// Whether a PEM CSR's subject names `system:node:<node>` (used only for bootstrap requestors,
 /// whose username does not name the node). The DER holds the common name as a length-prefixed
 /// string, so the match requires the byte before it to be exactly its length: `node-a` does not
@@ -801,26 +992,7 @@ pub async fn collect(
     let metrics_start = snapshot(first, first_at, &mut raw.metrics_start);
     let metrics_end = snapshot(second, second_at, &mut raw.metrics_end);
 
-    let node_leases = all_leases.map(|list| {
-        let mut overview = LeaseOverview {
-            total: list.items.len(),
-            ..LeaseOverview::default()
-        };
-        for l in &list.items {
-            let info = lease_info(l);
-            let duration = f64::from(info.lease_duration_seconds.unwrap_or(40));
-            let stale = info
-                .renew_time
-                .is_none_or(|t| collected_at.duration_since(t).as_secs_f64() >= duration);
-            if stale {
-                overview.stale += 1;
-                if info.name != node && overview.stale_examples.len() < 10 {
-                    overview.stale_examples.push(info.name);
-                }
-            }
-        }
-        overview
-    });
+    let node_leases = all_leases.map(|list| lease_overview(&list.items, node, collected_at));
     let (healthz, healthz_raw) = healthz;
     raw.healthz = healthz_raw;
     let configz_request = format!("GET /api/v1/nodes/{node}/proxy/configz");

@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod metrics;
 pub mod probe;
 pub mod render;
+pub mod scan;
 pub mod units;
 pub mod verdict;
 

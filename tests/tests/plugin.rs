@@ -250,3 +250,90 @@ fn alert_rules_read_metrics_and_buckets_the_real_kubelet_exports() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without braces"));
 }
+
+/// A Node object with no kubelet behind it, deleted on drop.
+struct GhostNode<'a>(&'a Cluster, &'static str);
+
+impl Drop for GhostNode<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .request("DELETE", &format!("/api/v1/nodes/{}", self.1), None);
+    }
+}
+
+#[test]
+fn scan_ranks_a_node_whose_pleg_is_unhealthy_first_in_four_api_calls() {
+    let c = Cluster::get();
+    c.wait_ready("True", std::time::Duration::from_secs(60));
+    let name = "nodehealth-scan-ghost";
+    let node = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": name, "labels": { "nodehealth-e2e": "scan" } },
+    });
+    let (code, body) = c.request("POST", "/api/v1/nodes", Some(&node));
+    assert_eq!(code, 201, "{body}");
+    let _ghost = GhostNode(&c, name);
+    // What a kubelet whose PLEG stalled reports (status subresource, as the kubelet writes it).
+    let mut obj = c.get_json(&format!("/api/v1/nodes/{name}"));
+    let now = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    obj["status"]["conditions"] = serde_json::json!([{
+        "type": "Ready", "status": "False", "reason": "KubeletNotReady",
+        "message": "PLEG is not healthy: pleg was last seen active 3m5s ago; threshold is 3m0s",
+        "lastHeartbeatTime": now.trim(), "lastTransitionTime": now.trim(),
+    }]);
+    let (code, body) = c.request("PUT", &format!("/api/v1/nodes/{name}/status"), Some(&obj));
+    assert_eq!(code, 200, "{body}");
+
+    let out = plugin(&[
+        "scan",
+        "--kubeconfig",
+        c.admin_kubeconfig().to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(report["apiVersion"], "nodehealth/v1");
+    assert_eq!(report["apiCalls"], 4, "{report:#}");
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes[0]["node"], name, "worst first: {report:#}");
+    assert_eq!(nodes[0]["ready"], "False");
+    assert_eq!(nodes[0]["cause"]["id"], "pleg-slow", "{:#}", nodes[0]);
+    let real = nodes
+        .iter()
+        .find(|n| n["node"] == nodehealth_e2e::node_name().as_str())
+        .expect("the cluster's node is scanned");
+    assert_eq!(real["ready"], "True");
+    assert!(real["cause"].is_null(), "{real:#}");
+
+    // A label selector narrows the scan; the table names the next step.
+    let out = plugin(&[
+        "scan",
+        "--kubeconfig",
+        c.admin_kubeconfig().to_str().unwrap(),
+        "-l",
+        "nodehealth-e2e=scan",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(name) && !table.contains(&format!("\n{} ", nodehealth_e2e::node_name())),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 node, 1 with problems (4 API calls)"),
+        "{table}"
+    );
+}

@@ -1,0 +1,279 @@
+//! `kubectl nodehealth scan`: fleet triage from the API objects alone — every node's Ready and
+//! pressure conditions, its lease, the cluster's stale leases (a partition looks like many at
+//! once), its pending certificate requests and the CSR approver — ranked worst first, each with
+//! the probable cause the same verdict engine gives. A fixed number of API calls whatever the
+//! number of nodes ([`crate::collect::scan_snapshot`]); the kubelet and the node itself are for
+//! `kubectl nodehealth <node>` on the nodes at the top.
+
+use comfy_table::{Cell, ContentArrangement, Table};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::{
+    API_VERSION, Error,
+    checks::{self, Finding, Severity},
+    evidence::Evidence,
+    exit,
+    render::Format,
+    verdict::{self, Cause, CauseId},
+};
+
+/// One node's line of the scan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    pub node: String,
+    /// The Ready condition's status (`True`, `False`, `Unknown`), or `-` when absent.
+    pub ready: String,
+    /// Seconds since the node's lease was renewed.
+    pub lease_age_seconds: Option<f64>,
+    /// The worst severity among its findings.
+    pub severity: Severity,
+    /// Its problems (warning and critical findings), worst first.
+    pub problems: Vec<Finding>,
+    /// The verdict's most probable cause (none when healthy).
+    pub cause: Option<Cause>,
+}
+
+/// The scan report (`-o json|yaml`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanReport {
+    pub api_version: String,
+    pub observed_at: Timestamp,
+    /// API requests the scan made (does not grow with the number of nodes).
+    pub api_calls: u32,
+    pub nodes: Vec<NodeRow>,
+}
+
+impl ScanReport {
+    /// 0 when no node has a problem, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.nodes.iter().any(|n| n.severity.is_problem()) {
+            exit::PROBLEMS
+        } else {
+            exit::HEALTHY
+        }
+    }
+}
+
+/// The checks that read what a scan collects (API objects only).
+fn findings(e: &Evidence) -> Vec<Finding> {
+    let mut f = Vec::new();
+    f.extend(checks::ready(e));
+    f.extend(checks::pressure(e));
+    f.extend(checks::lease(e));
+    f.extend(checks::cluster_leases(e));
+    f.extend(checks::csrs(e));
+    f.extend(checks::csr_approver(e));
+    f
+}
+
+/// One row per node, worst first (severity, then the top cause's score, then the oldest lease).
+pub fn rows(evidence: &[Evidence]) -> Vec<NodeRow> {
+    let mut rows: Vec<NodeRow> = evidence
+        .iter()
+        .map(|e| {
+            let found = findings(e);
+            let v = verdict::decide(e, &found);
+            let mut problems: Vec<Finding> = found
+                .iter()
+                .filter(|f| f.severity.is_problem() && !f.is_advisory())
+                .cloned()
+                .collect();
+            problems.sort_by_key(|f| std::cmp::Reverse(f.severity));
+            let severity = problems.first().map_or(Severity::Ok, |f| f.severity);
+            let node = e.node.data();
+            NodeRow {
+                node: e.node_name.clone(),
+                ready: node
+                    .and_then(|n| n.condition("Ready"))
+                    .map_or("-".into(), |c| c.status.clone()),
+                lease_age_seconds: e.lease.data().and_then(|l| {
+                    l.renew_time
+                        .map(|t| e.collected_at.duration_since(t).as_secs_f64().max(0.0))
+                }),
+                severity,
+                cause: v
+                    .causes
+                    .into_iter()
+                    .find(|c| c.id != CauseId::Healthy)
+                    .filter(|_| severity.is_problem()),
+                problems,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(
+                b.cause
+                    .as_ref()
+                    .map(|c| c.score)
+                    .cmp(&a.cause.as_ref().map(|c| c.score)),
+            )
+            .then(
+                b.lease_age_seconds
+                    .unwrap_or(f64::INFINITY)
+                    .total_cmp(&a.lease_age_seconds.unwrap_or(f64::INFINITY)),
+            )
+            .then(a.node.cmp(&b.node))
+    });
+    rows
+}
+
+/// Renders the report.
+pub fn render(report: &ScanReport, format: Format) -> Result<String, Error> {
+    match format {
+        Format::Json => serde_json::to_string_pretty(report)
+            .map(|t| t + "\n")
+            .map_err(|e| Error::Serialize {
+                format: "json",
+                message: e.to_string(),
+            }),
+        Format::Yaml => serde_saphyr::to_string(report).map_err(|e| Error::Serialize {
+            format: "yaml",
+            message: e.to_string(),
+        }),
+        Format::Table => Ok(table(report)),
+    }
+}
+
+/// A value's name in the JSON contract (`pleg-slow`, `critical`).
+fn word<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "-".into(),
+    }
+}
+
+fn table(report: &ScanReport) -> String {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "NODE",
+            "READY",
+            "LEASE AGE",
+            "SEVERITY",
+            "PROBABLE CAUSE",
+            "WHY",
+        ]);
+    for r in &report.nodes {
+        let why = r
+            .problems
+            .first()
+            .map(|f| f.summary.clone())
+            .unwrap_or_default();
+        t.add_row([
+            Cell::new(&r.node),
+            Cell::new(&r.ready),
+            Cell::new(
+                r.lease_age_seconds
+                    .map_or("-".into(), |s| format!("{s:.0}s")),
+            ),
+            Cell::new(word(&r.severity)),
+            Cell::new(r.cause.as_ref().map_or("-".into(), |c| {
+                format!("{} ({})", word(&c.id), word(&c.confidence))
+            })),
+            Cell::new(why),
+        ]);
+    }
+    let problems = report
+        .nodes
+        .iter()
+        .filter(|n| n.severity.is_problem())
+        .count();
+    let mut out = t.to_string();
+    let n = report.nodes.len();
+    out.push_str(&format!(
+        "\n{n} node{}, {problems} with problems ({} API calls). Next: `kubectl nodehealth \
+         <node>` on the first ones for the kubelet's metrics and the node itself.\n",
+        if n == 1 { "" } else { "s" },
+        report.api_calls
+    ));
+    out
+}
+
+/// The report for `evidence` (one per node) read in `api_calls` requests.
+pub fn report(evidence: &[Evidence], api_calls: u32, observed_at: Timestamp) -> ScanReport {
+    ScanReport {
+        api_version: API_VERSION.to_string(),
+        observed_at,
+        api_calls,
+        nodes: rows(evidence),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::tests_support::*;
+    use crate::evidence::Step;
+
+    /// A scan's view of a node: the API objects, nothing from the kubelet.
+    fn scanned(name: &str) -> Evidence {
+        let mut e = healthy_evidence();
+        e.node_name = name.into();
+        let skip = || crate::collect::SCAN_SKIPPED.to_string();
+        e.metrics_start = Step::Skipped { reason: skip() };
+        e.metrics_end = Step::Skipped { reason: skip() };
+        e.healthz = Step::Skipped { reason: skip() };
+        e.configz = Step::Skipped { reason: skip() };
+        e
+    }
+
+    #[test]
+    fn nodes_are_ranked_worst_first_with_their_cause() {
+        let healthy = scanned("a-healthy");
+        let mut pleg = scanned("b-pleg");
+        set_ready(
+            &mut pleg,
+            "False",
+            "KubeletNotReady",
+            "PLEG is not healthy: pleg was last seen active 3m2s ago; threshold is 3m0s",
+        );
+        let mut gone = scanned("c-gone");
+        set_ready(
+            &mut gone,
+            "Unknown",
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.",
+        );
+        set_lease_age(&mut gone, 300.0);
+        let r = report(&[healthy, pleg, gone], 4, now());
+        let order: Vec<&str> = r.nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(order.last(), Some(&"a-healthy"), "{order:?}");
+        let pleg = r.nodes.iter().find(|n| n.node == "b-pleg").unwrap();
+        assert_eq!(pleg.ready, "False");
+        assert!(pleg.severity.is_problem(), "{pleg:#?}");
+        assert_eq!(
+            pleg.cause.as_ref().map(|c| c.id),
+            Some(CauseId::PlegSlow),
+            "{pleg:#?}"
+        );
+        let gone = r.nodes.iter().find(|n| n.node == "c-gone").unwrap();
+        assert!(gone.lease_age_seconds.unwrap() >= 300.0);
+        assert!(gone.cause.is_some(), "{gone:#?}");
+        let healthy = r.nodes.last().unwrap();
+        assert!(healthy.cause.is_none() && healthy.problems.is_empty());
+        assert_eq!(r.exit_code(), exit::PROBLEMS);
+        let table = render(&r, Format::Table).unwrap();
+        assert!(table.contains("pleg-slow"), "{table}");
+        assert!(
+            table.contains("3 nodes, 2 with problems (4 API calls)"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_healthy_fleet_exits_0() {
+        let r = report(&[scanned("a"), scanned("b")], 4, now());
+        assert_eq!(r.exit_code(), exit::HEALTHY);
+        assert!(
+            r.nodes
+                .iter()
+                .all(|n| n.severity == Severity::Ok || !n.severity.is_problem())
+        );
+    }
+}
