@@ -2,11 +2,14 @@
 //! The machine is noisy: runs are interleaved and repeated, and medians are reported.
 
 use std::{
+    io::Write as _,
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
 use crate::{
     cluster::{self, Layout},
@@ -29,6 +32,16 @@ pub enum Bench {
     /// What the eBPF tracer costs non-target workloads: per-program cost (bpf_stats run time x
     /// event rate, share of a CPU) and interleaved `perf bench sched pipe` baseline / ours /
     /// runqlat (bar: <= 1%).
+    /// `kubectl nodehealth scan` of many nodes (Node + Lease objects created on the local API
+    /// server, removed after): time and API calls (bar: <= 5 s for 5,000 nodes).
+    Scan {
+        /// Node objects to create.
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        /// Interleaved rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     Tracer {
         /// Interleaved rounds.
         #[arg(long, default_value_t = 9)]
@@ -43,6 +56,7 @@ pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Api { rounds } => api(rounds),
         Bench::Tracer { rounds, loops } => bench_tracer::tracer(rounds, loops),
+        Bench::Scan { nodes, rounds } => scan(nodes, rounds),
     }
 }
 
@@ -134,6 +148,200 @@ fn api(rounds: usize) -> Result<()> {
         bail!(
             "one-node diagnosis takes {:.0} ms beyond the window: over the 300 ms bar",
             d.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+/// Label of the bench's Node and Lease objects (removed with one collection DELETE each).
+const SCAN_LABEL: &str = "nodehealth-bench=scan";
+
+/// Removes the bench's Node and Lease objects, also when the bench fails.
+struct ScanObjects {
+    kubectl: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl ScanObjects {
+    fn delete(&self) -> Result<()> {
+        let label = SCAN_LABEL.replace('=', "%3D");
+        for path in [
+            format!("/api/v1/nodes?labelSelector={label}"),
+            format!(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases?labelSelector={label}"
+            ),
+        ] {
+            let (_, code) = timed(
+                Command::new(&self.kubectl)
+                    .arg("--kubeconfig")
+                    .arg(&self.kubeconfig)
+                    .args(["delete", "--raw", &path]),
+            )?;
+            if code != 0 {
+                bail!("deleting the bench objects ({path}) failed (exit {code})");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ScanObjects {
+    fn drop(&mut self) {
+        let _ = self.delete();
+    }
+}
+
+/// `kubectl create -f -` of `objects` (a List), in `parallel` concurrent kubectl processes.
+fn create_all(
+    kubectl: &Path,
+    kubeconfig: &Path,
+    objects: Vec<Value>,
+    parallel: usize,
+) -> Result<()> {
+    let chunk = objects.len().div_ceil(parallel).max(1);
+    let mut children = Vec::new();
+    for part in objects.chunks(chunk) {
+        let list = json!({ "apiVersion": "v1", "kind": "List", "items": part });
+        let mut child = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["create", "-f", "-", "-o", "name"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting kubectl create")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(list.to_string().as_bytes())?;
+        children.push(child);
+    }
+    for child in children {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "kubectl create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn scan(nodes: usize, rounds: usize) -> Result<()> {
+    cluster::up(cluster::Settings::fast())?;
+    let root = sh::workspace_root();
+    sh::run(
+        "building kubectl-nodehealth (release)",
+        sh::cargo().current_dir(&root).args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "kubectl-nodehealth",
+        ]),
+    )?;
+    let plugin = root.join("target/release/kubectl-nodehealth");
+    let kubectl = cluster::binaries_dir()?.join("kubectl");
+    let kubeconfig = Layout::new().admin_kubeconfig();
+    let objects = ScanObjects {
+        kubectl: kubectl.clone(),
+        kubeconfig: kubeconfig.clone(),
+    };
+    // Leftovers of an interrupted run first.
+    objects.delete()?;
+    step(format!(
+        "bench scan: creating {nodes} Node objects and their Leases on the local API server"
+    ));
+    // A Lease's renewTime is a MicroTime.
+    let now = sh::output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"]))
+        .context("date")?
+        .trim()
+        .to_string();
+    let (label_key, label_value) = SCAN_LABEL.split_once('=').expect("key=value");
+    let names: Vec<String> = (0..nodes).map(|i| format!("bench-node-{i:05}")).collect();
+    let started = Instant::now();
+    create_all(
+        &kubectl,
+        &kubeconfig,
+        names
+            .iter()
+            .map(|n| {
+                json!({ "apiVersion": "v1", "kind": "Node",
+                    "metadata": { "name": n, "labels": { label_key: label_value } } })
+            })
+            .collect(),
+        8,
+    )?;
+    create_all(
+        &kubectl,
+        &kubeconfig,
+        names
+            .iter()
+            .map(|n| {
+                json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": { "name": n, "namespace": "kube-node-lease",
+                                  "labels": { label_key: label_value } },
+                    "spec": { "holderIdentity": n, "leaseDurationSeconds": 40, "renewTime": now } })
+            })
+            .collect(),
+        8,
+    )?;
+    info(format!(
+        "created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    step(format!(
+        "bench scan: {rounds} interleaved rounds of `kubectl nodehealth scan -o json` and \
+         `kubectl get nodes -o json` (one LIST of the same nodes)"
+    ));
+    let (mut scans, mut lists) = (Vec::new(), Vec::new());
+    let mut calls = 0;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let out = Command::new(&plugin)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["scan", "-o", "json"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running kubectl-nodehealth scan")?;
+        scans.push(start.elapsed());
+        if !matches!(out.status.code(), Some(0 | 1)) {
+            bail!("scan failed ({})", out.status);
+        }
+        let report: Value = serde_json::from_slice(&out.stdout).context("scan's JSON")?;
+        let seen = report["nodes"].as_array().map_or(0, Vec::len);
+        if seen < nodes {
+            bail!("scan reported {seen} nodes, expected at least {nodes}");
+        }
+        calls = report["apiCalls"].as_u64().unwrap_or(0);
+        let (b, code) = timed(
+            Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["get", "nodes", "-o", "json"]),
+        )?;
+        if code != 0 {
+            bail!("kubectl get nodes failed (exit {code})");
+        }
+        lists.push(b);
+    }
+    let (s, b) = (median(scans), median(lists));
+    info(format!(
+        "scan of {nodes}+ nodes: median {:.2} s in {calls} API calls (bar: 5 s, calls not growing \
+         per node); `kubectl get nodes -o json` {:.2} s; scan / list = {:.2}",
+        s.as_secs_f64(),
+        b.as_secs_f64(),
+        s.as_secs_f64() / b.as_secs_f64()
+    ));
+    drop(objects);
+    if s > Duration::from_secs(5) {
+        bail!(
+            "scan of {nodes} nodes takes {:.2} s: over the 5 s bar",
+            s.as_secs_f64()
         );
     }
     Ok(())
