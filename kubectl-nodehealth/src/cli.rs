@@ -70,7 +70,7 @@ pub struct Cli {
     pub log_since: Duration,
 
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
     pub output: Format,
 
     /// No colour (also when NO_COLOR is set, or stdout is not a terminal).
@@ -81,7 +81,7 @@ pub struct Cli {
     /// longer, for the API server's own verdict on the connection (its TLS handshake timeout
     /// is 10 s: a kubelet that holds its port but does not run), and is asked again on a fresh
     /// connection while the metrics window lasts.
-    #[arg(long, default_value = "10s", value_parser = parse_duration_flag)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration_flag, global = true)]
     pub timeout: Duration,
 
     /// Write everything raw into a bundle (not implemented yet).
@@ -112,10 +112,18 @@ pub enum Command {
         #[arg(short = 'l', long)]
         selector: Option<String>,
     },
-    /// Live per-second PLEG timeline (not implemented yet).
+    /// Live per-second PLEG timeline from the kubelet's metrics: relists and their duration,
+    /// the relist interval, the age of the last finished relist (what shows a stuck relist),
+    /// the runtime's list calls. Ctrl-C ends it early. `-o json`: one JSON object per line.
     Pleg {
         /// The node.
         node: String,
+        /// How long to watch (Go duration: 30s, 5m).
+        #[arg(long = "duration", default_value = "1m", value_parser = parse_duration_flag)]
+        watch: Duration,
+        /// Seconds between scrapes.
+        #[arg(long, default_value = "1s", value_parser = parse_duration_flag)]
+        every: Duration,
     },
     /// Prometheus alerting rules with the thresholds of these checks, including a stuck-relist
     /// alert (a relist that never finishes never reaches the duration histogram). Prints YAML.
@@ -154,7 +162,9 @@ pub fn use_color(
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     match &cli.command {
         Some(Command::Scan { selector }) => return scan(&cli, selector.as_deref()).await,
-        Some(Command::Pleg { .. }) => return Err(Error::NotYet("kubectl nodehealth pleg")),
+        Some(Command::Pleg { node, watch, every }) => {
+            return pleg(&cli, node, *watch, *every).await;
+        }
         Some(Command::Alerts {
             kubelet_selector,
             prometheus_rule,
@@ -245,6 +255,99 @@ async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
         Err(e) => return Err(Error::Output(e)),
     }
     Ok(report.exit_code())
+}
+
+async fn pleg(cli: &Cli, node: &str, watch: Duration, every: Duration) -> Result<u8, Error> {
+    use crate::pleg;
+    if cli.output == Format::Yaml {
+        return Err(Error::Usage(
+            "pleg streams its timeline: -o table or -o json (one object per line)".into(),
+        ));
+    }
+    if every < Duration::from_millis(200) {
+        return Err(Error::Usage("--every: at least 200ms".into()));
+    }
+    let target = connect(cli).await?;
+    let first = match collect::kubelet_metrics(&target, node, cli.timeout).await {
+        Ok(m) => m,
+        Err(f) if f.kind == crate::evidence::FailureKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "no node {node:?} (or its kubelet serves no /metrics): {}",
+                f.message
+            )));
+        }
+        Err(f) => {
+            return Err(Error::Usage(format!(
+                "cannot read the kubelet's metrics on {node}: {} — `kubectl nodehealth {node}`                  diagnoses an unreachable kubelet",
+                f.message
+            )));
+        }
+    };
+    let json = cli.output == Format::Json;
+    let mut out = std::io::stdout().lock();
+    let mut emit = |text: String| -> Result<(), Error> {
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(Error::Output(e)),
+        }
+    };
+    if !json {
+        emit(format!(
+            "PLEG timeline of {node}, every {:.1}s for {:.0}s (Ctrl-C ends it)\n{}\n",
+            every.as_secs_f64(),
+            watch.as_secs_f64(),
+            pleg::HEADER
+        ))?;
+    }
+    let (mut prev, mut ticks, mut failures) = (first, Vec::new(), 0usize);
+    let end = tokio::time::Instant::now() + watch;
+    let mut next = tokio::time::Instant::now() + every;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    while next <= end {
+        tokio::select! {
+            _ = &mut interrupted => break,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        next += every;
+        match collect::kubelet_metrics(&target, node, cli.timeout).await {
+            Ok(cur) => {
+                let t = pleg::tick(&prev, &cur);
+                emit(if json {
+                    serde_json::to_string(&t).unwrap_or_default() + "\n"
+                } else {
+                    pleg::line(&t) + "\n"
+                })?;
+                ticks.push(t);
+                prev = cur;
+            }
+            Err(f) => {
+                failures += 1;
+                emit(if json {
+                    serde_json::json!({ "at": jiff::Timestamp::now(), "error": f.message })
+                        .to_string()
+                        + "\n"
+                } else {
+                    format!(
+                        "{}  scrape failed: {}\n",
+                        jiff::Timestamp::now().strftime("%H:%M:%S"),
+                        f.message
+                    )
+                })?;
+            }
+        }
+    }
+    if !json {
+        emit(pleg::summary(node, &ticks, failures))?;
+    }
+    Ok(if ticks.is_empty() {
+        crate::exit::UNDIAGNOSED
+    } else if pleg::worst(&ticks) == "ok" {
+        crate::exit::HEALTHY
+    } else {
+        crate::exit::PROBLEMS
+    })
 }
 
 async fn connect(cli: &Cli) -> Result<collect::Target, Error> {
@@ -528,11 +631,15 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        for args in [vec!["k", "scan"], vec!["k", "pleg", "n"]] {
-            let cli = Cli::try_parse_from(args).unwrap();
-            let err = rt.block_on(run(cli)).unwrap_err();
-            assert!(matches!(err, Error::NotYet(_)), "{err}");
-        }
+        let cli = Cli::try_parse_from(["k", "n", "--bundle", "x.tgz"]).unwrap();
+        let err = rt.block_on(run(cli)).unwrap_err();
+        assert!(matches!(err, Error::NotYet(_)), "{err}");
+        // pleg streams: YAML is refused before any connection.
+        let cli = Cli::try_parse_from(["k", "pleg", "n", "-o", "yaml"]).unwrap();
+        assert!(matches!(
+            rt.block_on(run(cli)).unwrap_err(),
+            Error::Usage(_)
+        ));
         let cli = Cli::try_parse_from(["k"]).unwrap();
         assert!(matches!(
             rt.block_on(run(cli)).unwrap_err(),

@@ -244,6 +244,22 @@ async fn proxy_get(
     .await
 }
 
+/// One scrape of the kubelet's `/metrics` through the node proxy, reduced to the families the
+/// checks read.
+pub async fn kubelet_metrics(
+    target: &Target,
+    node: &str,
+    timeout: Duration,
+) -> Result<MetricsSnapshot, Failure> {
+    let text = proxy_get(&target.client, node, "metrics", timeout).await?;
+    let scrape = crate::metrics::parse(&text);
+    Ok(MetricsSnapshot::from_scrape(
+        &scrape,
+        text.len(),
+        Timestamp::now(),
+    ))
+}
+
 fn to_step<T>(result: Result<T, Failure>) -> Step<T> {
     match result {
         Ok(data) => Step::Collected { data },

@@ -11,6 +11,7 @@ pub mod collect;
 pub mod error;
 pub mod evidence;
 pub mod metrics;
+pub mod pleg;
 pub mod probe;
 pub mod render;
 pub mod scan;

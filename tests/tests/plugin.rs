@@ -337,3 +337,64 @@ fn scan_ranks_a_node_whose_pleg_is_unhealthy_first_in_four_api_calls() {
         "{table}"
     );
 }
+
+#[test]
+fn pleg_timeline_of_a_healthy_node_is_a_relist_a_second() {
+    let c = Cluster::get();
+    c.wait_ready("True", std::time::Duration::from_secs(60));
+    let kubeconfig = c.admin_kubeconfig();
+    let node = nodehealth_e2e::node_name();
+    let out = plugin(&[
+        "pleg",
+        &node,
+        "--duration",
+        "5s",
+        "-o",
+        "json",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ticks: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!((4..=6).contains(&ticks.len()), "{ticks:#?}");
+    // The kubelet relists every second: about one per tick, each with its duration bucket.
+    let relists: f64 = ticks.iter().map(|t| t["relists"].as_f64().unwrap()).sum();
+    assert!((3.0..=7.0).contains(&relists), "{ticks:#?}");
+    for t in &ticks {
+        assert_eq!(t["state"], "ok", "{t:#}");
+        assert!(t["lastSeenAgeSeconds"].as_f64().unwrap() < 5.0, "{t:#}");
+    }
+    // The table says what it shows and ends with a summary.
+    let out = plugin(&[
+        "pleg",
+        &node,
+        "--duration",
+        "2s",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("LAST SEEN") && table.contains("worst: ok"),
+        "{table}"
+    );
+    // A node that does not exist: exit 2, named.
+    let out = plugin(&[
+        "pleg",
+        "no-such-node",
+        "--duration",
+        "2s",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-node"));
+}
