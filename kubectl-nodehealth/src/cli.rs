@@ -84,9 +84,15 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration_flag, global = true)]
     pub timeout: Duration,
 
-    /// Write everything raw into a bundle (not implemented yet).
+    /// Also write everything this run saw, raw and timestamped, into a gzip'd tar (the report,
+    /// the kubelet's raw answers, the node evidence, the longest waits as folded stacks).
     #[arg(long, value_name = "FILE")]
     pub bundle: Option<PathBuf>,
+
+    /// Replay a bundle through this build's checks and verdict instead of collecting (no
+    /// cluster needed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["bundle", "node_evidence", "api_only"])]
+    pub from_bundle: Option<PathBuf>,
 
     /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
     #[arg(long, global = true)]
@@ -183,8 +189,19 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Some(Command::Cleanup) => return cleanup(&cli).await,
         None => {}
     }
-    if cli.bundle.is_some() {
-        return Err(Error::NotYet("--bundle"));
+    if let Some(path) = &cli.from_bundle {
+        let (manifest, report) = crate::bundle::replay(path)?;
+        eprintln!(
+            "kubectl-nodehealth: replaying {} (node {}, recorded {} by {})",
+            path.display(),
+            manifest.node,
+            manifest.created_at,
+            manifest.tool_version
+        );
+        return output(&cli, &report);
+    }
+    if let Some(path) = &cli.bundle {
+        crate::bundle::check_writable(path)?;
     }
     let Some(node) = cli.node.clone() else {
         return Err(Error::Usage(
@@ -199,11 +216,11 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         timeout: cli.timeout,
         log_since: cli.log_since,
     };
-    let evidence = if cli.api_only {
-        collect::collect(&target, &options).await?.0
+    let (evidence, raw) = if cli.api_only {
+        collect::collect(&target, &options).await?
     } else if let Some(path) = &cli.node_evidence {
         let node = read_node_evidence(path)?;
-        let mut evidence = collect::collect(&target, &options).await?.0;
+        let (mut evidence, raw) = collect::collect(&target, &options).await?;
         evidence.layers.push(crate::evidence::Layer::NodeAgent);
         if node.trace.as_ref().is_some_and(|t| t.attached) {
             evidence.layers.push(crate::evidence::Layer::Ebpf);
@@ -217,18 +234,28 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 evidence: node,
             },
         };
-        evidence
+        (evidence, raw)
     } else {
         with_probe(&cli, &target, &options).await?
     };
     let report = diagnose(evidence);
+    if let Some(path) = &cli.bundle {
+        let command: Vec<String> = std::env::args().collect();
+        crate::bundle::write(path, &report, &raw, &command)?;
+        eprintln!("kubectl-nodehealth: bundle written to {}", path.display());
+    }
+    output(&cli, &report)
+}
+
+/// Prints the report; returns its exit code.
+fn output(cli: &Cli, report: &crate::Report) -> Result<u8, Error> {
     let stdout = std::io::stdout();
     let color = use_color(
         cli.no_color,
         std::env::var_os("NO_COLOR").as_deref(),
         stdout.is_terminal(),
     );
-    let text = render::render(&report, cli.output, color, None)?;
+    let text = render::render(report, cli.output, color, None)?;
     let mut out = stdout.lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => {}
@@ -404,7 +431,7 @@ async fn with_probe(
     cli: &Cli,
     target: &collect::Target,
     options: &CollectOptions,
-) -> Result<crate::evidence::Evidence, Error> {
+) -> Result<(crate::evidence::Evidence, crate::evidence::RawCaptures), Error> {
     use std::cell::Cell;
 
     use crate::evidence::{Failure, FailureKind, Layer, Step};
@@ -424,11 +451,11 @@ async fn with_probe(
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(target.client.clone());
     let exists = tokio::time::timeout(cli.timeout, nodes.get_opt(&options.node)).await;
     if !matches!(exists, Ok(Ok(Some(_)))) {
-        let (mut evidence, _raw) = collect::collect(target, options).await?;
+        let (mut evidence, raw) = collect::collect(target, options).await?;
         evidence.node_probe = Step::Skipped {
             reason: "the Node object could not be read: no probe pod was created".into(),
         };
-        return Ok(evidence);
+        return Ok((evidence, raw));
     }
     let id = RunIdentity::new().map_err(|e| Error::Usage(e.to_string()))?;
     let probe_options = ProbeOptions {
@@ -483,7 +510,7 @@ async fn with_probe(
         eprintln!("kubectl-nodehealth: interrupted; the probe pod was deleted");
         return Err(Error::Interrupted);
     };
-    let (mut evidence, _raw) = api?;
+    let (mut evidence, raw) = api?;
     let request = format!("probe pod {namespace}/{}", id.pod_name());
     evidence.node_probe = match node_side {
         Ok(np) => {
@@ -520,7 +547,7 @@ async fn with_probe(
             }
         }
     };
-    Ok(evidence)
+    Ok((evidence, raw))
 }
 
 async fn cleanup(cli: &Cli) -> Result<u8, Error> {
@@ -627,13 +654,19 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_subcommands_say_so() {
+    fn bad_inputs_are_refused_before_connecting() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let cli = Cli::try_parse_from(["k", "n", "--bundle", "x.tgz"]).unwrap();
+        // A bundle that cannot be written is refused before anything is collected.
+        let cli = Cli::try_parse_from(["k", "n", "--bundle", "/no/such/dir/x.tgz"]).unwrap();
         let err = rt.block_on(run(cli)).unwrap_err();
-        assert!(matches!(err, Error::NotYet(_)), "{err}");
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+        let cli = Cli::try_parse_from(["k", "--from-bundle", "/no/such/x.tgz"]).unwrap();
+        assert!(matches!(
+            rt.block_on(run(cli)).unwrap_err(),
+            Error::Usage(_)
+        ));
         // pleg streams: YAML is refused before any connection.
         let cli = Cli::try_parse_from(["k", "pleg", "n", "-o", "yaml"]).unwrap();
         assert!(matches!(

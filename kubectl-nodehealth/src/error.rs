@@ -59,9 +59,6 @@ pub enum Error {
     /// A bad command-line value.
     #[error("{0}")]
     Usage(String),
-    /// A subcommand that exists in the design but not in this build.
-    #[error("`{0}` is not implemented yet")]
-    NotYet(&'static str),
     /// Ctrl-C or SIGTERM: the probe pod was deleted, no report.
     #[error("interrupted")]
     Interrupted,

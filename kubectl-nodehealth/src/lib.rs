@@ -5,6 +5,7 @@
 //! prints the [`Report`]. Everything after collection is a pure function of the snapshot.
 
 pub mod alerts;
+pub mod bundle;
 pub mod checks;
 pub mod cli;
 pub mod collect;

@@ -398,3 +398,73 @@ fn pleg_timeline_of_a_healthy_node_is_a_relist_a_second() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-node"));
 }
+
+#[test]
+fn a_bundle_holds_the_raw_answers_and_replays_to_the_same_verdict() {
+    let c = Cluster::get();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("run.tar.gz");
+    let kubeconfig = c.admin_kubeconfig();
+    let node = nodehealth_e2e::node_name();
+    let out = plugin(&[
+        &node,
+        "--api-only",
+        "--duration",
+        "1s",
+        "-o",
+        "json",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = json(&out);
+    let live_code = out.status.code();
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&bundle)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for f in [
+        "nodehealth/MANIFEST.json",
+        "nodehealth/report.json",
+        "nodehealth/raw/metrics-start.txt",
+        "nodehealth/raw/metrics-end.txt",
+        "nodehealth/raw/configz.json",
+    ] {
+        assert!(listing.lines().any(|l| l == f), "{f} not in {listing}");
+    }
+    // Only the bundle is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    // Replayed without the cluster (no kubeconfig at all): the same verdict.
+    let out = plugin(&["--from-bundle", bundle.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(
+        out.status.code(),
+        live_code,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay = json(&out);
+    assert_eq!(replay["verdict"]["causes"], live["verdict"]["causes"]);
+    assert_eq!(replay["node"], node.as_str());
+
+    // A path that cannot be written: exit 2 before anything runs.
+    let out = plugin(&[
+        &node,
+        "--api-only",
+        "--bundle",
+        "/no/such/dir/run.tar.gz",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}

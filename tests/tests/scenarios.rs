@@ -500,6 +500,8 @@ fn disk_slow_is_attributed_to_io_wait_on_the_runtimes_device() {
     let healer = Healer(&c);
     c.xtask(&["fault", "disk-slow"]);
     std::thread::sleep(Duration::from_secs(5));
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("disk-slow.tar.gz");
     let (out, took) = run_plugin(
         &c,
         &[
@@ -510,6 +512,8 @@ fn disk_slow_is_attributed_to_io_wait_on_the_runtimes_device() {
             "90s",
             "-o",
             "json",
+            "--bundle",
+            bundle.to_str().unwrap(),
         ],
     );
     let d = Diagnosis {
@@ -552,6 +556,20 @@ fn disk_slow_is_attributed_to_io_wait_on_the_runtimes_device() {
         .flatten()
         .any(|w| w["owner"] == "runtime" && w["device"] == device.as_str());
     assert!(on_device, "{:#}", trace["ioWaits"]);
+    // The bundle keeps the runtime's longest I/O waits as folded kernel stacks.
+    let folded = std::process::Command::new("tar")
+        .arg("xzfO")
+        .arg(&bundle)
+        .arg("nodehealth/node/offcpu.folded")
+        .output()
+        .expect("tar");
+    let folded = String::from_utf8_lossy(&folded.stdout);
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("runtime;ioWait;") && l.split(';').count() >= 5),
+        "{folded}"
+    );
     // ... in the seconds the runtime's threads spent in I/O wait.
     let io_seconds = trace["seconds"]
         .as_array()

@@ -1,0 +1,265 @@
+//! `--bundle out.tar.gz`: everything one run saw, raw and timestamped, for a vendor escalation or
+//! a later look; `--from-bundle out.tar.gz` replays it through today's checks and verdict (no
+//! cluster needed: everything after collection is a pure function of the evidence).
+//!
+//! Layout (all under `nodehealth/`):
+//! - `MANIFEST.json`: format, tool version, node, when, the command line, the files;
+//! - `report.json`: the `nodehealth/v1` report (evidence, findings, verdict);
+//! - `raw/`: the kubelet's answers as received — `/metrics` at both ends of the window, the
+//!   goroutine dump, `/configz`, `/stats/summary`, `/healthz?verbose`;
+//! - `node/evidence.json`: the node agent's evidence, when there was a probe;
+//! - `node/offcpu.folded`: the longest off-CPU waits of the kubelet's and the runtime's threads
+//!   (eBPF, `--trace`) as folded stacks — `owner;kind;outermost;...;innermost microseconds`, the
+//!   input of flamegraph.pl / inferno (`inferno-flamegraph < offcpu.folded > offcpu.svg`). They
+//!   are the top waits the agent kept, not a full profile.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Report, diagnose, evidence::RawCaptures};
+
+/// The bundle format this build writes and reads.
+pub const FORMAT: &str = "nodehealth-bundle/v1";
+const ROOT: &str = "nodehealth";
+
+/// `MANIFEST.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: String,
+    pub tool_version: String,
+    pub node: String,
+    pub created_at: jiff::Timestamp,
+    pub command: Vec<String>,
+    pub files: Vec<String>,
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("bundle {}: {why}", path.display()))
+}
+
+/// Refuses a `--bundle` path that cannot be written, before anything is collected.
+pub fn check_writable(path: &Path) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(
+            path,
+            format!("directory {} does not exist", dir.display()),
+        ));
+    }
+    if path.is_dir() {
+        return Err(bad(
+            path,
+            "is a directory; give a file name like out.tar.gz",
+        ));
+    }
+    Ok(())
+}
+
+/// The longest waits of the trace as folded stacks (see the module docs).
+pub fn folded_stacks(report: &Report) -> String {
+    let Some(trace) = report
+        .evidence
+        .node_probe
+        .data()
+        .and_then(|p| p.evidence.trace.as_ref())
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for s in &trace.stalls {
+        let mut frames: Vec<String> = vec![s.owner.clone(), s.kind.clone()];
+        // Kernel stacks are innermost first; folded stacks read from the root.
+        frames.extend(
+            s.kernel_stack
+                .iter()
+                .rev()
+                .map(|f| f.replace([';', ' '], "_")),
+        );
+        if s.kernel_stack.is_empty() {
+            frames.push("(no stack: the wait began with a wake-up)".replace(' ', "_"));
+        }
+        out.push_str(&format!(
+            "{} {}\n",
+            frames.join(";"),
+            (s.duration_ns / 1000).max(1)
+        ));
+    }
+    out
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec_pretty(v).map_err(|e| Error::Serialize {
+        format: "json",
+        message: e.to_string(),
+    })
+}
+
+/// Writes the bundle to `path` (through a temporary file next to it, renamed when complete:
+/// an interrupted or failed write leaves nothing behind).
+pub fn write(
+    path: &Path,
+    report: &Report,
+    raw: &RawCaptures,
+    command: &[String],
+) -> Result<(), Error> {
+    let mut files: Vec<(String, Vec<u8>)> = vec![("report.json".into(), json(report)?)];
+    for (name, text) in [
+        ("raw/metrics-start.txt", &raw.metrics_start),
+        ("raw/metrics-end.txt", &raw.metrics_end),
+        ("raw/goroutines.txt", &raw.goroutine_dump),
+        ("raw/configz.json", &raw.configz),
+        ("raw/stats-summary.json", &raw.stats_summary),
+        ("raw/healthz.txt", &raw.healthz),
+    ] {
+        if let Some(t) = text {
+            files.push((name.into(), t.clone().into_bytes()));
+        }
+    }
+    if let Some(p) = report.evidence.node_probe.data() {
+        files.push(("node/evidence.json".into(), json(&p.evidence)?));
+    }
+    let folded = folded_stacks(report);
+    if !folded.is_empty() {
+        files.push(("node/offcpu.folded".into(), folded.into_bytes()));
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        node: report.node.clone(),
+        created_at: jiff::Timestamp::now(),
+        command: command.to_vec(),
+        files: files.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    files.insert(0, ("MANIFEST.json".into(), json(&manifest)?));
+
+    let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let file = fs::File::create(&tmp)?;
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let mtime = manifest.created_at.as_second().max(0) as u64;
+        for (name, data) in &files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(mtime);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{ROOT}/{name}"), data.as_slice())?;
+        }
+        let mut gz = tar.into_inner()?;
+        gz.flush()?;
+        gz.finish()?.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(bad(path, format!("cannot write: {e}")));
+    }
+    Ok(())
+}
+
+/// Reads a bundle: its manifest and its report re-diagnosed from the recorded evidence.
+pub fn replay(path: &Path) -> Result<(Manifest, Report), Error> {
+    let file = fs::File::open(path).map_err(|e| bad(path, e))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let (mut manifest, mut report) = (None, None);
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut text = String::new();
+        if name == format!("{ROOT}/MANIFEST.json") || name == format!("{ROOT}/report.json") {
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| bad(path, format!("{name}: {e}")))?;
+        }
+        if name.ends_with("MANIFEST.json") && !text.is_empty() {
+            manifest = Some(
+                serde_json::from_str::<Manifest>(&text)
+                    .map_err(|e| bad(path, format!("MANIFEST.json: {e}")))?,
+            );
+        } else if name.ends_with("report.json") && !text.is_empty() {
+            report = Some(
+                serde_json::from_str::<Report>(&text)
+                    .map_err(|e| bad(path, format!("report.json: {e}")))?,
+            );
+        }
+    }
+    let manifest =
+        manifest.ok_or_else(|| bad(path, "no nodehealth/MANIFEST.json: not a bundle"))?;
+    if manifest.format != FORMAT {
+        return Err(bad(
+            path,
+            format!("format {:?}; this build reads {FORMAT}", manifest.format),
+        ));
+    }
+    let report = report.ok_or_else(|| bad(path, "no nodehealth/report.json"))?;
+    // Today's checks and verdict over the evidence as it was.
+    Ok((manifest, diagnose(report.evidence)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::tests_support::healthy_evidence;
+
+    #[test]
+    fn a_bundle_replays_to_the_same_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.tar.gz");
+        let report = diagnose(healthy_evidence());
+        let raw = RawCaptures {
+            metrics_end: Some("kubelet_running_pods 3\n".into()),
+            ..Default::default()
+        };
+        check_writable(&path).unwrap();
+        write(
+            &path,
+            &report,
+            &raw,
+            &["kubectl-nodehealth".into(), "n1".into()],
+        )
+        .unwrap();
+        let (manifest, again) = replay(&path).unwrap();
+        assert_eq!(manifest.format, FORMAT);
+        assert!(manifest.files.contains(&"raw/metrics-end.txt".to_string()));
+        assert!(
+            !manifest
+                .files
+                .contains(&"raw/metrics-start.txt".to_string())
+        );
+        assert_eq!(
+            serde_json::to_value(&again.verdict).unwrap(),
+            serde_json::to_value(&report.verdict).unwrap()
+        );
+        // Nothing but the bundle is left in the directory.
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn garbage_and_bad_paths_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.tar.gz");
+        fs::write(&junk, b"not gzip").unwrap();
+        let e = replay(&junk).unwrap_err().to_string();
+        assert!(e.contains("junk.tar.gz"), "{e}");
+        assert!(replay(&dir.path().join("missing.tgz")).is_err());
+        assert!(check_writable(&dir.path().join("no/such/dir/out.tgz")).is_err());
+        assert!(check_writable(dir.path()).is_err());
+    }
+}
