@@ -306,6 +306,21 @@ impl ThreadSample {
     }
 }
 
+/// Each watched thread holds a perf event and a link (two fds): a runtime with hundreds of
+/// threads would pass a login shell's soft limit of 1024. Raise the soft limit to the hard one
+/// (for this process only).
+fn raise_fd_limit() {
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct we own.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
 pub fn monotonic_ns() -> u64 {
     #[allow(unsafe_code)]
@@ -477,6 +492,7 @@ impl Tracer {
     /// creator only if that one already had its event, so the list is read again until no
     /// thread is new.
     fn watch_switches(&mut self, tgid: u32) -> Result<(), TraceError> {
+        raise_fd_limit();
         let p: &mut PerfEvent = program(&mut self.ebpf, SWITCH_PROGRAM)?
             .try_into()
             .map_err(attach_err(SWITCH_PROGRAM))?;
