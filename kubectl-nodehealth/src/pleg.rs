@@ -122,7 +122,11 @@ pub fn tick(prev: &MetricsSnapshot, cur: &MetricsSnapshot) -> Tick {
 pub const HEADER: &str = "TIME      STATE      RELISTS  MEAN     SLOWEST        INTERVAL  LAST SEEN  LIST CALLS  LIST MEAN  LIST SLOWEST   ERRORS";
 
 fn secs(v: Option<f64>) -> String {
-    v.map_or("-".into(), |s| format!("{}s", fmt_seconds(s)))
+    match v {
+        None => "-".into(),
+        Some(s) if s < 1.0 => format!("{:.1}ms", s * 1e3),
+        Some(s) => format!("{}s", fmt_seconds(s)),
+    }
 }
 
 fn bucket(b: &Option<QuantileBucket>) -> String {
