@@ -370,7 +370,8 @@ fn pleg_timeline_of_a_healthy_node_is_a_relist_a_second() {
     assert!((3.0..=7.0).contains(&relists), "{ticks:#?}");
     for t in &ticks {
         assert_eq!(t["state"], "ok", "{t:#}");
-        assert!(t["lastSeenAgeSeconds"].as_f64().unwrap() < 5.0, "{t:#}");
+        // The gauge holds whole seconds of the node clock: a few seconds, far from the 60 s of a stuck relist.
+        assert!(t["lastSeenAgeSeconds"].as_f64().unwrap() < 10.0, "{t:#}");
     }
     // The table says what it shows and ends with a summary.
     let out = plugin(&[
