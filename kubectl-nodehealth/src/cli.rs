@@ -176,14 +176,11 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             prometheus_rule,
         }) => {
             let rules = crate::alerts::rules(kubelet_selector)?;
-            print!(
-                "{}",
-                crate::alerts::render(
-                    &rules,
-                    prometheus_rule.as_deref(),
-                    cli.namespace.as_deref()
-                )?
-            );
+            write_stdout(&crate::alerts::render(
+                &rules,
+                prometheus_rule.as_deref(),
+                cli.namespace.as_deref(),
+            )?)?;
             return Ok(crate::exit::HEALTHY);
         }
         Some(Command::Cleanup) => return cleanup(&cli).await,
@@ -255,15 +252,18 @@ fn output(cli: &Cli, report: &crate::Report) -> Result<u8, Error> {
         std::env::var_os("NO_COLOR").as_deref(),
         stdout.is_terminal(),
     );
-    let text = render::render(report, cli.output, color, None)?;
-    let mut out = stdout.lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => {}
-        // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(Error::Output(e)),
-    }
+    write_stdout(&render::render(report, cli.output, color, None)?)?;
     Ok(report.exit_code())
+}
+
+/// Writes `text` to stdout and flushes it; a closed pipe (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Output(e)),
+    }
 }
 
 async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
@@ -274,13 +274,7 @@ async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
         snap.api_calls,
         snap.collected_at,
     );
-    let text = crate::scan::render(&report, cli.output)?;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(Error::Output(e)),
-    }
+    write_stdout(&crate::scan::render(&report, cli.output)?)?;
     Ok(report.exit_code())
 }
 
@@ -311,14 +305,7 @@ async fn pleg(cli: &Cli, node: &str, watch: Duration, every: Duration) -> Result
         }
     };
     let json = cli.output == Format::Json;
-    let mut out = std::io::stdout().lock();
-    let mut emit = |text: String| -> Result<(), Error> {
-        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(Error::Output(e)),
-        }
-    };
+    let emit = |text: String| write_stdout(&text);
     if !json {
         emit(format!(
             "PLEG timeline of {node}, every {:.1}s for {:.0}s (Ctrl-C ends it)\n{}\n",

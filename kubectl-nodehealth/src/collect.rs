@@ -370,6 +370,22 @@ fn lease_overview(leases: &[Lease], node: &str, now: Timestamp) -> LeaseOverview
     overview
 }
 
+/// A failure that means the API server itself cannot be used (unreachable, or our credentials
+/// refused): no diagnosis can follow.
+fn api_unusable(target: &Target, f: &Failure) -> Option<Error> {
+    match f.kind {
+        FailureKind::Transport | FailureKind::Timeout => Some(Error::ApiUnreachable {
+            server: target.server.clone(),
+            message: f.message.clone(),
+        }),
+        FailureKind::Unauthorized => Some(Error::Unauthorized {
+            server: target.server.clone(),
+            message: f.message.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// What `scan` reads for the whole cluster, in a fixed number of API calls whatever the number
 /// of nodes: the nodes, the node leases, the CSRs and kube-controller-manager's lease.
 #[derive(Debug, Clone)]
@@ -406,20 +422,12 @@ pub async fn scan_snapshot(
     {
         Ok(list) => list.items,
         Err(f) => {
-            return Err(match f.kind {
-                FailureKind::Transport | FailureKind::Timeout => Error::ApiUnreachable {
-                    server: target.server.clone(),
-                    message: f.message,
-                },
-                FailureKind::Unauthorized => Error::Unauthorized {
-                    server: target.server.clone(),
-                    message: f.message,
-                },
-                _ => Error::Usage(format!(
+            return Err(api_unusable(target, &f).unwrap_or_else(|| {
+                Error::Usage(format!(
                     "cannot list nodes: {} (scan needs `list nodes`)",
                     f.message
-                )),
-            });
+                ))
+            }));
         }
     };
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
@@ -471,15 +479,11 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
             reason: SCAN_SKIPPED.to_string(),
         }
     }
-    let failed_or = |s: &Step<Vec<Lease>>| match s {
-        Step::Failed { failure } => Some(failure.clone()),
-        _ => None,
-    };
     snap.nodes
         .iter()
         .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
         .map(|(name, n)| {
-            let lease = match (snap.leases.data(), failed_or(&snap.leases)) {
+            let lease = match (snap.leases.data(), snap.leases.failure().cloned()) {
                 (Some(list), _) => match list
                     .iter()
                     .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
@@ -505,23 +509,10 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                 layers: vec![Layer::Api],
                 node: Step::Collected { data: node_info(n) },
                 lease,
-                node_leases: match snap.leases.data() {
-                    Some(list) => Step::Collected {
-                        data: lease_overview(list, &name, snap.collected_at),
-                    },
-                    None => skipped(),
-                },
-                csrs: match &snap.csrs {
-                    Step::Collected { data } => Step::Collected {
-                        data: node_csrs(data, &name),
-                    },
-                    Step::Failed { failure } => Step::Failed {
-                        failure: failure.clone(),
-                    },
-                    Step::Skipped { reason } => Step::Skipped {
-                        reason: reason.clone(),
-                    },
-                },
+                node_leases: snap
+                    .leases
+                    .map_ref(|list| lease_overview(list, &name, snap.collected_at)),
+                csrs: snap.csrs.map_ref(|all| node_csrs(all, &name)),
                 events: skipped(),
                 healthz: skipped(),
                 configz: skipped(),
@@ -813,19 +804,10 @@ pub async fn collect(
                     suggestions: suggest(node, &names),
                 });
             }
-            FailureKind::Transport | FailureKind::Timeout => {
-                return Err(Error::ApiUnreachable {
-                    server: target.server.clone(),
-                    message: f.message,
-                });
-            }
-            FailureKind::Unauthorized => {
-                return Err(Error::Unauthorized {
-                    server: target.server.clone(),
-                    message: f.message,
-                });
-            }
-            _ => Step::Failed { failure: f },
+            _ => match api_unusable(target, &f) {
+                Some(e) => return Err(e),
+                None => Step::Failed { failure: f },
+            },
         },
     };
 

@@ -173,6 +173,19 @@ pub enum Step<T> {
 }
 
 impl<T> Step<T> {
+    /// The same outcome with the data, when collected, passed through `f`.
+    pub fn map_ref<U>(&self, f: impl FnOnce(&T) -> U) -> Step<U> {
+        match self {
+            Step::Collected { data } => Step::Collected { data: f(data) },
+            Step::Failed { failure } => Step::Failed {
+                failure: failure.clone(),
+            },
+            Step::Skipped { reason } => Step::Skipped {
+                reason: reason.clone(),
+            },
+        }
+    }
+
     /// The data, when collected.
     pub fn data(&self) -> Option<&T> {
         match self {

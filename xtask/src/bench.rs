@@ -76,7 +76,8 @@ fn timed(cmd: &mut Command) -> Result<(Duration, i32)> {
     Ok((start.elapsed(), status.code().unwrap_or(-1)))
 }
 
-fn api(rounds: usize) -> Result<()> {
+/// The local cluster up, the plugin built (release): the plugin's and kubectl's paths.
+fn cluster_and_plugin() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     cluster::up(cluster::Settings::fast())?;
     let root = sh::workspace_root();
     sh::run(
@@ -89,8 +90,14 @@ fn api(rounds: usize) -> Result<()> {
             "kubectl-nodehealth",
         ]),
     )?;
-    let plugin = root.join("target/release/kubectl-nodehealth");
-    let kubectl = cluster::binaries_dir()?.join("kubectl");
+    Ok((
+        root.join("target/release/kubectl-nodehealth"),
+        cluster::binaries_dir()?.join("kubectl"),
+    ))
+}
+
+fn api(rounds: usize) -> Result<()> {
+    let (plugin, kubectl) = cluster_and_plugin()?;
     let l = Layout::new();
     let kubeconfig = l.admin_kubeconfig();
     let node = cluster::node_name();
@@ -231,20 +238,7 @@ fn create_all(
 }
 
 fn scan(nodes: usize, rounds: usize) -> Result<()> {
-    cluster::up(cluster::Settings::fast())?;
-    let root = sh::workspace_root();
-    sh::run(
-        "building kubectl-nodehealth (release)",
-        sh::cargo().current_dir(&root).args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "kubectl-nodehealth",
-        ]),
-    )?;
-    let plugin = root.join("target/release/kubectl-nodehealth");
-    let kubectl = cluster::binaries_dir()?.join("kubectl");
+    let (plugin, kubectl) = cluster_and_plugin()?;
     let kubeconfig = Layout::new().admin_kubeconfig();
     let objects = ScanObjects {
         kubectl: kubectl.clone(),

@@ -64,26 +64,24 @@ fn spawn(cmd: &mut Command) -> Result<Guard> {
 
 /// One `perf bench sched pipe` run pinned to CPU 1: µs per operation.
 fn pipe(loops: u32) -> Result<f64> {
+    pipe_run(loops, &[])
+}
+
+/// The same in threaded mode (`-T`: both ends are threads of one process).
+fn pipe_threads(loops: u32) -> Result<f64> {
+    pipe_run(loops, &["-T"])
+}
+
+fn pipe_run(loops: u32, mode: &[&str]) -> Result<f64> {
     let out = Command::new("taskset")
-        .args(["-c", "1", "perf", "bench", "sched", "pipe", "-l"])
+        .args(["-c", "1", "perf", "bench", "sched", "pipe"])
+        .args(mode)
+        .arg("-l")
         .arg(loops.to_string())
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .context("running `perf bench sched pipe` (linux-perf installed?)")?;
-    usecs_per_op(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// One `perf bench sched pipe` run in threaded mode (`-T`: both ends are threads of one process)
-/// pinned to CPU 1: µs per operation.
-fn pipe_threads(loops: u32) -> Result<f64> {
-    let out = Command::new("taskset")
-        .args(["-c", "1", "perf", "bench", "sched", "pipe", "-T", "-l"])
-        .arg(loops.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("running `perf bench sched pipe -T`")?;
     usecs_per_op(&String::from_utf8_lossy(&out.stdout))
 }
 
