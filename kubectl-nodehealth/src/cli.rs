@@ -464,7 +464,7 @@ async fn with_probe(
         let result = collect::collect(target, options).await;
         if let Ok((evidence, _)) = &result
             && widen
-            && probe::pleg_slow(evidence)
+            && crate::relists::slows_pod_starts(evidence)
         {
             // Slow relists slow pod starts too (the kubelet sees the container start only
             // through a relist): give it three times the default bound.

@@ -2,6 +2,7 @@
 //! through the API server's node proxy), concurrently, and turns every answer — or failure —
 //! into evidence. One step failing never stops the others.
 
+use crate::checks::logs::ENABLE_LOG_QUERY;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -659,9 +660,6 @@ pub fn runtime_log_service(version: &str) -> Option<&'static str> {
     }
 }
 
-/// How to turn the kubelet's node log query on.
-pub const ENABLE_LOG_QUERY: &str = "turn it on in the kubelet's configuration: `featureGates: {NodeLogQuery: true}` (beta, off by default before 1.36; GA from 1.36) and `enableSystemLogQuery: true`, then restart the kubelet — or read the logs on the node (`tracer-user probe`, `journalctl -u kubelet`)";
-
 /// Reads `service`'s log since `since` through the kubelet's node log query and digests it. An
 /// endpoint that is off says so (the kubelet then serves `/logs/` as a plain listing of /var/log,
 /// ignoring the query, or not at all).
@@ -699,7 +697,8 @@ async fn log_query(
     match answer {
         Ok(body) if is_file_listing(&body) => disabled(
             format!(
-                "the kubelet's node log query is off: /logs/ answered with a listing of /var/log, not the {service} log; {ENABLE_LOG_QUERY}"
+                "the kubelet's node log query is off: /logs/ answered with a listing of /var/log, not the {service} log; {}",
+                ENABLE_LOG_QUERY
             ),
             Some(200),
         ),
@@ -737,9 +736,10 @@ async fn log_query(
         Err(f) if matches!(f.http_status, Some(404 | 405)) || log_query_refused(&f.message) => {
             disabled(
                 format!(
-                    "the kubelet refused its node log query (HTTP {}: {}); {ENABLE_LOG_QUERY}",
+                    "the kubelet refused its node log query (HTTP {}: {}); {}",
                     f.http_status.unwrap_or(0),
-                    f.message.trim()
+                    f.message.trim(),
+                    ENABLE_LOG_QUERY
                 ),
                 f.http_status,
             )

@@ -451,6 +451,9 @@ pub struct KubeletConfig {
     pub max_pods: Option<i64>,
     /// `runtimeRequestTimeout`.
     pub runtime_request_timeout: Option<String>,
+    /// `featureGates` as the kubelet runs with them (e.g. `EventedPLEG: true`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub feature_gates: BTreeMap<String, bool>,
 }
 
 /// Parse the `/configz` answer (`{"kubeletconfig": {...}}`).
@@ -493,6 +496,15 @@ pub fn parse_configz(text: &str) -> Result<KubeletConfig, String> {
         server_tls_bootstrap: boolean("serverTLSBootstrap"),
         max_pods: int("maxPods"),
         runtime_request_timeout: string("runtimeRequestTimeout"),
+        feature_gates: config
+            .get("featureGates")
+            .and_then(serde_json::Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_bool()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

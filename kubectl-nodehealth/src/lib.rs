@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod metrics;
 pub mod pleg;
 pub mod probe;
+pub mod relists;
 pub mod render;
 pub mod scan;
 pub mod units;
@@ -56,9 +57,8 @@ pub struct Report {
 
 /// Checks and verdict over a snapshot: pure.
 pub fn diagnose(evidence: evidence::Evidence) -> Report {
-    let mut findings = checks::run_all(&evidence);
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.domain.cmp(&b.domain)));
-    let verdict = verdict::decide(&evidence, &findings);
+    let checks::Assessment { findings, facts } = checks::assess(&evidence);
+    let verdict = verdict::judge_with(&findings, &facts);
     Report {
         api_version: API_VERSION.to_string(),
         node: evidence.node_name.clone(),

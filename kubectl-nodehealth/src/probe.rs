@@ -590,18 +590,6 @@ pub async fn run_agent(
     })
 }
 
-/// Whether the API evidence shows PLEG relists slow enough to slow a pod start (pure). Besides
-/// the PLEG findings that are problems, a short window in which most relists took over a second
-/// counts too: too few relists to judge the node, enough to expect a slow pod start (measured:
-/// 20.8 s with list calls held 1.5 s, against 1.0 s healthy).
-pub fn pleg_slow(evidence: &crate::evidence::Evidence) -> bool {
-    crate::checks::run_all(evidence).iter().any(|f| {
-        f.domain == crate::checks::Domain::Pleg
-            && (f.severity.is_problem()
-                || (f.id == crate::checks::ids::PLEG_DURATION && f.summary.contains("took > 1 s")))
-    })
-}
-
 /// Delete the run's pod (idempotent: a pod never created is fine). A pod that never ran is
 /// removed at once (grace 0: nothing to stop, and a kubelet that cannot start it will not
 /// confirm a graceful delete either); a running one gets the agent's short grace period. Returns

@@ -251,7 +251,7 @@ fn table(report: &Report, color: bool, width: Option<u16>) -> String {
         let _ = writeln!(out, "{t}");
     }
     if !passed.is_empty() {
-        let names: Vec<&str> = passed.iter().map(|f| f.id.as_str()).collect();
+        let names: Vec<String> = passed.iter().map(|f| f.id.to_string()).collect();
         let _ = writeln!(
             out,
             "\n{} {}",

@@ -57,26 +57,16 @@ impl ScanReport {
     }
 }
 
-/// The checks that read what a scan collects (API objects only).
-fn findings(e: &Evidence) -> Vec<Finding> {
-    let mut f = Vec::new();
-    f.extend(checks::ready(e));
-    f.extend(checks::pressure(e));
-    f.extend(checks::lease(e));
-    f.extend(checks::cluster_leases(e));
-    f.extend(checks::csrs(e));
-    f.extend(checks::csr_approver(e));
-    f
-}
-
 /// One row per node, worst first (severity, then the top cause's score, then the oldest lease).
 pub fn rows(evidence: &[Evidence]) -> Vec<NodeRow> {
     let mut rows: Vec<NodeRow> = evidence
         .iter()
         .map(|e| {
-            let found = findings(e);
-            let v = verdict::decide(e, &found);
-            let mut problems: Vec<Finding> = found
+            // The checks that read what a scan collects (API objects only).
+            let assessment = checks::assess_with(e, checks::run_named(e, checks::OBJECT_CHECKS));
+            let v = verdict::judge(&assessment);
+            let mut problems: Vec<Finding> = assessment
+                .findings
                 .iter()
                 .filter(|f| f.severity.is_problem() && !f.is_advisory())
                 .cloned()

@@ -12,18 +12,12 @@ use jiff::Timestamp;
 use nodehealth_proto::logs::{self, LogDigest, LogMatch};
 use nodehealth_proto::node::{ComponentLog, UnitState};
 
-use super::{Domain, Finding, Severity};
+use super::{Component, Domain, Finding, FindingId, Severity};
 use crate::evidence::{Evidence, FailureKind};
 
-/// Finding id prefix.
-pub const PREFIX: &str = "logs-";
-/// The kubelet's node log query is turned off.
-pub const QUERY_DISABLED: &str = "logs-query-disabled";
-/// No log could be read for a component (neither layer).
-pub const UNREADABLE: &str = "logs-unreadable";
-/// A systemd unit (kubelet or runtime) that is not active, or restarts (node evidence, not a
-/// log line: it counts as a problem).
-pub const UNIT: &str = "node-unit";
+/// How to turn the kubelet's node log query on. Not a fix for now: the setting takes effect at the
+/// kubelet's next start, and an incident is no time to restart it for a log reader.
+pub const ENABLE_LOG_QUERY: &str = "turn it on in the kubelet's configuration for next time: `featureGates: {NodeLogQuery: true}` (beta, off by default before 1.36; GA from 1.36) and `enableSystemLogQuery: true`, applied at the kubelet's next planned restart (not during this incident) — for now read the logs on the node (`tracer-user probe`, `journalctl -u kubelet`)";
 
 /// A message last seen within this long before collection counts as happening now: the
 /// messages of an ongoing failure repeat within seconds (sync-loop backoff up to 5 s, lease
@@ -108,7 +102,7 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
             logs::Component::Runtime => "runtime",
         };
         let mut f = Finding::new(
-            &format!("{PREFIX}{}", m.id),
+            FindingId::log(&m.id),
             domain(msg.domain),
             if recent {
                 Severity::Warning
@@ -145,7 +139,7 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
         let read_on_node = node_logs.is_some_and(|l| l.kubelet.digest.is_some());
         out.push(
             Finding::new(
-                QUERY_DISABLED,
+                FindingId::LogQueryDisabled,
                 Domain::Collection,
                 Severity::Info,
                 if read_on_node {
@@ -155,16 +149,16 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
                 },
             )
             .with(first.to_string())
-            .fix(crate::collect::ENABLE_LOG_QUERY),
+            .fix(ENABLE_LOG_QUERY),
         );
     }
     if let Some(l) = node_logs {
         for (who, c, api) in [
-            ("kubelet", &l.kubelet, &e.kubelet_log),
-            ("runtime", &l.runtime, &e.runtime_log),
+            (Component::Kubelet, &l.kubelet, &e.kubelet_log),
+            (Component::Runtime, &l.runtime, &e.runtime_log),
         ] {
             if c.digest.is_none() && api.data().is_none() {
-                out.push(unreadable(who, c));
+                out.push(unreadable(who.name(), c));
             }
             if let Some(u) = &c.unit {
                 out.extend(unit(who, u));
@@ -176,7 +170,7 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
 
 fn unreadable(who: &str, c: &ComponentLog) -> Finding {
     let mut f = Finding::new(
-        UNREADABLE,
+        FindingId::LogUnreadable,
         Domain::Collection,
         Severity::Unknown,
         format!("the {who}'s log could not be read on the node or through the API"),
@@ -191,11 +185,12 @@ fn unreadable(who: &str, c: &ComponentLog) -> Finding {
 }
 
 /// `systemctl is-active` and the restart count of a unit.
-fn unit(who: &str, u: &UnitState) -> Option<Finding> {
+fn unit(component: Component, u: &UnitState) -> Option<Finding> {
+    let who = component.name();
     if let Some(err) = &u.error {
         return Some(
             Finding::new(
-                &format!("{UNIT}-{who}"),
+                FindingId::Unit(component),
                 Domain::Collection,
                 Severity::Unknown,
                 format!("the state of {} could not be read", u.name),
@@ -211,7 +206,7 @@ fn unit(who: &str, u: &UnitState) -> Option<Finding> {
         u.sub_state.as_deref().unwrap_or("?"),
         u.result.as_deref().unwrap_or("?"),
     );
-    let d = if who == "kubelet" {
+    let d = if component == Component::Kubelet {
         Domain::Kubelet
     } else {
         Domain::Runtime
@@ -237,10 +232,10 @@ fn unit(who: &str, u: &UnitState) -> Option<Finding> {
             format!("{} is {other}: the {who} is not running", u.name),
         ),
     };
-    let mut f = Finding::new(&format!("{UNIT}-{who}"), d, severity, summary).with(line);
+    let mut f = Finding::new(FindingId::Unit(component), d, severity, summary).with(line);
     if severity.is_problem() {
         f = f.fix(format!(
-            "journalctl -u {} -n 200 shows why it exits; `systemctl restart {}` only after the cause is fixed",
+            "journalctl -u {} -n 200 shows why it exits; start it again (`systemctl start {}`) only once that cause is fixed",
             u.name, u.name
         ));
     }
@@ -248,8 +243,10 @@ fn unit(who: &str, u: &UnitState) -> Option<Finding> {
 }
 
 /// The verdict cause a `logs-*` finding supports, from the catalogue.
-pub fn cause_of(finding_id: &str) -> Option<&'static str> {
-    let id = finding_id.strip_prefix(PREFIX)?;
+pub fn cause_of(finding_id: &FindingId) -> Option<&'static str> {
+    let FindingId::Log(id) = finding_id else {
+        return None;
+    };
     logs::message(id)?.cause
 }
 
@@ -268,14 +265,14 @@ mod tests {
             error: None,
         };
         assert_eq!(
-            unit("kubelet", &u("active", 0)).unwrap().severity,
+            unit(Component::Kubelet, &u("active", 0)).unwrap().severity,
             Severity::Ok
         );
         assert_eq!(
-            unit("kubelet", &u("active", 5)).unwrap().severity,
+            unit(Component::Kubelet, &u("active", 5)).unwrap().severity,
             Severity::Warning
         );
-        let failed = unit("kubelet", &u("failed", 5)).unwrap();
+        let failed = unit(Component::Kubelet, &u("failed", 5)).unwrap();
         assert_eq!(failed.severity, Severity::Critical);
         assert_eq!(failed.domain, Domain::Kubelet);
         assert!(failed.evidence[0].contains("5 automatic restarts"));
@@ -283,8 +280,11 @@ mod tests {
 
     #[test]
     fn causes_come_from_the_catalogue() {
-        assert_eq!(cause_of("logs-pleg-not-healthy"), Some("pleg-slow"));
-        assert_eq!(cause_of("logs-skipping-pod-sync"), None);
-        assert_eq!(cause_of("node-ready"), None);
+        assert_eq!(
+            cause_of(&FindingId::log("pleg-not-healthy")),
+            Some("pleg-slow")
+        );
+        assert_eq!(cause_of(&FindingId::log("skipping-pod-sync")), None);
+        assert_eq!(cause_of(&FindingId::Ready), None);
     }
 }

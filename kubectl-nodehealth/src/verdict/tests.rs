@@ -1,8 +1,9 @@
 //! The verdict on hand-built snapshots: the guide's decision tree.
 
 use super::*;
+use crate::checks::FindingId;
 use crate::checks::tests_support::*;
-use crate::evidence::{Csr, CsrState, FailureKind, SIGNER_CLIENT};
+use crate::evidence::{Csr, CsrState, Evidence, FailureKind, Layer, SIGNER_CLIENT, Step};
 
 fn verdict(e: &Evidence) -> Verdict {
     crate::diagnose(e.clone()).verdict
@@ -226,7 +227,8 @@ fn unknown_and_connection_refused_is_kubelet_down() {
     let c = top(&v);
     assert_eq!(c.id, CauseId::KubeletDown);
     assert_eq!(c.confidence, Confidence::High);
-    assert!(c.fix.contains("systemctl status kubelet"));
+    assert!(c.fix.contains("systemctl is-active kubelet"), "{}", c.fix);
+    assert!(c.fix.contains("systemctl start kubelet"), "{}", c.fix);
     no_reboot(&v);
     assert_eq!(crate::diagnose(e).exit_code(), crate::exit::PROBLEMS);
 }
@@ -629,14 +631,14 @@ fn kubelet_authz_failure_with_a_pending_client_csr_is_the_certificate() {
     let authz: Vec<_> = report
         .findings
         .iter()
-        .filter(|f| f.id == "kubelet-cannot-authorize")
+        .filter(|f| f.id == FindingId::KubeletAuthz)
         .collect();
     assert_eq!(authz.len(), 1);
     assert!(
         !report
             .findings
             .iter()
-            .any(|f| f.id.starts_with("collection-")),
+            .any(|f| matches!(f.id, FindingId::Collection(_))),
         "{:#?}",
         report.findings
     );
@@ -768,7 +770,7 @@ fn pod_not_started_is_evidence_next_to_the_api_findings() {
     let f = report
         .findings
         .iter()
-        .find(|f| f.id == crate::checks::node::ids::POD_NOT_STARTED)
+        .find(|f| f.id == FindingId::PodNotStarted)
         .expect("pod-not-started finding");
     assert_eq!(f.severity, Severity::Critical);
     assert!(
@@ -789,7 +791,9 @@ fn traced_node(
     io_ms: u64,
     slow_call_ms: u64,
 ) -> nodehealth_proto::node::NodeEvidence {
-    use nodehealth_proto::node::{ThreadStateTimes, Trace, TraceCri, TraceCriCall, TraceSecond};
+    use nodehealth_proto::node::{
+        ThreadStateTimes, Trace, TraceCri, TraceCriCall, TraceCriMethod, TraceSecond,
+    };
     let start = 1_700_000_000_000;
     let seconds = (0..3)
         .map(|i| TraceSecond {
@@ -819,6 +823,16 @@ fn traced_node(
                     end: "response".into(),
                     ..Default::default()
                 }],
+                // Every relist's two list calls took about as long as the slowest one.
+                methods: ["ListPodSandbox", "ListContainers"]
+                    .map(|m| TraceCriMethod {
+                        method: Some(format!("/runtime.v1.RuntimeService/{m}")),
+                        calls: 3,
+                        total_ns: 3 * slow_call_ms * 1_000_000,
+                        max_ns: slow_call_ms * 1_000_000,
+                        failed: 0,
+                    })
+                    .to_vec(),
                 ..Default::default()
             },
             ..Default::default()

@@ -2,41 +2,13 @@
 //! whether the kubelet process exists, whether the runtime answers its socket, the certificate
 //! on disk, the API server as the node reaches it, OOM kills in the kernel log.
 
-use nodehealth_proto::node::{
-    Attribution, CallOutcome, CriState, KernelEventKind, Liveness, NodeEvidence,
-};
+use nodehealth_proto::node::{CallOutcome, CriState, KernelEventKind, Liveness, NodeEvidence};
 
-use super::{Domain, Finding, Severity};
+use super::trace::CRI_SLOW_CALL_MS;
+use super::{Component, Domain, Finding, FindingId, Severity};
 use crate::evidence::{Evidence, FailureKind, Step};
 
-/// Finding identifiers of this layer.
-pub mod ids {
-    /// The probe pod did not start or the agent could not run.
-    pub const PROBE: &str = "node-probe";
-    /// The probe pod was not started within the bound (evidence about the kubelet/runtime).
-    pub const POD_NOT_STARTED: &str = "node-probe-pod-not-started";
-    /// The node evidence is partial (the stream broke).
-    pub const PARTIAL: &str = "node-probe-partial";
-    /// No kubelet process on the node.
-    pub const KUBELET_GONE: &str = "node-kubelet-process-gone";
-    /// A kubelet process that exists but does not run: stopped (state T) or in a frozen cgroup.
-    pub const KUBELET_PAUSED: &str = "node-kubelet-paused";
-    /// A kubelet process that runs but does not answer its healthz.
-    pub const KUBELET_UNRESPONSIVE: &str = "node-kubelet-unresponsive";
-    /// The agent's own CRI calls hung or failed.
-    pub const CRI: &str = "node-cri";
-    /// The client certificate on disk has expired.
-    pub const CERT_EXPIRED: &str = "node-certificate-expired";
-    /// The API server is not reachable from the node.
-    pub const API_UNREACHABLE: &str = "node-api-unreachable";
-    /// OOM kills of the kubelet or the runtime in the kernel log.
-    pub const OOM: &str = "node-oom-kills";
-    /// The kubelet's own CRI calls, traced on its socket, were slow.
-    pub const KUBELET_CRI_SLOW: &str = "node-kubelet-cri-slow";
-    /// The kubelet or the runtime starved of CPU (suffix `-kubelet`, `-runtime`): CFS throttling
-    /// of its cgroup over the window, or (traced) its threads waiting for a CPU.
-    pub const CPU_STARVED: &str = "node-cpu-starved";
-}
+mod host;
 
 /// Share of CFS periods throttled over the window: a warning from here on (with real time lost).
 const THROTTLED_WARNING: f64 = 0.2;
@@ -52,10 +24,6 @@ const RUNQ_CRITICAL: f64 = 1.0;
 const CRI_SLOW_P50_MS: f64 = 1000.0;
 /// Any CRI call above this is slow (ms).
 const CRI_SLOW_MAX_MS: f64 = 3000.0;
-
-/// A CRI call (the agent's own, or the kubelet's seen on its socket) this long is slow for
-/// attribution: above a relist's per-call share of the 1 s relist period.
-pub const CRI_SLOW_CALL_MS: i64 = 1000;
 
 /// OOM kills newer than this (node clock) count as happening now.
 const OOM_RECENT_MS: i64 = 10 * 60 * 1000;
@@ -73,7 +41,7 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
         Step::Skipped { .. } => Vec::new(),
         Step::Failed { failure } if failure.kind == FailureKind::Timeout => vec![
             Finding::new(
-                ids::POD_NOT_STARTED,
+                FindingId::PodNotStarted,
                 Domain::Kubelet,
                 Severity::Critical,
                 failure.message.clone(),
@@ -86,7 +54,7 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
         ],
         Step::Failed { failure } => vec![
             Finding::new(
-                ids::PROBE,
+                FindingId::NodeProbe,
                 Domain::Collection,
                 Severity::Unknown,
                 format!("no node-side evidence: {}", failure.message),
@@ -99,7 +67,7 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
             if data.partial {
                 out.push(
                     Finding::new(
-                        ids::PARTIAL,
+                        FindingId::NodePartial,
                         Domain::Collection,
                         Severity::Info,
                         format!(
@@ -116,92 +84,12 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
     }
 }
 
-/// Why CRI calls or relists were slow, from the node's eBPF trace: the node-clock intervals of
-/// slow calls — the kubelet's own calls seen on its socket and the agent's timed calls — replayed
-/// over the trace's per-second thread states ([`nodehealth_proto::node::Trace::attribute`]).
-/// `None` when there is no trace or nothing was slow. Pure.
-pub fn attribution(n: &NodeEvidence, relists_slow: bool) -> Option<(Attribution, String)> {
-    let trace = n.trace.as_ref()?;
-    let mut slow = trace
-        .cri
-        .slow_intervals(CRI_SLOW_CALL_MS as u64 * 1_000_000);
-    if let Some(cri) = &n.cri {
-        for s in cri.operations.iter().flat_map(|o| &o.samples) {
-            if s.outcome == CallOutcome::Timeout || s.latency_ms >= CRI_SLOW_CALL_MS as f64 {
-                slow.push((s.at_unix_ms, s.at_unix_ms + s.latency_ms as i64));
-            }
-        }
-    }
-    let a = trace.attribute(&slow, relists_slow)?;
-    // The slowest call the kubelet made, as evidence in the operator's terms.
-    let kubelet_call = trace
-        .cri
-        .slowest
-        .first()
-        .filter(|c| c.duration_ns >= CRI_SLOW_CALL_MS as u64 * 1_000_000)
-        .map(|c| {
-            format!(
-                "the kubelet's slowest CRI call on its socket: {} {:.2} s ({})",
-                c.method.as_deref().unwrap_or("(method not decoded)"),
-                c.duration_ns as f64 / 1e9,
-                c.end
-            )
-        });
-    let why = match &a {
-        Attribution::CpuStarvation => {
-            "the kubelet's and the runtime's threads waited for a CPU (run-queue wait) while calls were slow"
-                .to_string()
-        }
-        Attribution::DiskIowait { device } => {
-            // What the waiting threads were blocked in, on that device (the sampler's commonest).
-            let on_device = trace
-                .io_waits
-                .iter()
-                .find(|w| w.device.is_some() && w.device == *device);
-            let name = on_device
-                .and_then(|w| w.device_name.as_deref())
-                .map(|n| format!(", {n}"))
-                .unwrap_or_default();
-            let blocked = on_device
-                .map(|w| {
-                    format!(
-                        "; the {} blocked in {}({}) in {} samples",
-                        w.owner,
-                        w.syscall,
-                        w.path.as_deref().unwrap_or("?"),
-                        w.samples
-                    )
-                })
-                .unwrap_or_default();
-            format!(
-                "the kubelet's and the runtime's threads waited for block I/O{}{blocked} while calls were slow",
-                device
-                    .as_deref()
-                    .map(|d| format!(" (most on device {d}{name})"))
-                    .unwrap_or_default()
-            )
-        }
-        Attribution::CriSocketStall => {
-            "CRI calls were slow while the runtime's threads were neither waiting for a CPU nor for I/O: the runtime holds the calls (a lock, a slow list inside it, or a proxy in the path)"
-                .to_string()
-        }
-        Attribution::KubeletInternal => {
-            "relists were slow while the CRI calls were fast and no CPU or I/O wait explains it: the time goes inside the kubelet".to_string()
-        }
-        Attribution::Unknown => "the trace could not explain the slowness".to_string(),
-    };
-    let line = match kubelet_call {
-        Some(k) => format!("eBPF attribution {}: {why}; {k}", a.id()),
-        None => format!("eBPF attribution {}: {why}", a.id()),
-    };
-    Some((a, line))
-}
-
 /// The kubelet or the runtime starved of CPU over the window: its cgroup's CFS throttling and,
 /// when traced, its threads' run-queue wait against their on-CPU time.
 fn cpu_starved(n: &NodeEvidence) -> Vec<Finding> {
     let mut out = Vec::new();
-    for owner in ["kubelet", "runtime"] {
+    for component in [Component::Kubelet, Component::Runtime] {
+        let owner = component.name();
         let mut lines = Vec::new();
         let mut severity = Severity::Ok;
         if let Some(cg) = n
@@ -251,8 +139,8 @@ fn cpu_starved(n: &NodeEvidence) -> Vec<Finding> {
             continue;
         }
         let mut f = Finding::new(
-            &format!("{}-{owner}", ids::CPU_STARVED),
-            if owner == "kubelet" {
+            FindingId::CpuStarved(component),
+            if component == Component::Kubelet {
                 Domain::Kubelet
             } else {
                 Domain::Runtime
@@ -268,25 +156,6 @@ fn cpu_starved(n: &NodeEvidence) -> Vec<Finding> {
         )));
     }
     out
-}
-
-/// The trace's attribution over its whole window, when it names CPU starvation: for a kubelet or
-/// runtime starved of CPU while no single call or relist was measured slow.
-pub fn window_attribution(n: &NodeEvidence) -> Option<(Attribution, String)> {
-    let t = n.trace.as_ref().filter(|t| t.attached)?;
-    let start = t.seconds.iter().map(|s| s.start_unix_ms).min()?;
-    let end = t
-        .seconds
-        .iter()
-        .map(|s| s.start_unix_ms + s.duration_ms as i64)
-        .max()?;
-    let a = t.attribute(&[(start, end)], false)?;
-    (a == Attribution::CpuStarvation).then(|| {
-        (
-            a,
-            "eBPF attribution cpu-starvation: over the whole window the kubelet's and the runtime's threads waited for a CPU more than for anything else (no single call was measured slow)".to_string(),
-        )
-    })
 }
 
 /// How to resume a paused process: SIGCONT for a stopped one, a thaw for a frozen cgroup.
@@ -316,7 +185,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
         match &p.kubelet {
             None => out.push(
                 Finding::new(
-                    ids::KUBELET_GONE,
+                    FindingId::KubeletGone,
                     Domain::Kubelet,
                     Severity::Critical,
                     "no kubelet process on the node",
@@ -325,7 +194,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
             ),
             Some(k) if k.liveness == Liveness::Gone => out.push(
                 Finding::new(
-                    ids::KUBELET_GONE,
+                    FindingId::KubeletGone,
                     Domain::Kubelet,
                     Severity::Critical,
                     format!("the kubelet process (pid {}) exited during the window", k.pid),
@@ -334,7 +203,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
             ),
             Some(_) if let Some((pid, stopped)) = paused_kubelet(n) => out.push(
                 Finding::new(
-                    ids::KUBELET_PAUSED,
+                    FindingId::KubeletPaused,
                     Domain::Kubelet,
                     Severity::Critical,
                     format!(
@@ -366,7 +235,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                 if timeouts.1 > 0 && timeouts.0 == timeouts.1 {
                     out.push(
                         Finding::new(
-                            ids::KUBELET_UNRESPONSIVE,
+                            FindingId::KubeletUnresponsive,
                             Domain::Kubelet,
                             Severity::Critical,
                             format!(
@@ -438,8 +307,20 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                         .map(|e| format!("{}: {e}", o.name))
                 })
                 .next();
-            let mut f = Finding::new(ids::CRI, Domain::Runtime, severity, summary)
-                .fix("restart the container runtime (systemctl restart containerd) after capturing its goroutines; do not restart the kubelet for this");
+            let kind = super::runtime::node_runtime(n);
+            let unit = kind.unit_or_placeholder();
+            let fix = if matches!(cri.state, CriState::Hung | CriState::Unreachable) {
+                format!(
+                    "the runtime is hung: capture its goroutine stacks first (containerd and CRI-O dump them on SIGUSR1), then `systemctl restart {unit}` — running containers keep running through their {} processes; do not restart the kubelet for this",
+                    kind.shim()
+                )
+            } else {
+                format!(
+                    "the runtime answers, slowly: find why (its CPU, its disk: `journalctl -u {unit}`, the trace with --trace) — a slow runtime is not restarted; do not restart the kubelet for this"
+                )
+            };
+            let mut f =
+                Finding::new(FindingId::NodeCri, Domain::Runtime, severity, summary).fix(fix);
             if let Some(l) = last {
                 f = f.with(l);
             }
@@ -452,7 +333,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
         let slow: Vec<String> = cri
             .slowest
             .iter()
-            .filter(|c| c.duration_ns >= CRI_SLOW_CALL_MS as u64 * 1_000_000)
+            .filter(|c| c.duration_ns >= CRI_SLOW_CALL_MS * 1_000_000)
             .map(|c| {
                 format!(
                     "{} {:.1} s{}",
@@ -472,7 +353,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
         if !slow.is_empty() {
             out.push(
                 Finding::new(
-                    ids::KUBELET_CRI_SLOW,
+                    FindingId::NodeKubeletCriSlow,
                     Domain::Runtime,
                     Severity::Warning,
                     format!(
@@ -487,13 +368,19 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
         }
     }
     out.extend(cpu_starved(n));
+    out.extend(host::runtime_socket(n));
+    out.extend(host::orphaned_shims(n));
+    out.extend(host::zombies(n));
+    out.extend(host::hung_tasks(n));
+    out.extend(host::certificates_expiring(n));
+    out.extend(host::clock(n));
     if let Some(client) = n.certificates.as_ref().and_then(|c| c.client.as_ref())
         && let Some(leaf) = client.certificates.first()
         && leaf.expired
     {
         out.push(
             Finding::new(
-                ids::CERT_EXPIRED,
+                FindingId::NodeCertExpired,
                 Domain::Certificates,
                 Severity::Critical,
                 format!(
@@ -502,7 +389,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                     client.path
                 ),
             )
-            .fix("re-bootstrap the kubelet's client certificate (bootstrap kubeconfig) or approve its pending CSR"),
+            .fix(super::certificates::REBOOTSTRAP),
         );
     }
     if let Some(api) = &n.api_server
@@ -531,7 +418,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
         if let Some(p) = problem {
             out.push(
                 Finding::new(
-                    ids::API_UNREACHABLE,
+                    FindingId::NodeApiUnreachable,
                     Domain::ApiConnectivity,
                     Severity::Critical,
                     format!(
@@ -603,7 +490,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                 )
             };
             out.push(
-                Finding::new(ids::OOM, Domain::Kubelet, severity, summary)
+                Finding::new(FindingId::NodeOom, Domain::Kubelet, severity, summary)
                     .with(latest.message.clone())
                     .fix("give the kubelet and runtime memory (kubeReserved/systemReserved, evictionHard) so workloads cannot starve them"),
             );
@@ -646,9 +533,9 @@ mod tests {
             processes: Some(Processes::default()),
             ..NodeEvidence::default()
         };
-        assert_eq!(node_findings(&n)[0].id, ids::KUBELET_GONE);
+        assert_eq!(node_findings(&n)[0].id, FindingId::KubeletGone);
         n.processes.as_mut().unwrap().kubelet = Some(kubelet(Liveness::Stopped));
-        assert_eq!(node_findings(&n)[0].id, ids::KUBELET_PAUSED);
+        assert_eq!(node_findings(&n)[0].id, FindingId::KubeletPaused);
         assert!(
             node_findings(&n)[0]
                 .remediation
@@ -686,7 +573,7 @@ mod tests {
             ..NodeEvidence::default()
         };
         let f = node_findings(&n);
-        assert_eq!(f[0].id, ids::CRI);
+        assert_eq!(f[0].id, FindingId::NodeCri);
         assert_eq!(f[0].severity, Severity::Critical);
     }
 

@@ -1,0 +1,272 @@
+//! Typed facts the verdict needs beside the findings: not judgements (those are findings), but
+//! the names and states the rules and the advice are written with — which runtime runs, which
+//! CSR is pending, how the API server's dial to the kubelet failed, whether the node agent saw a
+//! live kubelet. Gathered once from the evidence, so the verdict never reads raw evidence or
+//! finding prose.
+
+use nodehealth_proto::node::Liveness;
+
+use super::collection::{DialError, dial_error};
+use super::conditions::{ReadyMessage, parse_ready_message, says_runtime_down};
+use super::node::paused_kubelet;
+use super::runtime::{RuntimeIdentity, identity};
+use super::trace::{self, Attributed};
+use super::{Domain, Finding, FindingId, Severity};
+use crate::evidence::{CsrState, Evidence, FailureKind, Layer, SIGNER_CLIENT, Step};
+use crate::relists::{PlegMode, RelistWindow, pleg_mode, relist_window};
+
+/// The Ready condition's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyStatus {
+    /// Ready.
+    True,
+    /// NotReady: the kubelet says why.
+    False,
+    /// The kubelet stopped reporting.
+    Unknown,
+    /// No Ready condition, or no Node object.
+    Missing,
+}
+
+/// The Ready condition, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    /// Status.
+    pub status: ReadyStatus,
+    /// The message, parsed.
+    pub message: ReadyMessage,
+    /// The message says the runtime is down (also next to PLEG: "[container runtime is down,
+    /// PLEG is not healthy: ...]").
+    pub runtime_down: bool,
+    /// `Ready=<status> (<reason>): <message>`, for evidence.
+    pub line: String,
+}
+
+/// How the API server's node proxy failed to reach the kubelet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyFailure {
+    /// The dial's failure, classified.
+    pub dial: DialError,
+    /// `<request> -> <message>`.
+    pub line: String,
+}
+
+/// The goroutine dump: whether it is in hand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoroutineDump {
+    /// Captured (kept in the bundle).
+    Captured,
+    /// The kubelet's profiling handler is off.
+    Disabled,
+    /// Not taken, and why.
+    NotTaken(String),
+}
+
+/// What the node side showed (the probe pod's or the standalone agent's evidence).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeSide {
+    /// Node evidence was collected.
+    pub collected: bool,
+    /// Why it is partial, when it is.
+    pub partial: Option<String>,
+    /// A kubelet process exists and runs (not gone, not stopped, not frozen).
+    pub kubelet_running: bool,
+    /// A kubelet process that exists but does not run: its pid and whether it is stopped (else
+    /// frozen).
+    pub paused_kubelet: Option<(u32, bool)>,
+    /// The node reached the API server (an anonymous healthz got an HTTP answer).
+    pub api_reachable: bool,
+}
+
+/// Everything typed the verdict reads besides the findings.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// The node's name.
+    pub node_name: String,
+    /// Layers that contributed.
+    pub layers: Vec<Layer>,
+    /// The Node object was read.
+    pub node_read: bool,
+    /// The Ready condition.
+    pub ready: Ready,
+    /// The first node-proxy failure that says the API server could not reach the kubelet.
+    pub proxy: Option<ProxyFailure>,
+    /// The kubelet answered healthz or metrics through the API server.
+    pub kubelet_answers: bool,
+    /// Names of this node's pending client CSRs.
+    pub pending_client_csrs: Vec<String>,
+    /// The runtime and what said so.
+    pub runtime: RuntimeIdentity,
+    /// The node side.
+    pub node: NodeSide,
+    /// The trace's attribution of slow relists or calls, when there was a trace.
+    pub attribution: Option<Attributed>,
+    /// The kubelet's metrics were scraped at the end of the window.
+    pub metrics: bool,
+    /// The goroutine dump.
+    pub goroutine_dump: GoroutineDump,
+    /// The kubelet's PLEG.
+    pub pleg: PlegMode,
+    /// The window's relists and list calls.
+    pub relists: Option<RelistWindow>,
+    /// Some of the kubelet's own requests to the API server got no answer at all in the window
+    /// (`rest_client_requests_total{code="<error>"}` rose): its path to the API server.
+    pub kubelet_requests_unanswered: bool,
+    /// The API server's address as the node knows it (the kubelet's kubeconfig), when the agent
+    /// read it.
+    pub api_server_from_node: Option<String>,
+}
+
+impl Facts {
+    /// Gather the facts; `findings` are the checks' findings over the same evidence (the trace's
+    /// attribution needs to know whether relists were slow).
+    pub fn gather(e: &Evidence, findings: &[Finding]) -> Facts {
+        let relists = relist_window(e);
+        let relists_slow = findings.iter().any(|f| {
+            f.domain == Domain::Pleg
+                && f.severity.is_problem()
+                && !matches!(f.id, FindingId::PlegMode)
+        });
+        let node = node_side(e);
+        let attribution = e.node_probe.data().and_then(|p| {
+            let slow = relists.as_ref().filter(|_| relists_slow);
+            trace::attribute(&p.evidence, slow, relists_slow).or_else(|| {
+                // Nothing measured slow, yet the node shows the kubelet or the runtime starved
+                // of CPU: what the trace says of the whole window.
+                findings
+                    .iter()
+                    .any(|f| matches!(f.id, FindingId::CpuStarved(_)) && f.severity.is_problem())
+                    .then(|| trace::window_attribution(&p.evidence))
+                    .flatten()
+            })
+        });
+        Facts {
+            node_name: e.node_name.clone(),
+            layers: e.layers.clone(),
+            node_read: e.node.data().is_some(),
+            ready: ready(e),
+            proxy: proxy_failure(e),
+            kubelet_answers: e.healthz.data().is_some() || e.metrics_end.data().is_some(),
+            pending_client_csrs: e
+                .csrs
+                .data()
+                .map(|c| {
+                    c.iter()
+                        .filter(|c| c.state == CsrState::Pending && c.signer_name == SIGNER_CLIENT)
+                        .map(|c| c.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            runtime: identity(e),
+            node,
+            attribution,
+            metrics: e.metrics_end.data().is_some(),
+            goroutine_dump: match &e.goroutine_dump {
+                Step::Collected { .. } => GoroutineDump::Captured,
+                Step::Failed { failure } if failure.kind == FailureKind::NotFound => {
+                    GoroutineDump::Disabled
+                }
+                Step::Failed { failure } => GoroutineDump::NotTaken(failure.message.clone()),
+                Step::Skipped { reason } => GoroutineDump::NotTaken(reason.clone()),
+            },
+            pleg: pleg_mode(e),
+            relists,
+            kubelet_requests_unanswered: crate::checks::window::window_counter(
+                e,
+                "rest_client_requests_total",
+                |l| l.get("code").map(String::as_str) == Some("<error>"),
+            )
+            .is_some_and(|d| d > 0.0),
+            api_server_from_node: e
+                .node_probe
+                .data()
+                .and_then(|p| p.evidence.api_server.as_ref())
+                .and_then(|a| a.server.clone()),
+        }
+    }
+
+    /// Whether findings of this id have at least this severity (a convenience for tests).
+    pub fn severity_of(findings: &[Finding], id: &FindingId) -> Severity {
+        findings
+            .iter()
+            .filter(|f| &f.id == id)
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Ok)
+    }
+}
+
+fn ready(e: &Evidence) -> Ready {
+    let Some(c) = e.node.data().and_then(|n| n.condition("Ready")) else {
+        return Ready {
+            status: ReadyStatus::Missing,
+            message: ReadyMessage::Other,
+            runtime_down: false,
+            line: String::new(),
+        };
+    };
+    let message = c.message.clone().unwrap_or_default();
+    let status = match c.status.as_str() {
+        "True" => ReadyStatus::True,
+        "False" => ReadyStatus::False,
+        _ => ReadyStatus::Unknown,
+    };
+    Ready {
+        status,
+        message: parse_ready_message(&message),
+        runtime_down: status == ReadyStatus::False && says_runtime_down(&message),
+        line: format!(
+            "Ready={} ({}): {message}",
+            c.status,
+            c.reason.clone().unwrap_or_default()
+        ),
+    }
+}
+
+/// The node-proxy failure that separates "kubelet down" from "partition": the first of healthz,
+/// metrics and configz that the API server could not deliver.
+fn proxy_failure(e: &Evidence) -> Option<ProxyFailure> {
+    [
+        e.healthz.failure(),
+        e.metrics_end.failure(),
+        e.configz.failure(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|f| f.kind == FailureKind::KubeletUnreachable)
+    // A hang of /metrics while healthz answered is the kubelet waiting on its runtime
+    // (kubelet-waits-on-runtime), not a kubelet the API server cannot reach.
+    .filter(|f| !(e.healthz.data().is_some() && dial_error(&f.message) == DialError::NoResponse))
+    .map(|f| ProxyFailure {
+        dial: dial_error(&f.message),
+        line: format!("{} -> {}", f.request, f.message),
+    })
+}
+
+fn node_side(e: &Evidence) -> NodeSide {
+    let Some(p) = e.node_probe.data() else {
+        return NodeSide::default();
+    };
+    let n = &p.evidence;
+    let paused = paused_kubelet(n);
+    NodeSide {
+        collected: true,
+        partial: p.partial.then(|| {
+            p.stream_error
+                .clone()
+                .unwrap_or_else(|| "stream ended early".into())
+        }),
+        kubelet_running: n
+            .processes
+            .as_ref()
+            .and_then(|p| p.kubelet.as_ref())
+            .is_some_and(|k| k.liveness != Liveness::Gone)
+            && paused.is_none(),
+        paused_kubelet: paused,
+        api_reachable: n
+            .api_server
+            .as_ref()
+            .and_then(|a| a.healthz.as_ref())
+            .is_some_and(|h| h.status.is_some()),
+    }
+}

@@ -1,0 +1,115 @@
+//! The heartbeat: this node's Lease and the cluster's stale leases.
+
+use super::{Domain, Finding, FindingId, Severity, seconds_since};
+use crate::evidence::{Evidence, FailureKind, LeaseInfo, Step};
+use crate::units::human_duration;
+
+pub(crate) fn lease_age(e: &Evidence, lease: &LeaseInfo) -> Option<(f64, f64)> {
+    let renew = lease.renew_time?;
+    let duration = f64::from(lease.lease_duration_seconds.unwrap_or(40));
+    Some((seconds_since(e, renew), duration))
+}
+
+/// The node Lease: renewed every 10 s, valid for leaseDurationSeconds (40 s).
+pub fn lease(e: &Evidence) -> Vec<Finding> {
+    match &e.lease {
+        Step::Collected { data } => {
+            let Some((age, duration)) = lease_age(e, data) else {
+                return vec![Finding::new(
+                    FindingId::Lease,
+                    Domain::Heartbeat,
+                    Severity::Warning,
+                    "node lease has never been renewed",
+                )];
+            };
+            let evidence = format!(
+                "kube-node-lease/{} renewTime {} ago, leaseDurationSeconds {duration}, holder {}",
+                data.name,
+                human_duration(age),
+                data.holder_identity.clone().unwrap_or_default()
+            );
+            let (severity, summary) = if age >= duration {
+                (
+                    Severity::Critical,
+                    format!(
+                        "lease stale: last renewed {} ago (duration {}s): the kubelet is not heartbeating",
+                        human_duration(age),
+                        duration
+                    ),
+                )
+            } else if age > duration / 2.0 {
+                (
+                    Severity::Warning,
+                    format!(
+                        "lease renewal late: {} ago, approaching its {}s duration (renewals every {}s)",
+                        human_duration(age),
+                        duration,
+                        duration / 4.0
+                    ),
+                )
+            } else {
+                (
+                    Severity::Ok,
+                    format!("lease renewed {} ago", human_duration(age.max(0.0))),
+                )
+            };
+            let mut f = Finding::new(FindingId::Lease, Domain::Heartbeat, severity, summary)
+                .with(evidence)
+                .with("ages use this machine's clock against the kubelet's renewTime: clock skew shifts them");
+            if severity.is_problem() {
+                f = f.fix("see the verdict: a stale lease is kubelet-down, kubelet-starved, a partition or an auth failure");
+            }
+            vec![f]
+        }
+        Step::Failed { failure } if failure.kind == FailureKind::NotFound => vec![
+            Finding::new(
+                FindingId::Lease,
+                Domain::Heartbeat,
+                Severity::Warning,
+                "node has no Lease in kube-node-lease",
+            )
+            .with(failure.message.clone())
+            .fix("the kubelet creates its lease on start: check that it is running and registered"),
+        ],
+        _ => vec![],
+    }
+}
+
+/// Stale node leases cluster-wide: many at once point at the control plane or the network.
+pub fn cluster_leases(e: &Evidence) -> Vec<Finding> {
+    let Some(o) = e.node_leases.data() else {
+        return vec![];
+    };
+    if o.total == 0 {
+        return vec![];
+    }
+    let this_stale = e
+        .lease
+        .data()
+        .and_then(|l| lease_age(e, l))
+        .is_some_and(|(age, d)| age >= d);
+    let others = o.stale.saturating_sub(usize::from(this_stale));
+    let severity = if others >= 2 && others * 5 >= o.total {
+        Severity::Warning
+    } else if others > 0 {
+        Severity::Info
+    } else {
+        Severity::Ok
+    };
+    let mut f = Finding::new(
+        FindingId::ClusterLeases,
+        Domain::Heartbeat,
+        severity,
+        format!(
+            "{} of {} node leases are stale ({} besides this node)",
+            o.stale, o.total, others
+        ),
+    );
+    if !o.stale_examples.is_empty() {
+        f = f.with(format!("stale: {}", o.stale_examples.join(", ")));
+    }
+    if severity == Severity::Warning {
+        f = f.fix("many nodes stopped heartbeating together: suspect the API server, its load balancer or the network, not this kubelet");
+    }
+    vec![f]
+}

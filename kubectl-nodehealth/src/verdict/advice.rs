@@ -1,0 +1,350 @@
+//! The fix and the avoid of each cause, written for the node in front of it: the runtime that
+//! actually runs (containerd or CRI-O, from what was collected), its pending CSRs, a paused
+//! kubelet's pid — and safe whatever else is true:
+//! - no fix restarts the kubelet while a partition, a runtime outage or a certificate problem
+//!   explains the symptoms (a restart fixes none of them and adds a reconciliation storm; a
+//!   kubelet without a valid certificate may not come back at all);
+//! - a runtime is restarted only when it is hung, never when it is merely slow;
+//! - the goroutine dump is kept before anything is restarted, and never taken with a signal that
+//!   kills the kubelet;
+//! - never "reboot the node" as a fix.
+
+use super::{CauseId, Inputs};
+use crate::checks::certificates::REBOOTSTRAP;
+use crate::checks::facts::GoroutineDump;
+use crate::checks::node::resume_command;
+use crate::checks::runtime::RuntimeKind;
+
+/// What the texts are written with.
+pub struct Context {
+    /// The node's name.
+    pub node: String,
+    /// The runtime.
+    pub runtime: RuntimeKind,
+    /// This node's pending client CSRs.
+    pub pending_client_csrs: Vec<String>,
+    /// A paused kubelet: pid, stopped (else frozen).
+    pub paused_kubelet: Option<(u32, bool)>,
+    /// The runtime is down or failing (not merely slow).
+    pub runtime_hung: bool,
+    /// The node side shows the kubelet itself in trouble.
+    pub kubelet_itself: bool,
+    /// A partition, a runtime outage or a certificate problem is among the causes, or a client
+    /// CSR is pending: then nothing restarts the kubelet.
+    pub restart_forbidden_by: Option<&'static str>,
+    /// The goroutine dump.
+    pub goroutine_dump: GoroutineDump,
+    /// The API server as the node knows it.
+    pub api_server: Option<String>,
+}
+
+impl Context {
+    /// From the verdict's inputs and the causes it reports.
+    pub fn new(i: &Inputs, reported: &[CauseId]) -> Context {
+        let f = i.facts;
+        let runtime_hung = i.runtime_down() || i.runtime_failing();
+        let restart_forbidden_by = if reported.contains(&CauseId::ApiPartition) {
+            Some("a partition")
+        } else if runtime_hung || reported.contains(&CauseId::RuntimeUnresponsive) {
+            Some("a runtime problem")
+        } else if reported.contains(&CauseId::Certificate) || !f.pending_client_csrs.is_empty() {
+            Some("a certificate problem")
+        } else {
+            None
+        };
+        Context {
+            node: f.node_name.clone(),
+            runtime: f.runtime.kind,
+            pending_client_csrs: f.pending_client_csrs.clone(),
+            paused_kubelet: f.node.paused_kubelet,
+            runtime_hung,
+            kubelet_itself: i.kubelet_itself(),
+            restart_forbidden_by,
+            goroutine_dump: f.goroutine_dump.clone(),
+            api_server: f.api_server_from_node.clone(),
+        }
+    }
+
+    fn unit(&self) -> &'static str {
+        self.runtime.unit_or_placeholder()
+    }
+
+    /// Where the goroutine dump is, or how to take one safely before any restart.
+    pub fn dump(&self) -> String {
+        const SAFE: &str = "on the node, before any restart: `curl -sk --cert <client cert> --key <client key> https://localhost:10250/debug/pprof/goroutine?debug=2 > goroutines.txt` (never SIGQUIT: it dumps the stacks and kills the kubelet)";
+        match &self.goroutine_dump {
+            GoroutineDump::Captured => {
+                "the kubelet's goroutine dump was captured in this run (kept with --bundle)".into()
+            }
+            GoroutineDump::Disabled => "no goroutine dump: the kubelet's profiling handler is off (enableProfilingHandler: false); never SIGQUIT the kubelet for one — it dumps the stacks and kills it".into(),
+            GoroutineDump::NotTaken(why) => {
+                format!("the goroutine dump could not be taken through the API server ({why}); take it {SAFE}")
+            }
+        }
+    }
+}
+
+/// A cause's texts.
+pub struct Texts {
+    /// One line.
+    pub summary: String,
+    /// The safe fix.
+    pub fix: String,
+    /// What not to do.
+    pub avoid: String,
+}
+
+/// How to tell a dead kubelet from a partition, for when both are listed.
+pub fn separation(c: &Context) -> String {
+    let api = c
+        .api_server
+        .clone()
+        .unwrap_or_else(|| "<API server from the kubelet's kubeconfig>".into());
+    format!(
+        "from the API side a dead kubelet and a partition look alike (no lease renewals, the API server cannot reach the kubelet). What separates them: `connection refused` from the node proxy = kubelet not running; timeouts = node or network; many nodes stale at once = control plane or network; a node that is powered off looks like a partition too. On the node (SSH): `systemctl is-active kubelet`, and `curl -k {api}/healthz` (any HTTP answer — 200, 401 or 403 — means the API server is reachable); or `tracer-user probe`"
+    )
+}
+
+/// The texts of one cause.
+pub fn texts(id: CauseId, c: &Context) -> Texts {
+    let node = &c.node;
+    let unit = c.unit();
+    let no_kubelet_restart = c
+        .restart_forbidden_by
+        .map(|why| format!("do not restart the kubelet: {why} explains the symptoms, and a restart fixes none of them"))
+        .unwrap_or_else(|| "do not restart the kubelet first".into());
+    match id {
+        CauseId::Healthy => Texts {
+            summary: String::new(),
+            fix: String::new(),
+            avoid: String::new(),
+        },
+        CauseId::Certificate => {
+            let approve = if c.pending_client_csrs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "approve the pending client CSR now: {}; ",
+                    c.pending_client_csrs
+                        .iter()
+                        .map(|n| format!("`kubectl certificate approve {n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            Texts {
+                summary: "the kubelet's client certificate is expired, unrotated or rejected"
+                    .into(),
+                fix: format!(
+                    "{approve}make sure kube-controller-manager runs (it auto-approves kubelet client CSRs) and the node's clock is NTP-synchronized (skew breaks validation); on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`. Then {REBOOTSTRAP}"
+                ),
+                avoid: "do not delete /etc/kubernetes/kubelet.conf or /var/lib/kubelet/pki (the kubelet is left with no credentials and no way back without a bootstrap token); do not restart the kubelet to \"fix\" it: it comes back with the same certificate; do not reboot the node".into(),
+            }
+        }
+        CauseId::PlegSlow => {
+            let runtime_step = if c.runtime_hung {
+                format!(
+                    "the runtime does not answer: capture its goroutine stacks (containerd and CRI-O dump them on SIGUSR1), then `systemctl restart {unit}` — running containers keep running through their {} processes",
+                    c.runtime.shim()
+                )
+            } else {
+                "a runtime that answers, even slowly, is not restarted: find why it is slow".into()
+            };
+            Texts {
+                summary:
+                    "PLEG relists are slow or stuck: the kubelet cannot see container state changes"
+                        .into(),
+                fix: format!(
+                    "find where relist time goes before touching anything (the evidence: the runtime's share of each relist, and --trace for CPU, disk or the runtime holding the calls): on {node} `time crictl ps` (slow = the runtime, fast = inside the kubelet), disk iowait (`iostat -x 1`), the runtime's and the kubelet's CPU; {runtime_step}; reduce pod density or churn if the node is overloaded; {}",
+                    c.dump()
+                ),
+                avoid: format!(
+                    "{no_kubelet_restart} — it destroys the evidence (goroutine dump) and fixes neither a slow runtime nor a slow disk; do not reboot the node"
+                ),
+            }
+        }
+        CauseId::RuntimeUnresponsive => {
+            let fix = if c.runtime_hung {
+                format!(
+                    "on {node}: `timeout 10 crictl info`, `systemctl status {unit}`, `journalctl -u {unit} --since -15m`; the runtime is hung: capture its goroutine stacks (SIGUSR1 makes containerd and CRI-O dump them), then `systemctl restart {unit}` — running containers keep running through their {} processes, but check workload tolerance first; if orphaned shims block state queries, drain the node first, then restart {unit}",
+                    c.runtime.shim()
+                )
+            } else {
+                format!(
+                    "on {node}: `time crictl ps`, `journalctl -u {unit} --since -15m`; the runtime answers, slowly — find why before anything else: its CPU (throttled? starved?), its disk (`iostat -x 1`), lock contention inside it (--trace attributes it); a slow runtime is not restarted"
+                )
+            };
+            Texts {
+                summary: format!("the container runtime ({}) is hung, failing or slow", c.runtime.name()),
+                fix,
+                avoid: format!(
+                    "do not kill {} processes by hand (leaves defunct containers); {no_kubelet_restart}; do not reboot the node as a first step",
+                    c.runtime.shim()
+                ),
+            }
+        }
+        CauseId::KubeletDown => match c.paused_kubelet {
+            Some((pid, stopped)) => Texts {
+                summary: format!(
+                    "the kubelet is not running: its process (pid {pid}) is {}",
+                    if stopped { "stopped" } else { "in a frozen cgroup" }
+                ),
+                fix: format!(
+                    "on {node}: resume it — {}; then find who paused it (a checkpoint or backup agent, `systemctl freeze`, a debugger) so it does not happen again",
+                    resume_command(pid, stopped)
+                ),
+                avoid: "do not restart or kill the kubelet: resuming it loses nothing, a restart loses its state and adds a burst of CRI and API calls; do not reboot the node".into(),
+            },
+            None => Texts {
+                summary: "the kubelet is not running (exited, or its process stopped or frozen)"
+                    .into(),
+                fix: format!(
+                    "on {node}: `systemctl is-active kubelet` first — if it is active, this is not kubelet-down (see the other causes); otherwise `journalctl -u kubelet -b | tail -100` and `dmesg | grep -i -e oom -e 'hung task'` for why it stopped; if its state is T (`ps -o stat= -C kubelet`) or its cgroup is frozen, resume it (`kill -CONT`, or `systemctl thaw kubelet` under systemd); otherwise start it: `systemctl start kubelet`"
+                ),
+                avoid: "do not reboot the node: its containers are still running; do not restart anything if this is a partition (see evidence)".into(),
+            },
+        },
+        CauseId::KubeletStarved => {
+            let restart = match (c.kubelet_itself, c.restart_forbidden_by) {
+                (true, None) => "only then, if it does not recover: `systemctl restart kubelet` (expect a burst of CRI and API calls)".to_string(),
+                (_, Some(why)) => format!("do not restart it: {why} is also in play"),
+                (false, None) => "do not restart it until the node side confirms the kubelet itself is starved (`tracer-user probe --host-root /` on the node): from the API side a kubelet cut off from the API server looks the same".to_string(),
+            };
+            Texts {
+                summary: "the kubelet is alive but starved or stuck".into(),
+                fix: format!(
+                    "{}; `kubectl cordon {node}`, relieve the node by draining pods, raise kubeReserved/systemReserved; {restart}",
+                    c.dump()
+                ),
+                avoid: "do not restart the kubelet before the goroutine dump is saved: the restart destroys the evidence; do not reboot the node".into(),
+            }
+        }
+        CauseId::ApiPartition => {
+            let api = c
+                .api_server
+                .clone()
+                .unwrap_or_else(|| "<API server from the kubelet's kubeconfig>".into());
+            Texts {
+                summary: "the node and the API server cannot talk (partition)".into(),
+                fix: format!(
+                    "restore the network path or the control plane: load balancer, DNS, firewall, routes, API server health; from {node}: `curl -k {api}/healthz` (any HTTP answer — 200, 401 or 403 — means the API server is reachable)"
+                ),
+                avoid: "do NOT restart the kubelet: it keeps pods running while disconnected, and a restart adds a reconciliation storm when the path returns; do not reboot the node".into(),
+            }
+        }
+        CauseId::NodePressure => Texts {
+            summary: "the node is under resource pressure".into(),
+            fix: format!(
+                "`kubectl cordon {node}`; free the resource under pressure (see findings): evictable pods, unused images (`crictl rmi --prune`), logs; raise kubeReserved/systemReserved so the kubelet is protected"
+            ),
+            avoid: "do not reboot the node: pressure returns with the same workload".into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(runtime: RuntimeKind, hung: bool, forbidden: Option<&'static str>) -> Context {
+        Context {
+            node: "node-a".into(),
+            runtime,
+            pending_client_csrs: vec![],
+            paused_kubelet: None,
+            runtime_hung: hung,
+            kubelet_itself: true,
+            restart_forbidden_by: forbidden,
+            goroutine_dump: GoroutineDump::Captured,
+            api_server: Some("https://10.0.0.1:443".into()),
+        }
+    }
+
+    fn restarts_kubelet(text: &str) -> bool {
+        text.contains("systemctl restart kubelet")
+    }
+
+    #[test]
+    fn the_runtime_is_restarted_only_when_hung_and_by_its_own_name() {
+        let slow = texts(
+            CauseId::RuntimeUnresponsive,
+            &context(RuntimeKind::CriO, false, Some("a runtime problem")),
+        );
+        assert!(!slow.fix.contains("systemctl restart"), "{}", slow.fix);
+        let hung = texts(
+            CauseId::RuntimeUnresponsive,
+            &context(RuntimeKind::CriO, true, Some("a runtime problem")),
+        );
+        assert!(hung.fix.contains("systemctl restart crio"), "{}", hung.fix);
+        assert!(hung.fix.contains("conmon"), "{}", hung.fix);
+        assert!(!hung.fix.contains("containerd-shim"), "{}", hung.fix);
+    }
+
+    #[test]
+    fn no_fix_restarts_the_kubelet_while_a_partition_runtime_or_certificate_explains_it() {
+        for why in ["a partition", "a runtime problem", "a certificate problem"] {
+            let c = context(
+                RuntimeKind::Containerd,
+                why == "a runtime problem",
+                Some(why),
+            );
+            for id in CauseId::BY_SAFETY {
+                let t = texts(id, &c);
+                assert!(!restarts_kubelet(&t.fix), "{id:?} during {why}: {}", t.fix);
+                assert!(
+                    !t.fix.to_lowercase().contains("reboot"),
+                    "{id:?}: {}",
+                    t.fix
+                );
+            }
+        }
+        // Only a kubelet the node shows starved itself, with nothing else in play, may be
+        // restarted — after the dump.
+        let t = texts(
+            CauseId::KubeletStarved,
+            &context(RuntimeKind::Containerd, false, None),
+        );
+        assert!(restarts_kubelet(&t.fix), "{}", t.fix);
+        let mut unconfirmed = context(RuntimeKind::Containerd, false, None);
+        unconfirmed.kubelet_itself = false;
+        let t = texts(CauseId::KubeletStarved, &unconfirmed);
+        assert!(!restarts_kubelet(&t.fix), "{}", t.fix);
+    }
+
+    #[test]
+    fn the_certificate_fix_says_how_to_rebootstrap_without_deleting_anything() {
+        let mut c = context(
+            RuntimeKind::Containerd,
+            false,
+            Some("a certificate problem"),
+        );
+        c.pending_client_csrs = vec!["csr-abc".into()];
+        let t = texts(CauseId::Certificate, &c);
+        assert!(
+            t.fix.contains("kubectl certificate approve csr-abc"),
+            "{}",
+            t.fix
+        );
+        assert!(t.fix.contains("reaches the API server first"), "{}", t.fix);
+        assert!(t.fix.contains("Never delete"), "{}", t.fix);
+        assert!(t.avoid.contains("do not delete"), "{}", t.avoid);
+    }
+
+    #[test]
+    fn an_unknown_runtime_gets_a_placeholder_not_a_guess() {
+        let t = texts(
+            CauseId::RuntimeUnresponsive,
+            &context(RuntimeKind::Unknown, true, Some("a runtime problem")),
+        );
+        assert!(t.fix.contains("<runtime unit"), "{}", t.fix);
+    }
+
+    #[test]
+    fn the_dump_is_never_taken_with_a_killing_signal() {
+        let mut c = context(RuntimeKind::Containerd, false, None);
+        c.goroutine_dump = GoroutineDump::NotTaken("timed out".into());
+        let t = texts(CauseId::KubeletStarved, &c);
+        assert!(t.fix.contains("never SIGQUIT"), "{}", t.fix);
+        assert!(t.fix.contains("debug/pprof/goroutine"), "{}", t.fix);
+    }
+}

@@ -1,0 +1,395 @@
+//! The reconcile rules: after every scorer has spoken, causes are weighed against each other —
+//! a cause's symptoms never outrank it. Each rule is a named unit with the kubelet behaviour it
+//! encodes and its own test; [`RULES`] is their order, and the order is part of each rule's
+//! meaning (stated in its doc).
+
+use super::{CauseId, Inputs, REPORT_SCORE, Scores};
+use crate::checks::FindingId;
+use crate::checks::logs::cause_of;
+
+/// A reconcile rule.
+pub struct Rule {
+    /// Its name, for tests and for reading.
+    pub name: &'static str,
+    /// The rule.
+    pub apply: fn(&mut Scores, &Inputs),
+}
+
+/// The rules, in the order they run.
+pub const RULES: &[Rule] = &[
+    Rule {
+        name: "logs-support-what-they-name",
+        apply: logs_support_what_they_name,
+    },
+    Rule {
+        name: "nothing-separates-down-from-partition",
+        apply: nothing_separates_down_from_partition,
+    },
+    Rule {
+        name: "oom-loop-explains-a-down-kubelet",
+        apply: oom_loop_explains_a_down_kubelet,
+    },
+    Rule {
+        name: "node-side-settles-down-and-partition",
+        apply: node_side_settles_down_and_partition,
+    },
+    Rule {
+        name: "a-slow-runtime-is-why-relists-are-slow",
+        apply: a_slow_runtime_is_why_relists_are_slow,
+    },
+    Rule {
+        name: "a-pod-that-never-started-supports-every-cause",
+        apply: a_pod_that_never_started_supports_every_cause,
+    },
+    Rule {
+        name: "a-restart-loop-explains-a-fresh-kubelet",
+        apply: a_restart_loop_explains_a_fresh_kubelet,
+    },
+    Rule {
+        name: "a-runtime-outage-explains-its-symptoms",
+        apply: a_runtime_outage_explains_its_symptoms,
+    },
+    Rule {
+        name: "a-stalled-sync-loop-follows-pleg",
+        apply: a_stalled_sync_loop_follows_pleg,
+    },
+];
+
+/// The causes rules may lift or hold, besides `healthy`.
+const ALL: [CauseId; 7] = CauseId::BY_SAFETY;
+
+/// Known log messages (the catalogue in `nodehealth_proto::logs`, each with its upstream source)
+/// add to a cause something else already raised: +5 a message, at most +10 a cause. On their own
+/// they raise nothing — a fault healed minutes ago leaves its lines behind. Runs first: what the
+/// node side and the trace settle below, log lines do not undo.
+pub fn logs_support_what_they_name(scores: &mut Scores, i: &Inputs) {
+    let lines: Vec<(CauseId, String)> = i
+        .findings
+        .iter()
+        .filter(|f| f.is_log_evidence() && f.severity.is_problem())
+        .filter_map(|f| {
+            let cause = cause_of(&f.id).and_then(CauseId::named)?;
+            Some((cause, format!("{}: {}", f.id, f.summary)))
+        })
+        .collect();
+    for id in ALL {
+        let s = scores.get(id);
+        let before = s.score;
+        for (_, line) in lines.iter().filter(|(c, _)| *c == id) {
+            if s.raised() {
+                s.support(5, line.clone());
+                s.score = s.score.min(before.saturating_add(10)).min(99);
+            }
+        }
+    }
+}
+
+/// A kubelet that stopped reporting, with nothing that tells a dead kubelet from a partition
+/// (e.g. no permission to use the node proxy): both stay on the table, at low confidence. Before
+/// the node side settles them.
+pub fn nothing_separates_down_from_partition(scores: &mut Scores, i: &Inputs) {
+    if i.not_reporting()
+        && !i.certificate_signal()
+        && scores.of(CauseId::KubeletDown) == 0
+        && scores.of(CauseId::ApiPartition) == 0
+        && scores.of(CauseId::KubeletStarved) < 45
+    {
+        for id in [CauseId::KubeletDown, CauseId::ApiPartition] {
+            scores.get(id).because(
+                35,
+                "the kubelet stopped reporting and nothing here separates a dead kubelet from a partition",
+            );
+        }
+    }
+}
+
+/// A kubelet the kernel keeps OOM-killing is "down" between kills: starved of memory is the
+/// cause (the guide: "Kubelet OOM or resource starvation — kubelet process restarting; dmesg
+/// shows OOM kill").
+pub fn oom_loop_explains_a_down_kubelet(scores: &mut Scores, i: &Inputs) {
+    if i.oom_loop() {
+        let starved = scores.of(CauseId::KubeletStarved);
+        scores
+            .get(CauseId::KubeletDown)
+            .cap_below(starved, "it is being OOM-killed: see kubelet-starved");
+    }
+}
+
+/// What the node side sees settles what the API side could not: a kubelet process that runs is
+/// not down; a node that reaches the API server is not partitioned from it.
+pub fn node_side_settles_down_and_partition(scores: &mut Scores, i: &Inputs) {
+    let node = &i.facts.node;
+    if !node.collected {
+        return;
+    }
+    if node.kubelet_running {
+        scores.get(CauseId::KubeletDown).cap_below(
+            REPORT_SCORE,
+            "the node agent sees the kubelet process running",
+        );
+    }
+    if node.api_reachable {
+        scores.get(CauseId::ApiPartition).cap_below(
+            REPORT_SCORE,
+            "the node reaches the API server (its healthz answered the agent)",
+        );
+    }
+}
+
+/// A runtime that answers, only slowly, is why relists are slow (pkg/kubelet/pleg/generic.go:
+/// a relist is ListPodSandbox + ListContainers): PLEG is what the operator meets, and the share
+/// of the relist in those calls (and the trace's attribution) says where the time goes. So a
+/// merely slow runtime ranks just below PLEG, with the explanation in PLEG's evidence; a hung or
+/// failing runtime is a cause of its own and is left alone here.
+pub fn a_slow_runtime_is_why_relists_are_slow(scores: &mut Scores, i: &Inputs) {
+    let pleg = scores.of(CauseId::PlegSlow);
+    if pleg == 0 {
+        return;
+    }
+    if let Some(a) = &i.facts.attribution {
+        scores.get(CauseId::PlegSlow).support(10, a.why.clone());
+        let runtime = scores.get(CauseId::RuntimeUnresponsive);
+        if runtime.raised() {
+            runtime.support(0, a.why.clone());
+        }
+    }
+    let hung = i.runtime_down() || i.runtime_failing();
+    let pleg = scores.of(CauseId::PlegSlow);
+    let runtime = scores.get(CauseId::RuntimeUnresponsive);
+    if !hung && runtime.raised() {
+        runtime.cap_below(
+            pleg,
+            "the runtime answers, slowly: that is why relists are slow (see pleg-slow)",
+        );
+    }
+}
+
+/// A probe pod the kubelet never started is evidence against the node as a whole (PLEG, a runtime
+/// that cannot start containers, a certificate or a partition all stop pod starts): it supports
+/// every cause already raised, none in particular.
+pub fn a_pod_that_never_started_supports_every_cause(scores: &mut Scores, i: &Inputs) {
+    let Some(w) = i.problem(&FindingId::PodNotStarted) else {
+        return;
+    };
+    for s in scores.iter_mut() {
+        if s.raised() {
+            s.support(10, w.clone());
+        }
+    }
+}
+
+/// A kubelet that keeps starting over has not relisted ("pleg has yet to be successful") or
+/// reached its runtime yet: the loop is the cause, PLEG and the runtime its symptoms.
+pub fn a_restart_loop_explains_a_fresh_kubelet(scores: &mut Scores, i: &Inputs) {
+    if !i.restart_loop() {
+        return;
+    }
+    let starved = scores.of(CauseId::KubeletStarved);
+    for id in [CauseId::PlegSlow, CauseId::RuntimeUnresponsive] {
+        scores.get(id).cap_below(
+            starved,
+            "the kubelet keeps restarting: a kubelet minutes or seconds old has not relisted or reached its runtime yet",
+        );
+    }
+}
+
+/// A runtime known to be down stops the relists, hangs the kubelet's CRI-backed endpoints
+/// (/metrics, /stats/summary) and its goroutines on the calls, and after 5 minutes fails healthz
+/// `syncloop` — the kubelet skips its sync loop while the runtime is down (pkg/kubelet/kubelet.go
+/// syncLoop: "skipping pod synchronization" on runtime errors). Those are the runtime's symptoms:
+/// PLEG and kubelet-starved stay below it, unless the node shows the kubelet itself in trouble
+/// (a restart or OOM loop, its own healthz timing out on the node, its threads starved of CPU).
+pub fn a_runtime_outage_explains_its_symptoms(scores: &mut Scores, i: &Inputs) {
+    if !i.runtime_down() {
+        return;
+    }
+    let top = scores.of(CauseId::RuntimeUnresponsive);
+    if top == 0 {
+        return;
+    }
+    scores.get(CauseId::PlegSlow).cap_below(
+        top,
+        "the runtime is down: relists wait on it (PLEG is the symptom)",
+    );
+    if !i.kubelet_itself() {
+        scores.get(CauseId::KubeletStarved).cap_below(
+            top,
+            "the runtime is down: the kubelet's metrics, stats and sync loop wait on it too",
+        );
+    }
+}
+
+/// With PLEG unhealthy the kubelet skips its sync loop too (pkg/kubelet/kubelet.go syncLoop: "skipping
+/// pod synchronization" while PLEG is not healthy), so healthz `syncloop` fails after 5 minutes of
+/// any PLEG stall: a symptom of the stall, not a starved kubelet — unless the node shows the
+/// kubelet itself in trouble.
+pub fn a_stalled_sync_loop_follows_pleg(scores: &mut Scores, i: &Inputs) {
+    if !(i.syncloop_failing() && i.relist_stuck()) || i.kubelet_itself() {
+        return;
+    }
+    let pleg = scores.of(CauseId::PlegSlow);
+    if pleg > 0 {
+        scores.get(CauseId::KubeletStarved).cap_below(
+            pleg,
+            "healthz syncloop fails because the kubelet skips its sync loop while PLEG is unhealthy: a symptom of the stall",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::causes::test_support::*;
+    use super::super::{Score, Scores};
+    use super::*;
+    use crate::checks::{Component, Severity};
+
+    fn scores(pairs: &[(CauseId, u8)]) -> Scores {
+        Scores::new(pairs.iter().map(|(id, score)| Score {
+            id: *id,
+            score: *score,
+            evidence: vec![],
+        }))
+    }
+
+    #[test]
+    fn rules_have_unique_names() {
+        let mut names: Vec<_> = RULES.iter().map(|r| r.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), RULES.len());
+    }
+
+    #[test]
+    fn log_lines_add_at_most_ten_and_raise_nothing() {
+        let f = [
+            finding(FindingId::log("pleg-not-healthy"), Severity::Warning),
+            finding(FindingId::log("pleg-not-healthy"), Severity::Warning),
+            finding(FindingId::log("pleg-not-healthy"), Severity::Warning),
+        ];
+        let facts = facts();
+        let mut s = scores(&[(CauseId::PlegSlow, 50), (CauseId::RuntimeUnresponsive, 0)]);
+        logs_support_what_they_name(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::PlegSlow), 60);
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 0);
+    }
+
+    #[test]
+    fn an_oom_loop_holds_down_below_starved() {
+        let f = [finding(FindingId::NodeOom, Severity::Critical)];
+        let facts = facts();
+        let mut s = scores(&[(CauseId::KubeletDown, 85), (CauseId::KubeletStarved, 90)]);
+        oom_loop_explains_a_down_kubelet(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::KubeletDown), 85);
+        let mut s = scores(&[(CauseId::KubeletDown, 95), (CauseId::KubeletStarved, 90)]);
+        oom_loop_explains_a_down_kubelet(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::KubeletDown), 89);
+    }
+
+    #[test]
+    fn a_running_kubelet_on_the_node_is_not_down_and_a_reachable_api_is_no_partition() {
+        let mut facts = silent();
+        facts.node.collected = true;
+        facts.node.kubelet_running = true;
+        facts.node.api_reachable = true;
+        let mut s = scores(&[(CauseId::KubeletDown, 60), (CauseId::ApiPartition, 60)]);
+        node_side_settles_down_and_partition(&mut s, &Inputs::new(&[], &facts));
+        assert!(s.of(CauseId::KubeletDown) < REPORT_SCORE);
+        assert!(s.of(CauseId::ApiPartition) < REPORT_SCORE);
+    }
+
+    #[test]
+    fn a_merely_slow_runtime_ranks_below_pleg_a_hung_one_does_not() {
+        let facts = facts();
+        let mut s = scores(&[(CauseId::PlegSlow, 45), (CauseId::RuntimeUnresponsive, 55)]);
+        a_slow_runtime_is_why_relists_are_slow(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 44);
+        let hung = [finding(FindingId::NodeCri, Severity::Critical)];
+        let mut s = scores(&[(CauseId::PlegSlow, 45), (CauseId::RuntimeUnresponsive, 85)]);
+        a_slow_runtime_is_why_relists_are_slow(&mut s, &Inputs::new(&hung, &facts));
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 85);
+    }
+
+    #[test]
+    fn a_pod_that_never_started_lifts_only_raised_causes() {
+        let f = [finding(FindingId::PodNotStarted, Severity::Critical)];
+        let facts = facts();
+        let mut s = scores(&[(CauseId::PlegSlow, 50), (CauseId::Certificate, 0)]);
+        a_pod_that_never_started_supports_every_cause(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::PlegSlow), 60);
+        assert_eq!(s.of(CauseId::Certificate), 0);
+    }
+
+    #[test]
+    fn a_restart_loop_holds_pleg_and_runtime_below_starved() {
+        let f = [finding(FindingId::KubeletRestarts, Severity::Critical)];
+        let facts = facts();
+        let mut s = scores(&[
+            (CauseId::KubeletStarved, 90),
+            (CauseId::PlegSlow, 95),
+            (CauseId::RuntimeUnresponsive, 45),
+        ]);
+        a_restart_loop_explains_a_fresh_kubelet(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::PlegSlow), 89);
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 45);
+    }
+
+    /// Round 1: 6.5 min into runtime-frozen, healthz syncloop failed and kubelet-starved was listed
+    /// high with a restart. And 15 s in, /metrics and /stats/summary hung while healthz answered.
+    #[test]
+    fn a_runtime_outage_holds_pleg_and_starved_below_it() {
+        let facts = facts();
+        for down in [
+            FindingId::NodeCri,
+            FindingId::KubeletWaitsOnRuntime,
+            FindingId::NodeRuntimeSocket,
+        ] {
+            let f = [
+                finding(down.clone(), Severity::Critical),
+                finding(FindingId::Healthz, Severity::Critical),
+            ];
+            let mut s = scores(&[
+                (CauseId::RuntimeUnresponsive, 65),
+                (CauseId::PlegSlow, 85),
+                (CauseId::KubeletStarved, 70),
+            ]);
+            a_runtime_outage_explains_its_symptoms(&mut s, &Inputs::new(&f, &facts));
+            assert_eq!(s.of(CauseId::PlegSlow), 64, "{down}");
+            assert_eq!(s.of(CauseId::KubeletStarved), 64, "{down}");
+        }
+        // ... unless the kubelet itself is starved on the node.
+        let f = [
+            finding(FindingId::NodeCri, Severity::Critical),
+            finding(
+                FindingId::CpuStarved(Component::Kubelet),
+                Severity::Critical,
+            ),
+        ];
+        let mut s = scores(&[
+            (CauseId::RuntimeUnresponsive, 85),
+            (CauseId::KubeletStarved, 90),
+        ]);
+        a_runtime_outage_explains_its_symptoms(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::KubeletStarved), 90);
+    }
+
+    #[test]
+    fn a_failing_syncloop_during_a_pleg_stall_is_its_symptom() {
+        let f = [
+            finding(FindingId::Healthz, Severity::Critical),
+            finding(FindingId::PlegLastSeen, Severity::Critical),
+        ];
+        let facts = facts();
+        let mut s = scores(&[(CauseId::PlegSlow, 80), (CauseId::KubeletStarved, 80)]);
+        a_stalled_sync_loop_follows_pleg(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::KubeletStarved), 79);
+    }
+
+    #[test]
+    fn a_silent_node_with_nothing_else_keeps_down_and_partition_open() {
+        let facts = silent();
+        let mut s = scores(&[]);
+        nothing_separates_down_from_partition(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::KubeletDown), 35);
+        assert_eq!(s.of(CauseId::ApiPartition), 35);
+    }
+}
