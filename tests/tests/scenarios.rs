@@ -12,7 +12,10 @@
 //! order): its burst of "Starting kubelet." events stays in the API for minutes. The healthy
 //! node's scenario is the first test of `cluster.rs`, before any fault has left its traces.
 
-use std::time::Duration;
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
 
 use nodehealth_e2e::{
     Cluster, Healer, json_of, run_agent_standalone, run_plugin, run_plugin_with_node_evidence,
@@ -54,6 +57,71 @@ impl Diagnosis {
             },
             agent,
         )
+    }
+
+    /// The plugin from the API side only (`--api-only`).
+    fn api_only(c: &Cluster, duration: &str) -> Diagnosis {
+        Diagnosis::with_args(c, &["--api-only", "--duration", duration, "-o", "json"])
+    }
+
+    /// The plugin with the probe pod tracing the node (`--trace`).
+    fn traced(c: &Cluster, duration: &str) -> Diagnosis {
+        Diagnosis::with_args(c, &["--duration", duration, "--trace", "-o", "json"])
+    }
+
+    fn with_args(c: &Cluster, args: &[&str]) -> Diagnosis {
+        let (out, took) = run_plugin(c, args);
+        Diagnosis {
+            report: json_of(&out),
+            exit: out.status.code(),
+            took,
+        }
+    }
+
+    /// The advice contract: no cause's fix and no finding's remediation restarts the kubelet or
+    /// reboots the node (asserted where a partition, a runtime outage or a certificate problem
+    /// is the truth).
+    fn expect_no_kubelet_restart(&self) {
+        let fixes = self
+            .causes()
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap_or("?").to_string(),
+                    c["fix"].as_str().unwrap_or(""),
+                )
+            })
+            .chain(
+                self.report["findings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        (
+                            f["id"].as_str().unwrap_or("?").to_string(),
+                            f["remediation"].as_str().unwrap_or(""),
+                        )
+                    }),
+            );
+        for (id, fix) in fixes {
+            assert!(
+                !fix.contains("systemctl restart kubelet"),
+                "{id} restarts the kubelet: {fix}"
+            );
+            assert!(
+                !fix.to_lowercase().contains("reboot the node"),
+                "{id}: {fix}"
+            );
+        }
+    }
+
+    /// The evidence of a cause (empty when it is not listed).
+    fn evidence_of(&self, id: &str) -> String {
+        self.causes()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["evidence"].to_string())
+            .unwrap_or_default()
     }
 
     fn has(&self, id: &str) -> bool {
@@ -326,56 +394,135 @@ fn cert_rotation_stuck_is_the_certificate_and_names_the_csr_to_approve() {
     assert!(c.pending_node_csrs().is_empty(), "heal left pending CSRs");
 }
 
-#[test]
-fn frozen_runtime_is_the_runtime_and_the_agent_times_out_its_calls() {
-    let c = Cluster::get();
-    c.wait_ready("True", Duration::from_secs(60));
-    let healer = Healer(&c);
-    c.xtask(&["fault", "runtime-frozen"]);
-    c.wait_ready("False", Duration::from_secs(120));
-    let d = Diagnosis::run(&c, "3s");
-    d.print("runtime-frozen");
-    d.expect_top("runtime-unresponsive");
-    // The kubelet's log through its node log query: runtime down, CRI calls past their deadline.
-    d.expect_log_support(&["runtime-down", "cri-deadline-exceeded"]);
-    let (d, agent) = Diagnosis::with_agent(&c, "3s");
-    d.print("runtime-frozen");
-    assert_eq!(agent["cri"]["state"], "hung", "{:#}", agent["cri"]);
-    d.expect_top("runtime-unresponsive");
-    healed_and_ready(&c, healer);
+/// The kubelet's healthz through the API server, verbose: its failing checks (empty when it
+/// answers 200, `None` when it does not answer).
+fn healthz_failing(c: &Cluster) -> Option<Vec<String>> {
+    let (code, body) = c.request(
+        "GET",
+        &format!("/api/v1/nodes/{}/proxy/healthz?verbose", c.node),
+        None,
+    );
+    (code != 0).then(|| {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("[-]"))
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    })
 }
 
-/// The long variant (`cargo xtask test --long`): the runtime frozen past the kubelet's fixed
-/// 3-minute PLEG threshold. The node's Ready message turns to "PLEG is not healthy" and the
-/// kubelet logs it; the verdict still names the runtime (PLEG is the symptom).
+/// A frozen runtime judged at three moments of the same outage — the verdict must name the
+/// runtime every time, and no fix may restart the kubelet:
+/// 1. its first seconds: Ready is still True, the lease renews, healthz and configz answer, but
+///    /metrics and /stats/summary hang (their collectors ask the runtime) and no pod starts;
+/// 2. past the kubelet's PLEG threshold: Ready=False, "container runtime is down, PLEG is not
+///    healthy";
+/// 3. past 5 minutes: healthz `syncloop` fails too (the kubelet skips its sync loop while the
+///    runtime is down) — round 1 called this kubelet-starved and advised a restart.
+///
+/// Then it heals, and the node is reported healthy (exit 0) once the outage's events and log
+/// lines are no longer recent — not an hour later.
 #[test]
-#[ignore = "long tier (3+ minutes): cargo xtask test --long"]
-fn frozen_runtime_past_the_pleg_threshold_is_still_the_runtime() {
+fn frozen_runtime_is_the_runtime_at_onset_past_pleg_and_past_syncloop_then_heals_to_exit_0() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
     let healer = Healer(&c);
+    let onset = Instant::now();
     c.xtask(&["fault", "runtime-frozen"]);
-    let pleg = wait_until(
+
+    // 1. The first seconds.
+    let at = onset.elapsed();
+    assert!(
+        at < Duration::from_secs(20),
+        "the fault took {at:?} to apply"
+    );
+    let d = Diagnosis::run(&c, "3s");
+    d.print(&format!("runtime-frozen (+{}s)", at.as_secs()));
+    d.expect_top("runtime-unresponsive");
+    d.expect_no_kubelet_restart();
+    assert!(
+        d.evidence().contains("kubelet-waits-on-runtime"),
+        "the hung runtime-backed endpoints name the runtime: {}",
+        d.evidence()
+    );
+
+    // 2. Past the PLEG threshold.
+    let message = wait_until(
         "Ready's message: PLEG is not healthy",
-        Duration::from_secs(5 * 60),
+        Duration::from_secs(6 * 60),
         || {
             let (status, _, message) = c.ready_condition();
             (status == "False" && message.contains("PLEG is not healthy")).then_some(message)
         },
     );
-    eprintln!("runtime-frozen (long): {pleg}");
+    let at = onset.elapsed();
+    eprintln!("runtime-frozen +{}s: {message}", at.as_secs());
     let d = Diagnosis::run(&c, "3s");
-    d.print("runtime-frozen (3 min)");
+    d.print(&format!(
+        "runtime-frozen (+{}s, PLEG unhealthy)",
+        at.as_secs()
+    ));
     d.expect_top("runtime-unresponsive");
+    d.expect_no_kubelet_restart();
     assert!(d.has("pleg-slow"), "{:#}", d.report["verdict"]);
     d.expect_log_support(&["runtime-down", "cri-deadline-exceeded", "pleg-not-healthy"]);
-    let pleg_logged = d.report["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|f| f["id"] == "logs-pleg-not-healthy" && f["severity"] == "warning");
-    assert!(pleg_logged, "{:#}", d.report["findings"]);
+
+    // 3. Past 5 minutes: healthz syncloop fails.
+    let failing = wait_until(
+        "healthz syncloop failing",
+        Duration::from_secs(8 * 60),
+        || healthz_failing(&c).filter(|f| f.iter().any(|n| n == "syncloop")),
+    );
+    let at = onset.elapsed();
+    eprintln!(
+        "runtime-frozen +{}s: healthz failing {failing:?}",
+        at.as_secs()
+    );
+    let d = Diagnosis::run(&c, "3s");
+    d.print(&format!(
+        "runtime-frozen (+{}s, syncloop failing)",
+        at.as_secs()
+    ));
+    d.expect_top("runtime-unresponsive");
+    d.expect_no_kubelet_restart();
+    // The failing syncloop is the outage's symptom, said where it would be read as starvation.
+    assert!(
+        !d.has("kubelet-starved")
+            || d.evidence_of("kubelet-starved")
+                .contains("the runtime is down"),
+        "{:#}",
+        d.report["verdict"]
+    );
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print(&format!(
+        "runtime-frozen (+{}s, with the agent)",
+        at.as_secs()
+    ));
+    assert_eq!(agent["cri"]["state"], "hung", "{:#}", agent["cri"]);
+    d.expect_top("runtime-unresponsive");
+    d.expect_no_kubelet_restart();
+
+    // Healed: exit 0 once the outage's traces are no longer recent.
     healed_and_ready(&c, healer);
+    let healed = Instant::now();
+    let clean = wait_until(
+        "a healthy report (exit 0) after the heal",
+        Duration::from_secs(12 * 60),
+        || {
+            let d = Diagnosis::api_only(&c, "2s");
+            if d.exit == Some(0) {
+                Some(d)
+            } else {
+                thread::sleep(Duration::from_secs(20));
+                None
+            }
+        },
+    );
+    eprintln!(
+        "runtime-frozen healed: exit 0 after {} s ({})",
+        healed.elapsed().as_secs(),
+        clean.top_id()
+    );
+    assert_eq!(clean.top_id(), "healthy");
 }
 
 // --- slow, not dead: the eBPF attribution names where the time goes ---------------------------
@@ -393,42 +540,66 @@ fn attribution_of(d: &Diagnosis) -> Vec<String> {
         .collect()
 }
 
+/// The runtime's list calls held at strengths below and above a second — round 1 called the
+/// 800 ms case "inside the kubelet" (fixed per-call thresholds, while healthy calls take ~1 ms).
+/// At every delay the relists are slow because the runtime holds them: from the API side the
+/// share of each relist spent in the list calls (exact `_sum`/`_count`) says so; with `--trace`
+/// the attribution is the runtime holding the calls on its socket. Windows long enough for three
+/// slow relists.
 #[test]
-fn runtime_slow_list_is_slow_pleg_held_on_the_cri_socket() {
+fn runtime_slow_list_below_and_above_a_second_is_pleg_held_by_the_runtime() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
     let healer = Healer(&c);
-    c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
-    // 15 s: relists take ~3 s (both list calls held), so the window holds the three slow relists
-    // the degraded PLEG tier asks for.
-    let (out, took) = run_plugin(&c, &["--duration", "15s", "--trace", "-o", "json"]);
-    let d = Diagnosis {
-        report: json_of(&out),
-        exit: out.status.code(),
-        took,
-    };
-    d.print("runtime-slow-list 1.5s");
-    let cri = &trace_of(&d)["cri"];
-    let slowest: Vec<f64> = cri["slowest"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| c["durationNs"].as_f64().unwrap_or(0.0) / 1e9)
-                .collect()
-        })
-        .unwrap_or_default();
-    eprintln!("kubelet's slowest CRI calls (s): {slowest:?}");
-    assert!(
-        slowest.len() >= 3 && slowest[..3].iter().all(|s| (1.4..2.0).contains(s)),
-        "each held list call ~1.5 s: {cri:#}"
-    );
-    d.expect_top("pleg-slow");
-    assert_eq!(
-        d.top()["attribution"],
-        "cri-socket-stall",
-        "{:#}",
-        d.report["verdict"]
-    );
+    for (delay, held, window) in [
+        ("600ms", 0.6, "10s"),
+        ("800ms", 0.8, "12s"),
+        ("1500ms", 1.5, "15s"),
+        ("3s", 3.0, "25s"),
+    ] {
+        c.xtask(&["fault", "runtime-slow-list", "--delay", delay]);
+        let d = Diagnosis::api_only(&c, window);
+        d.print(&format!("runtime-slow-list {delay} (API side)"));
+        d.expect_top("pleg-slow");
+        let evidence = d.evidence();
+        assert!(
+            evidence.contains("pleg-runtime-share") && evidence.contains("wait on the runtime"),
+            "{delay}: the runtime's share explains the relists: {evidence}"
+        );
+        assert!(
+            !evidence.contains("inside the kubelet"),
+            "{delay}: {evidence}"
+        );
+        d.expect_no_kubelet_restart();
+
+        let d = Diagnosis::traced(&c, window);
+        d.print(&format!("runtime-slow-list {delay} (--trace)"));
+        d.expect_top("pleg-slow");
+        assert_eq!(
+            d.top()["attribution"],
+            "cri-socket-stall",
+            "{delay}: {:#}",
+            d.report["verdict"]
+        );
+        d.expect_no_kubelet_restart();
+        let cri = &trace_of(&d)["cri"];
+        let slowest: Vec<f64> = cri["slowest"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| c["durationNs"].as_f64().unwrap_or(0.0) / 1e9)
+                    .collect()
+            })
+            .unwrap_or_default();
+        eprintln!("{delay}: the kubelet's slowest CRI calls (s): {slowest:?}");
+        assert!(
+            slowest.len() >= 3
+                && slowest[..3]
+                    .iter()
+                    .all(|s| (0.95 * held..held + 0.5).contains(s)),
+            "{delay}: each held list call ~{held} s: {cri:#}"
+        );
+    }
     healed_and_ready(&c, healer);
 }
 

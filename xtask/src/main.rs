@@ -33,6 +33,14 @@ enum Command {
         /// Also run the long tier (default kubelet timings; minutes per scenario).
         #[arg(long)]
         long: bool,
+        /// Run the selected tests N times (the end-to-end ones against one cluster) and print
+        /// each test's pass count: the flake hunt.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+        /// Only this tier (unit, integration, e2e), test binary (scenarios, cri_calls, ...) or
+        /// test name filter; skips fmt and clippy.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Benchmarks (ratios measured side by side in one run).
     Bench {
@@ -71,7 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::run(),
-        Command::Test { long } => test::run(long),
+        Command::Test { long, repeat, only } => test::run(test::Options { long, repeat, only }),
         Command::Image => agent_image::run(),
         Command::Demo => demo::run(),
         Command::Bench { bench } => bench::run(bench),

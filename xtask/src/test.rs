@@ -2,10 +2,20 @@
 //!
 //! Unit tests run in parallel. Integration tests load eBPF into the running kernel and start
 //! processes, so they run one at a time (one test binary after another, one test thread each).
+//!
+//! `--repeat N [--only X]` is the flake hunt: the selected tests run N times (the end-to-end ones
+//! against one cluster) and each test's pass count is printed — a test that passes four runs in
+//! five is a failing test. `X` is a tier (`unit`, `integration`, `e2e`), a test binary (`scenarios`,
+//! `cri_calls`, ...) or a test name filter.
 
-use std::path::Path;
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::{
     cluster::{self, Layout, host::Fingerprint},
@@ -13,67 +23,280 @@ use crate::{
     sh::{self, info, step},
 };
 
-pub fn run(long: bool) -> Result<()> {
+/// What `cargo xtask test` runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The long tier too (default kubelet timings; minutes per scenario).
+    pub long: bool,
+    /// Run the selected tests this many times and report each one's pass count.
+    pub repeat: u32,
+    /// Only this tier, test binary or test name filter.
+    pub only: Option<String>,
+}
+
+/// The end-to-end test binaries (tests/tests/*.rs), in the order they run.
+const E2E_BINARIES: &[&str] = &["cluster", "faults", "logs", "plugin", "probe", "scenarios"];
+/// The integration test binaries (real kernel, no cluster).
+const INTEGRATION_BINARIES: &[&str] = &[
+    "agent_grpc",
+    "apiserver",
+    "certificates",
+    "containerd_cri",
+    "cri_calls",
+    "discovery",
+    "frozen_kubelet",
+    "logs",
+    "node_state",
+    "runq_wait",
+    "sandboxes",
+    "thread_states",
+];
+
+/// What one selection runs.
+#[derive(Debug, Clone, PartialEq)]
+struct Selection {
+    unit: bool,
+    integration: Option<Target>,
+    e2e: Option<Target>,
+}
+
+/// Within a tier: every binary, one binary, or a name filter.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    All,
+    Binary(String),
+    Filter(String),
+}
+
+fn select(only: Option<&str>) -> Selection {
+    match only {
+        None => Selection {
+            unit: true,
+            integration: Some(Target::All),
+            e2e: Some(Target::All),
+        },
+        Some("unit") => Selection {
+            unit: true,
+            integration: None,
+            e2e: None,
+        },
+        Some("integration") => Selection {
+            unit: false,
+            integration: Some(Target::All),
+            e2e: None,
+        },
+        Some("e2e") => Selection {
+            unit: false,
+            integration: None,
+            e2e: Some(Target::All),
+        },
+        Some(b) if E2E_BINARIES.contains(&b) => Selection {
+            unit: false,
+            integration: None,
+            e2e: Some(Target::Binary(b.into())),
+        },
+        Some(b) if INTEGRATION_BINARIES.contains(&b) => Selection {
+            unit: false,
+            integration: Some(Target::Binary(b.into())),
+            e2e: None,
+        },
+        // A test name: looked for in both tiers that need the real machine.
+        Some(f) => Selection {
+            unit: false,
+            integration: Some(Target::Filter(f.into())),
+            e2e: Some(Target::Filter(f.into())),
+        },
+    }
+}
+
+pub fn run(o: Options) -> Result<()> {
     setup::run()?;
     let root = sh::workspace_root();
+    let repeat = o.repeat.max(1);
+    let sel = select(o.only.as_deref());
 
-    step("cargo fmt --check");
-    sh::run(
-        "formatting (run `cargo fmt --all`)",
-        sh::cargo()
-            .current_dir(&root)
-            .args(["fmt", "--all", "--check"]),
-    )?;
+    if o.only.is_none() {
+        step("cargo fmt --check");
+        sh::run(
+            "formatting (run `cargo fmt --all`)",
+            sh::cargo()
+                .current_dir(&root)
+                .args(["fmt", "--all", "--check"]),
+        )?;
 
-    step("cargo clippy --all-targets -- -D warnings");
-    sh::run(
-        "clippy",
-        sh::cargo().current_dir(&root).args([
+        step("cargo clippy --all-targets -- -D warnings");
+        sh::run(
             "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
-
-    step("unit tests");
-    sh::run(
-        "unit tests",
-        sh::cargo()
-            .current_dir(&root)
-            .args(["test", "--workspace", "--lib", "--bins"]),
-    )?;
-
-    step("integration tests (real kernel; serial)");
-    let mut integration = sh::cargo();
-    integration
-        .current_dir(&root)
-        // The end-to-end tests need the cluster: they run in their own tier below.
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "nodehealth-e2e",
-            "--test",
-            "*",
-        ])
-        .args(["--", "--test-threads=1"]);
-    if long {
-        integration.env("NODEHEALTH_LONG_TESTS", "1");
+            sh::cargo().current_dir(&root).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
     }
-    sh::run("integration tests", &mut integration)?;
 
-    end_to_end(&root, long)?;
-
+    let mut tally = Tally::default();
+    for round in 1..=repeat {
+        if repeat > 1 {
+            step(format!("round {round} of {repeat}"));
+        }
+        if sel.unit {
+            step("unit tests");
+            let mut cmd = sh::cargo();
+            cmd.current_dir(&root)
+                .args(["test", "--workspace", "--lib", "--bins"]);
+            tally.run("unit tests", &mut cmd)?;
+        }
+        if let Some(target) = &sel.integration {
+            step("integration tests (real kernel; serial)");
+            let mut cmd = sh::cargo();
+            // The end-to-end tests need the cluster: they run in their own tier below.
+            cmd.current_dir(&root)
+                .args(["test", "--workspace", "--exclude", "nodehealth-e2e"]);
+            match target {
+                Target::All | Target::Filter(_) => cmd.args(["--test", "*"]),
+                Target::Binary(b) => cmd.args(["--test", b]),
+            };
+            cmd.args(["--", "--test-threads=1"]);
+            if let Target::Filter(f) = target {
+                cmd.arg(f);
+            }
+            if o.long {
+                cmd.env("NODEHEALTH_LONG_TESTS", "1");
+            }
+            tally.run("integration tests", &mut cmd)?;
+        }
+    }
+    if let Some(target) = &sel.e2e {
+        end_to_end(&root, o.long, target, repeat, &mut tally)?;
+    }
+    if repeat > 1 || o.only.is_some() {
+        tally.report(repeat);
+    }
+    tally.verdict()?;
     step("all tests passed");
     Ok(())
 }
 
-/// The end-to-end tier: a real cluster up, the tests in `tests/` against it, the cluster down, and
-/// the machine compared with how it was before `up`.
-fn end_to_end(root: &Path, long: bool) -> Result<()> {
+/// Each test's outcomes over the rounds.
+#[derive(Default)]
+struct Tally {
+    /// test name -> (passed, failed, ignored)
+    tests: BTreeMap<String, (u32, u32, u32)>,
+    /// Test commands that failed without a failing test (a build error, a crash).
+    broken: Vec<String>,
+}
+
+impl Tally {
+    /// Runs a libtest command, its output shown as it comes, and counts each test's result.
+    fn run(&mut self, what: &str, cmd: &mut Command) -> Result<()> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut failed_here = false;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            println!("{line}");
+            if let Some((name, outcome)) = parse_result(&line) {
+                let e = self.tests.entry(name.to_string()).or_default();
+                match outcome {
+                    Outcome::Ok => e.0 += 1,
+                    Outcome::Failed => {
+                        e.1 += 1;
+                        failed_here = true;
+                    }
+                    Outcome::Ignored => e.2 += 1,
+                }
+            }
+        }
+        let status = child.wait().context("waiting for cargo test")?;
+        if !status.success() && !failed_here {
+            self.broken
+                .push(format!("{what}: {cmd:?} failed ({status})"));
+        }
+        Ok(())
+    }
+
+    fn report(&self, repeat: u32) {
+        step(format!("pass counts over {repeat} run(s)"));
+        for (name, (ok, failed, ignored)) in &self.tests {
+            if *ignored > 0 && ok + failed == 0 {
+                info(format!("REPEAT test={name} ignored"));
+            } else {
+                info(format!(
+                    "REPEAT test={name} passed={ok}/{}{}",
+                    ok + failed,
+                    if *failed > 0 {
+                        "  <-- FLAKY OR FAILING"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+
+    fn verdict(&self) -> Result<()> {
+        let failing: Vec<&String> = self
+            .tests
+            .iter()
+            .filter(|(_, (_, failed, _))| *failed > 0)
+            .map(|(n, _)| n)
+            .collect();
+        if !self.broken.is_empty() {
+            bail!("{}", self.broken.join("; "));
+        }
+        if !failing.is_empty() {
+            bail!(
+                "{} test(s) failed at least once: {}",
+                failing.len(),
+                failing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Ok,
+    Failed,
+    Ignored,
+}
+
+/// libtest's `test <name> ... ok|FAILED|ignored[, reason]`. A test that prints to stderr before
+/// its result still ends the line with the result (stdout carries only libtest's lines).
+fn parse_result(line: &str) -> Option<(&str, Outcome)> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, result) = rest.rsplit_once(" ... ")?;
+    let outcome = match result.trim() {
+        "ok" => Outcome::Ok,
+        "FAILED" => Outcome::Failed,
+        r if r.starts_with("ignored") => Outcome::Ignored,
+        _ => return None,
+    };
+    Some((name.trim(), outcome))
+}
+
+/// The end-to-end tier: a real cluster up, the tests in `tests/` against it (`repeat` times), the
+/// cluster down, and the machine compared with how it was before `up`.
+fn end_to_end(
+    root: &Path,
+    long: bool,
+    target: &Target,
+    repeat: u32,
+    tally: &mut Tally,
+) -> Result<()> {
     step("end-to-end tests against the local cluster");
     // The tier runs the real binaries, as an operator would.
     sh::run(
@@ -103,22 +326,37 @@ fn end_to_end(root: &Path, long: bool) -> Result<()> {
     } else {
         cluster::Settings::fast()
     })?;
-    let mut e2e = sh::cargo();
-    e2e.current_dir(root)
-        .args(["test", "-p", "nodehealth-e2e", "--", "--test-threads=1"]);
-    if long {
-        // The long scenarios are #[ignore]d (reported as such) in the fast tier.
-        e2e.env("NODEHEALTH_LONG_TESTS", "1")
-            .arg("--include-ignored");
+    let mut result = Ok(());
+    for round in 1..=repeat {
+        if repeat > 1 {
+            step(format!("end-to-end round {round} of {repeat}"));
+        }
+        let mut e2e = sh::cargo();
+        e2e.current_dir(root).args(["test", "-p", "nodehealth-e2e"]);
+        if let Target::Binary(b) = target {
+            e2e.args(["--test", b]);
+        }
+        e2e.args(["--", "--test-threads=1"]);
+        if let Target::Filter(f) = target {
+            e2e.arg(f);
+        }
+        if long {
+            // The long scenarios are #[ignore]d (reported as such) in the fast tier.
+            e2e.env("NODEHEALTH_LONG_TESTS", "1")
+                .arg("--include-ignored");
+        }
+        if let Err(e) = tally.run("end-to-end tests", &mut e2e) {
+            result = Err(e);
+            break;
+        }
     }
-    let tests = sh::run("end-to-end tests", &mut e2e);
     let down = cluster::down();
     let after = Fingerprint::take(&layout.dir);
     let leftovers = after.diff(&before);
     for l in &leftovers {
         eprintln!("    left behind: {l}");
     }
-    tests?;
+    result?;
     down?;
     if !leftovers.is_empty() {
         bail!(
@@ -128,4 +366,44 @@ fn end_to_end(root: &Path, long: bool) -> Result<()> {
     }
     info("cluster down left the machine as it was found");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_result_lines_are_counted() {
+        assert_eq!(
+            parse_result("test scenarios_x ... ok"),
+            Some(("scenarios_x", Outcome::Ok))
+        );
+        assert_eq!(
+            parse_result("test a::b ... FAILED"),
+            Some(("a::b", Outcome::Failed))
+        );
+        assert_eq!(
+            parse_result("test long_one ... ignored, long tier (3+ minutes)"),
+            Some(("long_one", Outcome::Ignored))
+        );
+        assert_eq!(parse_result("test result: ok. 3 passed"), None);
+        assert_eq!(parse_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn only_picks_a_tier_a_binary_or_a_filter() {
+        assert_eq!(
+            select(Some("scenarios")).e2e,
+            Some(Target::Binary("scenarios".into()))
+        );
+        assert!(!select(Some("scenarios")).unit);
+        assert_eq!(
+            select(Some("cri_calls")).integration,
+            Some(Target::Binary("cri_calls".into()))
+        );
+        let f = select(Some("disk_slow"));
+        assert_eq!(f.e2e, Some(Target::Filter("disk_slow".into())));
+        assert_eq!(f.integration, Some(Target::Filter("disk_slow".into())));
+        assert!(select(None).unit && select(None).e2e == Some(Target::All));
+    }
 }
