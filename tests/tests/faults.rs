@@ -263,7 +263,8 @@ fn disk_slow_makes_container_operations_wait_for_the_device() {
         rules.contains(&format!("{dev} 10")),
         "root group rules: {rules}"
     );
-    // The crash-looping pod's containers are created and removed again and again.
+    // The fault's pod churn creates and removes containers steadily while it is in place (the
+    // fault returned only once writes were measurably slow).
     wait_until("four container creations", Duration::from_secs(90), || {
         (ops(&c, "create_container").1 - create_before.1 >= 4.0).then_some(())
     });
@@ -286,13 +287,14 @@ fn disk_slow_makes_container_operations_wait_for_the_device() {
     let rules =
         fs::read_to_string("/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device").unwrap();
     assert!(!rules.contains(&dev), "rules left after heal: {rules}");
-    wait_until("the fault's pod gone", Duration::from_secs(60), || {
-        let (code, _) = c.request(
+    wait_until("the fault's pods gone", Duration::from_secs(60), || {
+        let (code, body) = c.request(
             "GET",
-            "/api/v1/namespaces/default/pods/nodehealth-fault-disk-slow",
+            "/api/v1/namespaces/default/pods?labelSelector=nodehealth.local%2Ffault%3Ddisk-slow",
             None,
         );
-        (code == 404).then_some(())
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (code == 200 && list["items"].as_array().is_some_and(|i| i.is_empty())).then_some(())
     });
 }
 

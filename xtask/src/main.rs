@@ -67,6 +67,9 @@ enum Command {
     /// (internal) The kubelet's cuttable path to the API server.
     #[command(hide = true)]
     Lb(cluster::lb::Args),
+    /// (internal) The disk-slow fault's steady stream of short-lived pods.
+    #[command(hide = true)]
+    Podchurn(cluster::podchurn::Args),
     /// (internal) The CRI proxy the runtime-slow-list fault puts between the kubelet and containerd.
     #[command(hide = true)]
     Criproxy(cluster::criproxy::Args),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Heal => cluster::fault::heal(),
         Command::Lb(args) => cluster::lb::run(args),
         Command::Criproxy(args) => cluster::criproxy::run(args),
+        Command::Podchurn(args) => cluster::podchurn::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

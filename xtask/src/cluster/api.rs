@@ -111,6 +111,41 @@ pub fn relist_histogram(l: &Layout, node: &str) -> Result<(f64, f64)> {
         .with_context(|| format!("no kubelet_pleg_relist_duration_seconds in {path}"))
 }
 
+/// How many of the kubelet's runtime operations of these types took longer than the histogram
+/// bound `le` (a bucket bound of `kubelet_runtime_operations_duration_seconds`), since it started.
+pub fn runtime_operations_above(l: &Layout, node: &str, ops: &[&str], le: &str) -> Result<f64> {
+    let path = format!("/api/v1/nodes/{node}/proxy/metrics");
+    let (code, body) = request(l, "GET", &path, None)?;
+    if code != 200 {
+        bail!("GET {path}: HTTP {code}");
+    }
+    Ok(operations_above(&body, ops, le))
+}
+
+fn operations_above(text: &str, ops: &[&str], le: &str) -> f64 {
+    const NAME: &str = "kubelet_runtime_operations_duration_seconds";
+    let mut total = 0.0;
+    for op in ops {
+        let label = format!("operation_type=\"{op}\"");
+        let value = |series: &str, extra: Option<&str>| {
+            text.lines().find_map(|l| {
+                let (s, v) = l.rsplit_once(' ')?;
+                (s.starts_with(series) && s.contains(&label) && extra.is_none_or(|e| s.contains(e)))
+                    .then(|| v.parse::<f64>().ok())
+                    .flatten()
+            })
+        };
+        let bound = format!("le=\"{le}\"");
+        if let (Some(count), Some(below)) = (
+            value(&format!("{NAME}_count{{"), None),
+            value(&format!("{NAME}_bucket{{"), Some(&bound)),
+        ) {
+            total += count - below;
+        }
+    }
+    total
+}
+
 /// An unlabelled histogram's `_sum` and `_count` in Prometheus text.
 fn histogram_sum_count(text: &str, name: &str) -> Option<(f64, f64)> {
     let value = |suffix: &str| {

@@ -19,11 +19,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     Layout, api, component_argv, component_cgroup, criproxy, disk, launch, node_name, pki,
-    restart_component, stop_component,
+    podchurn, restart_component, stop_component,
 };
 use crate::sh::{info, step};
 
@@ -48,8 +48,9 @@ pub enum Fault {
         #[arg(long, default_value_t = 1_000_000)]
         period_us: u64,
     },
-    /// Throttle containerd's root device (the harness's loop device) and run a crash-looping pod so
-    /// containerd keeps writing and syncing.
+    /// Throttle containerd's root device (the harness's loop device) and run a steady stream of
+    /// short-lived pods so containerd keeps writing and syncing; returns once the kubelet's runtime
+    /// calls that write are measurably slowed.
     DiskSlow {
         /// Write IOPS allowed on the device.
         #[arg(long, default_value_t = 10)]
@@ -97,6 +98,19 @@ pub enum Fault {
     /// plugin's "log query disabled" message). Waits until the node is Ready again.
     LogQueryOff,
 }
+
+/// The kubelet's runtime operations that write the runtime's metadata and snapshots.
+const WRITE_OPERATIONS: &[&str] = &[
+    "run_podsandbox",
+    "create_container",
+    "start_container",
+    "stop_podsandbox",
+    "remove_podsandbox",
+    "remove_container",
+];
+/// `kubelet_runtime_operations_duration_seconds` bucket bound above which a write counts as slowed
+/// (ExponentialBuckets(.005, 2.5, 14): 0.005 × 2.5^6 s).
+const SLOW_WRITE_LE: &str = "1.220703125";
 
 /// Every fault by name, in the order `heal` undoes them. `runtime-slow-list` comes last: its heal
 /// restarts the kubelet back onto containerd, which needs a thawed runtime and a kubelet that is
@@ -160,9 +174,6 @@ fn marker(l: &Layout, name: &str) -> PathBuf {
 pub fn cut_file(l: &Layout) -> PathBuf {
     l.run_dir().join("api-partition.cut")
 }
-
-/// Name prefix of the pods faults create (deleted by `heal`).
-const POD_PREFIX: &str = "nodehealth-fault-";
 
 fn freeze(component: &str, state: &str) -> Result<()> {
     let path = component_cgroup("freezer", component).join("freezer.state");
@@ -246,10 +257,30 @@ pub fn apply(f: Fault) -> Result<()> {
                     ("blkio.throttle.read_bps_device", read_bps),
                 ],
             )?;
-            create_pod(&l, &crash_looping_pod(&node_name()))?;
+            let node = node_name();
+            let before = api::runtime_operations_above(&l, &node, WRITE_OPERATIONS, SLOW_WRITE_LE)?;
+            restart_component(&l, "podchurn")?;
             info(format!(
                 "containerd's root device limited to {write_iops} write IOPS, {write_bps} B/s; \
-                 crash-looping pod {POD_PREFIX}disk-slow created"
+                 a steady stream of short-lived pods started (label {})",
+                podchurn::LABEL
+            ));
+            // Returns once the symptom is there: the kubelet's runtime calls that write wait on
+            // the throttled disk (its own metrics record calls past the 1.22 s bucket).
+            let since = Instant::now();
+            super::wait_for(
+                "the runtime's writes slowed by the throttled disk",
+                Duration::from_secs(120),
+                || {
+                    super::check_alive(&l, "podchurn")?;
+                    let now =
+                        api::runtime_operations_above(&l, &node, WRITE_OPERATIONS, SLOW_WRITE_LE)?;
+                    Ok(now - before >= 2.0)
+                },
+            )?;
+            info(format!(
+                "runtime write calls over 1.22 s after {:.1} s",
+                since.elapsed().as_secs_f64()
             ));
         }
         Fault::CertExpiredStatic { expires_in } => cert_expired_static(&l, expires_in)?,
@@ -319,6 +350,7 @@ fn heal_one(l: &Layout, name: &str) -> Result<()> {
             write_cgroup("memory", "kubelet", "memory.limit_in_bytes", "-1")
         }
         "disk-slow" => {
+            stop_component(l, "podchurn")?;
             let problems = disk::clear_throttle(l);
             if !problems.is_empty() {
                 bail!("{}", problems.join("; "));
@@ -790,49 +822,16 @@ fn delete_pending_node_csrs(l: &Layout) -> Result<()> {
 
 // --- pods -------------------------------------------------------------------------------------
 
-/// A hostNetwork pod whose containers exit at once, restarted forever: every restart makes
-/// containerd create a container (snapshot, metadata database commits, fsync) and remove the old.
-fn crash_looping_pod(node: &str) -> Value {
-    let container = |name: &str| {
-        json!({
-            "name": name, "image": super::BUSYBOX_IMAGE, "imagePullPolicy": "Never",
-            "command": ["/bin/busybox", "sh", "-c", "exit 1"],
-        })
-    };
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("{POD_PREFIX}disk-slow"), "labels": {"nodehealth.local/fault": "disk-slow"}},
-        "spec": {
-            "nodeName": node, "hostNetwork": true, "restartPolicy": "Always",
-            "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 0,
-            "containers": [container("crash-a"), container("crash-b")],
-        },
-    })
-}
-
-fn create_pod(l: &Layout, pod: &Value) -> Result<()> {
-    let path = "/api/v1/namespaces/default/pods";
-    let (code, body) = api::request(l, "POST", path, Some(pod))?;
-    match code {
-        201 | 409 => Ok(()),
-        _ => bail!(
-            "creating pod {}: HTTP {code}: {body}",
-            pod["metadata"]["name"]
-        ),
-    }
-}
-
+/// Deletes the disk-slow fault's churn pods (one collection DELETE by their label).
 fn delete_fault_pods(l: &Layout) -> Result<()> {
-    let name = format!("{POD_PREFIX}disk-slow");
-    let (code, body) = api::request(
-        l,
-        "DELETE",
-        &format!("/api/v1/namespaces/default/pods/{name}?gracePeriodSeconds=0"),
-        None,
-    )?;
+    let path = format!(
+        "/api/v1/namespaces/default/pods?labelSelector={}&gracePeriodSeconds=0",
+        podchurn::LABEL.replace('=', "%3D")
+    );
+    let (code, body) = api::request(l, "DELETE", &path, None)?;
     match code {
         200 | 202 | 404 => Ok(()),
-        _ => bail!("deleting pod {name}: HTTP {code}: {body}"),
+        _ => bail!("deleting the churn pods: HTTP {code}: {body}"),
     }
 }
 

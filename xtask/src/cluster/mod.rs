@@ -16,6 +16,7 @@ pub mod host;
 pub mod image;
 pub mod lb;
 mod pki;
+pub mod podchurn;
 pub mod supervise;
 
 use std::{
@@ -56,6 +57,7 @@ const COMPONENTS: &[&str] = &[
     "containerd",
     "criproxy",
     "kubelet",
+    "podchurn",
 ];
 /// The kubelet reaches the API server through `apiserver-lb` on this port (see lb.rs).
 pub const LB_PORT: u16 = 6444;
@@ -518,6 +520,13 @@ fn command_line(l: &Layout, bin: &Path, name: &str, node: &str, s: &Settings) ->
             format!("--listen={}", l.criproxy_socket().display()),
             format!("--upstream={}", l.containerd_socket().display()),
             format!("--control={}", l.criproxy_control().display()),
+        ],
+        "podchurn" => vec![
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "xtask".into()),
+            "podchurn".into(),
+            format!("--node={}", node_name()),
         ],
         "containerd" => vec![
             "containerd".into(),
@@ -1043,7 +1052,7 @@ fn status() -> Result<()> {
             match (component_alive(&l, name), *name) {
                 (true, _) => "running",
                 // Started only by the runtime-slow-list fault.
-                (false, "criproxy") => "not in use",
+                (false, "criproxy" | "podchurn") => "not in use",
                 (false, _) => "stopped",
             },
             pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
