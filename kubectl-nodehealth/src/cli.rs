@@ -13,6 +13,15 @@ use crate::render::{self, Format};
 use crate::units::parse_go_duration;
 use crate::{diagnose, exit};
 
+/// A line on stderr that never panics: after SIGHUP the terminal is gone and writes fail, and a
+/// panic there would skip deleting the probe pod (`eprintln!` panics on a failed write).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// Why is this node's kubelet not responding, and what is the safe fix?
 ///
 /// Runs API-side checks (Node, Lease, CSRs, Events, and the kubelet's healthz, configz,
@@ -188,7 +197,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     }
     if let Some(path) = &cli.from_bundle {
         let (manifest, report) = crate::bundle::replay(path)?;
-        eprintln!(
+        say!(
             "kubectl-nodehealth: replaying {} (node {}, recorded {} by {})",
             path.display(),
             manifest.node,
@@ -239,7 +248,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     if let Some(path) = &cli.bundle {
         let command: Vec<String> = std::env::args().collect();
         crate::bundle::write(path, &report, &raw, &command)?;
-        eprintln!("kubectl-nodehealth: bundle written to {}", path.display());
+        say!("kubectl-nodehealth: bundle written to {}", path.display());
     }
     output(&cli, &report)
 }
@@ -317,7 +326,7 @@ async fn pleg(cli: &Cli, node: &str, watch: Duration, every: Duration) -> Result
     let (mut prev, mut ticks, mut failures) = (first, Vec::new(), 0usize);
     let end = tokio::time::Instant::now() + watch;
     let mut next = tokio::time::Instant::now() + every;
-    let interrupted = tokio::signal::ctrl_c();
+    let interrupted = interrupted();
     tokio::pin!(interrupted);
     while next <= end {
         tokio::select! {
@@ -379,22 +388,34 @@ pub const DEFAULT_POD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default namespace of the probe pod: kube-system (README: Pod Security).
 pub const DEFAULT_NAMESPACE: &str = "kube-system";
 
-/// Exit code after Ctrl-C / SIGTERM (128 + SIGINT, like a shell).
+/// Exit code after Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, like a shell).
 pub const INTERRUPTED: u8 = 130;
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP — a closed terminal or a dropped SSH connection ends a
+/// run as often as Ctrl-C does, and must delete the probe pod the same way.
 async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    #[cfg(unix)]
+    async fn unix_signal(kind: tokio::signal::unix::SignalKind) {
+        match tokio::signal::unix::signal(kind) {
             Ok(mut s) => {
                 s.recv().await;
             }
             Err(_) => std::future::pending::<()>().await,
         }
+    }
+    #[cfg(unix)]
+    let others = async {
+        use tokio::signal::unix::SignalKind;
+        tokio::select! {
+            () = unix_signal(SignalKind::terminate()) => {}
+            () = unix_signal(SignalKind::hangup()) => {}
+        }
     };
+    #[cfg(not(unix))]
+    let others = std::future::pending::<()>();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        () = others => {}
     }
 }
 
@@ -428,7 +449,7 @@ async fn with_probe(
         .clone()
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     if let Some(pc) = &cli.priority_class {
-        eprintln!(
+        say!(
             "kubectl-nodehealth: warning: the probe pod gets priority class {pc:?}: it passes the \
              kubelet's eviction admission under pressure and can preempt workloads"
         );
@@ -491,10 +512,10 @@ async fn with_probe(
     )
     .await;
     if let Some(w) = warning {
-        eprintln!("kubectl-nodehealth: warning: {w}");
+        say!("kubectl-nodehealth: warning: {w}");
     }
     let Some((api, node_side)) = outcome else {
-        eprintln!("kubectl-nodehealth: interrupted; the probe pod was deleted");
+        say!("kubectl-nodehealth: interrupted; the probe pod was deleted");
         return Err(Error::Interrupted);
     };
     let (mut evidence, raw) = api?;
@@ -506,14 +527,14 @@ async fn with_probe(
                 evidence.layers.push(Layer::Ebpf);
             }
             if let Some(e) = &np.stream_error {
-                eprintln!("kubectl-nodehealth: warning: node evidence is partial: {e}");
+                say!("kubectl-nodehealth: warning: node evidence is partial: {e}");
             }
             Step::Collected { data: np }
         }
         Err(e) => {
-            eprintln!("kubectl-nodehealth: node probe: {e}");
+            say!("kubectl-nodehealth: node probe: {e}");
             if matches!(e, probe::ProbeError::NotStarted(_)) {
-                eprintln!(
+                say!(
                     "kubectl-nodehealth: for the node-side half, run the agent on the node over \
                      SSH: tracer-user probe --host-root / --duration 10s -o json"
                 );
@@ -543,10 +564,10 @@ async fn cleanup(cli: &Cli) -> Result<u8, Error> {
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
     if deleted.is_empty() {
-        println!("no probe pods left");
+        write_stdout("no probe pods left\n")?;
     }
     for d in deleted {
-        println!("deleted pod {d}");
+        write_stdout(&format!("deleted pod {d}\n"))?;
     }
     Ok(exit::HEALTHY)
 }
@@ -560,7 +581,7 @@ pub fn main_entry() -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("kubectl-nodehealth: cannot start the async runtime: {e}");
+            say!("kubectl-nodehealth: cannot start the async runtime: {e}");
             return exit::UNDIAGNOSED;
         }
     };
@@ -568,7 +589,7 @@ pub fn main_entry() -> u8 {
         Ok(code) => code,
         Err(Error::Interrupted) => INTERRUPTED,
         Err(e) => {
-            eprintln!("kubectl-nodehealth: {e}");
+            say!("kubectl-nodehealth: {e}");
             exit::UNDIAGNOSED
         }
     }

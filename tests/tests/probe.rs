@@ -285,6 +285,40 @@ fn sigterm_mid_run_deletes_the_pod_within_seconds() {
     signal_mid_run_deletes_the_pod("TERM");
 }
 
+/// A closed terminal or a dropped SSH connection: SIGHUP, and stderr gone with the terminal (its
+/// reader closed first, so every write the plugin makes from then on fails). Round 1 left the
+/// probe pod behind every time.
+#[test]
+fn sighup_with_the_terminal_gone_deletes_the_pod() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let mut child = plugin_command(&c, &["--duration", "30s", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting kubectl-nodehealth");
+    wait_until("a running probe pod", Duration::from_secs(40), || {
+        probe_pods(&c)
+            .into_iter()
+            .find(|p| p.ends_with("(Running)"))
+    });
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let hung_up = Instant::now();
+    signal(&child, "HUP");
+    let status = wait_until("the plugin to exit", Duration::from_secs(20), || {
+        child.try_wait().ok().flatten()
+    });
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    wait_until("no probe pod", Duration::from_secs(5), || {
+        probe_pods(&c).is_empty().then_some(())
+    });
+    eprintln!(
+        "SIGHUP: plugin exited {:.1} s after the signal, pod gone",
+        hung_up.elapsed().as_secs_f64()
+    );
+}
+
 #[test]
 fn an_unknown_node_creates_no_pod() {
     let c = Cluster::get();
