@@ -4,6 +4,7 @@
 //! prints what it does, so a fresh machine and a warm one run the same commands.
 mod agent_image;
 mod bench;
+mod campaign;
 mod cluster;
 mod demo;
 mod setup;
@@ -64,6 +65,9 @@ enum Command {
     },
     /// Undo every fault injected into the local cluster.
     Heal,
+    /// Diagnostic accuracy over random faults, strengths, moments and ways to run the tool,
+    /// scored against the written-down truth (results in target/campaign/).
+    Campaign(campaign::Args),
     /// (internal) The kubelet's cuttable path to the API server.
     #[command(hide = true)]
     Lb(cluster::lb::Args),
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Supervise(args) => cluster::supervise::run(args),
         Command::Fault { fault } => cluster::fault::apply(fault),
         Command::Heal => cluster::fault::heal(),
+        Command::Campaign(args) => campaign::run(args),
         Command::Lb(args) => cluster::lb::run(args),
         Command::Criproxy(args) => cluster::criproxy::run(args),
         Command::Podchurn(args) => cluster::podchurn::run(args),
