@@ -124,6 +124,8 @@ pub enum FindingId {
     RuntimeListLatency,
     /// Runtime operation errors.
     RuntimeErrors,
+    /// The runtime's write operations (create, start, stop, remove).
+    RuntimeWriteLatency,
     /// The kubelet's endpoints that ask the runtime hang while the others answer.
     KubeletWaitsOnRuntime,
     // --- certificates
@@ -250,6 +252,7 @@ const SIMPLE: &[(FindingId, &str)] = &[
     (FindingId::PlegMode, "pleg-mode"),
     (FindingId::RuntimeListLatency, "runtime-list-latency"),
     (FindingId::RuntimeErrors, "runtime-errors"),
+    (FindingId::RuntimeWriteLatency, "runtime-write-latency"),
     (FindingId::KubeletWaitsOnRuntime, "kubelet-waits-on-runtime"),
     (FindingId::CertClientTtl, "cert-client-ttl"),
     (FindingId::CertServerTtl, "cert-server-ttl"),

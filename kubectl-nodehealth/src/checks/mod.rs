@@ -231,6 +231,10 @@ pub const CHECKS: &[Check] = &[
         run: runtime::runtime_errors,
     },
     Check {
+        name: "runtime-write-latency",
+        run: runtime::runtime_write_latency,
+    },
+    Check {
         name: "cert-client-ttl",
         run: certificates::client_ttl,
     },

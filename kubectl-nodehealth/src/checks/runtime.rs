@@ -287,3 +287,85 @@ pub fn node_runtime(n: &nodehealth_proto::node::NodeEvidence) -> RuntimeKind {
     .find_map(|v| RuntimeKind::recognise(&v))
     .unwrap_or(RuntimeKind::Unknown)
 }
+
+/// The runtime calls that write its metadata and snapshots (a bolt commit with fsync, an overlay
+/// snapshot): slow when the runtime's disk is — the list calls above do not show it, as they only
+/// read.
+const WRITE_OPERATIONS: &[&str] = &[
+    "create_container",
+    "start_container",
+    "stop_container",
+    "remove_container",
+    "stop_podsandbox",
+    "remove_podsandbox",
+];
+/// RunPodSandbox also sets up the pod's network (CNI): seconds are normal there, only the 7.63 s
+/// bucket says something.
+const SANDBOX_CREATE: &str = "run_podsandbox";
+/// A runtime-operations bucket bound: 0.005 × 2.5^6 s.
+const RUNTIME_BUCKET_1S: f64 = 0.005 * 244.140625;
+
+/// The runtime's write calls over the window: most above the 1.22 s bucket (a healthy runtime
+/// creates or removes a container in a fraction of a second), or any above 7.63 s.
+pub fn runtime_write_latency(e: &Evidence) -> Vec<Finding> {
+    const NAME: &str = "kubelet_runtime_operations_duration_seconds";
+    let Some(end) = metrics_end(e) else {
+        return vec![];
+    };
+    if !end.histograms.contains_key(NAME) {
+        return vec![];
+    }
+    let mut slow = Vec::new();
+    let mut seen = Vec::new();
+    for op in WRITE_OPERATIONS.iter().chain([&SANDBOX_CREATE]) {
+        let filter = |l: &Labels| l.get("operation_type").map(String::as_str) == Some(*op);
+        let Some(window) = window_histogram(e, NAME, filter) else {
+            continue;
+        };
+        let w = &window.histogram;
+        if w.count <= 0.0 {
+            continue;
+        }
+        seen.push(format!(
+            "{op} {} calls, mean {}",
+            w.count,
+            human_duration(w.mean().unwrap_or(0.0))
+        ));
+        let above_1 = w.fraction_above(RUNTIME_BUCKET_1S).unwrap_or(0.0);
+        let above_7 = w.count_above(RUNTIME_BUCKET_7S).unwrap_or(0.0);
+        let writes_slow = *op != SANDBOX_CREATE && w.count >= 2.0 && above_1 > 0.5;
+        if writes_slow || above_7 > 0.0 {
+            slow.push(describe(
+                &format!("{op} {}", window_label(&window, window_seconds(e))),
+                w,
+            ));
+        }
+    }
+    if seen.is_empty() {
+        return vec![];
+    }
+    let unit = identity(e).kind.unit_or_placeholder();
+    let mut f = if slow.is_empty() {
+        Finding::new(
+            FindingId::RuntimeWriteLatency,
+            Domain::Runtime,
+            Severity::Ok,
+            format!("runtime writes in the window: {}", seen.join(", ")),
+        )
+    } else {
+        Finding::new(
+            FindingId::RuntimeWriteLatency,
+            Domain::Runtime,
+            Severity::Warning,
+            "the runtime's writes are slow: creating and removing containers takes over a second"
+                .to_string(),
+        )
+        .fix(format!(
+            "writes wait on the runtime's disk far more often than on anything else: on the node `iostat -x 1` for the device under the runtime's root, `journalctl -u {unit}`; --trace names the device its threads wait on"
+        ))
+    };
+    for line in slow {
+        f = f.with(line);
+    }
+    vec![f]
+}

@@ -997,3 +997,31 @@ fn slow_pleg_widens_the_probe_pod_bound() {
     );
     assert!(crate::relists::slows_pod_starts(&e));
 }
+
+/// disk-slow from the API side: the list calls read and stay fast, the writes wait on the disk.
+#[test]
+fn runtime_writes_over_a_second_are_slow_writes_but_one_slow_call_is_not() {
+    let name = "kubelet_runtime_operations_duration_seconds";
+    let mut e = healthy_evidence();
+    observe(
+        end(&mut e),
+        name,
+        &[("operation_type", "create_container")],
+        2.0,
+        4.0,
+    );
+    let f = runtime_write_latency(&e);
+    assert_eq!(f[0].severity, Severity::Warning, "{f:#?}");
+    assert!(f[0].evidence[0].starts_with("create_container"), "{f:#?}");
+    assert_eq!(runtime_list_latency(&e)[0].severity, Severity::Ok);
+    let mut e = healthy_evidence();
+    observe(
+        end(&mut e),
+        name,
+        &[("operation_type", "create_container")],
+        2.0,
+        1.0,
+    );
+    let f = runtime_write_latency(&e);
+    assert!(f.iter().all(|f| f.severity == Severity::Ok), "{f:#?}");
+}

@@ -33,6 +33,10 @@ pub fn score(i: &Inputs) -> Score {
         let critical = i.at_least(&FindingId::RuntimeListLatency, Severity::Critical);
         s.because(if critical { 70 } else { 45 }, w);
     }
+    // Writes slow while reads are not: the runtime's disk, most often.
+    if let Some(w) = i.problem(&FindingId::RuntimeWriteLatency) {
+        s.because(50, w);
+    }
     if let Some(w) = i.problem(&FindingId::RuntimeErrors) {
         s.because(if i.relist_stuck() { 80 } else { 40 }, w);
     }
