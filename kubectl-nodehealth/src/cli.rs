@@ -481,15 +481,21 @@ async fn with_probe(
     let (widen_tx, widen_rx) = tokio::sync::watch::channel(None);
     let ran = Cell::new(false);
     let widen = cli.pod_timeout.is_none();
-    let api = async {
-        let result = collect::collect(target, options).await;
-        if let Ok((evidence, _)) = &result
-            && widen
-            && crate::relists::slows_pod_starts(evidence)
-        {
-            // Slow relists slow pod starts too (the kubelet sees the container start only
-            // through a relist): give it three times the default bound.
+    // Slow relists slow pod starts too (the kubelet sees the container start only through a
+    // relist): give it three times the default bound — as soon as the first scrape shows it, and
+    // again once the window does.
+    let widen_to = |slow: bool| {
+        if widen && slow {
             let _ = widen_tx.send(Some(DEFAULT_POD_TIMEOUT * 3));
+        }
+    };
+    let api = async {
+        let result = collect::collect_with(target, options, |first| {
+            widen_to(crate::relists::slow_since_start(first));
+        })
+        .await;
+        if let Ok((evidence, _)) = &result {
+            widen_to(crate::relists::slows_pod_starts(evidence));
         }
         result
     };

@@ -776,6 +776,16 @@ pub async fn collect(
     target: &Target,
     options: &CollectOptions,
 ) -> Result<(Evidence, RawCaptures), Error> {
+    collect_with(target, options, |_| {}).await
+}
+
+/// [`collect`], calling `on_first_scrape` with the window's first `/metrics` scrape as soon as it
+/// is in (the probe pod's start can then be given longer at once when relists are slow).
+pub async fn collect_with(
+    target: &Target,
+    options: &CollectOptions,
+    on_first_scrape: impl FnOnce(&MetricsSnapshot),
+) -> Result<(Evidence, RawCaptures), Error> {
     let client = &target.client;
     let node = options.node.as_str();
     let timeout = options.timeout;
@@ -815,6 +825,10 @@ pub async fn collect(
         let started_at = Timestamp::now();
         let first = proxy_get(client, node, "metrics", timeout).await;
         let first_at = Timestamp::now();
+        if let Ok(text) = &first {
+            let scrape = crate::metrics::parse(text);
+            on_first_scrape(&MetricsSnapshot::from_scrape(&scrape, text.len(), first_at));
+        }
         let give_up = matches!(&first, Err(f) if matches!(f.kind, FailureKind::Forbidden | FailureKind::Unauthorized | FailureKind::NotFound));
         let second = if give_up {
             Err(first

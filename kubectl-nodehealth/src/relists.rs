@@ -190,3 +190,20 @@ pub fn slows_pod_starts(e: &Evidence) -> bool {
         });
     stalled || none_finished
 }
+
+/// Whether one scrape shows relists slow since the kubelet started (for the probe pod's start,
+/// before the window's second scrape is in): most relists over a second (at least three), or the
+/// last successful relist over a minute old.
+pub fn slow_since_start(m: &MetricsSnapshot) -> bool {
+    let mostly_slow = m
+        .histogram_where(RELIST_DURATION, |_| true)
+        .filter(|h| h.count >= 3.0)
+        .and_then(|h| h.fraction_above(1.0))
+        .is_some_and(|f| f > 0.5);
+    let scraped = m.scraped_at.map(|t| t.as_second() as f64);
+    let stalled = match (m.scalar("kubelet_pleg_last_seen_seconds"), scraped) {
+        (Some(seen), Some(at)) => seen > 0.0 && at - seen > 60.0,
+        _ => false,
+    };
+    mostly_slow || stalled
+}

@@ -112,6 +112,9 @@ pub struct Facts {
     /// Some of the kubelet's own requests to the API server got no answer at all in the window
     /// (`rest_client_requests_total{code="<error>"}` rose): its path to the API server.
     pub kubelet_requests_unanswered: bool,
+    /// The lease was last renewed before the running kubelet process started: a kubelet that was
+    /// (re)started and has not renewed it yet — not one that stopped renewing.
+    pub lease_predates_kubelet: bool,
     /// The API server's address as the node knows it (the kubelet's kubeconfig), when the agent
     /// read it.
     pub api_server_from_node: Option<String>,
@@ -177,6 +180,7 @@ impl Facts {
                 |l| l.get("code").map(String::as_str) == Some("<error>"),
             )
             .is_some_and(|d| d > 0.0),
+            lease_predates_kubelet: super::heartbeat::lease_predates_kubelet(e).is_some(),
             api_server_from_node: e
                 .node_probe
                 .data()

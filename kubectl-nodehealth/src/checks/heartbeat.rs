@@ -54,7 +54,14 @@ pub fn lease(e: &Evidence) -> Vec<Finding> {
                 )
             };
             let mut f = Finding::new(FindingId::Lease, Domain::Heartbeat, severity, summary)
-                .with(evidence)
+                .with(evidence);
+            if let Some(before) = lease_predates_kubelet(e) {
+                f = f.with(format!(
+                    "renewed last by the previous kubelet process: the running one started {} later and has not renewed it yet",
+                    human_duration(before)
+                ));
+            }
+            let mut f = f
                 .with("ages use this machine's clock against the kubelet's renewTime: clock skew shifts them");
             if severity.is_problem() {
                 f = f.fix("see the verdict: a stale lease is kubelet-down, kubelet-starved, a partition or an auth failure");
@@ -112,4 +119,17 @@ pub fn cluster_leases(e: &Evidence) -> Vec<Finding> {
         f = f.fix("many nodes stopped heartbeating together: suspect the API server, its load balancer or the network, not this kubelet");
     }
     vec![f]
+}
+
+/// When the lease was last renewed before the running kubelet started (both times are the node's
+/// clock: `renewTime` is written by the kubelet, `process_start_time_seconds` is its own): how long
+/// before, in seconds. A restarted kubelet renews its lease only once it is up.
+pub fn lease_predates_kubelet(e: &Evidence) -> Option<f64> {
+    let renew = e.lease.data()?.renew_time?;
+    let started = e
+        .metrics_end
+        .data()
+        .and_then(|m| m.scalar("process_start_time_seconds"))?;
+    let renewed = renew.as_second() as f64 + f64::from(renew.subsec_nanosecond()) / 1e9;
+    (renewed < started).then_some(started - renewed)
 }

@@ -90,6 +90,7 @@ pub fn logs_support_what_they_name(scores: &mut Scores, i: &Inputs) {
 pub fn nothing_separates_down_from_partition(scores: &mut Scores, i: &Inputs) {
     if i.not_reporting()
         && !i.certificate_signal()
+        && !i.fresh_kubelet_not_yet_heartbeating()
         && scores.of(CauseId::KubeletDown) == 0
         && scores.of(CauseId::ApiPartition) == 0
         && scores.of(CauseId::KubeletStarved) < 45

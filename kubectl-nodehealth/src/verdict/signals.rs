@@ -67,6 +67,12 @@ impl<'a> Inputs<'a> {
         self.unknown() || self.lease_stale()
     }
 
+    /// The kubelet was (re)started, answers, and has not renewed its lease yet: its silence is
+    /// its start, not a cut path or a death.
+    pub fn fresh_kubelet_not_yet_heartbeating(&self) -> bool {
+        self.facts.lease_predates_kubelet && self.facts.kubelet_answers
+    }
+
     /// A relist that has not finished past the kubelet's threshold, or NotReady for PLEG.
     pub fn relist_stuck(&self) -> bool {
         self.ready_pleg() || self.at_least(&FindingId::PlegLastSeen, Severity::Critical)

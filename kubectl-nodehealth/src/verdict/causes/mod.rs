@@ -105,6 +105,7 @@ pub(crate) mod test_support {
             },
             relists: None,
             kubelet_requests_unanswered: false,
+            lease_predates_kubelet: false,
             api_server_from_node: None,
         }
     }

@@ -27,7 +27,7 @@ pub fn score(i: &Inputs) -> Score {
         if let Some(w) = i.problem(&FindingId::ClusterLeases) {
             s.because(80, w);
         }
-        if i.facts.kubelet_answers {
+        if i.facts.kubelet_answers && !i.fresh_kubelet_not_yet_heartbeating() {
             s.because(
                 60,
                 "the kubelet answers the API server through the node proxy, yet does not renew its lease: its own path to the API server is broken",
@@ -100,6 +100,17 @@ mod tests {
         let mut facts = silent();
         facts.kubelet_answers = true;
         assert_eq!(score(&Inputs::new(&[], &facts)).score, 60);
+    }
+
+    /// Seen with runtime-slow-list at 3 s: the fault restarts the kubelet onto the CRI proxy, and
+    /// the new kubelet renews its lease only a minute later. The stale lease was the previous
+    /// process's.
+    #[test]
+    fn a_restarted_kubelet_that_has_not_renewed_its_lease_yet_is_not_cut_off() {
+        let mut facts = silent();
+        facts.kubelet_answers = true;
+        facts.lease_predates_kubelet = true;
+        assert_eq!(score(&Inputs::new(&[], &facts)).score, 0);
     }
 
     #[test]
