@@ -96,9 +96,16 @@ pub fn token_sha256(token: &str) -> String {
         .collect()
 }
 
+/// Bound on one port-forward connection to the agent: the kubelet lists the pods through the
+/// runtime before it forwards (measured: over 6 s with list calls held 3 s each).
+const PORT_FORWARD_CONNECT: Duration = Duration::from_secs(15);
+
+/// The agent's bound on each of its own CRI calls.
+const AGENT_CRI_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Seconds the agent may live: the pod bound, the window, and slack for the stream.
 fn agent_deadline(o: &ProbeOptions) -> u64 {
-    o.window.as_secs() + 60
+    o.window.as_secs() + 3 * PORT_FORWARD_CONNECT.as_secs() + AGENT_CRI_TIMEOUT.as_secs() + 30
 }
 
 /// The probe pod (pure; see DESIGN.md's probe-pod paragraph for each choice).
@@ -464,7 +471,7 @@ async fn channel(
         }
     });
     tonic::transport::Endpoint::from_static("http://agent.nodehealth.invalid")
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(PORT_FORWARD_CONNECT)
         .connect_with_connector(connector)
         .await
         .map_err(|e| {
@@ -489,8 +496,10 @@ pub async fn run_agent(
     id: &RunIdentity,
     pod_start: Duration,
 ) -> Result<NodeProbe, ProbeError> {
-    // The container runs before the agent listens: retry the connection for a few seconds.
-    let connect_deadline = Instant::now() + Duration::from_secs(15);
+    // The container runs before the agent listens: retry the connection for a while. Each
+    // port-forward makes the kubelet list pods through the runtime first (kubelet_pods.go
+    // GetPortForward → GetPods: ListPodSandbox + ListContainers), so a slow runtime slows it.
+    let connect_deadline = Instant::now() + PORT_FORWARD_CONNECT * 3;
     let mut agent = loop {
         let attempt = async {
             let ch = channel(client, o, id).await?;
@@ -500,7 +509,9 @@ pub async fn run_agent(
                     token: id.token.clone(),
                     window_ms: o.window.as_millis() as u64,
                     trace: o.trace,
-                    cri_timeout_ms: 2000,
+                    // As the standalone agent: a list call of a few seconds is a slow runtime, not a
+                    // hung one (the kubelet waits runtimeRequestTimeout, 2 min by default).
+                    cri_timeout_ms: AGENT_CRI_TIMEOUT.as_millis() as u64,
                     log_since_ms: o.log_since.as_millis() as u64,
                 })
                 .await

@@ -124,6 +124,17 @@ impl Diagnosis {
             .unwrap_or_default()
     }
 
+    /// The agent on the node with its tracer, its evidence handed to the plugin.
+    fn with_traced_agent(c: &Cluster, duration: &str) -> Diagnosis {
+        let agent = run_agent_standalone(&["--duration", duration, "--trace"]);
+        let (out, took) = run_plugin_with_node_evidence(c, &agent, duration);
+        Diagnosis {
+            report: json_of(&out),
+            exit: out.status.code(),
+            took,
+        }
+    }
+
     fn has(&self, id: &str) -> bool {
         self.causes().iter().any(|c| c["id"] == id)
     }
@@ -572,8 +583,14 @@ fn runtime_slow_list_below_and_above_a_second_is_pleg_held_by_the_runtime() {
         );
         d.expect_no_kubelet_restart();
 
-        let d = Diagnosis::traced(&c, window);
-        d.print(&format!("runtime-slow-list {delay} (--trace)"));
+        // At 3 s a call the probe pod does not start within the bound (each step of a pod start
+        // waits for a relist of 7-9 s): the operator's next step is the agent over SSH, tracing.
+        let d = if held < 2.0 {
+            Diagnosis::traced(&c, window)
+        } else {
+            Diagnosis::with_traced_agent(&c, window)
+        };
+        d.print(&format!("runtime-slow-list {delay} (traced)"));
         d.expect_top("pleg-slow");
         assert_eq!(
             d.top()["attribution"],
