@@ -230,6 +230,39 @@ impl Cluster {
         )
     }
 
+    /// CFS periods in which a harness component's cpu cgroup was throttled, so far.
+    pub fn throttled_periods(&self, component: &str) -> u64 {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/cpu/nodehealth-harness/{component}/cpu.stat"
+        ))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled ")?.trim().parse().ok())
+        .unwrap_or(0)
+    }
+
+    /// Waits until relists have finished fast again: two polls in a row in which the relists that
+    /// finished took under a second on average (a relist slowed by an earlier fault may still be in
+    /// flight when the node is already Ready). Returns how long it took.
+    pub fn wait_relists_fast(&self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let mut last = self.relist_histogram();
+        let mut fast = 0;
+        wait_until("relists back under a second", timeout, || {
+            let now = self.relist_histogram();
+            let (count, mean) = window(last, now);
+            if now.1 < last.1 {
+                // The kubelet restarted: count from here.
+                fast = 0;
+            } else if count >= 1.0 {
+                fast = if mean < 1.0 { fast + 1 } else { 0 };
+            }
+            last = now;
+            (fast >= 2).then_some(())
+        });
+        start.elapsed()
+    }
+
     /// `major:minor` of the harness's loop device under containerd's root (what `disk-slow`
     /// slows).
     pub fn containerd_root_device(&self) -> String {

@@ -6,7 +6,7 @@ use std::{thread, time::Duration};
 
 use nodehealth_e2e::{
     Cluster, Healer, json_of, last_oom_kill_at, run_agent_standalone, run_plugin,
-    run_plugin_with_node_evidence,
+    run_plugin_with_node_evidence, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -90,10 +90,10 @@ fn node_is_ready_and_its_lease_renews() {
         c.node
     );
     let first = c.get_json(&lease_path)["spec"]["renewTime"].clone();
-    // The kubelet renews every 10 s (a quarter of leaseDurationSeconds 40).
-    thread::sleep(Duration::from_secs(12));
-    let second = c.get_json(&lease_path)["spec"]["renewTime"].clone();
-    assert_ne!(first, second, "lease renewTime did not move in 12 s");
+    // The kubelet renews every 10 s (a quarter of leaseDurationSeconds 40, ±4% jitter).
+    wait_until("the lease renewed", Duration::from_secs(12), || {
+        (c.get_json(&lease_path)["spec"]["renewTime"] != first).then_some(())
+    });
 }
 
 #[test]
@@ -137,7 +137,15 @@ fn host_network_pod_runs_to_completion() {
         &format!("/api/v1/namespaces/default/pods/{name}?gracePeriodSeconds=0"),
         None,
     );
-    thread::sleep(Duration::from_secs(1));
+    wait_until("the old pod gone", Duration::from_secs(60), || {
+        (c.request(
+            "GET",
+            &format!("/api/v1/namespaces/default/pods/{name}"),
+            None,
+        )
+        .0 == 404)
+            .then_some(())
+    });
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},

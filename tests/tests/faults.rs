@@ -23,7 +23,7 @@ fn long_tests() -> bool {
 /// test may still be in flight).
 fn settled(c: &Cluster) {
     c.wait_ready("True", Duration::from_secs(120));
-    thread::sleep(Duration::from_secs(2));
+    c.wait_relists_fast(Duration::from_secs(60));
 }
 
 /// A long-running hostNetwork pod; returns its container id once it runs.
@@ -161,7 +161,10 @@ fn runtime_cpu_starved_slows_relists_and_throttles_containerd() {
     let healer = Healer(&c);
     let throttled_before = throttled();
     c.xtask(&["fault", "runtime-cpu-starved"]);
-    thread::sleep(Duration::from_secs(3));
+    // The quota bites as soon as containerd wants more CPU than it allows.
+    wait_until("containerd throttled", Duration::from_secs(30), || {
+        (throttled() > throttled_before).then_some(())
+    });
     let before = c.relist_histogram();
     thread::sleep(Duration::from_secs(15));
     let (count, starved) = window(before, c.relist_histogram());
@@ -178,7 +181,7 @@ fn runtime_cpu_starved_slows_relists_and_throttles_containerd() {
         "relists did not slow: {baseline:.3} s before, {starved:.3} s starved"
     );
     drop(healer);
-    thread::sleep(Duration::from_secs(3));
+    c.wait_relists_fast(Duration::from_secs(60));
     let before = c.relist_histogram();
     thread::sleep(Duration::from_secs(10));
     let (_, healed) = window(before, c.relist_histogram());

@@ -583,8 +583,8 @@ fn slow_runtime_list_calls_measured_by_the_agent_point_at_the_runtime() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
     let healer = Healer(&c);
+    // The fault returns once a relist showed both held calls.
     c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
-    thread::sleep(Duration::from_secs(4));
     let (out, took) = plugin(&c, &["--duration", "5s", "--trace", "-o", "json"]);
     let err = stderr(&out);
     let report = json_report(&out);

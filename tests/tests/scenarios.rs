@@ -635,8 +635,11 @@ fn runtime_cpu_starved_is_attributed_to_cpu_starvation_of_the_runtime() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
     let healer = Healer(&c);
+    let throttled = c.throttled_periods("containerd");
     c.xtask(&["fault", "runtime-cpu-starved"]);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until("containerd throttled", Duration::from_secs(30), || {
+        (c.throttled_periods("containerd") > throttled).then_some(())
+    });
     // The starved runtime may not start a pod in time: the agent on the node, traced, is what
     // an operator runs then.
     let agent = run_agent_standalone(&["--duration", "10s", "--trace"]);

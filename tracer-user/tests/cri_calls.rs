@@ -11,7 +11,7 @@ use std::{
     path::Path,
     process::{ChildStdout, Command, Stdio},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use common::{ChildGuard, cri_sim};
@@ -108,6 +108,23 @@ fn traced(client: &Client, sock: &str) -> Tracer {
     .expect("load and attach the tracer")
 }
 
+/// The calls the tracer submits, read until `want` arrived (the ring buffer is read as the
+/// kernel fills it; a call ends in the kernel before its record is readable) or 2 s passed.
+fn calls_until(tracer: &mut Tracer, want: usize) -> Vec<CriCall> {
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    while calls.len() < want && started.elapsed() < Duration::from_secs(2) {
+        calls.extend(tracer.cri_calls());
+        if calls.len() < want {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // And nothing more arrives late: a duplicate would show here.
+    thread::sleep(Duration::from_millis(50));
+    calls.extend(tracer.cri_calls());
+    calls
+}
+
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
@@ -124,8 +141,7 @@ fn each_call_lasts_the_servers_known_delay() {
     let o = thread::spawn(move || other.run());
     let (latencies, errors) = client.run();
     let _ = o.join();
-    thread::sleep(Duration::from_millis(100));
-    let calls: Vec<CriCall> = tracer.cri_calls();
+    let calls: Vec<CriCall> = calls_until(&mut tracer, 5);
     let counters = tracer.cri_counters().unwrap();
     eprintln!(
         "client latencies (ms): {:?}; traced: {:?}; counters {counters:?}",
@@ -198,19 +214,27 @@ fn a_call_past_its_deadline_ends_at_the_deadline_and_is_in_flight_until_then() {
         let result = client.run();
         Ran { client, result }
     });
-    thread::sleep(Duration::from_millis(700));
-    let in_flight = tracer.cri_in_flight().unwrap();
+    // Before its 1.5 s deadline the pending call is in flight (the call is written at once; the
+    // server holds it 5 s).
+    let started = Instant::now();
+    let in_flight = loop {
+        let now = tracer.cri_in_flight().unwrap();
+        if !now.is_empty() || started.elapsed() > Duration::from_millis(1200) {
+            break now;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(
         in_flight.len(),
         1,
-        "the pending call is in flight: {in_flight:?}"
+        "the pending call is in flight within 1.2 s: {in_flight:?}"
     );
     let mut client = run.join().unwrap();
     let (_, errors) = client.result;
     assert_eq!(errors, 1, "the call failed at its deadline");
     // grpc-go writes the reset asynchronously: wait for the client to exit (it lingers for that).
     let _ = client.client.child.0.wait();
-    let calls = tracer.cri_calls();
+    let calls = calls_until(&mut tracer, 1);
     eprintln!(
         "traced: {:?}",
         calls

@@ -53,8 +53,8 @@ pub fn lease(e: &Evidence) -> Vec<Finding> {
                     format!("lease renewed {} ago", human_duration(age.max(0.0))),
                 )
             };
-            let mut f = Finding::new(FindingId::Lease, Domain::Heartbeat, severity, summary)
-                .with(evidence);
+            let mut f =
+                Finding::new(FindingId::Lease, Domain::Heartbeat, severity, summary).with(evidence);
             if let Some(before) = lease_predates_kubelet(e) {
                 f = f.with(format!(
                     "renewed last by the previous kubelet process: the running one started {} later and has not renewed it yet",

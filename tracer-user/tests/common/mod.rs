@@ -87,9 +87,11 @@ oom_score = 0
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                // The gRPC socket is up; the CRI plugin registers on the same server.
-                thread::sleep(Duration::from_millis(300));
+            // The socket accepts as soon as it is bound; containerd logs "successfully booted"
+            // once every plugin, the CRI one among them, is registered and serving.
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && self.log().contains("containerd successfully booted")
+            {
                 return;
             }
             thread::sleep(Duration::from_millis(50));
@@ -213,13 +215,22 @@ impl Drop for Containerd {
         let _ = self.child.wait();
         let dir = self.dir.path().display().to_string();
         // Shims of this containerd (they name its socket in -address) and their children.
-        for pid in own_shims(&dir) {
+        let shims = own_shims(&dir);
+        for pid in &shims {
             let _ = Command::new("kill")
                 .args(["-9", &format!("-{pid}")])
                 .status();
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
-        thread::sleep(Duration::from_millis(100));
+        // Gone before their mounts are taken down (a dying shim may still hold them).
+        let until = Instant::now() + Duration::from_secs(5);
+        while shims
+            .iter()
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            && Instant::now() < until
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
         // Anything still mounted under the temp dir (sandbox shm, rootfs), deepest first.
         let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
