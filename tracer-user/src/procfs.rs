@@ -274,15 +274,21 @@ pub fn cgroup_dir(
 }
 
 /// Whether the process's cgroup is frozen: v1 freezer.state FROZEN/FREEZING, v2 cgroup.events
-/// `frozen 1`. None when there is no freezer to ask.
+/// `frozen 1`. On a hybrid host both are asked (the v2 freezer needs no controller, so a process
+/// can be frozen through the unified hierarchy beside a thawed v1 freezer). None when there is no
+/// freezer to ask.
 pub fn cgroup_frozen(host: &HostRoot, pid: u32) -> Option<bool> {
-    let (version, _, dir) = cgroup_dir(host, pid, Some("freezer"))?;
-    if version == 1 {
-        let state = fs::read_to_string(dir.join("freezer.state")).ok()?;
-        Some(matches!(state.trim(), "FROZEN" | "FREEZING"))
-    } else {
-        let events = fs::read_to_string(dir.join("cgroup.events")).ok()?;
-        Some(events.lines().any(|l| l.trim() == "frozen 1"))
+    let v1 = cgroup_dir(host, pid, Some("freezer"))
+        .filter(|(version, _, _)| *version == 1)
+        .and_then(|(_, _, dir)| fs::read_to_string(dir.join("freezer.state")).ok())
+        .map(|state| matches!(state.trim(), "FROZEN" | "FREEZING"));
+    let v2 = cgroup_dir(host, pid, None)
+        .filter(|(version, _, _)| *version == 2)
+        .and_then(|(_, _, dir)| fs::read_to_string(dir.join("cgroup.events")).ok())
+        .map(|events| events.lines().any(|l| l.trim() == "frozen 1"));
+    match (v1, v2) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(false) || b.unwrap_or(false)),
     }
 }
 

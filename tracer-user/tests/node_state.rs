@@ -1,7 +1,9 @@
 //! Process and cgroup evidence from real processes and cgroups the test creates itself:
-//! zombie children of a kubelet-like process, CPU throttling counted over the window in a v1
-//! cpu cgroup with a CFS quota, a frozen freezer cgroup, and a kubelet healthz endpoint that
-//! accepts but never answers (alive but unresponsive). Needs root.
+//! zombie children of a kubelet-like process, CPU throttling counted over the window in a cpu
+//! cgroup with a CFS quota (v1, else v2 cpu.max), a frozen cgroup (every freezer the host has: v1
+//! freezer.state and v2 cgroup.freeze), and a kubelet healthz endpoint that accepts but never
+//! answers (alive but unresponsive). Needs root. Nothing is skipped: a host without the cgroup a
+//! test needs fails it, saying which.
 mod common;
 
 use std::{
@@ -48,6 +50,7 @@ impl OwnCgroup {
 impl Drop for OwnCgroup {
     fn drop(&mut self) {
         let _ = fs::write(self.0.join("freezer.state"), "THAWED");
+        let _ = fs::write(self.0.join("cgroup.freeze"), "0");
         for pid in fs::read_to_string(self.0.join("cgroup.procs"))
             .unwrap_or_default()
             .split_whitespace()
@@ -89,14 +92,30 @@ fn zombie_children_of_the_kubelet_are_reported() {
 
 #[test]
 fn cfs_throttling_is_counted_over_the_window() {
-    let Some(cg) = OwnCgroup::new("cpu", "throttle") else {
-        eprintln!("no cgroup v1 cpu hierarchy here: skipped");
-        return;
-    };
     // 1% of one CPU (the smallest quota, 1 ms per 100 ms) for a busy loop: throttled in nearly
-    // every period even when the machine is busy with other work.
-    cg.write("cpu.cfs_period_us", "100000");
-    cg.write("cpu.cfs_quota_us", "1000");
+    // every period even when the machine is busy with other work. A v1 cpu hierarchy where there
+    // is one, else v2's cpu.max.
+    let (cg, version) = match OwnCgroup::new("cpu", "throttle") {
+        Some(cg) => {
+            cg.write("cpu.cfs_period_us", "100000");
+            cg.write("cpu.cfs_quota_us", "1000");
+            (cg, 1)
+        }
+        None => {
+            let cg = own_v2_cgroup("throttle")
+                .expect("no cpu cgroup: neither a v1 cpu hierarchy nor a cgroup2 mount");
+            assert!(
+                fs::read_to_string(cg.0.join("cgroup.controllers"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .any(|c| c == "cpu"),
+                "cgroup v2 without the cpu controller delegated to {:?}",
+                cg.0
+            );
+            cg.write("cpu.max", "1000 100000");
+            (cg, 2)
+        }
+    };
     let child = Command::new("sh")
         .args(["-c", "while :; do :; done"])
         .stdin(Stdio::null())
@@ -113,7 +132,7 @@ fn cfs_throttling_is_counted_over_the_window() {
     let c = &p.cgroups[0];
     eprintln!("throttling over 1 s: {c:?}");
     assert!(c.error.is_none(), "{c:?}");
-    assert_eq!(c.cgroup_version, 1);
+    assert_eq!(c.cgroup_version, version);
     assert!(c.path.ends_with("throttle"), "{c:?}");
     assert_eq!((c.quota_us, c.period_us), (Some(1_000), Some(100_000)));
     let periods = c.window_nr_periods.unwrap();
@@ -123,12 +142,30 @@ fn cfs_throttling_is_counted_over_the_window() {
     assert!(c.window_throttled_ns.unwrap() > 100_000_000, "{c:?}");
 }
 
-#[test]
-fn a_process_in_a_frozen_cgroup_is_reported_frozen() {
-    let Some(cg) = OwnCgroup::new("freezer", "frozen") else {
-        eprintln!("no cgroup v1 freezer here: skipped");
-        return;
-    };
+/// The v2 (unified) hierarchy's mount point, when there is one: `/sys/fs/cgroup` on a cgroup-v2
+/// host, `/sys/fs/cgroup/unified` on a hybrid one.
+fn unified_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|l| {
+        let (_, after) = l.split_once(" - ")?;
+        if !after.starts_with("cgroup2 ") {
+            return None;
+        }
+        l.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// A cgroup of our own in the v2 hierarchy (the freezer is built into v2: no controller needed).
+fn own_v2_cgroup(tag: &str) -> Option<OwnCgroup> {
+    let base = unified_mount()?;
+    let dir = base.join(format!("nodehealth-test-{}-{tag}", std::process::id()));
+    fs::create_dir(&dir).ok()?;
+    Some(OwnCgroup(dir))
+}
+
+/// Freezes a sleeping process through `freeze` (writes to the cgroup `cg` it was added to) and
+/// checks the agent reports it frozen.
+fn frozen_is_reported(cg: &OwnCgroup, freeze: (&str, &str), settled: impl Fn() -> bool) {
     let child = Command::new("sleep")
         .arg("30")
         .stdin(Stdio::null())
@@ -139,14 +176,10 @@ fn a_process_in_a_frozen_cgroup_is_reported_frozen() {
     cg.add(pid);
     let host = HostRoot::new("/");
     assert_eq!(procfs::cgroup_frozen(&host, pid), Some(false));
-    cg.write("freezer.state", "FROZEN");
+    cg.write(freeze.0, freeze.1);
     let until = Instant::now() + Duration::from_secs(5);
-    while fs::read_to_string(cg.0.join("freezer.state"))
-        .unwrap()
-        .trim()
-        != "FROZEN"
-    {
-        assert!(Instant::now() < until, "freezer did not settle");
+    while !settled() {
+        assert!(Instant::now() < until, "the freezer did not settle");
         thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(procfs::cgroup_frozen(&host, pid), Some(true));
@@ -155,7 +188,37 @@ fn a_process_in_a_frozen_cgroup_is_reported_frozen() {
     let k = p.kubelet.unwrap();
     eprintln!("frozen task state: {:?}", k.liveness);
     assert_eq!(k.cgroup_frozen, Some(true));
-    cg.write("freezer.state", "THAWED");
+}
+
+/// Every freezer this host has is tried: the v1 freezer hierarchy and the v2 `cgroup.freeze`
+/// (a hybrid host has both; a v2 host only the second). A host with neither fails the test.
+#[test]
+fn a_process_in_a_frozen_cgroup_is_reported_frozen() {
+    let mut tried = Vec::new();
+    if let Some(cg) = OwnCgroup::new("freezer", "frozen") {
+        let state = cg.0.join("freezer.state");
+        frozen_is_reported(&cg, ("freezer.state", "FROZEN"), || {
+            fs::read_to_string(&state).unwrap_or_default().trim() == "FROZEN"
+        });
+        cg.write("freezer.state", "THAWED");
+        tried.push("v1 freezer.state");
+    }
+    if let Some(cg) = own_v2_cgroup("frozen") {
+        let events = cg.0.join("cgroup.events");
+        frozen_is_reported(&cg, ("cgroup.freeze", "1"), || {
+            fs::read_to_string(&events)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() == "frozen 1")
+        });
+        cg.write("cgroup.freeze", "0");
+        tried.push("v2 cgroup.freeze");
+    }
+    eprintln!("freezers tried: {tried:?}");
+    assert!(
+        !tried.is_empty(),
+        "no freezer on this host: neither a v1 freezer hierarchy nor a cgroup2 mount"
+    );
 }
 
 #[tokio::test]

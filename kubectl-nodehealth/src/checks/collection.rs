@@ -140,7 +140,12 @@ pub fn collection_failures(e: &Evidence) -> Vec<Finding> {
         .filter_map(|(s, f)| f.map(|f| (*s, f)))
         .filter(|(_, f)| f.request.contains("/proxy/"))
         .collect();
-    let independent_answered = RUNTIME_INDEPENDENT.iter().any(|s| answered(e, s));
+    // healthz must have answered (every kubelet serves it, and needs nothing to answer it), and
+    // none of the other runtime-independent endpoints may hang with the rest.
+    let independent_answered = answered(e, "healthz")
+        && !proxy
+            .iter()
+            .any(|(s, f)| RUNTIME_INDEPENDENT.contains(s) && is_hang(f));
     let waits_on_runtime =
         |s: &str, f: &Failure| independent_answered && RUNTIME_DEPENDENT.contains(&s) && is_hang(f);
     let unreachable: Vec<_> = proxy

@@ -1025,3 +1025,37 @@ fn runtime_writes_over_a_second_are_slow_writes_but_one_slow_call_is_not() {
     let f = runtime_write_latency(&e);
     assert!(f.iter().all(|f| f.severity == Severity::Ok), "{f:#?}");
 }
+
+/// Round 1 called the first seconds of a runtime freeze kubelet starvation: /metrics and
+/// /stats/summary hung (their collectors ask the runtime) while healthz and configz answered.
+#[test]
+fn endpoints_that_ask_the_runtime_hanging_while_healthz_answers_is_the_runtime() {
+    let mut e = healthy_evidence();
+    for step in [&mut e.metrics_start, &mut e.metrics_end] {
+        *step = failed(
+            FailureKind::Timeout,
+            "GET /api/v1/nodes/node-a/proxy/metrics",
+            None,
+            "no answer within 10s",
+        );
+    }
+    let f = collection_failures(&e);
+    assert!(
+        f.iter().any(|f| f.id == FindingId::KubeletWaitsOnRuntime),
+        "{f:#?}"
+    );
+    assert!(!f.iter().any(|f| f.id == FindingId::KubeletSlow), "{f:#?}");
+    // healthz hanging too: the kubelet itself does not answer.
+    e.healthz = failed(
+        FailureKind::Timeout,
+        "GET /api/v1/nodes/node-a/proxy/healthz?verbose",
+        None,
+        "no answer within 10s",
+    );
+    let f = collection_failures(&e);
+    assert!(f.iter().any(|f| f.id == FindingId::KubeletSlow), "{f:#?}");
+    assert!(
+        !f.iter().any(|f| f.id == FindingId::KubeletWaitsOnRuntime),
+        "{f:#?}"
+    );
+}

@@ -198,8 +198,9 @@ pub fn a_restart_loop_explains_a_fresh_kubelet(scores: &mut Scores, i: &Inputs) 
 /// (/metrics, /stats/summary) and its goroutines on the calls, and after 5 minutes fails healthz
 /// `syncloop` — the kubelet skips its sync loop while the runtime is down (pkg/kubelet/kubelet.go
 /// syncLoop: "skipping pod synchronization" on runtime errors). Those are the runtime's symptoms:
-/// PLEG and kubelet-starved stay below it, unless the node shows the kubelet itself in trouble
-/// (a restart or OOM loop, its own healthz timing out on the node, its threads starved of CPU).
+/// PLEG stays below it (the operator meets it in the Ready message), and kubelet-starved is not a
+/// cause of its own — unless the node shows the kubelet itself in trouble (a restart or OOM loop,
+/// its own healthz timing out on the node, its threads starved of CPU), when it only ranks below.
 pub fn a_runtime_outage_explains_its_symptoms(scores: &mut Scores, i: &Inputs) {
     if !i.runtime_down() {
         return;
@@ -212,27 +213,27 @@ pub fn a_runtime_outage_explains_its_symptoms(scores: &mut Scores, i: &Inputs) {
         top,
         "the runtime is down: relists wait on it (PLEG is the symptom)",
     );
-    if !i.kubelet_itself() {
-        scores.get(CauseId::KubeletStarved).cap_below(
-            top,
-            "the runtime is down: the kubelet's metrics, stats and sync loop wait on it too",
-        );
+    let why = "the runtime is down: the kubelet's metrics, stats and sync loop wait on it too — symptoms, not a starved kubelet";
+    let starved = scores.get(CauseId::KubeletStarved);
+    if i.kubelet_itself() {
+        starved.cap_below(top, why);
+    } else {
+        starved.cap_below(REPORT_SCORE, why);
     }
 }
 
 /// With PLEG unhealthy the kubelet skips its sync loop too (pkg/kubelet/kubelet.go syncLoop: "skipping
 /// pod synchronization" while PLEG is not healthy), so healthz `syncloop` fails after 5 minutes of
-/// any PLEG stall: a symptom of the stall, not a starved kubelet — unless the node shows the
-/// kubelet itself in trouble.
+/// any PLEG stall: a symptom of the stall, not a starved kubelet (not reported as one) — unless the
+/// node shows the kubelet itself in trouble.
 pub fn a_stalled_sync_loop_follows_pleg(scores: &mut Scores, i: &Inputs) {
     if !(i.syncloop_failing() && i.relist_stuck()) || i.kubelet_itself() {
         return;
     }
-    let pleg = scores.of(CauseId::PlegSlow);
-    if pleg > 0 {
+    if scores.of(CauseId::PlegSlow) > 0 {
         scores.get(CauseId::KubeletStarved).cap_below(
-            pleg,
-            "healthz syncloop fails because the kubelet skips its sync loop while PLEG is unhealthy: a symptom of the stall",
+            REPORT_SCORE,
+            "healthz syncloop fails because the kubelet skips its sync loop while PLEG is unhealthy: a symptom of the stall, not a starved kubelet",
         );
     }
 }
@@ -355,7 +356,7 @@ mod tests {
             ]);
             a_runtime_outage_explains_its_symptoms(&mut s, &Inputs::new(&f, &facts));
             assert_eq!(s.of(CauseId::PlegSlow), 64, "{down}");
-            assert_eq!(s.of(CauseId::KubeletStarved), 64, "{down}");
+            assert!(s.of(CauseId::KubeletStarved) < REPORT_SCORE, "{down}");
         }
         // ... unless the kubelet itself is starved on the node.
         let f = [
@@ -370,7 +371,11 @@ mod tests {
             (CauseId::KubeletStarved, 90),
         ]);
         a_runtime_outage_explains_its_symptoms(&mut s, &Inputs::new(&f, &facts));
-        assert_eq!(s.of(CauseId::KubeletStarved), 90);
+        assert_eq!(
+            s.of(CauseId::KubeletStarved),
+            84,
+            "a cause of its own, below the runtime"
+        );
     }
 
     #[test]
@@ -382,7 +387,7 @@ mod tests {
         let facts = facts();
         let mut s = scores(&[(CauseId::PlegSlow, 80), (CauseId::KubeletStarved, 80)]);
         a_stalled_sync_loop_follows_pleg(&mut s, &Inputs::new(&f, &facts));
-        assert_eq!(s.of(CauseId::KubeletStarved), 79);
+        assert!(s.of(CauseId::KubeletStarved) < REPORT_SCORE);
     }
 
     #[test]
