@@ -163,9 +163,15 @@ fn own_v2_cgroup(tag: &str) -> Option<OwnCgroup> {
     Some(OwnCgroup(dir))
 }
 
-/// Freezes a sleeping process through `freeze` (writes to the cgroup `cg` it was added to) and
-/// checks the agent reports it frozen.
-fn frozen_is_reported(cg: &OwnCgroup, freeze: (&str, &str), settled: impl Fn() -> bool) {
+/// Freezes a sleeping process through `freeze` (writes to the cgroup `cg` it was added to),
+/// checks the agent reports it frozen, and thaws it with `thaw` — before the child's guard kills
+/// and reaps it (a frozen process cannot die).
+fn frozen_is_reported(
+    cg: &OwnCgroup,
+    freeze: (&str, &str),
+    thaw: (&str, &str),
+    settled: impl Fn() -> bool,
+) {
     let child = Command::new("sleep")
         .arg("30")
         .stdin(Stdio::null())
@@ -176,6 +182,15 @@ fn frozen_is_reported(cg: &OwnCgroup, freeze: (&str, &str), settled: impl Fn() -
     cg.add(pid);
     let host = HostRoot::new("/");
     assert_eq!(procfs::cgroup_frozen(&host, pid), Some(false));
+    /// Thaws on every way out, panics included: dropped before the child's guard, which could
+    /// not kill and reap a frozen child.
+    struct Thaw<'a>(&'a OwnCgroup, (&'a str, &'a str));
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            let _ = fs::write(self.0.0.join(self.1.0), self.1.1);
+        }
+    }
+    let _thaw = Thaw(cg, thaw);
     cg.write(freeze.0, freeze.1);
     let until = Instant::now() + Duration::from_secs(5);
     while !settled() {
@@ -197,21 +212,22 @@ fn a_process_in_a_frozen_cgroup_is_reported_frozen() {
     let mut tried = Vec::new();
     if let Some(cg) = OwnCgroup::new("freezer", "frozen") {
         let state = cg.0.join("freezer.state");
-        frozen_is_reported(&cg, ("freezer.state", "FROZEN"), || {
-            fs::read_to_string(&state).unwrap_or_default().trim() == "FROZEN"
-        });
-        cg.write("freezer.state", "THAWED");
+        frozen_is_reported(
+            &cg,
+            ("freezer.state", "FROZEN"),
+            ("freezer.state", "THAWED"),
+            || fs::read_to_string(&state).unwrap_or_default().trim() == "FROZEN",
+        );
         tried.push("v1 freezer.state");
     }
     if let Some(cg) = own_v2_cgroup("frozen") {
         let events = cg.0.join("cgroup.events");
-        frozen_is_reported(&cg, ("cgroup.freeze", "1"), || {
+        frozen_is_reported(&cg, ("cgroup.freeze", "1"), ("cgroup.freeze", "0"), || {
             fs::read_to_string(&events)
                 .unwrap_or_default()
                 .lines()
                 .any(|l| l.trim() == "frozen 1")
         });
-        cg.write("cgroup.freeze", "0");
         tried.push("v2 cgroup.freeze");
     }
     eprintln!("freezers tried: {tried:?}");
