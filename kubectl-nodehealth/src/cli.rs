@@ -151,8 +151,17 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         prometheus_rule: Option<String>,
     },
-    /// Delete leftover probe pods (label app.kubernetes.io/name=nodehealth-probe, all namespaces).
-    Cleanup,
+    /// Delete this tool's runs that are past their deadline (probe Jobs and pods, label
+    /// app.kubernetes.io/name=nodehealth-probe) in -n's namespace (default kube-system), or in
+    /// every namespace with -A; a run still live — another operator's — is kept.
+    Cleanup {
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
 }
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
@@ -192,7 +201,10 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             )?)?;
             return Ok(crate::exit::HEALTHY);
         }
-        Some(Command::Cleanup) => return cleanup(&cli).await,
+        Some(Command::Cleanup {
+            dry_run,
+            all_namespaces,
+        }) => return cleanup(&cli, *dry_run, *all_namespaces).await,
         None => {}
     }
     if let Some(path) = &cli.from_bundle {
@@ -512,7 +524,7 @@ async fn with_probe(
     let warning = probe::delete(
         &target.client,
         &namespace,
-        &id.pod_name(),
+        &id,
         ran.get(),
         Duration::from_secs(10),
     )
@@ -564,16 +576,41 @@ async fn with_probe(
     Ok((evidence, raw))
 }
 
-async fn cleanup(cli: &Cli) -> Result<u8, Error> {
+async fn cleanup(cli: &Cli, dry_run: bool, all_namespaces: bool) -> Result<u8, Error> {
     let target = connect(cli).await?;
-    let deleted = probe::cleanup(&target.client)
+    let namespace = (!all_namespaces).then(|| {
+        cli.namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into())
+    });
+    let found = probe::cleanup(&target.client, namespace.as_deref(), dry_run)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
-    if deleted.is_empty() {
-        write_stdout("no probe pods left\n")?;
+    if found.is_empty() {
+        write_stdout(&format!(
+            "no runs of kubectl-nodehealth left{}\n",
+            namespace
+                .as_deref()
+                .map(|n| format!(" in namespace {n} (-A for all)"))
+                .unwrap_or_default()
+        ))?;
     }
-    for d in deleted {
-        write_stdout(&format!("deleted pod {d}\n"))?;
+    for l in found {
+        let line = match (l.expired, dry_run) {
+            (true, false) => format!(
+                "deleted {} (expired {} s ago)",
+                l.object, l.past_expiry_seconds
+            ),
+            (true, true) => format!(
+                "would delete {} (expired {} s ago)",
+                l.object, l.past_expiry_seconds
+            ),
+            (false, _) => format!(
+                "kept {}: a run still live (it expires in {} s)",
+                l.object, -l.past_expiry_seconds
+            ),
+        };
+        write_stdout(&(line + "\n"))?;
     }
     Ok(exit::HEALTHY)
 }

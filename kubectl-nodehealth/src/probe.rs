@@ -1,9 +1,13 @@
 //! The probe pod: the node agent (`tracer-user serve`) run as a privileged pod on the node, reached
 //! through the API server's pod port-forward, its evidence streamed back over gRPC.
 //!
-//! This is I/O like [`crate::collect`]. The pod is created with a name chosen before the request,
-//! so [`delete`] works on every exit path (success, error, Ctrl-C) whether or not the create got
-//! through. The agent exits on its own deadline whatever the plugin does — the last guarantee.
+//! This is I/O like [`crate::collect`]. The pod runs as a Job whose name is chosen before the
+//! request, so [`delete`] works on every exit path (success, error, Ctrl-C, SIGHUP) whether or not
+//! the create got through. When the plugin cannot delete it (SIGKILL, a lost laptop, a dead
+//! kubelet) the cluster does: the Job's `activeDeadlineSeconds` fails it and its pod is deleted, and
+//! `ttlSecondsAfterFinished` removes the Job and its pod once it finished. A pod a recovered
+//! kubelet starts after the run expired exits at once (`--not-after`); the agent also exits on its
+//! own deadline whatever the plugin does.
 //!
 //! What the pod can show depends on the node (DESIGN.md, "What each layer can see"): a kubelet
 //! that never starts the pod is itself evidence ([`NotStarted`]), never a hang.
@@ -11,7 +15,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use nodehealth_proto::node::NodeEvidence;
@@ -65,6 +70,8 @@ pub struct RunIdentity {
     pub token: String,
     /// The agent's loopback port on the node (host network: chosen per run to avoid clashes).
     pub port: u16,
+    /// The pod's name once known (the Job controller names it).
+    pod: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl RunIdentity {
@@ -79,12 +86,28 @@ impl RunIdentity {
             token: hex(&bytes[4..32]),
             // 40000..=47999: above the usual node ports and below the ephemeral range.
             port: 40000 + u16::from_le_bytes([bytes[32], bytes[33]]) % 8000,
+            pod: Default::default(),
         })
     }
 
-    /// The pod's name.
-    pub fn pod_name(&self) -> String {
+    /// The Job's name (chosen before the request).
+    pub fn job_name(&self) -> String {
         format!("nodehealth-probe-{}", self.run_id)
+    }
+
+    /// The pod's name: the one the Job controller gave it once it exists, else the Job's.
+    pub fn pod_name(&self) -> String {
+        self.pod
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .unwrap_or_else(|| self.job_name())
+    }
+
+    fn set_pod_name(&self, name: &str) {
+        if let Ok(mut p) = self.pod.lock() {
+            *p = Some(name.to_string());
+        }
     }
 }
 
@@ -108,8 +131,49 @@ fn agent_deadline(o: &ProbeOptions) -> u64 {
     o.window.as_secs() + 3 * PORT_FORWARD_CONNECT.as_secs() + AGENT_CRI_TIMEOUT.as_secs() + 30
 }
 
+/// The run's server-side bound, seconds from its start: the longest the pod may wait to start
+/// (three times the bound when slow relists widen it), the agent's deadline, and slack. The
+/// kubelet enforces it on a running pod, the Job controller on a pod that never ran.
+pub fn run_deadline_seconds(o: &ProbeOptions) -> u64 {
+    3 * o.pod_timeout.as_secs() + agent_deadline(o) + 30
+}
+
+/// Finished Jobs (and their pods) live this long before the cluster removes them.
+const TTL_AFTER_FINISHED_SECONDS: u64 = 30;
+
+/// The probe Job (pure): one pod, never retried, failed by the cluster at the run's deadline and
+/// removed with its pod soon after it finished.
+pub fn job_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Job {
+    let pod = serde_json::to_value(pod_spec(o, id, now_unix)).expect("pod spec serializes");
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": id.job_name(),
+            "namespace": o.namespace,
+            "labels": { NAME_LABEL: NAME_VALUE, RUN_LABEL: id.run_id },
+            "annotations": { EXPIRES_ANNOTATION: (now_unix + run_deadline_seconds(o) as i64).to_string() },
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": run_deadline_seconds(o),
+            "ttlSecondsAfterFinished": TTL_AFTER_FINISHED_SECONDS,
+            "template": {
+                "metadata": { "labels": pod["metadata"]["labels"] },
+                "spec": pod["spec"],
+            },
+        },
+    });
+    serde_json::from_value(job).expect("the probe job spec is a valid Job")
+}
+
+/// When a run expires (Unix seconds), on its Job: `cleanup` removes only expired runs.
+pub const EXPIRES_ANNOTATION: &str = "nodehealth.io/expires";
+
 /// The probe pod (pure; see DESIGN.md's probe-pod paragraph for each choice).
-pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity) -> Pod {
+pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Pod {
     let deadline = agent_deadline(o);
     let mut spec = json!({
         "apiVersion": "v1",
@@ -132,7 +196,7 @@ pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity) -> Pod {
             "terminationGracePeriodSeconds": 2,
             // The kubelet kills the pod after this even if the plugin is gone; the agent's own
             // --deadline comes first.
-            "activeDeadlineSeconds": o.pod_timeout.as_secs() + deadline + 30,
+            "activeDeadlineSeconds": run_deadline_seconds(o),
             "containers": [{
                 "name": "agent",
                 "image": o.image,
@@ -141,6 +205,7 @@ pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity) -> Pod {
                     "serve", "--host-root", "/host",
                     "--port", id.port.to_string(),
                     "--deadline", format!("{deadline}s"),
+                    "--not-after", (now_unix + run_deadline_seconds(o) as i64).to_string(),
                 ],
                 "env": [{ "name": "NODEHEALTH_TOKEN_SHA256", "value": token_sha256(&id.token) }],
                 "securityContext": { "privileged": true },
@@ -257,21 +322,66 @@ fn api_message(e: &kube::Error) -> (Option<u16>, String) {
     }
 }
 
-/// Map a refused create to the cause and the fix.
-pub fn classify_create_error(namespace: &str, code: Option<u16>, message: &str) -> ProbeError {
-    if code == Some(403) && message.contains("PodSecurity") {
+/// Map a refused create to the cause and the fix. `verb` is the permission the request needed.
+/// The Job controller's FailedCreate events carry the pod's admission error without a code.
+pub fn classify_create_error(
+    namespace: &str,
+    code: Option<u16>,
+    message: &str,
+    verb: &str,
+) -> ProbeError {
+    let forbidden = code == Some(403) || message.contains(" is forbidden");
+    if forbidden && message.contains("PodSecurity") {
         ProbeError::PodSecurity {
             namespace: namespace.to_string(),
             message: message.to_string(),
         }
-    } else if code == Some(403) {
+    } else if forbidden {
         ProbeError::Forbidden {
-            verb: "create pods".into(),
+            verb: verb.into(),
             namespace: namespace.to_string(),
             message: message.to_string(),
         }
     } else {
-        ProbeError::Other(format!("cannot create the probe pod: {message}"))
+        ProbeError::Other(format!("cannot create the probe: {message}"))
+    }
+}
+
+/// The Job controller made no pod within [`JOB_POD_GRACE`] (kube-controller-manager down?): the
+/// plugin creates the pod itself, owned by the Job, so the cluster's garbage collector still
+/// removes it with the Job. Idempotent (a pod already there is fine).
+async fn create_owned_pod(
+    pods: &Api<Pod>,
+    o: &ProbeOptions,
+    id: &RunIdentity,
+    job: &Job,
+    now_unix: i64,
+) -> Result<(), ProbeError> {
+    let mut pod = pod_spec(o, id, now_unix);
+    pod.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: id.job_name(),
+            uid: job.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(false),
+            block_owner_deletion: Some(false),
+        },
+    ]);
+    match pods.create(&PostParams::default(), &pod).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let (code, message) = api_message(&e);
+            if code == Some(409) {
+                return Ok(());
+            }
+            Err(classify_create_error(
+                &o.namespace,
+                code,
+                &message,
+                "create pods",
+            ))
+        }
     }
 }
 
@@ -362,8 +472,47 @@ pub fn progress_wanted() -> bool {
     std::io::stderr().is_terminal()
 }
 
-/// Create the pod and wait for the agent container to run, within `pod_timeout` (which
-/// `widen` may extend once while waiting: slow PLEG shown by the API evidence).
+/// How long the Job controller gets to create the Job's pod before the plugin creates it itself
+/// (owned by the Job, so the cluster still removes it with the Job): kube-controller-manager may be
+/// the broken part.
+const JOB_POD_GRACE: Duration = Duration::from_secs(10);
+
+/// The Job's pod, when it exists: (name, state).
+async fn job_pod(pods: &Api<Pod>, id: &RunIdentity) -> Option<(String, PodState)> {
+    let list = tokio::time::timeout(
+        Duration::from_secs(5),
+        pods.list(&ListParams::default().labels(&format!("{RUN_LABEL}={}", id.run_id))),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let pod = list.items.into_iter().next()?;
+    Some((pod.metadata.name.clone()?, pod_state(&pod)))
+}
+
+/// Why the Job controller could not create the pod (its FailedCreate event: Pod Security, a
+/// policy engine, quota), when it said so.
+async fn job_create_failure(client: &Client, o: &ProbeOptions, id: &RunIdentity) -> Option<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), &o.namespace);
+    let fields = format!(
+        "involvedObject.kind=Job,involvedObject.name={}",
+        id.job_name()
+    );
+    let list = tokio::time::timeout(
+        Duration::from_secs(5),
+        events.list(&ListParams::default().fields(&fields)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    list.items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("FailedCreate"))
+        .and_then(|e| e.message)
+}
+
+/// Create the Job and wait for its agent container to run, within `pod_timeout` (which `widen`
+/// may extend once while waiting: slow PLEG shown by the API evidence).
 pub async fn start(
     client: &Client,
     o: &ProbeOptions,
@@ -371,13 +520,28 @@ pub async fn start(
     mut widen: tokio::sync::watch::Receiver<Option<Duration>>,
 ) -> Result<Duration, ProbeError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &o.namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &o.namespace);
     let started = Instant::now();
-    if let Err(e) = pods.create(&PostParams::default(), &pod_spec(o, id)).await {
-        let (code, message) = api_message(&e);
-        return Err(classify_create_error(&o.namespace, code, &message));
-    }
+    let now_unix = jiff::Timestamp::now().as_second();
+    let job = match jobs
+        .create(&PostParams::default(), &job_spec(o, id, now_unix))
+        .await
+    {
+        Ok(job) => job,
+        Err(e) => {
+            let (code, message) = api_message(&e);
+            return Err(classify_create_error(
+                &o.namespace,
+                code,
+                &message,
+                "create jobs",
+            ));
+        }
+    };
     let mut bound = o.pod_timeout;
     let mut last = PodState::Pending(None);
+    let mut have_pod = false;
+    let mut next_event_check = Instant::now() + Duration::from_secs(1);
     loop {
         if let Some(wider) = *widen.borrow_and_update()
             && wider > bound
@@ -406,17 +570,37 @@ pub async fn start(
                 bound.as_secs()
             ),
         );
-        match tokio::time::timeout(Duration::from_secs(5), pods.get(&id.pod_name())).await {
-            Ok(Ok(pod)) => last = pod_state(&pod),
-            Ok(Err(e)) => {
-                let (code, message) = api_message(&e);
-                if code == Some(404) {
-                    return Err(ProbeError::Other(format!(
-                        "the probe pod was deleted while starting: {message}"
-                    )));
+        match job_pod(&pods, id).await {
+            Some((name, state)) => {
+                if !have_pod {
+                    id.set_pod_name(&name);
+                    have_pod = true;
+                }
+                last = state;
+            }
+            None if have_pod => {
+                return Err(ProbeError::Other(
+                    "the probe pod was deleted while starting".into(),
+                ));
+            }
+            None => {
+                // Refused at the pod's admission (Pod Security, a policy engine): the Job
+                // controller says so in an event, not to us.
+                if Instant::now() >= next_event_check {
+                    next_event_check = Instant::now() + Duration::from_secs(2);
+                    if let Some(message) = job_create_failure(client, o, id).await {
+                        return Err(classify_create_error(
+                            &o.namespace,
+                            None,
+                            &message,
+                            "create pods (the Job controller creates the probe pod)",
+                        ));
+                    }
+                }
+                if started.elapsed() >= JOB_POD_GRACE {
+                    create_owned_pod(&pods, o, id, &job, now_unix).await?;
                 }
             }
-            Err(_) => {}
         }
         match &last {
             PodState::Running => return Ok(started.elapsed()),
@@ -601,86 +785,226 @@ pub async fn run_agent(
     })
 }
 
-/// Delete the run's pod (idempotent: a pod never created is fine). A pod that never ran is
-/// removed at once (grace 0: nothing to stop, and a kubelet that cannot start it will not
-/// confirm a graceful delete either); a running one gets the agent's short grace period. Returns
-/// a warning when the pod is still there after `wait` (stuck Terminating).
+/// Delete the run's Job and its pod (idempotent: a Job never created is fine). A pod that never
+/// ran is removed at once (grace 0: nothing to stop, and a kubelet that cannot start it will not
+/// confirm a graceful delete either); a running one gets the agent's short grace period. Returns a
+/// warning when the pod is still there after `wait` (stuck Terminating).
 pub async fn delete(
     client: &Client,
     namespace: &str,
-    name: &str,
+    id: &RunIdentity,
     ran: bool,
     wait: Duration,
 ) -> Option<String> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let params = DeleteParams {
-        grace_period_seconds: Some(if ran { 2 } else { 0 }),
+    let job = id.job_name();
+    let grace = Some(if ran { 2 } else { 0 });
+    // The Job first (background propagation: its pods go with it), then the pod itself with the
+    // grace that fits, so the agent stops now rather than when the garbage collector gets to it.
+    let job_params = DeleteParams {
+        grace_period_seconds: grace,
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    match tokio::time::timeout(Duration::from_secs(10), pods.delete(name, &params)).await {
+    match tokio::time::timeout(Duration::from_secs(10), jobs.delete(&job, &job_params)).await {
         Ok(Ok(_)) => {}
+        Ok(Err(e)) if api_message(&e).0 == Some(404) => {}
         Ok(Err(e)) => {
-            let (code, message) = api_message(&e);
-            if code == Some(404) {
-                return None;
-            }
             return Some(format!(
-                "could not delete the probe pod {namespace}/{name}: {message}; \
-                 run `kubectl nodehealth cleanup`"
+                "could not delete the probe Job {namespace}/{job}: {}; the cluster removes it at \
+                 its deadline, or run `kubectl nodehealth cleanup`",
+                api_message(&e).1
             ));
         }
         Err(_) => {
             return Some(format!(
-                "deleting the probe pod {namespace}/{name} timed out; run `kubectl nodehealth cleanup`"
+                "deleting the probe Job {namespace}/{job} timed out; the cluster removes it at its \
+                 deadline, or run `kubectl nodehealth cleanup`"
             ));
+        }
+    }
+    let pod_params = DeleteParams {
+        grace_period_seconds: grace,
+        ..DeleteParams::default()
+    };
+    let selector = format!("{RUN_LABEL}={}", id.run_id);
+    if let Ok(Ok(list)) = tokio::time::timeout(
+        Duration::from_secs(10),
+        pods.list(&ListParams::default().labels(&selector)),
+    )
+    .await
+    {
+        for pod in list.items {
+            if let Some(name) = pod.metadata.name {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), pods.delete(&name, &pod_params))
+                        .await;
+            }
         }
     }
     let until = Instant::now() + wait;
     while Instant::now() < until {
-        match pods.get_opt(name).await {
-            Ok(None) => return None,
-            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        match pods.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) if list.items.is_empty() => return None,
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
     Some(format!(
-        "the probe pod {namespace}/{name} is still Terminating after {} s (the kubelet has not \
-         confirmed it); the agent exits on its own deadline. `kubectl nodehealth cleanup` removes it",
+        "the probe pod {namespace}/{} is still Terminating after {} s (the kubelet has not \
+         confirmed it); the agent exits on its own deadline and the cluster removes the Job at \
+         its deadline",
+        id.pod_name(),
         wait.as_secs()
     ))
 }
 
-/// `kubectl nodehealth cleanup`: delete every probe pod (all namespaces) by label. Returns the
-/// names deleted.
-pub async fn cleanup(client: &Client) -> Result<Vec<String>, ProbeError> {
-    let pods: Api<Pod> = Api::all(client.clone());
+/// One run `cleanup` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leftover {
+    /// `namespace/name` (a Job, or a bare pod of an older version).
+    pub object: String,
+    /// Past its deadline (removed) or live (kept: another operator's run).
+    pub expired: bool,
+    /// Seconds past (positive) or before (negative) its expiry.
+    pub past_expiry_seconds: i64,
+}
+
+/// Whether a run expired: its Job's expiry annotation; for a bare pod (older versions) its
+/// creation plus its own `activeDeadlineSeconds` (pure).
+pub fn expiry_of(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    created_unix: Option<i64>,
+    active_deadline: Option<i64>,
+) -> Option<i64> {
+    annotations
+        .and_then(|a| a.get(EXPIRES_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .or_else(|| Some(created_unix? + active_deadline.unwrap_or(0)))
+}
+
+/// `kubectl nodehealth cleanup`: the runs of this tool in `namespace` (all namespaces when
+/// `None`) — Jobs, and bare probe pods of older versions. Expired ones are deleted (unless
+/// `dry_run`); live ones — another operator's run in progress — are kept and listed.
+pub async fn cleanup(
+    client: &Client,
+    namespace: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<Leftover>, ProbeError> {
     let selector = format!("{NAME_LABEL}={NAME_VALUE}");
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
+    let params = ListParams::default().labels(&selector);
+    let (jobs, pods): (Api<Job>, Api<Pod>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let list_error = |what: &str, e: kube::Error| {
+        ProbeError::Other(format!("cannot list probe {what}: {}", api_message(&e).1))
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let mut out = Vec::new();
+    let job_list = jobs
+        .list(&params)
         .await
-        .map_err(|e| ProbeError::Other(format!("cannot list probe pods: {}", api_message(&e).1)))?;
-    let mut deleted = Vec::new();
-    for pod in list.items {
-        let (Some(ns), Some(name)) = (pod.metadata.namespace, pod.metadata.name) else {
+        .map_err(|e| list_error("jobs", e))?;
+    for job in job_list.items {
+        let (Some(ns), Some(name)) = (job.metadata.namespace.clone(), job.metadata.name.clone())
+        else {
             continue;
         };
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        // Leftovers: force (grace 0) — the agent's deadline has long passed or will soon.
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            ..DeleteParams::default()
-        };
-        match api.delete(&name, &params).await {
-            Ok(_) => deleted.push(format!("{ns}/{name}")),
-            Err(e) if api_message(&e).0 == Some(404) => {}
-            Err(e) => {
+        let expiry = expiry_of(
+            job.metadata.annotations.as_ref(),
+            job.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            job.spec.as_ref().and_then(|s| s.active_deadline_seconds),
+        )
+        .unwrap_or(now);
+        let expired = now >= expiry;
+        if expired && !dry_run {
+            let api: Api<Job> = Api::namespaced(client.clone(), &ns);
+            let p = DeleteParams {
+                grace_period_seconds: Some(0),
+                propagation_policy: Some(kube::api::PropagationPolicy::Background),
+                ..DeleteParams::default()
+            };
+            if let Err(e) = api.delete(&name, &p).await
+                && api_message(&e).0 != Some(404)
+            {
                 return Err(ProbeError::Other(format!(
-                    "cannot delete {ns}/{name}: {}",
+                    "cannot delete job {ns}/{name}: {}",
                     api_message(&e).1
                 )));
             }
         }
+        out.push(Leftover {
+            object: format!("job {ns}/{name}"),
+            expired,
+            past_expiry_seconds: now - expiry,
+        });
     }
-    Ok(deleted)
+    // Bare pods: older versions' probes, and pods whose Job is already gone.
+    let pod_list = pods
+        .list(&params)
+        .await
+        .map_err(|e| list_error("pods", e))?;
+    for pod in pod_list.items {
+        let owned = pod
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.kind == "Job"));
+        let job_listed = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(RUN_LABEL))
+            .is_some_and(|run| {
+                out.iter()
+                    .any(|l| l.object.ends_with(&format!("nodehealth-probe-{run}")))
+            });
+        if owned && job_listed {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone())
+        else {
+            continue;
+        };
+        let expiry = expiry_of(
+            None,
+            pod.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            pod.spec.as_ref().and_then(|s| s.active_deadline_seconds),
+        )
+        .unwrap_or(now);
+        let expired = now >= expiry || owned;
+        if expired && !dry_run {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let p = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            };
+            if let Err(e) = api.delete(&name, &p).await
+                && api_message(&e).0 != Some(404)
+            {
+                return Err(ProbeError::Other(format!(
+                    "cannot delete pod {ns}/{name}: {}",
+                    api_message(&e).1
+                )));
+            }
+        }
+        out.push(Leftover {
+            object: format!("pod {ns}/{name}"),
+            expired,
+            past_expiry_seconds: now - expiry,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -705,7 +1029,7 @@ mod tests {
     #[test]
     fn pod_spec_follows_the_design() {
         let id = RunIdentity::new().unwrap();
-        let pod = pod_spec(&options(), &id);
+        let pod = pod_spec(&options(), &id, 1_700_000_000);
         let v = serde_json::to_value(&pod).unwrap();
         let spec = &v["spec"];
         assert_eq!(spec["nodeName"], "node-a");
@@ -729,8 +1053,45 @@ mod tests {
         assert!(text.contains(&id.port.to_string()));
         let mut o = options();
         o.priority_class = Some("system-node-critical".into());
-        let v = serde_json::to_value(pod_spec(&o, &id)).unwrap();
+        let v = serde_json::to_value(pod_spec(&o, &id, 1_700_000_000)).unwrap();
         assert_eq!(v["spec"]["priorityClassName"], "system-node-critical");
+    }
+
+    /// The server-side guarantee: a pod never outlives its run, also when the plugin cannot delete
+    /// it — the Job controller fails the Job at its deadline (deleting a pod that never ran), the
+    /// TTL controller removes a finished Job with its pod, and an agent started late exits.
+    #[test]
+    fn the_probe_runs_as_a_job_the_cluster_removes_at_its_deadline() {
+        let id = RunIdentity::new().unwrap();
+        let o = options();
+        let v = serde_json::to_value(job_spec(&o, &id, 1_700_000_000)).unwrap();
+        assert_eq!(v["metadata"]["name"], id.job_name());
+        let deadline = run_deadline_seconds(&o);
+        assert_eq!(v["spec"]["activeDeadlineSeconds"], deadline);
+        assert_eq!(v["spec"]["backoffLimit"], 0);
+        assert!(v["spec"]["ttlSecondsAfterFinished"].as_u64().unwrap() <= 60);
+        assert_eq!(
+            v["metadata"]["annotations"][EXPIRES_ANNOTATION],
+            (1_700_000_000 + deadline as i64).to_string()
+        );
+        let template = &v["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"][RUN_LABEL], id.run_id);
+        assert_eq!(template["spec"]["restartPolicy"], "Never");
+        let args = template["spec"]["containers"][0]["args"].to_string();
+        assert!(
+            args.contains(&format!(
+                "\"--not-after\",\"{}\"",
+                1_700_000_000 + deadline as i64
+            )),
+            "{args}"
+        );
+        // The deadline covers the widest pod wait, the agent's own deadline and slack.
+        assert!(deadline > 3 * o.pod_timeout.as_secs() + o.window.as_secs());
+        // cleanup's view: an annotation, else a bare pod's creation + its deadline.
+        let mut a = std::collections::BTreeMap::new();
+        a.insert(EXPIRES_ANNOTATION.to_string(), "100".to_string());
+        assert_eq!(expiry_of(Some(&a), Some(5), Some(10)), Some(100));
+        assert_eq!(expiry_of(None, Some(5), Some(10)), Some(15));
     }
 
     #[test]
@@ -739,14 +1100,28 @@ mod tests {
             "ns",
             Some(403),
             "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\": privileged",
+            "create pods",
         );
         assert!(matches!(psa, ProbeError::PodSecurity { .. }));
         assert!(
             psa.to_string()
                 .contains("pod-security.kubernetes.io/enforce=privileged")
         );
-        let rbac = classify_create_error("ns", Some(403), "User \"u\" cannot create resource");
-        assert!(rbac.to_string().contains("create pods"));
+        let rbac = classify_create_error(
+            "ns",
+            Some(403),
+            "User \"u\" cannot create resource",
+            "create jobs",
+        );
+        assert!(rbac.to_string().contains("create jobs"));
+        // The Job controller's FailedCreate event: the pod's admission error, no HTTP code.
+        let event = classify_create_error(
+            "ns",
+            None,
+            "Error creating: pods \"nodehealth-probe-1-abcde\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces",
+            "create pods",
+        );
+        assert!(matches!(event, ProbeError::PodSecurity { .. }), "{event}");
     }
 
     #[test]

@@ -42,7 +42,13 @@ fn round_one_bundles_replay_to_their_causes() {
             .verdict
             .causes
             .first()
-            .map(|c| serde_json::to_value(c.id).unwrap().as_str().unwrap().to_string())
+            .map(|c| {
+                serde_json::to_value(c.id)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .unwrap_or_else(|| "none".into());
         eprintln!(
             "{} ({}): round 1 {}, now {top} — {}",
@@ -57,7 +63,10 @@ fn round_one_bundles_replay_to_their_causes() {
         if case.no_kubelet_restart {
             for c in &report.verdict.causes {
                 if c.fix.contains("systemctl restart kubelet") {
-                    failures.push(format!("{}: {:?}'s fix restarts the kubelet", case.bundle, c.id));
+                    failures.push(format!(
+                        "{}: {:?}'s fix restarts the kubelet",
+                        case.bundle, c.id
+                    ));
                 }
             }
         }

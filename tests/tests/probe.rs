@@ -74,9 +74,31 @@ fn probe_pods(c: &Cluster) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The probe Jobs in the cluster (`namespace/name`).
+fn probe_jobs(c: &Cluster) -> Vec<String> {
+    let list = c.get_json(&format!("/apis/batch/v1/jobs?labelSelector={SELECTOR}"));
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|j| {
+                    format!(
+                        "{}/{}",
+                        j["metadata"]["namespace"].as_str().unwrap_or(""),
+                        j["metadata"]["name"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn assert_no_probe_pod(c: &Cluster) {
     let left = probe_pods(c);
     assert!(left.is_empty(), "probe pods left behind: {left:?}");
+    let jobs = probe_jobs(c);
+    assert!(jobs.is_empty(), "probe Jobs left behind: {jobs:?}");
 }
 
 #[test]
@@ -533,10 +555,11 @@ fn agent_crash_mid_stream_keeps_partial_evidence_and_deletes_the_pod() {
 }
 
 #[test]
-fn cleanup_deletes_leftover_probe_pods_by_label() {
+fn cleanup_deletes_expired_runs_and_keeps_a_live_one() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
-    // A leftover as a crashed plugin would leave it: the label, any namespace, any state.
+    // A leftover as an older plugin left it: a bare pod with the label (no deadline of its own:
+    // expired from the start).
     let (code, body) = c.request(
         "POST",
         "/api/v1/namespaces/default/pods",
@@ -559,23 +582,72 @@ fn cleanup_deletes_leftover_probe_pods_by_label() {
         })),
     );
     assert_eq!(code, 201, "{body}");
-    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
-    let out = Command::new(bin)
-        .arg("cleanup")
-        .arg("--kubeconfig")
-        .arg(c.admin_kubeconfig())
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Another operator's run, live for another hour (suspended: it makes no pod).
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let (code, body) = c.request(
+        "POST",
+        "/apis/batch/v1/namespaces/default/jobs",
+        Some(&json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "nodehealth-probe-live",
+                "labels": { "app.kubernetes.io/name": "nodehealth-probe" },
+                "annotations": { "nodehealth.io/expires": expires.to_string() },
+            },
+            "spec": {
+                "suspend": true,
+                "template": { "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": "agent", "image": "nodehealth.local/not-imported:0" }],
+                }},
+            },
+        })),
+    );
+    assert_eq!(code, 201, "{body}");
+    let cleanup = |args: &[&str]| {
+        let out = Command::new(workspace_root().join("target/debug/kubectl-nodehealth"))
+            .arg("cleanup")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(c.admin_kubeconfig())
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The default namespace is the probe's (kube-system): nothing of these there.
+    let stdout = cleanup(&[]);
+    assert!(stdout.contains("no runs"), "{stdout}");
+    let stdout = cleanup(&["-A", "--dry-run"]);
+    assert!(
+        stdout.contains("would delete pod default/nodehealth-probe-leftover"),
+        "{stdout}"
+    );
+    assert!(!probe_pods(&c).is_empty(), "--dry-run deleted: {stdout}");
+    let stdout = cleanup(&["-n", "default"]);
     assert!(
         stdout.contains("deleted pod default/nodehealth-probe-leftover"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("kept job default/nodehealth-probe-live"),
         "{stdout}"
     );
     wait_until("no probe pod", Duration::from_secs(10), || {
         probe_pods(&c).is_empty().then_some(())
     });
+    let (code, _) = c.request(
+        "DELETE",
+        "/apis/batch/v1/namespaces/default/jobs/nodehealth-probe-live",
+        None,
+    );
+    assert_eq!(code, 200);
 }
 
 #[test]

@@ -110,6 +110,10 @@ enum Command {
         /// File to write the listening port to once ready.
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// The run's expiry (Unix seconds): started after it — a kubelet that came back and ran a
+        /// probe pod whose plugin is long gone — the agent exits at once and does nothing.
+        #[arg(long)]
+        not_after: Option<i64>,
     },
 }
 
@@ -160,7 +164,21 @@ fn main() -> ExitCode {
             token_sha256,
             deadline,
             ready_file,
-        } => return serve(args, port, &token_sha256, deadline, ready_file),
+            not_after,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            if let Some(expiry) = not_after.filter(|t| now > *t) {
+                eprintln!(
+                    "tracer-user: this run expired {} s ago (its plugin is gone): exiting without probing",
+                    now - expiry
+                );
+                return ExitCode::SUCCESS;
+            }
+            return serve(args, port, &token_sha256, deadline, ready_file);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
