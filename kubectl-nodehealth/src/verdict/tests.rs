@@ -652,7 +652,9 @@ fn kubelet_authz_failure_alone_is_certificate_or_partition() {
     let v = verdict(&e);
     let cert = has(&v, CauseId::Certificate).expect("certificate");
     let partition = has(&v, CauseId::ApiPartition).expect("api-partition");
-    assert_eq!(cert.score, partition.score);
+    // A quick authorization error: the kubelet's own call got an answer (a rejection) — the
+    // credentials a little more likely than the path, which hangs requests instead.
+    assert!(cert.score > partition.score, "{v:#?}");
     assert!(
         has(&v, CauseId::KubeletDown).is_none(),
         "the kubelet answered: it is not down"

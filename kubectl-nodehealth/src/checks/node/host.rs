@@ -350,10 +350,17 @@ pub fn clock(n: &NodeEvidence) -> Vec<Finding> {
                 skew.unwrap_or(0) / 1000
             ),
         )
+    } else if !c.ntp_synchronized && skew.is_some() {
+        // Agrees with the API server now: worth knowing, not a problem (yet).
+        (
+            Severity::Info,
+            "the node's clock is not NTP-synchronized, but agrees with the API server's for now"
+                .to_string(),
+        )
     } else if !c.ntp_synchronized {
         (
             Severity::Warning,
-            "the node's clock is not NTP-synchronized (it drifts: clock skew breaks certificate validation)".to_string(),
+            "the node's clock is not NTP-synchronized and its skew against the API server is unknown (it drifts: skew breaks certificate validation)".to_string(),
         )
     } else {
         (
@@ -545,10 +552,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(clock(&node(true, Some(800)))[0].severity, Severity::Ok);
-        assert_eq!(
-            clock(&node(false, Some(800)))[0].severity,
-            Severity::Warning
-        );
+        // Not disciplined, but agreeing with the API server now (this machine: no NTP daemon).
+        assert_eq!(clock(&node(false, Some(800)))[0].severity, Severity::Info);
+        assert_eq!(clock(&node(false, None))[0].severity, Severity::Warning);
         assert_eq!(
             clock(&node(true, Some(-30_000)))[0].severity,
             Severity::Warning
