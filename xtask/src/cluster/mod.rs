@@ -569,7 +569,14 @@ fn argv_file(l: &Layout, name: &str) -> PathBuf {
 
 /// The command line `up` started a component with.
 pub fn component_argv(l: &Layout, name: &str) -> Result<Vec<String>> {
-    Ok(serde_json::from_slice(&fs::read(argv_file(l, name))?)?)
+    let file = argv_file(l, name);
+    let bytes = fs::read(&file).with_context(|| {
+        format!(
+            "no recorded command line for {name} ({}): a cluster from an older harness — `cargo xtask cluster down`, then `up`",
+            file.display()
+        )
+    })?;
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 /// Starts a component stopped by a fault again, with the command line `up` gave it.
@@ -868,6 +875,12 @@ pub fn up(settings: Settings) -> Result<()> {
             &l,
             "criproxy",
             &command_line(&l, &bin, "criproxy", &node, &settings),
+        )?;
+        // Likewise the disk-slow fault's pod churn.
+        record_argv(
+            &l,
+            "podchurn",
+            &command_line(&l, &bin, "podchurn", &node, &settings),
         )?;
 
         step("kubelet");
