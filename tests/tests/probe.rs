@@ -341,6 +341,88 @@ fn sighup_with_the_terminal_gone_deletes_the_pod() {
     );
 }
 
+/// Runs interrupted at random moments — before the Job exists, while its pod waits, while the
+/// agent streams — by SIGINT, SIGTERM, SIGHUP and SIGKILL: once each run's deadline has passed, no
+/// probe pod and no probe Job remains. The first three are deleted by the plugin at once; after
+/// SIGKILL nobody is left to delete them and the cluster does it (the agent exits when its stream
+/// closes, the Job finishes and its TTL removes it; a pod that never ran is failed at the Job's
+/// deadline). One run per signal here; five per signal (20 runs) in the long tier.
+#[test]
+fn runs_interrupted_at_random_moments_leave_nothing_behind() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let per_signal = if std::env::var_os("NODEHEALTH_LONG_TESTS").is_some() {
+        5
+    } else {
+        1
+    };
+    // A small deterministic generator for the moments (splitmix64 of the time, printed so a
+    // failure can be looked at with the same moments).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("interrupt moments seed {seed}");
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    };
+    let mut outcomes = Vec::new();
+    for signal_name in ["INT", "TERM", "HUP", "KILL"] {
+        for _ in 0..per_signal {
+            let mut child = plugin_command(
+                &c,
+                &["--duration", "3s", "--pod-timeout", "5s", "-o", "json"],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting kubectl-nodehealth");
+            // Anywhere from before the Job exists to the middle of the agent's window.
+            let moment = Duration::from_secs_f64(0.2 + 6.0 * next());
+            thread::sleep(moment);
+            let state = probe_pods(&c).join(", ");
+            signal(&child, signal_name);
+            let status = wait_until("the plugin to exit", Duration::from_secs(30), || {
+                child.try_wait().ok().flatten()
+            });
+            outcomes.push(format!(
+                "SIG{signal_name} at {:.1} s (pods: {}) -> {:?}",
+                moment.as_secs_f64(),
+                if state.is_empty() { "none" } else { &state },
+                status.code()
+            ));
+            if signal_name != "KILL" {
+                // The plugin deletes on its way out.
+                wait_until(
+                    "no probe pod after the signal",
+                    Duration::from_secs(10),
+                    || (probe_pods(&c).is_empty() && probe_jobs(&c).is_empty()).then_some(()),
+                );
+            }
+        }
+    }
+    for o in &outcomes {
+        eprintln!("{o}");
+    }
+    // The killed runs: the cluster removes them by their deadline (3 × 5 s for the pod, the
+    // agent's deadline, slack) plus the Job's TTL.
+    let since = Instant::now();
+    wait_until(
+        "no probe pod and no probe Job after the killed runs' deadlines",
+        Duration::from_secs(300),
+        || (probe_pods(&c).is_empty() && probe_jobs(&c).is_empty()).then_some(()),
+    );
+    eprintln!(
+        "nothing left {:.0} s after the last signal",
+        since.elapsed().as_secs_f64()
+    );
+}
+
 #[test]
 fn an_unknown_node_creates_no_pod() {
     let c = Cluster::get();
