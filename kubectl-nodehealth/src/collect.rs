@@ -215,6 +215,71 @@ const HANDSHAKE_GRACE: Duration = Duration::from_secs(3);
 const PROXY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// GET a kubelet path through the API server's node proxy.
+/// How much of an answer through the node proxy is read, by endpoint: a kubelet never sends more
+/// for these (a 110-pod node's /metrics is ~1-3 MiB, its goroutine dump a few MiB), and a body
+/// that never ends must not grow the plugin's memory without bound.
+fn body_cap(path: &str) -> (usize, Keep) {
+    const MIB: usize = 1024 * 1024;
+    if path.starts_with("logs/") {
+        // A log: its newest lines matter; the older ones are dropped as they stream past.
+        (8 * MIB, Keep::Tail)
+    } else if path.starts_with("debug/pprof") {
+        (64 * MIB, Keep::Head)
+    } else if path.starts_with("metrics") || path.starts_with("stats") {
+        (32 * MIB, Keep::Head)
+    } else {
+        (MIB, Keep::Head)
+    }
+}
+
+/// Which part of an oversized body is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Keep {
+    /// Refuse it: the answer is not what the endpoint sends.
+    Head,
+    /// Keep its last `cap` bytes (cut at a line start).
+    Tail,
+}
+
+/// Reads a body with a byte cap, in bounded memory.
+async fn read_capped(
+    mut reader: impl futures_util::AsyncBufRead + Unpin,
+    cap: usize,
+    keep: Keep,
+) -> Result<Vec<u8>, String> {
+    use futures_util::AsyncBufReadExt;
+    let mut out: Vec<u8> = Vec::new();
+    let mut cut = false;
+    loop {
+        let chunk = reader.fill_buf().await.map_err(|e| e.to_string())?;
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        out.extend_from_slice(chunk);
+        reader.consume_unpin(n);
+        if out.len() > cap {
+            match keep {
+                Keep::Head => {
+                    return Err(format!(
+                        "the answer exceeds {} MiB: not read further (no kubelet sends that much here)",
+                        cap / (1024 * 1024)
+                    ));
+                }
+                Keep::Tail => {
+                    let drop = out.len() - cap;
+                    out.drain(..drop);
+                    cut = true;
+                }
+            }
+        }
+    }
+    if cut && let Some(nl) = out.iter().position(|b| *b == b'\n') {
+        out.drain(..=nl);
+    }
+    Ok(out)
+}
+
 async fn proxy_get(
     client: &Client,
     node: &str,
@@ -235,14 +300,21 @@ async fn proxy_get(
             });
         }
     };
-    step(
-        timeout,
-        &request_text,
-        NEEDS_PROXY,
-        true,
-        client.request_text(request),
-    )
-    .await
+    let (cap, keep) = body_cap(path);
+    let body = async {
+        let reader = client.request_stream(request).await?;
+        Ok(read_capped(reader, cap, keep).await)
+    };
+    match step(timeout, &request_text, NEEDS_PROXY, true, body).await? {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(message) => Err(Failure {
+            kind: FailureKind::Malformed,
+            request: request_text,
+            http_status: Some(200),
+            needs: None,
+            message,
+        }),
+    }
 }
 
 /// One scrape of the kubelet's `/metrics` through the node proxy, reduced to the families the
@@ -1067,6 +1139,33 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+
+    fn capped(body: &[u8], cap: usize, keep: Keep) -> Result<Vec<u8>, String> {
+        // Small reads, as a network delivers them.
+        let reader = futures_util::io::BufReader::with_capacity(
+            7,
+            futures_util::io::Cursor::new(body.to_vec()),
+        );
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(read_capped(reader, cap, keep))
+    }
+
+    #[test]
+    fn bodies_are_read_with_a_cap_in_bounded_memory() {
+        assert_eq!(capped(b"abc", 10, Keep::Head).unwrap(), b"abc");
+        let err = capped(&[b'x'; 100], 10, Keep::Head).unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
+        // A log keeps its newest whole lines.
+        let log: Vec<u8> = (0..50)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let tail = String::from_utf8(capped(&log, 30, Keep::Tail).unwrap()).unwrap();
+        assert!(tail.ends_with("line 49\n"), "{tail}");
+        assert!(tail.starts_with("line "), "{tail}");
+        assert!(tail.len() <= 30, "{tail}");
+    }
 
     fn csr(
         name: &str,
