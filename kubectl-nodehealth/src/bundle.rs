@@ -173,6 +173,11 @@ struct Recorded {
     evidence: crate::evidence::Evidence,
 }
 
+/// Entries a bundle may have (this tool writes about a dozen).
+const MAX_ENTRIES: usize = 1000;
+/// Bytes the manifest or the report may decompress to.
+const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Reads a bundle: its manifest and its report re-diagnosed from the recorded evidence.
 pub fn replay(path: &Path) -> Result<(Manifest, Report), Error> {
     let file = fs::File::open(path).map_err(|e| bad(path, e))?;
@@ -181,7 +186,13 @@ pub fn replay(path: &Path) -> Result<(Manifest, Report), Error> {
     let entries = archive
         .entries()
         .map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
-    for entry in entries {
+    for (count, entry) in entries.enumerate() {
+        if count >= MAX_ENTRIES {
+            return Err(bad(
+                path,
+                format!("more than {MAX_ENTRIES} entries: not a bundle of this tool"),
+            ));
+        }
         let mut entry = entry.map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
         let name = entry
             .path()
@@ -189,9 +200,20 @@ pub fn replay(path: &Path) -> Result<(Manifest, Report), Error> {
             .unwrap_or_default();
         let mut text = String::new();
         if name == format!("{ROOT}/MANIFEST.json") || name == format!("{ROOT}/report.json") {
-            entry
+            // Decompressed bytes are read with a cap: a gzip bomb is an error in bounded memory.
+            (&mut entry)
+                .take(MAX_ENTRY_BYTES + 1)
                 .read_to_string(&mut text)
                 .map_err(|e| bad(path, format!("{name}: {e}")))?;
+            if text.len() as u64 > MAX_ENTRY_BYTES {
+                return Err(bad(
+                    path,
+                    format!(
+                        "{name} is larger than {} MiB: not a report of this tool",
+                        MAX_ENTRY_BYTES / (1024 * 1024)
+                    ),
+                ));
+            }
         }
         if name.ends_with("MANIFEST.json") && !text.is_empty() {
             manifest = Some(
@@ -224,6 +246,51 @@ pub fn replay(path: &Path) -> Result<(Manifest, Report), Error> {
 mod tests {
     use super::*;
     use crate::checks::tests_support::healthy_evidence;
+
+    /// A tar.gz of `entries` (name, bytes).
+    fn archive(path: &Path, entries: &[(&str, Vec<u8>)]) {
+        let gz = flate2::write::GzEncoder::new(
+            fs::File::create(path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        for (name, bytes) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            tar.append_data(&mut h, name, bytes.as_slice()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn a_gzip_bomb_or_an_endless_archive_is_a_clear_error_in_bounded_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let bomb = dir.path().join("bomb.tar.gz");
+        // 65 MiB of zeros: ~65 KiB compressed.
+        archive(
+            &bomb,
+            &[(
+                "nodehealth/report.json",
+                vec![b' '; (MAX_ENTRY_BYTES + 1024 * 1024) as usize],
+            )],
+        );
+        assert!(fs::metadata(&bomb).unwrap().len() < 1024 * 1024);
+        let err = replay(&bomb).unwrap_err().to_string();
+        assert!(err.contains("larger than 64 MiB"), "{err}");
+        let many = dir.path().join("many.tar.gz");
+        let entries: Vec<(String, Vec<u8>)> = (0..MAX_ENTRIES + 1)
+            .map(|i| (format!("nodehealth/raw/{i}"), vec![]))
+            .collect();
+        let refs: Vec<(&str, Vec<u8>)> = entries
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect();
+        archive(&many, &refs);
+        let err = replay(&many).unwrap_err().to_string();
+        assert!(err.contains("more than 1000 entries"), "{err}");
+    }
 
     #[test]
     fn a_bundle_replays_to_the_same_verdict() {
