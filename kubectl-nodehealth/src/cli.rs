@@ -35,6 +35,7 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// The node to diagnose.
+    #[arg(value_parser = parse_node_name)]
     pub node: Option<String>,
 
     /// Only API-side checks: no probe pod on the node.
@@ -167,10 +168,37 @@ pub enum Command {
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
     let seconds = parse_go_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration (examples: 5s, 500ms, 1m30s)"))?;
-    if !(0.0..=24.0 * 3600.0).contains(&seconds) {
-        return Err(format!("{text:?} is out of range"));
+    if seconds <= 0.0 {
+        return Err(format!(
+            "{text:?}: a duration must be positive (examples: 5s, 500ms, 1m30s)"
+        ));
+    }
+    if seconds > 24.0 * 3600.0 {
+        return Err(format!("{text:?} is longer than a day"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A node name is a DNS-1123 subdomain (what the API server accepts for a Node): refused here,
+/// before any request, when it is not one. Subcommand names are passed through.
+fn parse_node_name(text: &str) -> Result<String, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if text.len() <= 253 && text.split('.').all(label_ok) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a node name: node names are lower-case letters, digits, '-' and '.', \
+             starting and ending with a letter or digit, at most 253 characters (`kubectl get \
+             nodes` lists them)"
+        ))
+    }
 }
 
 /// Colour only on a terminal, and not with --no-color or NO_COLOR (any non-empty value).
@@ -671,6 +699,36 @@ mod tests {
         assert!(Cli::try_parse_from(["kubectl-nodehealth", "n", "-o", "xml"]).is_err());
         let scan = Cli::try_parse_from(["kubectl-nodehealth", "scan"]).unwrap();
         assert!(matches!(scan.command, Some(Command::Scan { .. })));
+    }
+
+    /// Bad input is a usage error before any request: names the API server would refuse, and
+    /// zero, negative or absurd durations.
+    #[test]
+    fn bad_names_and_durations_are_usage_errors() {
+        for bad in ["Node_1", "node-", "a..b", &"x".repeat(254), ""] {
+            let e = Cli::try_parse_from(["kubectl-nodehealth", bad]).unwrap_err();
+            assert!(e.to_string().contains("not a node name"), "{bad:?}: {e}");
+        }
+        assert!(Cli::try_parse_from(["kubectl-nodehealth", "ip-10-0-1-5.ec2.internal"]).is_ok());
+        for (flag, value) in [
+            ("--duration", "0s"),
+            ("--duration=-1s", ""),
+            ("--pod-timeout", "0s"),
+            ("--timeout", "0s"),
+            ("--timeout", "0"),
+            ("--duration", "48h"),
+        ] {
+            let mut argv = vec!["kubectl-nodehealth", "n", flag];
+            if !value.is_empty() {
+                argv.push(value);
+            }
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag} {value}"
+            );
+        }
     }
 
     #[test]
