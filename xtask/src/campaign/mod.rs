@@ -146,8 +146,9 @@ fn draws(seed: u64, faults: &[&'static FaultTruth], n: u32) -> Vec<Draw> {
                 .strength
                 .flag
                 .map(|flag| (flag.to_string(), f.strength.unit.format(value)));
-            // Moments: uniform, so the first seconds and the later minutes are both drawn.
-            let moment = f.moment.0 + (f.moment.1 - f.moment.0) * rng.unit();
+            // Moments: log-uniform, so the first seconds are drawn as often as the later minutes
+            // (each decade alike).
+            let moment = rng.log_uniform(f.moment.0, f.moment.1);
             let mode = f.modes[rng.below(f.modes.len())];
             Draw {
                 index,
