@@ -275,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             data: crate::evidence::NodeProbe {
                 pod: format!("standalone: {}", path.display()),
                 pod_start_seconds: 0.0,
+                host_root_recursive_read_only: None,
                 partial: false,
                 stream_error: None,
                 evidence: node,

@@ -114,6 +114,11 @@ pub struct NodeProbe {
     pub partial: bool,
     /// Why the stream ended early, when `partial`.
     pub stream_error: Option<String>,
+    /// Whether the node mounted the host root recursively read-only in the probe pod (the pod's
+    /// status; `false`: submounts stay writable — the runtime cannot, e.g. containerd before 2.0).
+    /// `None` for the standalone agent, or a kubelet that does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_root_recursive_read_only: Option<bool>,
     /// The node evidence, in the agent's own schema (`nodehealth_proto::node`).
     pub evidence: nodehealth_proto::node::NodeEvidence,
 }

@@ -172,6 +172,27 @@ pub fn job_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Job {
 /// When a run expires (Unix seconds), on its Job: `cleanup` removes only expired runs.
 pub const EXPIRES_ANNOTATION: &str = "nodehealth.io/expires";
 
+/// The capabilities the agent needs, each for one thing it reads (everything else is dropped;
+/// README, Security):
+/// - `SYS_PTRACE`: another process's /proc entries behind ptrace access — its fds (which process
+///   listens on the runtime socket, the kubelet's connections to it), its executable, the syscall
+///   a thread is blocked in — for processes with more capabilities than the agent (the kubelet,
+///   the runtime);
+/// - `DAC_READ_SEARCH`: host files and directories not readable by root's owner bits alone
+///   (journal files of another group, a certificate directory of another owner);
+/// - `SYSLOG`: the kernel log through syslog(2) (a container's device cgroup refuses /dev/kmsg)
+///   and kernel symbol addresses for the trace's stacks (kptr_restrict);
+/// - `SYS_CHROOT`: the host's own `journalctl` and `systemctl`, run chrooted into the host root;
+/// - with `--trace` only: `BPF` (load the programs, read their maps) and `PERFMON` (attach them,
+///   per-thread perf events on the kubelet's and the runtime's threads).
+pub fn capabilities(trace: bool) -> Vec<&'static str> {
+    let mut caps = vec!["SYS_PTRACE", "DAC_READ_SEARCH", "SYSLOG", "SYS_CHROOT"];
+    if trace {
+        caps.extend(["BPF", "PERFMON"]);
+    }
+    caps
+}
+
 /// The probe pod (pure; see DESIGN.md's probe-pod paragraph for each choice).
 pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Pod {
     let deadline = agent_deadline(o);
@@ -208,14 +229,26 @@ pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Pod {
                     "--not-after", (now_unix + run_deadline_seconds(o) as i64).to_string(),
                 ],
                 "env": [{ "name": "NODEHEALTH_TOKEN_SHA256", "value": token_sha256(&id.token) }],
-                "securityContext": { "privileged": true },
+                // Not privileged: exactly the capabilities the agent uses (README, Security).
+                "securityContext": {
+                    "privileged": false,
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": { "drop": ["ALL"], "add": capabilities(o.trace) },
+                    "seccompProfile": { "type": "RuntimeDefault" },
+                },
                 // Burstable, not BestEffort: the kubelet's eviction admission rejects BestEffort
                 // pods under memory pressure (pkg/kubelet/eviction/eviction_manager.go Admit).
                 "resources": {
                     "requests": { "cpu": "10m", "memory": "32Mi" },
                     "limits": { "memory": "256Mi" },
                 },
-                "volumeMounts": [{ "name": "host", "mountPath": "/host", "readOnly": true }],
+                // Read-only down through every submount where the runtime can (containerd 2.0+,
+                // kernel 5.12+); the pod's status says whether it did.
+                "volumeMounts": [{
+                    "name": "host", "mountPath": "/host", "readOnly": true,
+                    "recursiveReadOnly": "IfPossible", "mountPropagation": "None",
+                }],
             }],
             "volumes": [{ "name": "host", "hostPath": { "path": "/", "type": "Directory" } }],
         },
@@ -477,8 +510,24 @@ pub fn progress_wanted() -> bool {
 /// the broken part.
 const JOB_POD_GRACE: Duration = Duration::from_secs(10);
 
-/// The Job's pod, when it exists: (name, state).
-async fn job_pod(pods: &Api<Pod>, id: &RunIdentity) -> Option<(String, PodState)> {
+/// Whether the pod's host root mount is recursively read-only, as its status reports.
+fn recursive_read_only(pod: &Pod) -> Option<bool> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .volume_mounts
+        .as_ref()?
+        .iter()
+        .find(|m| m.mount_path == "/host")?
+        .recursive_read_only
+        .as_deref()
+        .map(|v| v == "Enabled")
+}
+
+/// The Job's pod, when it exists: (name, state, recursively read-only host root).
+async fn job_pod(pods: &Api<Pod>, id: &RunIdentity) -> Option<(String, PodState, Option<bool>)> {
     let list = tokio::time::timeout(
         Duration::from_secs(5),
         pods.list(&ListParams::default().labels(&format!("{RUN_LABEL}={}", id.run_id))),
@@ -487,7 +536,11 @@ async fn job_pod(pods: &Api<Pod>, id: &RunIdentity) -> Option<(String, PodState)
     .ok()?
     .ok()?;
     let pod = list.items.into_iter().next()?;
-    Some((pod.metadata.name.clone()?, pod_state(&pod)))
+    Some((
+        pod.metadata.name.clone()?,
+        pod_state(&pod),
+        recursive_read_only(&pod),
+    ))
 }
 
 /// Why the Job controller could not create the pod (its FailedCreate event: Pod Security, a
@@ -511,6 +564,15 @@ async fn job_create_failure(client: &Client, o: &ProbeOptions, id: &RunIdentity)
         .and_then(|e| e.message)
 }
 
+/// A probe pod that runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// How long it took from creating the Job.
+    pub after: Duration,
+    /// Whether the host root is mounted recursively read-only (the pod's status).
+    pub host_root_recursive_read_only: Option<bool>,
+}
+
 /// Create the Job and wait for its agent container to run, within `pod_timeout` (which `widen`
 /// may extend once while waiting: slow PLEG shown by the API evidence).
 pub async fn start(
@@ -518,7 +580,7 @@ pub async fn start(
     o: &ProbeOptions,
     id: &RunIdentity,
     mut widen: tokio::sync::watch::Receiver<Option<Duration>>,
-) -> Result<Duration, ProbeError> {
+) -> Result<Started, ProbeError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &o.namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &o.namespace);
     let started = Instant::now();
@@ -541,6 +603,7 @@ pub async fn start(
     let mut bound = o.pod_timeout;
     let mut last = PodState::Pending(None);
     let mut have_pod = false;
+    let mut rro_seen = None;
     let mut next_event_check = Instant::now() + Duration::from_secs(1);
     loop {
         if let Some(wider) = *widen.borrow_and_update()
@@ -571,12 +634,13 @@ pub async fn start(
             ),
         );
         match job_pod(&pods, id).await {
-            Some((name, state)) => {
+            Some((name, state, rro)) => {
                 if !have_pod {
                     id.set_pod_name(&name);
                     have_pod = true;
                 }
                 last = state;
+                rro_seen = rro;
             }
             None if have_pod => {
                 return Err(ProbeError::Other(
@@ -603,7 +667,12 @@ pub async fn start(
             }
         }
         match &last {
-            PodState::Running => return Ok(started.elapsed()),
+            PodState::Running => {
+                return Ok(Started {
+                    after: started.elapsed(),
+                    host_root_recursive_read_only: rro_seen,
+                });
+            }
             PodState::Exited(how) => {
                 return Err(ProbeError::Agent(format!(
                     "{how} before it could be reached"
@@ -678,7 +747,7 @@ pub async fn run_agent(
     client: &Client,
     o: &ProbeOptions,
     id: &RunIdentity,
-    pod_start: Duration,
+    pod_start: Started,
 ) -> Result<NodeProbe, ProbeError> {
     // The container runs before the agent listens: retry the connection for a while. Each
     // port-forward makes the kubelet list pods through the runtime first (kubelet_pods.go
@@ -778,7 +847,8 @@ pub async fn run_agent(
     }
     Ok(NodeProbe {
         pod: format!("{}/{}", o.namespace, id.pod_name()),
-        pod_start_seconds: pod_start.as_secs_f64(),
+        pod_start_seconds: pod_start.after.as_secs_f64(),
+        host_root_recursive_read_only: pod_start.host_root_recursive_read_only,
         partial: !finished,
         stream_error,
         evidence: node,
@@ -1040,8 +1110,18 @@ mod tests {
         assert!(spec["activeDeadlineSeconds"].as_i64().unwrap() > 30);
         assert!(spec.get("priorityClassName").is_none());
         let c = &spec["containers"][0];
-        assert_eq!(c["securityContext"]["privileged"], true);
+        let sc = &c["securityContext"];
+        assert_eq!(sc["privileged"], false);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(
+            sc["capabilities"]["add"],
+            json!(["SYS_PTRACE", "DAC_READ_SEARCH", "SYSLOG", "SYS_CHROOT"]),
+            "no BPF or PERFMON without --trace"
+        );
         assert_eq!(c["volumeMounts"][0]["readOnly"], true);
+        assert_eq!(c["volumeMounts"][0]["recursiveReadOnly"], "IfPossible");
         assert_eq!(c["volumeMounts"][0]["mountPath"], "/host");
         assert!(c["resources"]["requests"]["memory"].is_string());
         assert_eq!(v["metadata"]["labels"][NAME_LABEL], NAME_VALUE);

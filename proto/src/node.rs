@@ -629,6 +629,10 @@ pub struct KernelEvent {
 pub struct KernelLog {
     pub readable: bool,
     pub error: Option<String>,
+    /// Where it was read: `/dev/kmsg`, or `syslog(2)` where the device is refused (a container's
+    /// device cgroup does not allow it; CAP_SYSLOG reads the same ring without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Records read from the ring buffer (it holds only the most recent ones).
     pub records_read: u32,
     /// Records overwritten while reading.

@@ -1,4 +1,7 @@
-//! The kernel log ring buffer through /dev/kmsg: OOM kills, hung tasks, I/O errors.
+//! The kernel log ring buffer through /dev/kmsg: OOM kills, hung tasks, I/O errors. Where the
+//! device is refused (a non-privileged container: its device cgroup does not allow char 1:11),
+//! the same ring is read with syslog(2) (`SYSLOG_ACTION_READ_ALL`, CAP_SYSLOG), whose lines are
+//! `<prio>[seconds.micros] message`.
 //!
 //! /dev/kmsg is opened O_NONBLOCK: a reader starts at the oldest record still in the ring, each
 //! read(2) returns one record, EAGAIN means the end of the ring (never wait for new ones), EPIPE
@@ -122,9 +125,72 @@ fn kind_name(k: KernelEventKind) -> &'static str {
     }
 }
 
+/// One line of syslog(2)'s copy of the ring: `<prio>[ seconds.micros] message` (printk.time on;
+/// the kernel default). `seq` numbers the lines read.
+pub fn parse_syslog_line(line: &str, seq: u64) -> Option<Record> {
+    let rest = line.strip_prefix('<')?;
+    let (prio, rest) = rest.split_once('>')?;
+    let rest = rest.trim_start().strip_prefix('[')?;
+    let (time, message) = rest.split_once(']')?;
+    let seconds: f64 = time.trim().parse().ok()?;
+    Some(Record {
+        priority: (prio.parse::<u32>().ok()? & 7) as u8,
+        seq,
+        usec: (seconds * 1e6) as u64,
+        message: message.trim_start().to_string(),
+    })
+}
+
+/// The whole ring through syslog(2).
+fn read_syslog() -> std::io::Result<String> {
+    const READ_ALL: libc::c_int = 3;
+    const SIZE_BUFFER: libc::c_int = 10;
+    #[allow(unsafe_code)]
+    // SAFETY: klogctl(SIZE_BUFFER) takes no buffer; klogctl(READ_ALL) writes at most `len` bytes
+    // into the buffer we own, of that length.
+    unsafe {
+        let size = libc::klogctl(SIZE_BUFFER, std::ptr::null_mut(), 0);
+        if size < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = libc::klogctl(READ_ALL, buf.as_mut_ptr() as *mut libc::c_char, size);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        buf.truncate(n as usize);
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+/// Keeps one record's event, if it is one.
+fn keep(
+    log: &mut KernelLog,
+    kept: &mut BTreeMap<KernelEventKind, VecDeque<KernelEvent>>,
+    rec: &Record,
+    boot_unix_ms: i64,
+    subjects: &BTreeMap<String, String>,
+) {
+    log.records_read += 1;
+    if log.oldest_record_unix_ms.is_none() {
+        log.oldest_record_unix_ms = Some(boot_unix_ms + (rec.usec / 1000) as i64);
+    }
+    if let Some(ev) = classify(rec, boot_unix_ms, subjects) {
+        *log.counts
+            .entry(kind_name(ev.kind).to_string())
+            .or_default() += 1;
+        let q = kept.entry(ev.kind).or_default();
+        if q.len() == KEEP {
+            q.pop_front();
+        }
+        q.push_back(ev);
+    }
+}
+
 /// Reads the whole ring without blocking and keeps the relevant records.
 pub fn collect(kmsg: &Path, boot_unix_ms: i64, subjects: &BTreeMap<String, String>) -> KernelLog {
     let mut log = KernelLog::default();
+    let mut kept: BTreeMap<KernelEventKind, VecDeque<KernelEvent>> = BTreeMap::new();
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -132,12 +198,31 @@ pub fn collect(kmsg: &Path, boot_unix_ms: i64, subjects: &BTreeMap<String, Strin
     {
         Ok(f) => f,
         Err(e) => {
-            log.error = Some(format!("cannot open {}: {e}", kmsg.display()));
+            // The device refused: the same ring through syslog(2).
+            match read_syslog() {
+                Ok(text) => {
+                    log.readable = true;
+                    log.source = Some(format!("syslog(2) ({} refused: {e})", kmsg.display()));
+                    for (i, line) in text.lines().enumerate() {
+                        if let Some(rec) = parse_syslog_line(line, i as u64) {
+                            keep(&mut log, &mut kept, &rec, boot_unix_ms, subjects);
+                        }
+                    }
+                    log.events = kept.into_values().flatten().collect();
+                    log.events.sort_by_key(|e| e.usec_since_boot);
+                }
+                Err(s) => {
+                    log.error = Some(format!(
+                        "cannot open {}: {e}; syslog(2) refused too: {s} (the agent needs CAP_SYSLOG)",
+                        kmsg.display()
+                    ));
+                }
+            }
             return log;
         }
     };
     log.readable = true;
-    let mut kept: BTreeMap<KernelEventKind, VecDeque<KernelEvent>> = BTreeMap::new();
+    log.source = Some(kmsg.display().to_string());
     let mut buf = vec![0u8; 16 * 1024];
     // A bound on records read, in case the kernel logs faster than we read.
     for _ in 0..1_000_000 {
@@ -148,20 +233,7 @@ pub fn collect(kmsg: &Path, boot_unix_ms: i64, subjects: &BTreeMap<String, Strin
                 let Some(rec) = parse_record(&text) else {
                     continue;
                 };
-                log.records_read += 1;
-                if log.oldest_record_unix_ms.is_none() {
-                    log.oldest_record_unix_ms = Some(boot_unix_ms + (rec.usec / 1000) as i64);
-                }
-                if let Some(ev) = classify(&rec, boot_unix_ms, subjects) {
-                    *log.counts
-                        .entry(kind_name(ev.kind).to_string())
-                        .or_default() += 1;
-                    let q = kept.entry(ev.kind).or_default();
-                    if q.len() == KEEP {
-                        q.pop_front();
-                    }
-                    q.push_back(ev);
-                }
+                keep(&mut log, &mut kept, &rec, boot_unix_ms, subjects);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::BrokenPipe => log.records_lost += 1,
@@ -246,5 +318,23 @@ mod tests {
 
         let r = parse_record(OOM).unwrap();
         assert_eq!((r.priority, r.seq, r.usec), (3, 2291, 483_921_337));
+    }
+
+    #[test]
+    fn syslog_lines_give_the_same_records() {
+        let line = "<3>[  483.921337] Out of memory: Killed process 4242 (kubelet) total-vm:1kB";
+        let r = parse_syslog_line(line, 7).unwrap();
+        assert_eq!((r.priority, r.seq, r.usec), (3, 7, 483_921_337));
+        assert!(r.message.starts_with("Out of memory"), "{r:?}");
+        let ev = classify(&r, 1_700_000_000_000, &subjects()).unwrap();
+        assert_eq!(ev.kind, KernelEventKind::OomKill);
+        assert!(parse_syslog_line("no prefix", 0).is_none());
+    }
+
+    /// The syslog(2) copy of the ring parses (the tests run as root: CAP_SYSLOG).
+    #[test]
+    fn syslog_reads_the_ring() {
+        let text = read_syslog().expect("syslog(2) READ_ALL (needs CAP_SYSLOG: run as root)");
+        assert!(text.lines().filter_map(|l| parse_syslog_line(l, 0)).count() > 0);
     }
 }

@@ -196,6 +196,8 @@ pub enum FindingId {
     PodNotStarted,
     /// The node evidence is partial.
     NodePartial,
+    /// How the probe pod's host root was mounted.
+    ProbeHostMount,
     /// No kubelet process.
     KubeletGone,
     /// A kubelet process that exists but does not run.
@@ -282,6 +284,7 @@ const SIMPLE: &[(FindingId, &str)] = &[
     (FindingId::NodeProbe, "node-probe"),
     (FindingId::PodNotStarted, "node-probe-pod-not-started"),
     (FindingId::NodePartial, "node-probe-partial"),
+    (FindingId::ProbeHostMount, "node-probe-host-mount"),
     (FindingId::KubeletGone, "node-kubelet-process-gone"),
     (FindingId::KubeletPaused, "node-kubelet-paused"),
     (FindingId::KubeletUnresponsive, "node-kubelet-unresponsive"),

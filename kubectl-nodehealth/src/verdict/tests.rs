@@ -670,6 +670,7 @@ fn with_node(e: &mut Evidence, node: nodehealth_proto::node::NodeEvidence) {
             pod_start_seconds: 1.0,
             partial: false,
             stream_error: None,
+            host_root_recursive_read_only: None,
             evidence: node,
         },
     };

@@ -78,6 +78,18 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
                     .with(format!("probe pod {}", data.pod)),
                 );
             }
+            if data.host_root_recursive_read_only == Some(false) {
+                out.push(
+                    Finding::new(
+                        FindingId::ProbeHostMount,
+                        Domain::Collection,
+                        Severity::Info,
+                        "the node could not mount the host root recursively read-only in the probe pod: its submounts were read-only only where the host made them so",
+                    )
+                    .with("recursiveReadOnly: IfPossible fell back to a plain read-only bind mount (the runtime does not support recursive read-only mounts: containerd before 2.0, or a kernel before 5.12)")
+                    .fix("nothing to do for this run (the agent writes nothing); upgrade the runtime for the stronger mount"),
+                );
+            }
             out.extend(node_findings(&data.evidence));
             out
         }
