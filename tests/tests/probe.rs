@@ -423,6 +423,124 @@ fn runs_interrupted_at_random_moments_leave_nothing_behind() {
     );
 }
 
+/// The probe pod is not privileged — it holds SYS_PTRACE, DAC_READ_SEARCH, SYSLOG and SYS_CHROOT
+/// (+ BPF and PERFMON with --trace) — and still brings back every section the privileged pod of
+/// round 1 did, each with what needs a capability: the kubelet's executable and the socket's
+/// listener (ptrace access to their /proc), the kernel log (syslog(2): the device cgroup refuses
+/// /dev/kmsg), the certificates on disk; with --trace the tracer attached, the kubelet's CRI calls
+/// traced and kernel stacks symbolised.
+#[test]
+fn the_least_privilege_pod_gives_every_section_with_and_without_trace() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    for trace in [false, true] {
+        let mut args = vec!["--duration", "4s", "-o", "json"];
+        if trace {
+            args.push("--trace");
+        }
+        // A busy loop beside the run: the runtime's and the kubelet's threads wait for a CPU,
+        // so the trace has stalls to show with their stacks.
+        let mut busy = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh");
+        let (out, _) = plugin(&c, &args);
+        let _ = busy.kill();
+        let _ = busy.wait();
+        let report = json_report(&out);
+        let probe = &report["evidence"]["nodeProbe"];
+        assert_eq!(probe["outcome"], "collected", "trace={trace}: {probe:#}");
+        let ev = &probe["data"]["evidence"];
+        assert_eq!(ev["errors"], json!([]), "trace={trace}: section errors");
+        for section in [
+            "discovery",
+            "processes",
+            "runtimeSocket",
+            "kubeletHealthz",
+            "cri",
+            "certificates",
+            "apiServer",
+            "clock",
+            "kernelLog",
+            "pressure",
+            "logs",
+        ] {
+            assert!(!ev[section].is_null(), "trace={trace}: no {section}");
+        }
+        assert!(
+            ev["processes"]["kubelet"]["exe"].is_string(),
+            "the kubelet's executable (ptrace access): {:#}",
+            ev["processes"]["kubelet"]
+        );
+        assert!(
+            !ev["runtimeSocket"]["listeners"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "the socket's listener (its fds): {:#}",
+            ev["runtimeSocket"]
+        );
+        assert_eq!(ev["kernelLog"]["readable"], true, "{:#}", ev["kernelLog"]);
+        assert!(
+            ev["kernelLog"]["source"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("syslog(2)"),
+            "/dev/kmsg is refused to a non-privileged container: {:#}",
+            ev["kernelLog"]["source"]
+        );
+        assert!(
+            !ev["certificates"]["client"]["certificates"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{:#}",
+            ev["certificates"]
+        );
+        assert_eq!(ev["cri"]["state"], "responding", "{:#}", ev["cri"]);
+        // containerd 1.6 cannot mount recursively read-only: the report says so.
+        assert_eq!(probe["data"]["hostRootRecursiveReadOnly"], false);
+        assert!(
+            report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["id"] == "node-probe-host-mount"),
+            "the report says the node could not mount it recursively read-only"
+        );
+        if trace {
+            let t = &ev["trace"];
+            assert_eq!(t["attached"], true, "{t:#}");
+            assert_eq!(t["cri"]["traced"], true, "{:#}", t["cri"]);
+            assert!(
+                t["cri"]["calls"].as_u64().unwrap_or(0) > 0,
+                "{:#}",
+                t["cri"]
+            );
+            assert_eq!(ev["runQueue"]["attached"], true);
+            let stacks: Vec<&Value> = t["stalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["kernelStack"].as_array().is_some_and(|k| !k.is_empty()))
+                .collect();
+            assert!(
+                stacks.iter().all(|s| {
+                    s["kernelStack"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|f| f.as_str().is_some_and(|f| !f.starts_with("0x")))
+                }),
+                "symbolised, never addresses: {stacks:#?}"
+            );
+        } else {
+            assert!(ev["trace"].is_null() && ev["runQueue"].is_null());
+        }
+    }
+    assert_no_probe_pod(&c);
+}
+
 #[test]
 fn an_unknown_node_creates_no_pod() {
     let c = Cluster::get();
