@@ -198,6 +198,8 @@ pub enum FindingId {
     NodePartial,
     /// How the probe pod's host root was mounted.
     ProbeHostMount,
+    /// What the agent could not read (a capability it lacks, a section that failed).
+    AgentAccess,
     /// No kubelet process.
     KubeletGone,
     /// A kubelet process that exists but does not run.
@@ -285,6 +287,7 @@ const SIMPLE: &[(FindingId, &str)] = &[
     (FindingId::PodNotStarted, "node-probe-pod-not-started"),
     (FindingId::NodePartial, "node-probe-partial"),
     (FindingId::ProbeHostMount, "node-probe-host-mount"),
+    (FindingId::AgentAccess, "node-agent-access"),
     (FindingId::KubeletGone, "node-kubelet-process-gone"),
     (FindingId::KubeletPaused, "node-kubelet-paused"),
     (FindingId::KubeletUnresponsive, "node-kubelet-unresponsive"),

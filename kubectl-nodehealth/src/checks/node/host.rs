@@ -375,6 +375,38 @@ pub fn clock(n: &NodeEvidence) -> Vec<Finding> {
     vec![f]
 }
 
+/// What the agent could not read: sections that failed, the kernel log refused — never a silent
+/// gap; the capability it names is the one to grant (README, Security).
+pub fn agent_access(n: &NodeEvidence) -> Vec<Finding> {
+    let mut lines: Vec<String> = n
+        .errors
+        .iter()
+        .map(|e| format!("section {}: {}", e.section, e.message))
+        .collect();
+    if let Some(k) = &n.kernel_log
+        && !k.readable
+        && let Some(e) = &k.error
+    {
+        lines.push(format!("kernel log: {e}"));
+    }
+    if lines.is_empty() {
+        return vec![];
+    }
+    let mut f = Finding::new(
+        FindingId::AgentAccess,
+        Domain::Collection,
+        Severity::Unknown,
+        format!(
+            "the agent could not read {} part(s) of the node: those checks did not run",
+            lines.len()
+        ),
+    );
+    for l in lines {
+        f = f.with(l);
+    }
+    vec![f.fix("give the probe the capability each line names (README, Security), or run the agent on the node as root: tracer-user probe --host-root /")]
+}
+
 #[cfg(test)]
 mod tests {
     use nodehealth_proto::node::{
@@ -538,6 +570,22 @@ mod tests {
         let f = certificates_expiring(&with(-10, -10));
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, FindingId::NodeCertExpiring(CertRole::Serving));
+    }
+
+    #[test]
+    fn a_kernel_log_the_agent_could_not_read_names_the_capability() {
+        let n = NodeEvidence {
+            kernel_log: Some(KernelLog {
+                readable: false,
+                error: Some("cannot open /host/dev/kmsg: Operation not permitted; syslog(2) refused too: Operation not permitted (the agent needs CAP_SYSLOG)".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let f = agent_access(&n);
+        assert_eq!(f[0].severity, Severity::Unknown);
+        assert!(f[0].evidence[0].contains("CAP_SYSLOG"), "{f:#?}");
+        assert!(agent_access(&NodeEvidence::default()).is_empty());
     }
 
     #[test]

@@ -385,6 +385,7 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
     out.extend(host::zombies(n));
     out.extend(host::hung_tasks(n));
     out.extend(host::certificates_expiring(n));
+    out.extend(host::agent_access(n));
     out.extend(host::clock(n));
     if let Some(client) = n.certificates.as_ref().and_then(|c| c.client.as_ref())
         && let Some(leaf) = client.certificates.first()
