@@ -91,7 +91,7 @@ pub struct Cli {
     /// longer, for the API server's own verdict on the connection (its TLS handshake timeout
     /// is 10 s: a kubelet that holds its port but does not run), and is asked again on a fresh
     /// connection while the metrics window lasts.
-    #[arg(long, default_value = "10s", value_parser = parse_duration_flag, global = true)]
+    #[arg(long, alias = "request-timeout", default_value = "10s", value_parser = parse_duration_flag, global = true)]
     pub timeout: Duration,
 
     /// Also write everything this run saw, raw and timestamped, into a gzip'd tar (the report,
@@ -111,6 +111,22 @@ pub struct Cli {
     /// The kubeconfig context to use.
     #[arg(long, global = true)]
     pub context: Option<String>,
+
+    /// The kubeconfig cluster to use (instead of the context's).
+    #[arg(long, global = true)]
+    pub cluster: Option<String>,
+
+    /// The kubeconfig user to use (instead of the context's).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+
+    /// Username to impersonate for the operation, as kubectl --as.
+    #[arg(long = "as", global = true)]
+    pub as_user: Option<String>,
+
+    /// Group to impersonate (repeatable), as kubectl --as-group.
+    #[arg(long = "as-group", global = true, requires = "as_user")]
+    pub as_groups: Vec<String>,
 
     /// Namespace for the probe pod (default kube-system: see the README for why).
     #[arg(short = 'n', long, global = true)]
@@ -418,6 +434,10 @@ async fn connect(cli: &Cli) -> Result<collect::Target, Error> {
     collect::connect(&KubeOptions {
         kubeconfig: cli.kubeconfig.clone(),
         context: cli.context.clone(),
+        cluster: cli.cluster.clone(),
+        user: cli.user.clone(),
+        as_user: cli.as_user.clone(),
+        as_groups: cli.as_groups.clone(),
         timeout: cli.timeout,
     })
     .await
@@ -730,6 +750,37 @@ mod tests {
                 "{flag} {value}"
             );
         }
+    }
+
+    /// The kubectl connection flags a plugin is expected to take, in either position.
+    #[test]
+    fn kubectl_connection_flags() {
+        let cli = Cli::try_parse_from([
+            "kubectl-nodehealth",
+            "--cluster",
+            "prod",
+            "--user",
+            "ops",
+            "--as",
+            "jane",
+            "--as-group",
+            "sre",
+            "--as-group",
+            "oncall",
+            "--request-timeout",
+            "20s",
+            "scan",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Scan { .. })));
+        assert_eq!(cli.cluster.as_deref(), Some("prod"));
+        assert_eq!(cli.user.as_deref(), Some("ops"));
+        assert_eq!(cli.as_user.as_deref(), Some("jane"));
+        assert_eq!(cli.as_groups, ["sre", "oncall"]);
+        assert_eq!(cli.timeout, Duration::from_secs(20));
+        // Groups without a user to impersonate are refused, as kubectl refuses them.
+        let e = Cli::try_parse_from(["kubectl-nodehealth", "n", "--as-group", "g"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

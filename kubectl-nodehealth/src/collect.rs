@@ -30,6 +30,14 @@ pub struct KubeOptions {
     pub kubeconfig: Option<PathBuf>,
     /// `--context`.
     pub context: Option<String>,
+    /// `--cluster`: the kubeconfig cluster to use instead of the context's.
+    pub cluster: Option<String>,
+    /// `--user`: the kubeconfig user to use instead of the context's.
+    pub user: Option<String>,
+    /// `--as`: the user to impersonate.
+    pub as_user: Option<String>,
+    /// `--as-group`: groups to impersonate (repeatable).
+    pub as_groups: Vec<String>,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -47,8 +55,8 @@ pub struct Target {
 pub async fn connect(options: &KubeOptions) -> Result<Target, Error> {
     let kube_options = KubeConfigOptions {
         context: options.context.clone(),
-        cluster: None,
-        user: None,
+        cluster: options.cluster.clone(),
+        user: options.user.clone(),
     };
     let context_text = options
         .context
@@ -86,6 +94,13 @@ pub async fn connect(options: &KubeOptions) -> Result<Target, Error> {
             }
         },
     };
+    // Impersonation as kubectl does it (Impersonate-User / Impersonate-Group headers).
+    if let Some(user) = &options.as_user {
+        config.auth_info.impersonate = Some(user.clone());
+    }
+    if !options.as_groups.is_empty() {
+        config.auth_info.impersonate_groups = Some(options.as_groups.clone());
+    }
     config.connect_timeout = Some(options.timeout.min(Duration::from_secs(10)));
     // Each request has its own bound (the steps' timeouts). The client's read timeout is only a
     // safety net for calls without one: it runs from a connection's last read, so a request
