@@ -179,6 +179,31 @@ pub enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// The plugin's version; with a node, also the version of the agent its probe pod runs
+    /// (`--image`), with a warning and exit 1 when they differ.
+    Version {
+        /// A node to run the agent on.
+        #[arg(value_parser = parse_node_name)]
+        node: Option<String>,
+    },
+    /// A shell completion script: `source <(kubectl-nodehealth completion bash)`. `completion
+    /// kubectl` prints the `kubectl_complete-nodehealth` helper: put it on PATH, executable, and
+    /// kubectl (≥ 1.26) completes `kubectl nodehealth <TAB>` with node names from the cluster.
+    Completion {
+        /// The shell, or `kubectl` for the kubectl plugin helper.
+        shell: CompletionShell,
+    },
+}
+
+/// The shells `completion` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    /// The `kubectl_complete-nodehealth` helper script.
+    Kubectl,
 }
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
@@ -249,6 +274,12 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             dry_run,
             all_namespaces,
         }) => return cleanup(&cli, *dry_run, *all_namespaces).await,
+        // Boxed: it holds a whole probe run, and `run`'s future is big enough already.
+        Some(Command::Version { node }) => return Box::pin(version(&cli, node.as_deref())).await,
+        Some(Command::Completion { shell }) => {
+            write_stdout(&crate::complete::script(*shell))?;
+            return Ok(crate::exit::HEALTHY);
+        }
         None => {}
     }
     if let Some(path) = &cli.from_bundle {
@@ -428,6 +459,103 @@ async fn pleg(cli: &Cli, node: &str, watch: Duration, every: Duration) -> Result
     } else {
         crate::exit::PROBLEMS
     })
+}
+
+/// The plugin's version line.
+fn plugin_version() -> String {
+    format!(
+        "{} ({}/{})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// `version [NODE]`: the plugin's version, and the agent's as the probe pod on NODE reports it.
+async fn version(cli: &Cli, node: Option<&str>) -> Result<u8, Error> {
+    let plugin = env!("CARGO_PKG_VERSION");
+    let Some(node) = node else {
+        let text = match cli.output {
+            Format::Json | Format::Yaml => version_document(None, cli.output)?,
+            _ => format!("kubectl-nodehealth {}\n", plugin_version()),
+        };
+        write_stdout(&text)?;
+        return Ok(exit::HEALTHY);
+    };
+    let target = connect(cli).await?;
+    let options = CollectOptions {
+        node: node.to_string(),
+        window: cli.duration,
+        timeout: cli.timeout,
+        log_since: cli.log_since,
+    };
+    let (evidence, _) = with_probe(cli, &target, &options).await?;
+    let agent = match &evidence.node_probe {
+        crate::evidence::Step::Collected { data } if !data.evidence.agent_version.is_empty() => {
+            data.evidence.agent_version.clone()
+        }
+        crate::evidence::Step::Collected { data } => {
+            return Err(Error::Usage(format!(
+                "the agent on {node} did not report its version ({})",
+                data.stream_error.as_deref().unwrap_or("no final report")
+            )));
+        }
+        crate::evidence::Step::Failed { failure } => {
+            return Err(Error::Usage(format!(
+                "could not run the agent on {node}: {} — `kubectl nodehealth {node}` says why",
+                failure.message
+            )));
+        }
+        crate::evidence::Step::Skipped { reason } => {
+            return Err(Error::Usage(format!(
+                "could not run the agent on {node}: {reason}"
+            )));
+        }
+    };
+    let text = match cli.output {
+        Format::Json | Format::Yaml => {
+            version_document(Some((node, &agent, &cli.image)), cli.output)?
+        }
+        _ => format!(
+            "kubectl-nodehealth {}\nagent on {node}: {agent} (image {})\n",
+            plugin_version(),
+            cli.image
+        ),
+    };
+    write_stdout(&text)?;
+    if agent != plugin {
+        say!(
+            "kubectl-nodehealth: warning: version skew: the plugin is {plugin}, the agent image \
+             {} runs {agent}; findings that need newer agent evidence may be missing — use \
+             --image with the {plugin} image (README: Install on your cluster)",
+            cli.image
+        );
+        return Ok(exit::PROBLEMS);
+    }
+    Ok(exit::HEALTHY)
+}
+
+fn version_document(agent: Option<(&str, &str, &str)>, format: Format) -> Result<String, Error> {
+    let mut doc = serde_json::json!({
+        "apiVersion": crate::API_VERSION,
+        "kind": "Version",
+        "plugin": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+        },
+    });
+    if let Some((node, version, image)) = agent {
+        doc["agent"] = serde_json::json!({ "node": node, "version": version, "image": image });
+        doc["skew"] = serde_json::json!(version != env!("CARGO_PKG_VERSION"));
+    }
+    match format {
+        Format::Yaml => serde_saphyr::to_string(&doc).map_err(|e| Error::Serialize {
+            format: "yaml",
+            message: e.to_string(),
+        }),
+        _ => Ok(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"),
+    }
 }
 
 async fn connect(cli: &Cli) -> Result<collect::Target, Error> {
@@ -666,6 +794,12 @@ async fn cleanup(cli: &Cli, dry_run: bool, all_namespaces: bool) -> Result<u8, E
 
 /// Entry point for `main`: parse, run, print errors prefixed with the program name.
 pub fn main_entry() -> u8 {
+    // kubectl's plugin completion protocol: the words as typed, before clap sees them (they are
+    // incomplete by nature).
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("__complete") {
+        return crate::complete::main(args.collect());
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

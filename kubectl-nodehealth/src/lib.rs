@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod checks;
 pub mod cli;
 pub mod collect;
+pub mod complete;
 pub mod error;
 pub mod evidence;
 pub mod metrics;
@@ -37,12 +38,22 @@ pub mod exit {
 /// The report's `apiVersion` (a contract).
 pub const API_VERSION: &str = "nodehealth/v1";
 
+/// The report's `kind`.
+pub const REPORT_KIND: &str = "NodeHealthReport";
+
+fn report_kind() -> String {
+    REPORT_KIND.to_string()
+}
+
 /// The whole report: the JSON/YAML contract.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Always [`API_VERSION`].
     pub api_version: String,
+    /// Always [`REPORT_KIND`] (absent in bundles recorded before it was added).
+    #[serde(default = "report_kind")]
+    pub kind: String,
     /// Node name.
     pub node: String,
     /// When the evidence was collected.
@@ -61,6 +72,7 @@ pub fn diagnose(evidence: evidence::Evidence) -> Report {
     let verdict = verdict::judge_with(&findings, &facts);
     Report {
         api_version: API_VERSION.to_string(),
+        kind: REPORT_KIND.to_string(),
         node: evidence.node_name.clone(),
         observed_at: evidence.collected_at,
         verdict,

@@ -16,6 +16,8 @@ use crate::verdict::{Cause, CauseId, Confidence};
 pub enum Format {
     /// Human report.
     Table,
+    /// The human report with every evidence line, each finding's id and every cause's fix.
+    Wide,
     /// The `nodehealth/v1` JSON report.
     Json,
     /// The same as YAML.
@@ -42,7 +44,8 @@ pub fn render(
             format: "yaml",
             message: e.to_string(),
         }),
-        Format::Table => Ok(table(report, color, width)),
+        Format::Table => Ok(table(report, color, width, false)),
+        Format::Wide => Ok(table(report, color, width, true)),
     }
 }
 
@@ -127,7 +130,7 @@ impl Cause {
     }
 }
 
-fn table(report: &Report, color: bool, width: Option<u16>) -> String {
+fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String {
     let p = Paint { on: color };
     let mut out = String::new();
     let layers: Vec<String> = report
@@ -187,7 +190,7 @@ fn table(report: &Report, color: bool, width: Option<u16>) -> String {
                 p.severity(&cause_title(c), cause_severity(c)),
                 c.summary
             );
-            for line in c.evidence.iter().take(3) {
+            for line in c.evidence.iter().take(if wide { usize::MAX } else { 3 }) {
                 let _ = writeln!(out, "     - {line}");
             }
             let _ = writeln!(out, "     fix: {}", c.fix);
@@ -225,12 +228,16 @@ fn table(report: &Report, color: bool, width: Option<u16>) -> String {
             }
             None => {}
         }
-        t.set_header(vec!["DOMAIN", "SEVERITY", "FINDING"]);
+        if wide {
+            t.set_header(vec!["DOMAIN", "SEVERITY", "ID", "FINDING"]);
+        } else {
+            t.set_header(vec!["DOMAIN", "SEVERITY", "FINDING"]);
+        }
         for (domain, mut fs) in domains {
             fs.sort_by_key(|f| std::cmp::Reverse(f.severity));
             for f in fs {
                 let mut text = f.summary.clone();
-                for line in f.evidence.iter().take(2) {
+                for line in f.evidence.iter().take(if wide { usize::MAX } else { 2 }) {
                     let _ = write!(text, "\n- {line}");
                 }
                 if let Some(fix) = &f.remediation {
@@ -244,7 +251,12 @@ fn table(report: &Report, color: bool, width: Option<u16>) -> String {
                 if color {
                     sev_cell = sev_cell.fg(severity_color(f.severity));
                 }
-                t.add_row(vec![Cell::new(domain.name()), sev_cell, Cell::new(text)]);
+                let mut row = vec![Cell::new(domain.name()), sev_cell];
+                if wide {
+                    row.push(Cell::new(f.id.to_string()));
+                }
+                row.push(Cell::new(text));
+                t.add_row(row);
             }
         }
         let _ = writeln!(out, "\n{}", p.bold("Findings"));

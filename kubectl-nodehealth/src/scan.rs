@@ -33,6 +33,10 @@ pub struct NodeRow {
     pub problems: Vec<Finding>,
     /// The verdict's most probable cause (none when healthy).
     pub cause: Option<Cause>,
+    /// The kubelet's version as the Node reports it.
+    pub kubelet_version: Option<String>,
+    /// The container runtime as the Node reports it (`containerd://1.7.24`).
+    pub container_runtime_version: Option<String>,
 }
 
 /// The scan report (`-o json|yaml`).
@@ -40,6 +44,8 @@ pub struct NodeRow {
 #[serde(rename_all = "camelCase")]
 pub struct ScanReport {
     pub api_version: String,
+    /// Always `ScanReport`.
+    pub kind: &'static str,
     pub observed_at: Timestamp,
     /// API requests the scan made (does not grow with the number of nodes).
     pub api_calls: u32,
@@ -90,6 +96,8 @@ pub fn rows(evidence: &[Evidence]) -> Vec<NodeRow> {
                     .find(|c| c.id != CauseId::Healthy)
                     .filter(|_| severity.is_problem()),
                 problems,
+                kubelet_version: node.and_then(|n| n.kubelet_version.clone()),
+                container_runtime_version: node.and_then(|n| n.container_runtime_version.clone()),
             }
         })
         .collect();
@@ -125,7 +133,8 @@ pub fn render(report: &ScanReport, format: Format) -> Result<String, Error> {
             format: "yaml",
             message: e.to_string(),
         }),
-        Format::Table => Ok(table(report)),
+        Format::Table => Ok(table(report, false)),
+        Format::Wide => Ok(table(report, true)),
     }
 }
 
@@ -137,25 +146,23 @@ fn word<T: Serialize>(v: &T) -> String {
     }
 }
 
-fn table(report: &ScanReport) -> String {
+fn table(report: &ScanReport, wide: bool) -> String {
     let mut t = Table::new();
     t.load_style(comfy_table::presets::NOTHING);
+    let mut header = vec!["NODE", "READY", "LEASE AGE", "SEVERITY", "PROBABLE CAUSE"];
+    if wide {
+        header.extend(["PROBLEMS", "KUBELET", "RUNTIME"]);
+    }
+    header.push("WHY");
     t.set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "NODE",
-            "READY",
-            "LEASE AGE",
-            "SEVERITY",
-            "PROBABLE CAUSE",
-            "WHY",
-        ]);
+        .set_header(header);
     for r in &report.nodes {
         let why = r
             .problems
             .first()
             .map(|f| f.summary.clone())
             .unwrap_or_default();
-        t.add_row([
+        let mut row = vec![
             Cell::new(&r.node),
             Cell::new(&r.ready),
             Cell::new(
@@ -166,8 +173,15 @@ fn table(report: &ScanReport) -> String {
             Cell::new(r.cause.as_ref().map_or("-".into(), |c| {
                 format!("{} ({})", word(&c.id), word(&c.confidence))
             })),
-            Cell::new(why),
-        ]);
+        ];
+        if wide {
+            let or_dash = |v: &Option<String>| Cell::new(v.as_deref().unwrap_or("-"));
+            row.push(Cell::new(r.problems.len()));
+            row.push(or_dash(&r.kubelet_version));
+            row.push(or_dash(&r.container_runtime_version));
+        }
+        row.push(Cell::new(why));
+        t.add_row(row);
     }
     let problems = report
         .nodes
@@ -189,6 +203,7 @@ fn table(report: &ScanReport) -> String {
 pub fn report(evidence: &[Evidence], api_calls: u32, observed_at: Timestamp) -> ScanReport {
     ScanReport {
         api_version: API_VERSION.to_string(),
+        kind: "ScanReport",
         observed_at,
         api_calls,
         nodes: rows(evidence),

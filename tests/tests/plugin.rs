@@ -483,3 +483,152 @@ fn a_bundle_holds_the_raw_answers_and_replays_to_the_same_verdict() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+/// `--as` sends kubectl's impersonation headers: the admin impersonating the restricted viewer
+/// gets the viewer's missing permission, as the viewer itself does.
+#[test]
+fn as_impersonates_the_user_like_kubectl() {
+    let c = Cluster::get();
+    let admin = c.admin_kubeconfig();
+    let out = plugin(&[
+        &c.node,
+        "--kubeconfig",
+        admin.to_str().unwrap(),
+        "--as",
+        "nodehealth-viewer",
+        "--api-only",
+        "--duration",
+        "1s",
+        "-o",
+        "json",
+    ]);
+    let report = json(&out);
+    assert_eq!(report["kind"], "NodeHealthReport");
+    let denied = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| {
+            f["summary"]
+                .as_str()
+                .unwrap_or("")
+                .contains("get nodes/proxy")
+        });
+    assert!(denied, "impersonated: {:#}", report["findings"]);
+    // A user that does not exist has no permissions at all: a clear error, exit 2.
+    let out = plugin(&[
+        &c.node,
+        "--kubeconfig",
+        admin.to_str().unwrap(),
+        "--as",
+        "nobody-at-all",
+        "--api-only",
+        "--duration",
+        "1s",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// The directory of the cluster's own kubectl (a cached build: fast once built).
+fn kubectl_bin_dir() -> std::path::PathBuf {
+    let out = Command::new("bash")
+        .arg(workspace_root().join("xtask/k8s/build.sh"))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("xtask/k8s/build.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dir = std::path::PathBuf::from(text.lines().last().expect("bin dir").trim());
+    assert!(dir.join("kubectl").exists(), "{dir:?}");
+    dir
+}
+
+/// kubectl (≥ 1.26) completes a plugin through `kubectl_complete-<plugin>` on PATH: the helper
+/// `completion kubectl` prints, run by the real kubectl, offers the cluster's node, the
+/// subcommands, the flags and the kubeconfig's contexts.
+#[test]
+fn kubectl_completes_node_names_through_the_plugin_helper() {
+    let c = Cluster::get();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let helper = dir.path().join("kubectl_complete-nodehealth");
+    let script = plugin(&["completion", "kubectl"]);
+    assert_eq!(script.status.code(), Some(0));
+    std::fs::write(&helper, &script.stdout).expect("write the helper");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let kubectl_dir = kubectl_bin_dir();
+    let path = format!(
+        "{}:{}:{}:{}",
+        dir.path().display(),
+        workspace_root().join("target/debug").display(),
+        kubectl_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let complete = |words: &[&str]| -> Vec<String> {
+        let out = Command::new(kubectl_dir.join("kubectl"))
+            .arg("__complete")
+            .arg("nodehealth")
+            .args(words)
+            .env("PATH", &path)
+            .env("KUBECONFIG", c.admin_kubeconfig())
+            .output()
+            .expect("kubectl __complete");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.lines().any(|l| l.starts_with(':')),
+            "a cobra directive line: {text} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .filter(|l| !l.starts_with(':'))
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect()
+    };
+    let first = complete(&[""]);
+    assert!(
+        first.contains(&c.node),
+        "the node from the cluster: {first:?}"
+    );
+    assert!(first.contains(&"scan".to_string()), "{first:?}");
+    let prefix = &c.node[..2];
+    assert!(complete(&[prefix]).contains(&c.node));
+    assert!(complete(&["pleg", ""]).contains(&c.node));
+    assert!(complete(&[&c.node, "--tr"]).contains(&"--trace".to_string()));
+    let contexts = complete(&["--context", ""]);
+    assert!(!contexts.is_empty(), "the kubeconfig's contexts");
+    assert!(complete(&[&c.node, "-o", ""]).contains(&"json".to_string()));
+}
+
+/// JSON documents say what they are; `version` without a node needs no cluster.
+#[test]
+fn version_and_documents_carry_api_version_and_kind() {
+    let out = plugin(&["version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    let out = plugin(&["version", "-o", "json"]);
+    let v = json(&out);
+    assert_eq!(
+        (v["apiVersion"].as_str(), v["kind"].as_str()),
+        (Some("nodehealth/v1"), Some("Version"))
+    );
+    let c = Cluster::get();
+    let out = plugin(&[
+        "scan",
+        "--kubeconfig",
+        c.admin_kubeconfig().to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(json(&out)["kind"], "ScanReport");
+    let wide = plugin(&[
+        "scan",
+        "--kubeconfig",
+        c.admin_kubeconfig().to_str().unwrap(),
+        "-o",
+        "wide",
+    ]);
+    let text = String::from_utf8_lossy(&wide.stdout);
+    assert!(text.contains("KUBELET") && text.contains("v1.35"), "{text}");
+}

@@ -915,3 +915,26 @@ fn slow_runtime_list_calls_measured_by_the_agent_point_at_the_runtime() {
         probe_pods(&c).is_empty().then_some(())
     });
 }
+
+/// `version <node>` runs the agent on the node and compares: the same version, exit 0, and the
+/// probe pod is gone after.
+#[test]
+fn version_with_a_node_reports_the_agent_it_ran() {
+    let c = Cluster::get();
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    let out = Command::new(bin)
+        .args(["version", &c.node, "-o", "json", "--duration", "1s"])
+        .arg("--kubeconfig")
+        .arg(c.admin_kubeconfig())
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kubectl-nodehealth version");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["kind"], "Version");
+    assert_eq!(v["agent"]["node"], c.node.as_str());
+    assert_eq!(v["agent"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["skew"], false);
+    assert_no_probe_pod(&c);
+}
