@@ -179,6 +179,15 @@ pub enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// The RBAC the plugin needs, exactly: a ClusterRole and a Role in the probe namespace (-n,
+    /// default kube-system), one comment per rule saying which check needs it. YAML to `kubectl
+    /// apply -f -`; `-o json` prints a v1 List.
+    Rbac {
+        /// Also bind both roles to this subject (repeatable): user:NAME, group:NAME or
+        /// serviceaccount:NAMESPACE:NAME.
+        #[arg(long = "bind", value_name = "SUBJECT")]
+        bind: Vec<crate::rbac::Subject>,
+    },
     /// The plugin's version; with a node, also the version of the agent its probe pod runs
     /// (`--image`), with a warning and exit 1 when they differ.
     Version {
@@ -275,6 +284,19 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             all_namespaces,
         }) => return cleanup(&cli, *dry_run, *all_namespaces).await,
         // Boxed: it holds a whole probe run, and `run`'s future is big enough already.
+        Some(Command::Rbac { bind }) => {
+            let namespace = cli.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+            let text = match cli.output {
+                Format::Json => {
+                    serde_json::to_string_pretty(&crate::rbac::list(namespace, bind))
+                        .unwrap_or_default()
+                        + "\n"
+                }
+                _ => crate::rbac::yaml(namespace, bind)?,
+            };
+            write_stdout(&text)?;
+            return Ok(crate::exit::HEALTHY);
+        }
         Some(Command::Version { node }) => return Box::pin(version(&cli, node.as_deref())).await,
         Some(Command::Completion { shell }) => {
             write_stdout(&crate::complete::script(*shell))?;

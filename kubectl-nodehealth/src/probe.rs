@@ -526,21 +526,41 @@ fn recursive_read_only(pod: &Pod) -> Option<bool> {
         .map(|v| v == "Enabled")
 }
 
-/// The Job's pod, when it exists: (name, state, recursively read-only host root).
-async fn job_pod(pods: &Api<Pod>, id: &RunIdentity) -> Option<(String, PodState, Option<bool>)> {
-    let list = tokio::time::timeout(
+/// The Job's pod, when it exists: (name, state, recursively read-only host root). A refusal to
+/// list pods is an error naming the permission (without it the run could never see its pod).
+async fn job_pod(
+    pods: &Api<Pod>,
+    o: &ProbeOptions,
+    id: &RunIdentity,
+) -> Result<Option<(String, PodState, Option<bool>)>, ProbeError> {
+    let list = match tokio::time::timeout(
         Duration::from_secs(5),
         pods.list(&ListParams::default().labels(&format!("{RUN_LABEL}={}", id.run_id))),
     )
     .await
-    .ok()?
-    .ok()?;
-    let pod = list.items.into_iter().next()?;
-    Some((
-        pod.metadata.name.clone()?,
-        pod_state(&pod),
-        recursive_read_only(&pod),
-    ))
+    {
+        Err(_) => return Ok(None),
+        Ok(Err(e)) => {
+            let (code, message) = api_message(&e);
+            if code == Some(403) {
+                return Err(ProbeError::Forbidden {
+                    verb: "list pods".into(),
+                    namespace: o.namespace.clone(),
+                    message,
+                });
+            }
+            return Ok(None);
+        }
+        Ok(Ok(list)) => list,
+    };
+    let Some(pod) = list.items.into_iter().next() else {
+        return Ok(None);
+    };
+    Ok(pod
+        .metadata
+        .name
+        .clone()
+        .map(|name| (name, pod_state(&pod), recursive_read_only(&pod))))
 }
 
 /// Why the Job controller could not create the pod (its FailedCreate event: Pod Security, a
@@ -633,7 +653,7 @@ pub async fn start(
                 bound.as_secs()
             ),
         );
-        match job_pod(&pods, id).await {
+        match job_pod(&pods, o, id).await? {
             Some((name, state, rro)) => {
                 if !have_pod {
                     id.set_pod_name(&name);
@@ -917,6 +937,13 @@ pub async fn delete(
     while Instant::now() < until {
         match pods.list(&ListParams::default().labels(&selector)).await {
             Ok(list) if list.items.is_empty() => return None,
+            Err(e) if api_message(&e).0 == Some(403) => {
+                return Some(format!(
+                    "the probe Job {namespace}/{job} is deleted, but whether its pod is gone is \
+                     unknown: not allowed to list pods there (`kubectl nodehealth rbac` prints \
+                     the permissions)"
+                ));
+            }
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }

@@ -938,3 +938,218 @@ fn version_with_a_node_reports_the_agent_it_ran() {
     assert_eq!(v["skew"], false);
     assert_no_probe_pod(&c);
 }
+
+// --- RBAC: the shipped roles are exactly enough -------------------------------------------
+
+const RBAC_USER: &str = "nodehealth-rbac-e2e";
+
+/// The API path of an RBAC object (collection when `named` is false).
+fn rbac_path(object: &Value, named: bool) -> String {
+    let kind = object["kind"].as_str().unwrap();
+    let plural = format!("{}s", kind.to_lowercase());
+    let base = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/{plural}"),
+        None => format!("/apis/rbac.authorization.k8s.io/v1/{plural}"),
+    };
+    if named {
+        format!("{base}/{}", object["metadata"]["name"].as_str().unwrap())
+    } else {
+        base
+    }
+}
+
+/// Creates or replaces `object`.
+fn put(c: &Cluster, object: &Value) {
+    let (code, body) = c.request("POST", &rbac_path(object, false), Some(object));
+    if code == 409 {
+        let (code, body) = c.request("PUT", &rbac_path(object, true), Some(object));
+        assert_eq!(code, 200, "replacing {}: {body}", rbac_path(object, true));
+    } else {
+        assert_eq!(code, 201, "creating {}: {body}", rbac_path(object, true));
+    }
+}
+
+/// Whether the API server's authorizer lets the test user do `verb` on `resource` (a
+/// SubjectAccessReview: what the plugin's requests will meet).
+fn allowed(c: &Cluster, namespace: Option<&str>, group: &str, resource: &str, verb: &str) -> bool {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": RBAC_USER, "resourceAttributes": {
+            "group": group, "resource": resource, "subresource": subresource, "verb": verb,
+            "namespace": namespace.unwrap_or(""), "name": "",
+        }},
+    });
+    let (code, body) = c.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        Some(&review),
+    );
+    assert_eq!(code, 201, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["status"]["allowed"] == true
+}
+
+/// Waits until the authorizer answers for every rule of `role` as `present` says.
+fn wait_rules(c: &Cluster, role: &Value, present: bool) {
+    let ns = role["metadata"]["namespace"].as_str();
+    for rule in role["rules"].as_array().unwrap() {
+        let group = rule["apiGroups"][0].as_str().unwrap();
+        let resource = rule["resources"][0].as_str().unwrap();
+        for verb in rule["verbs"].as_array().unwrap() {
+            let verb = verb.as_str().unwrap();
+            wait_until(
+                &format!("{verb} {resource} allowed={present}"),
+                Duration::from_secs(30),
+                || (allowed(c, ns, group, resource, verb) == present).then_some(()),
+            );
+        }
+    }
+}
+
+/// Deletes the test's RBAC objects and heals its fault, also when the test fails half-way.
+struct RbacGuard<'a> {
+    c: &'a Cluster,
+    objects: Vec<Value>,
+}
+
+impl Drop for RbacGuard<'_> {
+    fn drop(&mut self) {
+        for o in &self.objects {
+            let _ = self.c.request("DELETE", &rbac_path(o, true), None);
+        }
+        self.c.xtask(&["heal"]);
+    }
+}
+
+/// A run as the test user (impersonated: the admin's `--as`, which is how kubectl and the plugin
+/// act for another user); stdout and stderr together.
+fn run_as_rbac_user(c: &Cluster) -> (Output, String) {
+    let (out, _) = plugin(c, &["--as", RBAC_USER, "--duration", "2s", "-o", "json"]);
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    (out, text)
+}
+
+/// The report of a run with every permission: nothing unchecked for lack of access, the agent's
+/// evidence collected.
+fn assert_full_diagnosis(out: &Output) {
+    let report = json_report(out);
+    let probe = &report["evidence"]["nodeProbe"];
+    assert_eq!(probe["outcome"], "collected", "{probe:#}\n{}", stderr(out));
+    for f in report["findings"].as_array().unwrap() {
+        let id = f["id"].as_str().unwrap_or("");
+        let unchecked = id.starts_with("access-") && f["severity"] != "ok";
+        assert!(
+            !unchecked && !f.to_string().contains("forbidden"),
+            "a check could not run with the shipped RBAC: {f:#}"
+        );
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a healthy node: {}",
+        stderr(out)
+    );
+}
+
+/// `kubectl nodehealth rbac` is exactly enough: a user bound to its output gets a full diagnosis
+/// (also when the Job controller is down and the plugin creates the pod itself), and without any
+/// one rule the check that needed it names the missing permission.
+#[test]
+fn shipped_rbac_is_exactly_what_a_full_diagnosis_needs() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    let out = Command::new(bin)
+        .args(["rbac", "--bind", &format!("user:{RBAC_USER}"), "-o", "json"])
+        .output()
+        .expect("kubectl-nodehealth rbac");
+    assert_eq!(out.status.code(), Some(0));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("a v1 List");
+    let objects = list["items"].as_array().unwrap().clone();
+    assert_eq!(objects.len(), 4, "ClusterRole, Role and their bindings");
+    let guard = RbacGuard {
+        c: &c,
+        objects: objects.clone(),
+    };
+    for o in &objects {
+        put(&c, o);
+    }
+    let roles = &objects[..2];
+    for role in roles {
+        wait_rules(&c, role, true);
+    }
+    let (out, text) = run_as_rbac_user(&c);
+    assert_full_diagnosis(&out);
+    eprintln!("full diagnosis as {RBAC_USER} with exactly the shipped roles");
+    assert!(!text.contains("forbidden"), "{text}");
+    assert_no_probe_pod(&c);
+
+    for (r, role) in roles.iter().enumerate() {
+        let rules = role["rules"].as_array().unwrap();
+        for (i, rule) in rules.iter().enumerate() {
+            let resource = rule["resources"][0].as_str().unwrap();
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            // Creating the pod is the fallback for a Job controller that does not: only then is
+            // the permission used.
+            let fallback = resource == "pods" && verbs == ["create"];
+            if fallback {
+                c.xtask(&["fault", "job-controller-off"]);
+                let (out, _) = run_as_rbac_user(&c);
+                assert_full_diagnosis(&out);
+                eprintln!("full diagnosis with the Job controller off (the plugin made the pod)");
+            }
+            let mut without = role.clone();
+            without["rules"].as_array_mut().unwrap().remove(i);
+            put(&c, &without);
+            let ns = role["metadata"]["namespace"].as_str();
+            let group = rule["apiGroups"][0].as_str().unwrap();
+            wait_until(
+                &format!("{verbs:?} {resource} refused"),
+                Duration::from_secs(30),
+                || (!allowed(&c, ns, group, resource, verbs[0])).then_some(()),
+            );
+            let (out, text) = run_as_rbac_user(&c);
+            // The message names the permission: a verb of the rule right before the resource
+            // (not a longer resource that starts with it: `nodes` is not `nodes/proxy`).
+            let named = verbs.iter().any(|v| {
+                let phrase = format!("{v} {resource}");
+                text.match_indices(&phrase)
+                    .any(|(at, _)| !text[at + phrase.len()..].starts_with('/'))
+            });
+            assert!(
+                named,
+                "without {verbs:?} {resource} (role {r}, rule {i}) the run names it: {text}"
+            );
+            assert_ne!(
+                out.status.code(),
+                Some(0),
+                "a missing permission is not healthy"
+            );
+            eprintln!(
+                "without {verbs:?} {resource}: named, exit {:?}",
+                out.status.code()
+            );
+            put(&c, role);
+            wait_rules(&c, role, true);
+            if fallback {
+                c.xtask(&["heal"]);
+            }
+            // A run refused half-way (no list or delete on pods) must not leave its Job or pod:
+            // the deadline and TTL remove them; the admin removes them now for the next rule.
+            let _ = c.request(
+                "DELETE",
+                &format!("/apis/batch/v1/namespaces/kube-system/jobs?labelSelector={SELECTOR}&propagationPolicy=Background"),
+                None,
+            );
+            wait_until("no probe pod", Duration::from_secs(60), || {
+                probe_pods(&c).is_empty().then_some(())
+            });
+        }
+    }
+    drop(guard);
+}

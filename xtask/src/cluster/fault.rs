@@ -97,6 +97,9 @@ pub enum Fault {
     /// `/logs/` serves a listing of /var/log instead (a configuration, not a failure: for the
     /// plugin's "log query disabled" message). Waits until the node is Ready again.
     LogQueryOff,
+    /// The controller manager restarted without its Job controller: a Job gets no pod (what the
+    /// plugin meets when kube-controller-manager is down; its probe then creates the pod itself).
+    JobControllerOff,
 }
 
 /// The kubelet's runtime operations that write the runtime's metadata and snapshots.
@@ -126,6 +129,7 @@ const NAMES: &[&str] = &[
     "kubelet-frozen",
     "kubelet-memory-limited",
     "log-query-off",
+    "job-controller-off",
     "runtime-slow-list",
 ];
 
@@ -143,6 +147,7 @@ impl Fault {
             Fault::KubeletFrozen => "kubelet-frozen",
             Fault::KubeletMemoryLimited { .. } => "kubelet-memory-limited",
             Fault::LogQueryOff => "log-query-off",
+            Fault::JobControllerOff => "job-controller-off",
         }
     }
 }
@@ -291,6 +296,10 @@ pub fn apply(f: Fault) -> Result<()> {
             }
             info("the kubelet's node log query is off (enableSystemLogQuery: false)");
         }
+        Fault::JobControllerOff => {
+            controller_manager_without(&l, "job")?;
+            info("kube-controller-manager runs without its Job controller");
+        }
     }
     info("applied; `cargo xtask heal` undoes it");
     Ok(())
@@ -371,6 +380,10 @@ fn heal_one(l: &Layout, name: &str) -> Result<()> {
                 wait_for_the_restarted_kubelet(l, &since)?;
             }
             Ok(())
+        }
+        "job-controller-off" => {
+            stop_component(l, "kube-controller-manager")?;
+            restart_component(l, "kube-controller-manager")
         }
         "cert-rotation-stuck" => {
             stop_component(l, "kubelet")?;
@@ -727,9 +740,8 @@ fn cert_expired_static(l: &Layout, expires_in: Duration) -> Result<()> {
     Ok(())
 }
 
-fn cert_rotation_stuck(l: &Layout, lifetime: Duration) -> Result<()> {
-    // Withhold approval: the controller manager without its csrapproving controller (signing
-    // stays on, so an approved CSR would still be issued).
+/// Restarts kube-controller-manager with one controller disabled.
+fn controller_manager_without(l: &Layout, controller: &str) -> Result<()> {
     let argv = component_argv(l, "kube-controller-manager")?;
     let controllers = argv
         .iter()
@@ -738,10 +750,16 @@ fn cert_rotation_stuck(l: &Layout, lifetime: Duration) -> Result<()> {
     let argv = with_flag(
         &argv,
         "--controllers",
-        &format!("{controllers},-csrapproving"),
+        &format!("{controllers},-{controller}"),
     )?;
     stop_component(l, "kube-controller-manager")?;
-    launch(l, "kube-controller-manager", &argv)?;
+    launch(l, "kube-controller-manager", &argv)
+}
+
+fn cert_rotation_stuck(l: &Layout, lifetime: Duration) -> Result<()> {
+    // Withhold approval: the controller manager without its csrapproving controller (signing
+    // stays on, so an approved CSR would still be issued).
+    controller_manager_without(l, "csrapproving")?;
 
     // The short-lived certificate where rotation keeps it: a dated file and the current link.
     let cert_dir = l.kubelet_cert_dir();
