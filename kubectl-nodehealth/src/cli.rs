@@ -10,7 +10,6 @@ use crate::collect::{self, CollectOptions, KubeOptions};
 use crate::error::Error;
 use crate::probe::{self, ProbeOptions, RunIdentity};
 use crate::render::{self, Format};
-use crate::units::parse_go_duration;
 use crate::{diagnose, exit};
 
 /// A line on stderr that never panics: after SIGHUP the terminal is gone and writes fail, and a
@@ -216,17 +215,11 @@ pub enum CompletionShell {
 }
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
-    let seconds = parse_go_duration(text)
-        .ok_or_else(|| format!("{text:?} is not a duration (examples: 5s, 500ms, 1m30s)"))?;
-    if seconds <= 0.0 {
-        return Err(format!(
-            "{text:?}: a duration must be positive (examples: 5s, 500ms, 1m30s)"
-        ));
-    }
-    if seconds > 24.0 * 3600.0 {
+    let duration = nodehealth_units::parse(text)?;
+    if duration > Duration::from_secs(24 * 3600) {
         return Err(format!("{text:?} is longer than a day"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
 }
 
 /// A node name is a DNS-1123 subdomain (what the API server accepts for a Node): refused here,

@@ -1,43 +1,9 @@
 //! Go durations (`3m5.2s`, as the kubelet writes them), Kubernetes quantities (`10Mi`) and
 //! human formatting of both.
 
-/// Parse a Go duration (`300ms`, `1m30s`, `3m5.2s`, `2h`) into seconds. A bare `0` is zero.
-pub fn parse_go_duration(text: &str) -> Option<f64> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(0.0);
-    }
-    if text.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * scale;
-    }
-    Some(total)
-}
+/// Parse a Go duration (`300ms`, `1m30s`, `3m5.2s`, `2h`) into seconds: the grammar shared with
+/// the agent and xtask. A bare `0` is zero.
+pub use nodehealth_units::parse_seconds as parse_go_duration;
 
 /// Seconds as a short human duration: `850ms`, `12s`, `3m05s`, `2h10m`, `3d4h`.
 pub fn human_duration(seconds: f64) -> String {

@@ -117,22 +117,9 @@ enum Command {
     },
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+/// The duration grammar the plugin and xtask share (Go's: `10s`, `500ms`, `1m30s`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    nodehealth_units::parse(s)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

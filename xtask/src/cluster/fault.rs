@@ -152,23 +152,9 @@ impl Fault {
     }
 }
 
-/// "1500ms", "1.5s", "2m", or a bare number of seconds.
+/// The duration grammar the plugin and the agent share (Go's: `1500ms`, `1.5s`, `2m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 1500ms, 1.5s, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
+    nodehealth_units::parse(s)
 }
 
 fn marker(l: &Layout, name: &str) -> PathBuf {
@@ -862,8 +848,11 @@ mod tests {
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert!(parse_duration("3h").is_err());
+        assert!(
+            parse_duration("30").is_err(),
+            "a bare number: seconds or minutes?"
+        );
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("fast").is_err());
     }
 
