@@ -12,6 +12,8 @@
 //! `kubelet_pleg_last_seen_seconds` (the time of the last finished relist) shows it.
 
 use std::collections::BTreeMap;
+#[cfg(any(test, feature = "promql"))]
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
@@ -58,8 +60,47 @@ pub struct Rule {
 struct PrometheusRule<'a> {
     api_version: &'static str,
     kind: &'static str,
-    metadata: BTreeMap<&'static str, String>,
+    metadata: Metadata<'a>,
     spec: &'a RuleFile,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Metadata<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<&'a str, &'a str>,
+}
+
+/// A `--label k=v` of the PrometheusRule (kube-prometheus-stack's Prometheus selects rules by
+/// label, `release: <name>` by default): a label name and value the API server accepts.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?}: expected KEY=VALUE, e.g. release=kube-prometheus-stack")
+    })?;
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let value_ok = value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && (value.is_empty()
+            || (value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && value.ends_with(|c: char| c.is_ascii_alphanumeric())));
+    if !name_ok || !value_ok {
+        return Err(format!(
+            "{text:?} is not a Kubernetes label (names and values: letters, digits, '-', '_', \
+             '.', at most 63, starting and ending with a letter or digit)"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// Seconds as PromQL takes them (an integer when whole).
@@ -99,14 +140,19 @@ fn rule(
 /// Share (0..1) of a histogram's observations over 5 m above bucket bound `bound`, per instance.
 fn share_above(metric: &str, selector: &str, bound: f64) -> String {
     format!(
-        "1 - (sum by (instance) (rate({metric}_bucket{{{selector},le=\"{b}\"}}[5m])) / sum by \
-         (instance) (rate({metric}_count{{{selector}}}[5m])))",
+        "1 - (sum by (instance, node) (rate({metric}_bucket{{{selector},le=\"{b}\"}}[5m])) / sum by \
+         (instance, node) (rate({metric}_count{{{selector}}}[5m])))",
         b = le(bound)
     )
 }
 
 const DIAGNOSE: &str = "Run `kubectl nodehealth {{ $labels.node }} --trace` (or on the node \
                         `tracer-user probe --host-root / --trace`) for the cause with kernel evidence.";
+
+/// [`DIAGNOSE`] for kube-state-metrics' lease series, whose node is the lease's name.
+fn diagnose_lease() -> String {
+    DIAGNOSE.replace("$labels.node", "$labels.lease")
+}
 
 /// The rules, reading the kubelet's metrics through `selector` (PromQL label matchers without
 /// braces, e.g. `job="kubelet"`).
@@ -206,7 +252,7 @@ pub fn rules(selector: &str) -> Result<RuleFile, Error> {
                 "warning",
                 "5m",
                 format!(
-                    "sum by (instance, operation_type) \
+                    "sum by (instance, node, operation_type) \
                      (rate(kubelet_runtime_operations_errors_total{{{s}}}[5m])) > 0"
                 ),
                 "The kubelet's {{ $labels.operation_type }} calls to the runtime fail on {{ $labels.node }}.",
@@ -312,7 +358,7 @@ pub fn rules(selector: &str) -> Result<RuleFile, Error> {
                 "warning",
                 "5m",
                 format!(
-                    r#"sum by (instance) (rate(rest_client_requests_total{{{s},code=~"5.."}}[5m])) > 0"#
+                    r#"sum by (instance, node) (rate(rest_client_requests_total{{{s},code=~"5.."}}[5m])) > 0"#
                 ),
                 "The API server answers the kubelet with 5xx on {{ $labels.node }}.",
                 "Restore API server health; do not restart the kubelet for it.",
@@ -330,7 +376,8 @@ pub fn rules(selector: &str) -> Result<RuleFile, Error> {
                 "Node {{ $labels.lease }} has not renewed its lease for over 40 s.",
                 &format!(
                     "40 s is the default lease duration: the node controller marks the node \
-                     Unknown next. From kube-state-metrics. {DIAGNOSE}"
+                     Unknown next. From kube-state-metrics. {}",
+                    diagnose_lease()
                 ),
             ),
             rule(
@@ -351,6 +398,77 @@ pub fn rules(selector: &str) -> Result<RuleFile, Error> {
     })
 }
 
+#[cfg(any(test, feature = "promql"))]
+/// The labels an alert from `expr` carries (`None`: a scalar), given the label names of each
+/// metric's series (`series`): aggregations keep their `by` labels, functions and comparisons
+/// keep their vector's, `and`/`unless` the left side's. What the annotations' `{{ $labels.x }}`
+/// can use — an aggregation that drops `node` leaves the alert text without the node's name.
+pub fn output_labels(
+    expr: &str,
+    series: &dyn Fn(&str) -> BTreeSet<String>,
+) -> Result<Option<BTreeSet<String>>, String> {
+    use promql_parser::parser::{Expr, LabelModifier};
+    fn walk(e: &Expr, series: &dyn Fn(&str) -> BTreeSet<String>) -> Option<BTreeSet<String>> {
+        match e {
+            Expr::Aggregate(a) => {
+                let inner = walk(&a.expr, series).unwrap_or_default();
+                Some(match &a.modifier {
+                    Some(LabelModifier::Include(l)) => l.labels.iter().cloned().collect(),
+                    Some(LabelModifier::Exclude(l)) => inner
+                        .into_iter()
+                        .filter(|x| !l.labels.contains(x))
+                        .collect(),
+                    None => BTreeSet::new(),
+                })
+            }
+            Expr::Unary(u) => walk(&u.expr, series),
+            Expr::Paren(p) => walk(&p.expr, series),
+            Expr::Subquery(q) => walk(&q.expr, series),
+            Expr::Binary(b) => {
+                let (l, r) = (walk(&b.lhs, series), walk(&b.rhs, series));
+                match (l, r) {
+                    (Some(l), Some(r)) if b.op.to_string() == "or" => {
+                        Some(l.intersection(&r).cloned().collect())
+                    }
+                    (Some(l), Some(_)) => {
+                        // One-to-one matching with on(...) keeps only those labels.
+                        match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                            Some(LabelModifier::Include(on)) if !b.op.is_set_operator() => {
+                                Some(l.into_iter().filter(|x| on.labels.contains(x)).collect())
+                            }
+                            _ => Some(l),
+                        }
+                    }
+                    (Some(v), None) | (None, Some(v)) => Some(v),
+                    (None, None) => None,
+                }
+            }
+            Expr::VectorSelector(v) => Some(series(v.name.as_deref().unwrap_or(""))),
+            Expr::MatrixSelector(m) => Some(series(m.vs.name.as_deref().unwrap_or(""))),
+            Expr::Call(c) => c.args.args.iter().find_map(|a| walk(a, series)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => None,
+        }
+    }
+    let ast = promql_parser::parser::parse(expr)?;
+    Ok(walk(&ast, series))
+}
+
+#[cfg(any(test, feature = "promql"))]
+/// The `{{ $labels.x }}` names a rule's annotations use.
+pub fn annotation_labels(rule: &Rule) -> BTreeSet<String> {
+    rule.annotations
+        .values()
+        .flat_map(|text| text.split("$labels.").skip(1))
+        .filter_map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
 fn to_yaml<T: Serialize>(v: &T) -> Result<String, Error> {
     serde_saphyr::to_string(v).map_err(|e| Error::Serialize {
         format: "yaml",
@@ -364,18 +482,27 @@ pub fn render(
     rules: &RuleFile,
     resource: Option<&str>,
     namespace: Option<&str>,
+    labels: &[(String, String)],
 ) -> Result<String, Error> {
     let Some(name) = resource else {
+        if !labels.is_empty() {
+            return Err(Error::Usage(
+                "--label labels the PrometheusRule: give --prometheus-rule NAME too".into(),
+            ));
+        }
         return to_yaml(rules);
     };
-    let mut metadata = BTreeMap::from([("name", name.to_string())]);
-    if let Some(ns) = namespace {
-        metadata.insert("namespace", ns.to_string());
-    }
     to_yaml(&PrometheusRule {
         api_version: "monitoring.coreos.com/v1",
         kind: "PrometheusRule",
-        metadata,
+        metadata: Metadata {
+            name,
+            namespace,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        },
         spec: rules,
     })
 }
@@ -392,6 +519,85 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{}: {e}\n{}", r.alert, r.expr));
             }
         }
+    }
+
+    /// The labels a kube-prometheus scrape puts on the kubelet's series (the ServiceMonitor's
+    /// target labels; `node` from the endpoint's Node) and kube-state-metrics' own.
+    fn kube_prometheus_series(name: &str) -> BTreeSet<String> {
+        let mut labels: BTreeSet<String> = match name {
+            "kube_lease_renew_time" => ["lease", "namespace", "lease_owner_kind"].as_slice(),
+            "kube_node_status_condition" => ["node", "condition", "status"].as_slice(),
+            n if n.starts_with("kubelet_runtime_operations") => ["operation_type"].as_slice(),
+            n if n.ends_with("_bucket") => ["le"].as_slice(),
+            _ => [].as_slice(),
+        }
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+        let target: &[&str] = if name.starts_with("kube_") {
+            &[
+                "instance",
+                "job",
+                "namespace",
+                "service",
+                "pod",
+                "container",
+                "endpoint",
+            ]
+        } else {
+            &[
+                "instance",
+                "job",
+                "node",
+                "metrics_path",
+                "namespace",
+                "service",
+                "endpoint",
+            ]
+        };
+        labels.extend(target.iter().map(|l| l.to_string()));
+        labels
+    }
+
+    /// Every label an alert's text uses survives its expression: an aggregation `by (instance)`
+    /// drops `node`, and "on {{ $labels.node }}" then names no node.
+    #[test]
+    fn alert_texts_only_use_labels_their_expression_keeps() {
+        for g in rules(DEFAULT_SELECTOR).unwrap().groups {
+            for r in g.rules {
+                let kept = output_labels(&r.expr, &kube_prometheus_series)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{}: a scalar alert", r.alert));
+                let used = annotation_labels(&r);
+                assert!(!used.is_empty(), "{}: its text names no node", r.alert);
+                let lost: Vec<&String> = used.difference(&kept).collect();
+                assert!(
+                    lost.is_empty(),
+                    "{}: {lost:?} not in {kept:?}\n{}",
+                    r.alert,
+                    r.expr
+                );
+            }
+        }
+        // The analysis itself: by() keeps only its labels, `and` the left side's.
+        let series = |_: &str| -> BTreeSet<String> {
+            ["instance", "node", "job"]
+                .iter()
+                .map(|l| l.to_string())
+                .collect()
+        };
+        let kept = |e: &str| output_labels(e, &series).unwrap().unwrap();
+        assert_eq!(
+            kept("sum by (instance) (rate(x[5m])) > 0"),
+            BTreeSet::from(["instance".to_string()])
+        );
+        assert!(kept("x > 1 and y > 2 * z").contains("node"));
+        assert!(!kept("sum without (node) (x)").contains("node"));
+        assert_eq!(
+            kept("x / on (instance) y"),
+            BTreeSet::from(["instance".to_string()])
+        );
+        assert_eq!(output_labels("time()", &series).unwrap(), None);
     }
 
     #[test]
@@ -419,7 +625,7 @@ mod tests {
     #[test]
     fn yaml_is_a_rule_file_or_a_prometheus_rule() {
         let f = rules(r#"job="k""#).unwrap();
-        let file = render(&f, None, None).unwrap();
+        let file = render(&f, None, None, &[]).unwrap();
         assert!(file.starts_with("groups:"), "{file}");
         assert!(
             file.contains("kubelet_pleg_last_seen_seconds{job="),
@@ -429,7 +635,22 @@ mod tests {
             file.contains("{{ $labels.node }}"),
             "templates kept: {file}"
         );
-        let cr = render(&f, Some("nodehealth"), Some("monitoring")).unwrap();
+        let cr = render(
+            &f,
+            Some("nodehealth"),
+            Some("monitoring"),
+            &[parse_label("release=kube-prometheus-stack").unwrap()],
+        )
+        .unwrap();
+        assert!(
+            cr.contains("labels:\n    release: kube-prometheus-stack"),
+            "{cr}"
+        );
+        assert!(render(&f, None, None, &[("a".into(), "b".into())]).is_err());
+        for bad in ["release", "-a=b", "a=b c", "a=-b"] {
+            assert!(parse_label(bad).is_err(), "{bad}");
+        }
+        assert!(parse_label("app.kubernetes.io/part-of=monitoring").is_ok());
         assert!(cr.contains("kind: PrometheusRule"), "{cr}");
         assert!(cr.contains("namespace: monitoring"), "{cr}");
         assert!(cr.contains("spec:\n  groups:"), "{cr}");

@@ -166,6 +166,10 @@ pub enum Command {
         /// of a rule file.
         #[arg(long, value_name = "NAME")]
         prometheus_rule: Option<String>,
+        /// A label on the PrometheusRule (repeatable), e.g. `release=kube-prometheus-stack`:
+        /// the operator's Prometheus selects rules by label.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::alerts::parse_label)]
+        labels: Vec<(String, String)>,
     },
     /// Delete this tool's runs that are past their deadline (probe Jobs and pods, label
     /// app.kubernetes.io/name=nodehealth-probe) in -n's namespace (default kube-system), or in
@@ -263,12 +267,14 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Some(Command::Alerts {
             kubelet_selector,
             prometheus_rule,
+            labels,
         }) => {
             let rules = crate::alerts::rules(kubelet_selector)?;
             write_stdout(&crate::alerts::render(
                 &rules,
                 prometheus_rule.as_deref(),
                 cli.namespace.as_deref(),
+                labels,
             )?)?;
             return Ok(crate::exit::HEALTHY);
         }

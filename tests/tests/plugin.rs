@@ -1,6 +1,7 @@
 //! `kubectl nodehealth <node>` (API side) against the real local cluster: a healthy node, a node
 //! name that does not exist, and a user without `nodes/proxy`.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
 use nodehealth_e2e::{Cluster, workspace_root};
@@ -246,6 +247,66 @@ fn alert_rules_read_metrics_and_buckets_the_real_kubelet_exports() {
     }
     eprintln!("{checked} metric reads of the rules found in the kubelet's /metrics");
 
+    // The alerts' texts name the node: every `{{ $labels.x }}` survives its expression over the
+    // real kubelet's series, labelled as a kube-prometheus scrape labels them (`node` from the
+    // endpoint's Node). The kube-state-metrics series are not on this cluster: their labels are
+    // kube-state-metrics' documented ones.
+    let series = |name: &str| -> BTreeSet<String> {
+        let mut labels: BTreeSet<String> = match name {
+            "kube_lease_renew_time" => ["lease", "namespace"].as_slice(),
+            "kube_node_status_condition" => ["node", "condition", "status"].as_slice(),
+            _ => [].as_slice(),
+        }
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+        for line in metrics.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if let Some(inside) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) {
+                for pair in inside.0.split(',') {
+                    if let Some((label, _)) = pair.split_once('=') {
+                        labels.insert(label.trim().to_string());
+                    }
+                }
+            }
+        }
+        labels.extend(
+            [
+                "instance",
+                "job",
+                "node",
+                "metrics_path",
+                "namespace",
+                "service",
+                "endpoint",
+            ]
+            .iter()
+            .map(|l| l.to_string()),
+        );
+        labels
+    };
+    let file = kubectl_nodehealth::alerts::rules(kubectl_nodehealth::alerts::DEFAULT_SELECTOR)
+        .expect("rules");
+    for rule in file.groups.iter().flat_map(|g| &g.rules) {
+        let kept = kubectl_nodehealth::alerts::output_labels(&rule.expr, &series)
+            .expect("PromQL")
+            .expect("a vector");
+        let used = kubectl_nodehealth::alerts::annotation_labels(rule);
+        let lost: Vec<&String> = used.difference(&kept).collect();
+        assert!(
+            lost.is_empty(),
+            "{}: its text uses {lost:?}, its expression keeps {kept:?}",
+            rule.alert
+        );
+        assert!(
+            rules.contains(&rule.alert),
+            "the printed rules hold {}",
+            rule.alert
+        );
+    }
+
     // A PrometheusRule for the operator, in the namespace given.
     let out = plugin(&[
         "alerts",
@@ -259,6 +320,16 @@ fn alert_rules_read_metrics_and_buckets_the_real_kubelet_exports() {
         cr.contains("kind: PrometheusRule") && cr.contains("namespace: monitoring"),
         "{cr}"
     );
+    // kube-prometheus-stack's Prometheus picks rules by label.
+    let out = plugin(&[
+        "alerts",
+        "--prometheus-rule",
+        "nodehealth",
+        "--label",
+        "release=kube-prometheus-stack",
+    ]);
+    let cr = String::from_utf8(out.stdout).unwrap();
+    assert!(cr.contains("release: kube-prometheus-stack"), "{cr}");
     // Bad input: a selector with braces is refused with exit 2 and says what to give.
     let out = plugin(&["alerts", "--kubelet-selector", "{job=\"kubelet\"}"]);
     assert_eq!(out.status.code(), Some(2));
