@@ -330,11 +330,38 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         timeout: cli.timeout,
         log_since: cli.log_since,
     };
-    let (evidence, raw) = if cli.api_only {
-        collect::collect(&target, &options).await?
+    let progress = crate::progress::Progress::start(
+        crate::progress::wanted(cli.output),
+        format!(
+            "{node}: the API side and the kubelet's metrics over a {} window",
+            crate::units::human_duration(cli.duration.as_secs_f64())
+        ),
+    );
+    let collected = collect_evidence(&cli, &target, &options, &progress).await;
+    progress.finish();
+    let (evidence, raw) = collected?;
+    let report = diagnose(evidence);
+    if let Some(path) = &cli.bundle {
+        let command: Vec<String> = std::env::args().collect();
+        crate::bundle::write(path, &report, &raw, &command)?;
+        say!("kubectl-nodehealth: bundle written to {}", path.display());
+    }
+    output(&cli, &report)
+}
+
+/// The evidence of one diagnosis: API side only, with the agent's evidence from a file, or with
+/// the probe pod.
+async fn collect_evidence(
+    cli: &Cli,
+    target: &collect::Target,
+    options: &CollectOptions,
+    progress: &crate::progress::Progress,
+) -> Result<(crate::evidence::Evidence, crate::evidence::RawCaptures), Error> {
+    Ok(if cli.api_only {
+        collect::collect(target, options).await?
     } else if let Some(path) = &cli.node_evidence {
         let node = read_node_evidence(path)?;
-        let (mut evidence, raw) = collect::collect(&target, &options).await?;
+        let (mut evidence, raw) = collect::collect(target, options).await?;
         evidence.layers.push(crate::evidence::Layer::NodeAgent);
         if node.trace.as_ref().is_some_and(|t| t.attached) {
             evidence.layers.push(crate::evidence::Layer::Ebpf);
@@ -351,15 +378,8 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         };
         (evidence, raw)
     } else {
-        with_probe(&cli, &target, &options).await?
-    };
-    let report = diagnose(evidence);
-    if let Some(path) = &cli.bundle {
-        let command: Vec<String> = std::env::args().collect();
-        crate::bundle::write(path, &report, &raw, &command)?;
-        say!("kubectl-nodehealth: bundle written to {}", path.display());
-    }
-    output(&cli, &report)
+        with_probe(cli, target, options, progress).await?
+    })
 }
 
 /// Prints the report; returns its exit code.
@@ -386,7 +406,13 @@ fn write_stdout(text: &str) -> Result<(), Error> {
 
 async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
     let target = connect(cli).await?;
-    let snap = collect::scan_snapshot(&target, selector, cli.timeout).await?;
+    let progress = crate::progress::Progress::start(
+        crate::progress::wanted(cli.output),
+        "scan: nodes, leases, certificate requests",
+    );
+    let snap = collect::scan_snapshot(&target, selector, cli.timeout).await;
+    progress.finish();
+    let snap = snap?;
     let report = crate::scan::report(
         &collect::scan_evidence(&snap),
         snap.api_calls,
@@ -510,7 +536,13 @@ async fn version(cli: &Cli, node: Option<&str>) -> Result<u8, Error> {
         timeout: cli.timeout,
         log_since: cli.log_since,
     };
-    let (evidence, _) = with_probe(cli, &target, &options).await?;
+    let progress = crate::progress::Progress::start(
+        crate::progress::wanted(cli.output),
+        format!("{node}: running the agent"),
+    );
+    let collected = with_probe(cli, &target, &options, &progress).await;
+    progress.finish();
+    let (evidence, _) = collected?;
     let agent = match &evidence.node_probe {
         crate::evidence::Step::Collected { data } if !data.evidence.agent_version.is_empty() => {
             data.evidence.agent_version.clone()
@@ -649,6 +681,7 @@ async fn with_probe(
     cli: &Cli,
     target: &collect::Target,
     options: &CollectOptions,
+    progress: &crate::progress::Progress,
 ) -> Result<(crate::evidence::Evidence, crate::evidence::RawCaptures), Error> {
     use std::cell::Cell;
 
@@ -659,10 +692,10 @@ async fn with_probe(
         .clone()
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     if let Some(pc) = &cli.priority_class {
-        say!(
+        progress.println(&format!(
             "kubectl-nodehealth: warning: the probe pod gets priority class {pc:?}: it passes the \
              kubelet's eviction admission under pressure and can preempt workloads"
-        );
+        ));
     }
     // No pod for a node that does not exist (or an API we cannot use): the API-side path says
     // what is wrong (unknown node with close names, API unreachable, credentials).
@@ -686,7 +719,7 @@ async fn with_probe(
         window: cli.duration,
         trace: cli.trace,
         log_since: cli.log_since,
-        progress: probe::progress_wanted(),
+        progress: progress.clone(),
     };
     let (widen_tx, widen_rx) = tokio::sync::watch::channel(None);
     let ran = Cell::new(false);

@@ -15,6 +15,7 @@ pub mod evidence;
 pub mod metrics;
 pub mod pleg;
 pub mod probe;
+pub mod progress;
 pub mod rbac;
 pub mod relists;
 pub mod render;

@@ -12,7 +12,6 @@
 //! What the pod can show depends on the node (DESIGN.md, "What each layer can see"): a kubelet
 //! that never starts the pod is itself evidence ([`NotStarted`]), never a hang.
 
-use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
@@ -57,8 +56,8 @@ pub struct ProbeOptions {
     pub trace: bool,
     /// How far back the agent reads the kubelet's and runtime's logs.
     pub log_since: Duration,
-    /// Show progress on stderr.
-    pub progress: bool,
+    /// Progress on stderr (the pod's start, the agent's steps).
+    pub progress: crate::progress::Progress,
 }
 
 /// One run's identity: pod name, token, the agent's port.
@@ -486,25 +485,6 @@ pub fn pod_state(pod: &Pod) -> PodState {
     PodState::Pending(waiting)
 }
 
-fn progress_line(enabled: bool, text: &str) {
-    if enabled {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{text}");
-        let _ = err.flush();
-    }
-}
-
-fn progress_done(enabled: bool) {
-    if enabled {
-        let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
-    }
-}
-
-/// Whether progress goes to stderr.
-pub fn progress_wanted() -> bool {
-    std::io::stderr().is_terminal()
-}
-
 /// How long the Job controller gets to create the Job's pod before the plugin creates it itself
 /// (owned by the Job, so the cluster still removes it with the Job): kube-controller-manager may be
 /// the broken part.
@@ -643,16 +623,13 @@ pub async fn start(
                 waiting,
             }));
         }
-        progress_line(
-            o.progress,
-            &format!(
-                "waiting for the probe pod {}/{} ({:.0}/{} s)",
-                o.namespace,
-                id.pod_name(),
-                elapsed.as_secs_f64(),
-                bound.as_secs()
-            ),
-        );
+        o.progress.step(format!(
+            "waiting for the probe pod {}/{} ({:.0}/{} s)",
+            o.namespace,
+            id.pod_name(),
+            elapsed.as_secs_f64(),
+            bound.as_secs()
+        ));
         match job_pod(&pods, o, id).await? {
             Some((name, state, rro)) => {
                 if !have_pod {
@@ -834,7 +811,8 @@ pub async fn run_agent(
                         format!(" [{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
                     })
                     .unwrap_or_default();
-                progress_line(o.progress, &format!("agent: {}{bar} {}", p.step, p.detail));
+                o.progress
+                    .step(format!("agent: {}{bar} {}", p.step, p.detail));
             }
             Some(run_event::Event::Evidence(ev)) => {
                 if node.started_at_unix_ms == 0 {
@@ -861,7 +839,6 @@ pub async fn run_agent(
             None => {}
         }
     }
-    progress_done(o.progress);
     if !finished && stream_error.is_none() {
         stream_error = Some("the stream ended without the agent's final report".into());
     }
@@ -1119,7 +1096,7 @@ mod tests {
             window: Duration::from_secs(5),
             trace: false,
             log_since: Duration::from_secs(900),
-            progress: false,
+            progress: crate::progress::Progress::hidden(),
         }
     }
 

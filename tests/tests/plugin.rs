@@ -703,3 +703,51 @@ fn version_and_documents_carry_api_version_and_kind() {
     let text = String::from_utf8_lossy(&wide.stdout);
     assert!(text.contains("KUBELET") && text.contains("v1.35"), "{text}");
 }
+
+/// A person at a terminal sees a spinner with the step while the window runs (a pty from
+/// `script`); a script piping `-o json` sees none, and neither does `TERM=dumb`.
+#[test]
+fn progress_shows_on_a_terminal_and_never_to_a_script() {
+    let c = Cluster::get();
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    let command = format!(
+        "{} {} --kubeconfig {} --api-only --duration 3s",
+        bin.display(),
+        c.node,
+        c.admin_kubeconfig().display()
+    );
+    let on_tty = |term: &str| {
+        let out = Command::new("script")
+            .args(["-qefc", &command, "/dev/null"])
+            .env("TERM", term)
+            .env_remove("NO_COLOR")
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("script(1)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let seen = on_tty("xterm");
+    assert!(
+        seen.contains("the API side and the kubelet's metrics over a 3s window"),
+        "the step on the terminal: {seen}"
+    );
+    assert!(seen.contains("NODE"), "then the report: {seen}");
+    let dumb = on_tty("dumb");
+    assert!(!dumb.contains("kubelet's metrics over"), "{dumb}");
+    assert!(dumb.contains("NODE"), "{dumb}");
+    // JSON to a pipe: stderr holds no progress.
+    let out = plugin(&[
+        &c.node,
+        "--kubeconfig",
+        c.admin_kubeconfig().to_str().unwrap(),
+        "--api-only",
+        "--duration",
+        "2s",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("kubelet's metrics over"),
+        "{out:?}"
+    );
+}
