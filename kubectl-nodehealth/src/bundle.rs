@@ -10,8 +10,9 @@
 //! - `node/evidence.json`: the node agent's evidence, when there was a probe;
 //! - `node/offcpu.folded`: the longest off-CPU waits of the kubelet's and the runtime's threads
 //!   (eBPF, `--trace`) as folded stacks — `owner;kind;outermost;...;innermost microseconds`, the
-//!   input of flamegraph.pl / inferno (`inferno-flamegraph < offcpu.folded > offcpu.svg`). They
-//!   are the top waits the agent kept, not a full profile.
+//!   input of flamegraph.pl / inferno. They are the top waits the agent kept, not a full profile;
+//! - `node/offcpu.svg`: the same stacks drawn as an off-CPU flame graph (inferno): width is time
+//!   spent waiting, the root splits by process and wait kind (I/O, run queue, lock, socket).
 
 use std::{
     fs,
@@ -62,6 +63,25 @@ pub fn check_writable(path: &Path) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// The folded stacks as an off-CPU flame graph (SVG).
+pub fn offcpu_svg(node: &str, folded: &str) -> Result<Vec<u8>, Error> {
+    use inferno::flamegraph::{self, Options, color::Palette};
+    let mut options = Options::default();
+    options.title = format!("Off-CPU waits of the kubelet and the runtime on {node}");
+    options.subtitle = Some("eBPF sched_switch: the longest waits of the window".into());
+    options.count_name = "µs".into();
+    options.colors = Palette::Basic(inferno::flamegraph::color::BasicPalette::Io);
+    options.deterministic = true;
+    let mut svg = Vec::new();
+    flamegraph::from_lines(&mut options, folded.lines(), &mut svg).map_err(|e| {
+        Error::Serialize {
+            format: "svg",
+            message: e.to_string(),
+        }
+    })?;
+    Ok(svg)
 }
 
 /// The longest waits of the trace as folded stacks (see the module docs).
@@ -129,7 +149,9 @@ pub fn write(
     }
     let folded = folded_stacks(report);
     if !folded.is_empty() {
+        let svg = offcpu_svg(&report.node, &folded)?;
         files.push(("node/offcpu.folded".into(), folded.into_bytes()));
+        files.push(("node/offcpu.svg".into(), svg));
     }
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -290,6 +312,37 @@ mod tests {
         archive(&many, &refs);
         let err = replay(&many).unwrap_err().to_string();
         assert!(err.contains("more than 1000 entries"), "{err}");
+    }
+
+    /// The folded stacks a real disk-slow run recorded (round-1 fixture) draw as a flame graph
+    /// whose frames are the runtime's I/O waits. `NODEHEALTH_SVG_OUT=path` also writes it (the
+    /// README's picture comes from here).
+    #[test]
+    fn offcpu_svg_of_a_recorded_disk_slow_run() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/round1/disk-slow.tar.gz");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+            fs::File::open(&fixture).unwrap(),
+        ));
+        let mut folded = String::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().ends_with("node/offcpu.folded") {
+                entry.read_to_string(&mut folded).unwrap();
+            }
+        }
+        assert!(
+            folded.lines().any(|l| l.starts_with("runtime;ioWait;")),
+            "{folded}"
+        );
+        let svg = String::from_utf8(offcpu_svg("vm", &folded).unwrap()).unwrap();
+        assert!(svg.starts_with("<?xml"), "{}", &svg[..100.min(svg.len())]);
+        assert!(svg.contains("Off-CPU waits of the kubelet and the runtime on vm"));
+        assert!(svg.contains("ioWait"), "the wait kind is a frame");
+        assert!(svg.trim_end().ends_with("</svg>"));
+        if let Some(out) = std::env::var_os("NODEHEALTH_SVG_OUT") {
+            fs::write(out, &svg).unwrap();
+        }
     }
 
     #[test]

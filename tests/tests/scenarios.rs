@@ -762,6 +762,19 @@ fn disk_slow_is_attributed_to_io_wait_on_the_runtimes_device() {
             .any(|l| l.starts_with("runtime;ioWait;") && l.split(';').count() >= 5),
         "{folded}"
     );
+    // ... and draws them as an off-CPU flame graph.
+    let svg = std::process::Command::new("tar")
+        .arg("xzfO")
+        .arg(&bundle)
+        .arg("nodehealth/node/offcpu.svg")
+        .output()
+        .expect("tar");
+    let svg = String::from_utf8_lossy(&svg.stdout);
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("ioWait") && svg.trim_end().ends_with("</svg>"),
+        "offcpu.svg: {}",
+        &svg[..svg.len().min(300)]
+    );
     // ... in the seconds the runtime's threads spent in I/O wait.
     let io_seconds = trace["seconds"]
         .as_array()
