@@ -461,11 +461,17 @@ mod programs {
     #[map]
     static CRI_COUNTERS: Array<u64> = Array::with_max_entries(cri_counter::COUNT, 0);
 
-    const SYS_READ: i64 = 0;
-    const SYS_WRITE: i64 = 1;
-    /// x86_64 `struct pt_regs` offsets of the first three syscall arguments (di, si, dx).
-    const REGS_DI: usize = 14 * 8;
-    const REGS_SI: usize = 13 * 8;
+    // The syscall ABI of the machine, written by user space before load (the object itself is
+    // the same for x86_64 and arm64): the numbers of read(2) and write(2), and where the first
+    // two syscall arguments sit in `struct pt_regs` (x86_64: di, si; arm64: regs[0], regs[1]).
+    #[unsafe(no_mangle)]
+    static SYS_READ_NR: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SYS_WRITE_NR: u32 = 0;
+    #[unsafe(no_mangle)]
+    static REGS_ARG0_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static REGS_ARG1_OFFSET: u32 = 0;
 
     const FRAME_DATA: u8 = 0;
     const FRAME_HEADERS: u8 = 1;
@@ -493,21 +499,24 @@ mod programs {
             return 0;
         }
         let nr: i64 = ctx.arg(1);
-        if nr != SYS_READ && nr != SYS_WRITE {
+        let (read, write) = (global(&SYS_READ_NR) as i64, global(&SYS_WRITE_NR) as i64);
+        if nr != read && nr != write {
             return 0;
         }
         let regs: *const u8 = ctx.arg(0);
-        let _ = cri_enter(regs, id as u32, (nr == SYS_WRITE) as u32);
+        let _ = cri_enter(regs, id as u32, (nr == write) as u32);
         0
     }
 
     #[inline(always)]
     fn cri_enter(regs: *const u8, tid: u32, dir: u32) -> Result<(), i32> {
-        let fd = unsafe { bpf_probe_read_kernel(regs.add(REGS_DI) as *const u64)? } as u32;
+        let arg0 = global(&REGS_ARG0_OFFSET) as usize;
+        let fd = unsafe { bpf_probe_read_kernel(regs.add(arg0) as *const u64)? } as u32;
         if unsafe { CRI_FDS.get(&fd).is_none() } {
             return Ok(());
         }
-        let buf = unsafe { bpf_probe_read_kernel(regs.add(REGS_SI) as *const u64)? };
+        let arg1 = global(&REGS_ARG1_OFFSET) as usize;
+        let buf = unsafe { bpf_probe_read_kernel(regs.add(arg1) as *const u64)? };
         CRI_SYSCALLS.insert(&tid, &CriSyscall { buf, fd, dir }, 0)
     }
 

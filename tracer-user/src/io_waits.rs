@@ -184,7 +184,8 @@ mod tests {
 
     #[test]
     fn syscall_lines() {
-        // A thread blocked in fsync(7) (x86_64 nr 74), one running, one in a page fault.
+        // A thread blocked in fsync(7) (the number is the build architecture's), one running, one
+        // in a page fault.
         let fsync = format!(
             "{} 0x7 0xc000123000 0x0 0x0 0x0 0x0 0x7ffd1 0x4a3b2c",
             libc::SYS_fsync

@@ -61,6 +61,37 @@ pub struct CriCounters {
 }
 const SUBMIT_TRACEPOINT: &str = "block_bio_queue";
 
+/// The syscall ABI the CRI tracer needs, for the architecture this agent was built for (the eBPF
+/// object is the same on every architecture; these values are written into it at load).
+struct SyscallAbi {
+    read: u32,
+    write: u32,
+    /// Offsets in `struct pt_regs` of the first two syscall arguments.
+    arg0_offset: u32,
+    arg1_offset: u32,
+}
+
+/// x86_64: read 0, write 1 (arch/x86/entry/syscalls/syscall_64.tbl); arguments in di and si,
+/// the 15th and 14th words of `struct pt_regs`.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ABI: SyscallAbi = SyscallAbi {
+    read: 0,
+    write: 1,
+    arg0_offset: 14 * 8,
+    arg1_offset: 13 * 8,
+};
+
+/// arm64: read 63, write 64 (the generic syscall table); arguments in x0 and x1, the first two
+/// words of `struct pt_regs` (`regs[31]` comes first; x0 still holds the first argument at
+/// sys_enter, orig_x0 keeps it past the return).
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_ABI: SyscallAbi = SyscallAbi {
+    read: 63,
+    write: 64,
+    arg0_offset: 0,
+    arg1_offset: 8,
+};
+
 /// How the bio submitter is recorded on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BioSubmitHook {
@@ -369,6 +400,10 @@ impl Tracer {
             .override_global("RQ_BIO_OFFSET", &o.rq_bio, true)
             .override_global("BIO_NEXT_OFFSET", &o.bio_next, true)
             .override_global("KUBELET_TGID", &cri.map(|c| c.kubelet).unwrap_or(0), true)
+            .override_global("SYS_READ_NR", &SYSCALL_ABI.read, true)
+            .override_global("SYS_WRITE_NR", &SYSCALL_ABI.write, true)
+            .override_global("REGS_ARG0_OFFSET", &SYSCALL_ABI.arg0_offset, true)
+            .override_global("REGS_ARG1_OFFSET", &SYSCALL_ABI.arg1_offset, true)
             .load(EBPF_OBJECT)
             .map_err(TraceError::Load)?;
         for name in TRACEPOINTS {
