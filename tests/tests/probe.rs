@@ -1153,3 +1153,165 @@ fn shipped_rbac_is_exactly_what_a_full_diagnosis_needs() {
     }
     drop(guard);
 }
+
+// --- the agent image through a registry ---------------------------------------------------
+
+/// The reference distribution server (Debian's docker-registry) on a loopback port, with its
+/// storage in a temporary directory; stopped and removed on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt: docker-registry; `cargo xtask setup` installs it)");
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until("the registry answers /v2/", Duration::from_secs(20), || {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{port}/v2/"))
+                .output()
+                .ok()?;
+            (out.stdout == b"200").then_some(())
+        });
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Points the cluster's containerd at a plain-HTTP registry (a hosts.toml, read at each pull);
+/// removed on drop.
+struct HostsToml(PathBuf);
+
+impl Drop for HostsToml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cargo xtask image --push` to a registry on loopback, containerd pulls the multi-arch index
+/// by digest, and the probe pod runs it: the path a real cluster takes, with nothing imported by
+/// hand.
+#[test]
+fn the_agent_image_pushed_to_a_registry_is_pulled_by_digest_and_runs() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let registry = Registry::start();
+    let host = format!("127.0.0.1:{}", registry.port);
+    let reference = format!("{host}/nodehealth/tracer-user:e2e");
+    let out = Command::new(workspace_root().join("target/debug/xtask"))
+        .args(["image", "--push", &reference, "--insecure"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("xtask image --push");
+    assert!(out.status.success(), "push failed");
+    let pinned = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(
+        pinned.starts_with(&format!("{host}/nodehealth/tracer-user@sha256:")),
+        "{pinned}"
+    );
+    // The tag resolves to an index of both platforms.
+    let index = Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            "Accept: application/vnd.oci.image.index.v1+json",
+        ])
+        .arg(format!(
+            "http://{host}/v2/nodehealth/tracer-user/manifests/e2e"
+        ))
+        .output()
+        .expect("curl");
+    let index: Value = serde_json::from_slice(&index.stdout).expect("an index");
+    let platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .filter_map(|m| m["platform"]["architecture"].as_str())
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"], "{index:#}");
+
+    let hosts_dir = c.dir.join("containerd/certs.d").join(&host);
+    std::fs::create_dir_all(&hosts_dir).unwrap();
+    let _hosts = HostsToml(hosts_dir.clone());
+    std::fs::write(
+        hosts_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+    let (out, _) = plugin(
+        &c,
+        &[
+            "--image",
+            &pinned,
+            "--image-pull-policy",
+            "Always",
+            "--duration",
+            "2s",
+            "-o",
+            "json",
+        ],
+    );
+    let report = json_report(&out);
+    let probe = &report["evidence"]["nodeProbe"];
+    assert_eq!(probe["outcome"], "collected", "{probe:#}\n{}", stderr(&out));
+    assert_eq!(
+        probe["data"]["evidence"]["agentVersion"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_no_probe_pod(&c);
+    // containerd pulled it by digest; remove it so nothing is left behind.
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(c.containerd_socket())
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr")
+    };
+    let images = String::from_utf8_lossy(&ctr(&["images", "ls", "-q"]).stdout).into_owned();
+    assert!(images.lines().any(|l| l.trim() == pinned), "{images}");
+    ctr(&["images", "rm", &pinned]);
+}

@@ -1,11 +1,15 @@
 //! `cargo xtask image`: the node agent's image, built without Docker.
 //!
-//! One static `tracer-user` binary (x86_64-unknown-linux-musl; the eBPF object is embedded by its
-//! build.rs) in a one-layer OCI archive, named [`AGENT_IMAGE`] — what `kubectl nodehealth` runs in
-//! its probe pod by default. No shell or libc in the image: the agent needs neither. The archive is
-//! cached by the binary's SHA-256, so an unchanged agent costs a no-op cargo build. When the local
-//! cluster is up, the archive is imported into its containerd (`k8s.io` namespace), where
-//! `imagePullPolicy: IfNotPresent` finds it without any registry.
+//! One static `tracer-user` binary (musl; the eBPF object is embedded by its build.rs, and is the
+//! same on every architecture) in a one-layer OCI image. No shell or libc in the image: the agent
+//! needs neither.
+//!
+//! - Local: the archive for this machine's architecture, named [`AGENT_IMAGE`] — what `kubectl
+//!   nodehealth` runs in its probe pod by default — cached by the binary's SHA-256 and imported
+//!   into the local cluster's containerd (`k8s.io` namespace), where `imagePullPolicy:
+//!   IfNotPresent` finds it without any registry.
+//! - `--push REF`: linux/amd64 and linux/arm64 builds as one OCI image index, pushed with the
+//!   `oci-client` crate (no Docker, no skopeo); prints `REF@sha256:…` to pass as `--image`.
 
 use std::{
     fs,
@@ -23,7 +27,40 @@ use crate::{
 /// The agent image reference (the plugin's `--image` default names the same).
 pub const AGENT_IMAGE: &str = concat!("nodehealth.local/tracer-user:", env!("CARGO_PKG_VERSION"));
 
-const TARGET: &str = "x86_64-unknown-linux-musl";
+/// A platform the agent is built for.
+pub struct Target {
+    /// The Rust target triple.
+    pub triple: &'static str,
+    /// The OCI architecture.
+    pub arch: &'static str,
+    /// The cross C compiler and linker (ring compiles a little C), `None` on the host.
+    cross: Option<&'static str>,
+    /// The strip of that architecture.
+    strip: &'static str,
+}
+
+/// Every platform of the published image.
+pub const TARGETS: &[Target] = &[
+    Target {
+        triple: "x86_64-unknown-linux-musl",
+        arch: "amd64",
+        cross: None,
+        strip: "strip",
+    },
+    Target {
+        triple: "aarch64-unknown-linux-musl",
+        arch: "arm64",
+        cross: Some("aarch64-linux-gnu-gcc"),
+        strip: "aarch64-linux-gnu-strip",
+    },
+];
+
+fn host_target() -> &'static Target {
+    TARGETS
+        .iter()
+        .find(|t| t.arch == image::host_arch())
+        .unwrap_or(&TARGETS[0])
+}
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -31,11 +68,8 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| sh::workspace_root().join("target"))
 }
 
-/// Builds the static agent and its OCI archive; returns the archive's path.
-pub fn build() -> Result<PathBuf> {
-    step(format!(
-        "agent image {AGENT_IMAGE} (static tracer-user, {TARGET})"
-    ));
+/// Builds the static agent for `t`; returns the binary's path.
+fn build_binary(t: &Target) -> Result<PathBuf> {
     let mut cargo = sh::cargo();
     cargo.current_dir(sh::workspace_root()).args([
         "build",
@@ -44,28 +78,59 @@ pub fn build() -> Result<PathBuf> {
         "-p",
         "tracer-user",
         "--target",
-        TARGET,
+        t.triple,
     ]);
-    // ring compiles a little C; without a musl cross compiler the host gcc does (ring's C needs
-    // no libc headers).
-    if sh::output(Command::new("musl-gcc").arg("--version")).is_none() {
-        cargo.env("CC_x86_64_unknown_linux_musl", "gcc");
+    let env_triple = t.triple.replace('-', "_");
+    match t.cross {
+        Some(cc) => {
+            cargo.env(format!("CC_{env_triple}"), cc).env(
+                format!("CARGO_TARGET_{}_LINKER", env_triple.to_uppercase()),
+                cc,
+            );
+        }
+        // ring compiles a little C; without a musl cross compiler the host gcc does (ring's C
+        // needs no libc headers).
+        None if sh::output(Command::new("musl-gcc").arg("--version")).is_none() => {
+            cargo.env(format!("CC_{env_triple}"), "gcc");
+        }
+        None => {}
     }
-    sh::run("building the static agent", &mut cargo)?;
-    let bin = target_dir().join(TARGET).join("release/tracer-user");
+    sh::run(
+        &format!("building the static agent for {}", t.arch),
+        &mut cargo,
+    )?;
+    Ok(target_dir().join(t.triple).join("release/tracer-user"))
+}
+
+/// The agent binary for `t` without debug info (std's and the dependencies' are most of it).
+fn stripped_binary(t: &Target) -> Result<Vec<u8>> {
+    let bin = build_binary(t)?;
+    let dir = sh::cache_dir().join("images");
+    fs::create_dir_all(&dir)?;
+    let stripped = dir.join(format!("tracer-user-{}.stripped", t.arch));
+    let contents = match sh::output(Command::new(t.strip).arg("-o").arg(&stripped).arg(&bin)) {
+        Some(_) => fs::read(&stripped)?,
+        None => fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?,
+    };
+    let _ = fs::remove_file(&stripped);
+    Ok(contents)
+}
+
+/// Builds the static agent and its OCI archive for this machine; returns the archive's path.
+pub fn build() -> Result<PathBuf> {
+    let t = host_target();
+    step(format!(
+        "agent image {AGENT_IMAGE} (static tracer-user, {})",
+        t.triple
+    ));
+    let bin = build_binary(t)?;
     let contents = fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     let key = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&contents));
     let dir = sh::cache_dir().join("images");
     fs::create_dir_all(&dir)?;
     let archive = dir.join(format!("tracer-user-{}.oci.tar", &key[..12]));
     if !archive.exists() {
-        // Debug info of std and the dependencies is most of the binary; the image does not need it.
-        let stripped = dir.join("tracer-user.stripped");
-        let contents = match sh::output(Command::new("strip").arg("-o").arg(&stripped).arg(&bin)) {
-            Some(_) => fs::read(&stripped)?,
-            None => contents,
-        };
-        let _ = fs::remove_file(&stripped);
+        let contents = stripped_binary(t)?;
         image::write_oci_archive(
             &archive,
             AGENT_IMAGE,
@@ -135,9 +200,105 @@ pub fn run() -> Result<()> {
         info("the local cluster is not up: not imported (`cargo xtask cluster up` imports it)");
     }
     info(
-        "for a real cluster: push the archive with a registry tool, e.g. \
-         `skopeo copy oci-archive:<archive> docker://<registry>/tracer-user:<tag>`, then pass \
-         --image <registry>/tracer-user:<tag>",
+        "for a real cluster: `cargo xtask image --push <registry>/<repo>:<tag>` (amd64 and \
+         arm64), then pass the printed reference as --image",
     );
     Ok(())
+}
+
+/// `cargo xtask image --push REF`: both architectures as one OCI index, pushed to `reference`;
+/// returns `registry/repository@sha256:…` of the index. `insecure`: plain HTTP (a registry on
+/// loopback). Credentials: `REGISTRY_USERNAME` / `REGISTRY_PASSWORD`, else anonymous.
+pub fn push(reference: &str, insecure: bool) -> Result<String> {
+    use oci_client::{
+        Client, Reference, RegistryOperation,
+        client::{ClientConfig, ClientProtocol},
+        secrets::RegistryAuth,
+    };
+    let target: Reference = reference
+        .parse()
+        .with_context(|| format!("{reference:?} is not an image reference (registry/repo:tag)"))?;
+    let mut images = Vec::new();
+    for t in TARGETS {
+        step(format!("agent for linux/{} ({})", t.arch, t.triple));
+        let contents = stripped_binary(t)?;
+        images.push(image::platform_image(
+            t.arch,
+            &[image::File {
+                path: "tracer-user",
+                contents: &contents,
+                mode: 0o755,
+            }],
+            &["/tracer-user"],
+        )?);
+    }
+    let index = image::index(&images, None)?;
+    let index_digest = image::digest(&index);
+    step(format!("pushing {reference} (linux/amd64, linux/arm64)"));
+    let auth = match (
+        std::env::var("REGISTRY_USERNAME"),
+        std::env::var("REGISTRY_PASSWORD"),
+    ) {
+        (Ok(user), Ok(password)) => RegistryAuth::Basic(user, password),
+        _ => RegistryAuth::Anonymous,
+    };
+    let client = Client::new(ClientConfig {
+        protocol: if insecure {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        ..ClientConfig::default()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        client
+            .auth(&target, &auth, RegistryOperation::Push)
+            .await
+            .with_context(|| format!("authenticating to {}", target.registry()))?;
+        for i in &images {
+            for blob in [&i.layer, &i.config] {
+                let digest = image::digest(blob);
+                if !client.blob_exists(&target, &digest).await.unwrap_or(false) {
+                    client
+                        .push_blob(&target, blob.clone(), &digest)
+                        .await
+                        .with_context(|| format!("pushing blob {digest}"))?;
+                }
+            }
+            let by_digest = Reference::with_digest(
+                target.registry().to_string(),
+                target.repository().to_string(),
+                image::digest(&i.manifest),
+            );
+            client
+                .push_manifest_raw(
+                    &by_digest,
+                    i.manifest.clone(),
+                    image::MANIFEST_MEDIA_TYPE.parse()?,
+                )
+                .await
+                .with_context(|| format!("pushing the linux/{} manifest", i.arch))?;
+            info(format!(
+                "linux/{}: {} ({:.1} MiB)",
+                i.arch,
+                image::digest(&i.manifest),
+                i.layer.len() as f64 / (1024.0 * 1024.0)
+            ));
+        }
+        client
+            .push_manifest_raw(&target, index.clone(), image::INDEX_MEDIA_TYPE.parse()?)
+            .await
+            .context("pushing the image index")?;
+        anyhow::Ok(())
+    })?;
+    let pinned = format!(
+        "{}/{}@{index_digest}",
+        target.registry(),
+        target.repository()
+    );
+    info(format!("pushed: {pinned}"));
+    Ok(pinned)
 }

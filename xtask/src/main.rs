@@ -49,8 +49,16 @@ enum Command {
         bench: bench::Bench,
     },
     /// Build the node agent's OCI image (static binary, no Docker); import it into the local
-    /// cluster when it is up.
-    Image,
+    /// cluster when it is up. With --push: linux/amd64 + linux/arm64 as one index, pushed.
+    Image {
+        /// Push the multi-arch image to this reference (registry/repository:tag) and print the
+        /// digest reference to pass as the plugin's --image.
+        #[arg(long, value_name = "REF")]
+        push: Option<String>,
+        /// Plain HTTP to the registry (one on loopback).
+        #[arg(long, requires = "push")]
+        insecure: bool,
+    },
     /// Set up, start the local cluster and run `kubectl nodehealth` on its node.
     Demo,
     /// The local single-node Kubernetes cluster.
@@ -87,7 +95,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run(),
         Command::Test { long, repeat, only } => test::run(test::Options { long, repeat, only }),
-        Command::Image => agent_image::run(),
+        Command::Image { push: None, .. } => agent_image::run(),
+        Command::Image {
+            push: Some(reference),
+            insecure,
+        } => agent_image::push(&reference, insecure).map(|pinned| println!("{pinned}")),
         Command::Demo => demo::run(),
         Command::Bench { bench } => bench::run(bench),
         Command::Cluster { cmd } => cluster::run(cmd),

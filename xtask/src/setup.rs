@@ -66,6 +66,19 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "nftables",
         "`cluster down` deletes the netfilter tables the kubelet created",
     ),
+    (
+        "gcc-aarch64-linux-gnu",
+        "links the arm64 agent and compiles ring's C for it (the multi-arch image)",
+    ),
+    (
+        "libssl-dev",
+        "TLS of the OCI registry client that pushes the agent image (native-tls)",
+    ),
+    ("pkg-config", "finds OpenSSL for the registry client"),
+    (
+        "docker-registry",
+        "the reference registry the end-to-end tier pushes the image to and pulls it from",
+    ),
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -168,8 +181,7 @@ fn rust_components() -> Result<()> {
                 .args(&missing),
         )?;
     }
-    // The agent image's static binary (`cargo xtask image`).
-    let musl = "x86_64-unknown-linux-musl";
+    // The agent image's static binaries (`cargo xtask image`), one per architecture.
     let targets = sh::output(Command::new("rustup").args([
         "target",
         "list",
@@ -178,12 +190,14 @@ fn rust_components() -> Result<()> {
         &toolchain,
     ]))
     .unwrap_or_default();
-    if !targets.lines().any(|t| t.trim() == musl) {
-        info(format!("adding target {musl} to {toolchain}"));
-        sh::run(
-            "rustup target add",
-            Command::new("rustup").args(["target", "add", "--toolchain", &toolchain, musl]),
-        )?;
+    for musl in crate::agent_image::TARGETS.iter().map(|t| t.triple) {
+        if !targets.lines().any(|t| t.trim() == musl) {
+            info(format!("adding target {musl} to {toolchain}"));
+            sh::run(
+                "rustup target add",
+                Command::new("rustup").args(["target", "add", "--toolchain", &toolchain, musl]),
+            )?;
+        }
     }
     Ok(())
 }

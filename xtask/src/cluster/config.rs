@@ -66,6 +66,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"
+  # Per-registry hosts.toml files (read at each pull): the end-to-end tier's loopback registry.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{certs_d}"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
@@ -76,6 +79,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         pause = super::PAUSE_IMAGE,
         runc_root = l.dir.join("containerd/runc").display(),
         cni = l.cni_conf_dir().display(),
+        certs_d = l.containerd_certs_d().display(),
         opt = l.dir.join("containerd/opt").display(),
     )
 }

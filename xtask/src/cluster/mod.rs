@@ -167,6 +167,10 @@ impl Layout {
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.dir.join("cni/net.d")
     }
+    /// containerd's per-registry `hosts.toml` directory (`<dir>/<host:port>/hosts.toml`).
+    pub fn containerd_certs_d(&self) -> PathBuf {
+        self.dir.join("containerd/certs.d")
+    }
     /// The KubeletConfiguration `up` writes (faults may rewrite its runtime endpoint).
     pub fn kubelet_config(&self) -> PathBuf {
         self.dir.join("kubelet-config.yaml")
