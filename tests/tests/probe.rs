@@ -923,7 +923,7 @@ fn version_with_a_node_reports_the_agent_it_ran() {
     let c = Cluster::get();
     let bin = workspace_root().join("target/debug/kubectl-nodehealth");
     let out = Command::new(bin)
-        .args(["version", &c.node, "-o", "json", "--duration", "1s"])
+        .args(["version", &c.node, "-o", "json"])
         .arg("--kubeconfig")
         .arg(c.admin_kubeconfig())
         .env_remove("KUBECONFIG")

@@ -129,14 +129,24 @@ failSwapOn: false
 # No CAP_SYS_RESOURCE here: negative OOM score adjustments fail.
 oomScoreAdj: 0
 podLogsDir: {pod_logs}
+# The harness imports its own images as nodehealth.local/* (no registry serves that name), and
+# the registry test pulls the same agent image by digest from loopback. Kubernetes 1.35 then
+# keeps a pull record for that image ID and, by default, re-verifies every other name of it
+# with a pull — which fails for the imported name. Never verify the imported names.
+imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages
+preloadedImagesVerificationAllowlist:
+  - nodehealth.local/*
 # Debian's containerd does not pin the sandbox image: never garbage-collect it.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# The node shares the host's disk with everything else on it (build trees, caches, other
+# clones): a percentage of a big, busy disk puts a healthy test node under DiskPressure and
+# evicts its pods. Absolute floors keep eviction for a disk that is really full.
 evictionHard:
   memory.available: "100Mi"
-  nodefs.available: "5%"
-  imagefs.available: "5%"
-  nodefs.inodesFree: "5%"
+  nodefs.available: "1Gi"
+  imagefs.available: "1Gi"
+  nodefs.inodesFree: "1%"
 enableSystemLogQuery: true
 enableProfilingHandler: true
 enableDebuggingHandlers: true
