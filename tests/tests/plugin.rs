@@ -751,3 +751,156 @@ fn progress_shows_on_a_terminal_and_never_to_a_script() {
         "{out:?}"
     );
 }
+
+// --- release archives through the real krew -------------------------------------------------
+
+/// The `uri:` and `sha256:` of each platform in a krew manifest, in order.
+fn manifest_platforms(manifest: &str) -> Vec<(String, String)> {
+    let field = |prefix: &str| -> Vec<String> {
+        manifest
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .collect()
+    };
+    field("uri:").into_iter().zip(field("sha256:")).collect()
+}
+
+fn sha256_hex(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `cargo xtask dist` for this machine's platform (every platform with NODEHEALTH_LONG_TESTS):
+/// the manifest's hashes are the archives', SHA256SUMS agrees, the real krew (built from its Go
+/// module) installs the manifest into a throwaway krew root, and kubectl finds and runs the
+/// plugin. A manifest whose hash does not match is refused by krew: the hash is what it checks.
+#[test]
+fn krew_installs_the_dist_manifest_and_kubectl_runs_the_plugin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_dir = dir.path().join("dist");
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let host = format!("linux/{arch}");
+    let mut dist = Command::new(workspace_root().join("target/debug/xtask"));
+    dist.arg("dist")
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--base-url", "https://example.invalid/nodehealth"]);
+    if std::env::var_os("NODEHEALTH_LONG_TESTS").is_none() {
+        dist.args(["--platform", &host]);
+    }
+    let status = dist
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("xtask dist");
+    assert!(status.success(), "cargo xtask dist failed");
+
+    let manifest_path = out_dir.join("nodehealth.yaml");
+    let manifest = std::fs::read_to_string(&manifest_path).expect("nodehealth.yaml");
+    let platforms = manifest_platforms(&manifest);
+    assert!(!platforms.is_empty(), "{manifest}");
+    let sums = std::fs::read_to_string(out_dir.join("SHA256SUMS")).expect("SHA256SUMS");
+    let mut host_archive = None;
+    for (uri, sha) in &platforms {
+        let name = uri
+            .strip_prefix("https://example.invalid/nodehealth/")
+            .unwrap_or_else(|| panic!("{uri} is not under --base-url"));
+        let archive = out_dir.join(name);
+        assert_eq!(&sha256_hex(&archive), sha, "{name}: manifest hash");
+        assert!(sums.contains(&format!("{sha}  {name}\n")), "{sums}");
+        if name.contains(&format!("-linux-{arch}.")) {
+            host_archive = Some(archive);
+        }
+    }
+    let archive = host_archive.unwrap_or_else(|| panic!("no {host} archive in {manifest}"));
+
+    let krew = Command::new("bash")
+        .arg(workspace_root().join("xtask/krew/build.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("xtask/krew/build.sh");
+    assert!(krew.status.success(), "building krew failed");
+    let krew = std::path::PathBuf::from(
+        String::from_utf8_lossy(&krew.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    );
+    let krew_root = dir.path().join("krew");
+    let install = |manifest: &std::path::Path| {
+        Command::new(&krew)
+            .args(["install"])
+            .arg(format!("--manifest={}", manifest.display()))
+            .arg(format!("--archive={}", archive.display()))
+            .env("KREW_ROOT", &krew_root)
+            .output()
+            .expect("krew install")
+    };
+
+    // A wrong hash first: krew must refuse it and install nothing.
+    let tampered = dir.path().join("tampered/nodehealth.yaml");
+    std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
+    let (_, good) = platforms
+        .iter()
+        .find(|(u, _)| u.contains(&format!("-linux-{arch}.")))
+        .unwrap();
+    std::fs::write(&tampered, manifest.replace(good.as_str(), &"0".repeat(64))).unwrap();
+    let refused = install(&tampered);
+    assert!(
+        !refused.status.success(),
+        "krew installed an archive whose hash is not the manifest's"
+    );
+    assert!(!krew_root.join("bin/kubectl-nodehealth").exists());
+
+    let installed = install(&manifest_path);
+    assert!(
+        installed.status.success(),
+        "krew install: {}{}",
+        String::from_utf8_lossy(&installed.stdout),
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let kubectl_dir = kubectl_bin_dir();
+    let path = format!(
+        "{}:{}:/usr/bin:/bin",
+        krew_root.join("bin").display(),
+        kubectl_dir.display()
+    );
+    let kubectl = |args: &[&str]| {
+        Command::new(kubectl_dir.join("kubectl"))
+            .args(args)
+            .env("PATH", &path)
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("kubectl")
+    };
+    let list = kubectl(&["plugin", "list", "--name-only"]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        list.lines().any(|l| l.trim() == "kubectl-nodehealth"),
+        "kubectl plugin list: {list}"
+    );
+    let help = kubectl(&["nodehealth", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
+    assert!(text.contains("kubectl nodehealth"), "{text}");
+    let version = kubectl(&["nodehealth", "version"]);
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+}

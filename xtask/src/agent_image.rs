@@ -70,18 +70,29 @@ fn target_dir() -> PathBuf {
 
 /// Builds the static agent for `t`; returns the binary's path.
 fn build_binary(t: &Target) -> Result<PathBuf> {
+    cross_build("tracer-user", t.triple, t.cross, t.arch)
+}
+
+/// `cargo build --release -p package --target triple`, with `cross` as the C compiler and linker
+/// when the target is not this machine's; returns the built binary's path (`.exe` on Windows).
+pub fn cross_build(
+    package: &str,
+    triple: &str,
+    cross: Option<&str>,
+    what: &str,
+) -> Result<PathBuf> {
     let mut cargo = sh::cargo();
     cargo.current_dir(sh::workspace_root()).args([
         "build",
         "--quiet",
         "--release",
         "-p",
-        "tracer-user",
+        package,
         "--target",
-        t.triple,
+        triple,
     ]);
-    let env_triple = t.triple.replace('-', "_");
-    match t.cross {
+    let env_triple = triple.replace('-', "_");
+    match cross {
         Some(cc) => {
             cargo.env(format!("CC_{env_triple}"), cc).env(
                 format!("CARGO_TARGET_{}_LINKER", env_triple.to_uppercase()),
@@ -95,11 +106,16 @@ fn build_binary(t: &Target) -> Result<PathBuf> {
         }
         None => {}
     }
-    sh::run(
-        &format!("building the static agent for {}", t.arch),
-        &mut cargo,
-    )?;
-    Ok(target_dir().join(t.triple).join("release/tracer-user"))
+    sh::run(&format!("building {package} for {what}"), &mut cargo)?;
+    let exe = if triple.contains("windows") {
+        ".exe"
+    } else {
+        ""
+    };
+    Ok(target_dir()
+        .join(triple)
+        .join("release")
+        .join(format!("{package}{exe}")))
 }
 
 /// The agent binary for `t` without debug info (std's and the dependencies' are most of it).

@@ -7,6 +7,7 @@ mod bench;
 mod campaign;
 mod cluster;
 mod demo;
+mod dist;
 mod setup;
 mod sh;
 mod test;
@@ -59,6 +60,21 @@ enum Command {
         #[arg(long, requires = "push")]
         insecure: bool,
     },
+    /// The plugin's release archives (linux amd64/arm64 static, windows amd64; macOS
+    /// type-checked), their SHA256SUMS and the krew manifest nodehealth.yaml.
+    Dist {
+        /// Where to write them (default target/dist/v<version>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Only this platform, os/arch (repeatable): linux/amd64, linux/arm64, windows/amd64,
+        /// darwin/arm64 (type check only).
+        #[arg(long = "platform", value_name = "OS/ARCH")]
+        platforms: Vec<String>,
+        /// The URL the archives will be published under (the manifest's URIs); default the
+        /// repository's release download URL for this version.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+    },
     /// Set up, start the local cluster and run `kubectl nodehealth` on its node.
     Demo,
     /// The local single-node Kubernetes cluster.
@@ -100,6 +116,15 @@ fn main() -> ExitCode {
             push: Some(reference),
             insecure,
         } => agent_image::push(&reference, insecure).map(|pinned| println!("{pinned}")),
+        Command::Dist {
+            out,
+            platforms,
+            base_url,
+        } => dist::run(dist::Options {
+            out,
+            platforms,
+            base_url,
+        }),
         Command::Demo => demo::run(),
         Command::Bench { bench } => bench::run(bench),
         Command::Cluster { cmd } => cluster::run(cmd),

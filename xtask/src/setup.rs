@@ -98,16 +98,23 @@ fn dpkg_installed(package: &str) -> bool {
 
 fn apt_packages() -> Result<()> {
     step("Debian packages");
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES)
+}
+
+/// Installs those of `packages` (name, why) that are missing, saying why each is needed.
+pub fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(p, _)| !dpkg_installed(p))
         .map(|(p, _)| *p)
         .collect();
     if missing.is_empty() {
-        info(format!("all {} present", APT_PACKAGES.len()));
+        if !packages.is_empty() {
+            info(format!("all {} present", packages.len()));
+        }
         return Ok(());
     }
-    for (p, why) in APT_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+    for (p, why) in packages.iter().filter(|(p, _)| missing.contains(p)) {
         info(format!("missing {p}: {why}"));
     }
     if !nix_is_root() {
@@ -182,6 +189,16 @@ fn rust_components() -> Result<()> {
         )?;
     }
     // The agent image's static binaries (`cargo xtask image`), one per architecture.
+    let musl: Vec<&str> = crate::agent_image::TARGETS
+        .iter()
+        .map(|t| t.triple)
+        .collect();
+    rust_targets(&musl)
+}
+
+/// Adds the Rust targets of `triples` the toolchain lacks.
+pub fn rust_targets(triples: &[&str]) -> Result<()> {
+    let toolchain = toolchain();
     let targets = sh::output(Command::new("rustup").args([
         "target",
         "list",
@@ -190,12 +207,12 @@ fn rust_components() -> Result<()> {
         &toolchain,
     ]))
     .unwrap_or_default();
-    for musl in crate::agent_image::TARGETS.iter().map(|t| t.triple) {
-        if !targets.lines().any(|t| t.trim() == musl) {
-            info(format!("adding target {musl} to {toolchain}"));
+    for triple in triples {
+        if !targets.lines().any(|t| t.trim() == *triple) {
+            info(format!("adding target {triple} to {toolchain}"));
             sh::run(
                 "rustup target add",
-                Command::new("rustup").args(["target", "add", "--toolchain", &toolchain, musl]),
+                Command::new("rustup").args(["target", "add", "--toolchain", &toolchain, triple]),
             )?;
         }
     }
