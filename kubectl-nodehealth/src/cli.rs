@@ -47,9 +47,15 @@ pub struct Cli {
     #[arg(long, value_parser = parse_duration_flag)]
     pub pod_timeout: Option<Duration>,
 
-    /// The node agent image (for real clusters: where you pushed `cargo xtask image`'s archive).
+    /// The node agent image: for a real cluster, the reference `cargo xtask image --push`
+    /// printed (a copy in your own registry). The default is set when the plugin is built.
     #[arg(long, default_value = probe::DEFAULT_IMAGE)]
     pub image: String,
+
+    /// A Secret in the probe's namespace (-n) to pull the agent image with, for a private
+    /// registry (repeatable): `kubectl create secret docker-registry NAME -n kube-system …`.
+    #[arg(long = "image-pull-secret", value_name = "NAME", value_parser = parse_secret_name)]
+    pub image_pull_secrets: Vec<String>,
 
     /// imagePullPolicy of the probe pod.
     #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
@@ -228,7 +234,8 @@ fn parse_duration_flag(text: &str) -> Result<Duration, String> {
 
 /// A node name is a DNS-1123 subdomain (what the API server accepts for a Node): refused here,
 /// before any request, when it is not one. Subcommand names are passed through.
-fn parse_node_name(text: &str) -> Result<String, String> {
+/// A DNS subdomain name (RFC 1123), the grammar of node and Secret names.
+fn is_dns_subdomain(text: &str) -> bool {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -237,13 +244,28 @@ fn parse_node_name(text: &str) -> Result<String, String> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    if text.len() <= 253 && text.split('.').all(label_ok) {
+    text.len() <= 253 && text.split('.').all(label_ok)
+}
+
+fn parse_node_name(text: &str) -> Result<String, String> {
+    if is_dns_subdomain(text) {
         Ok(text.to_string())
     } else {
         Err(format!(
             "{text:?} is not a node name: node names are lower-case letters, digits, '-' and '.', \
              starting and ending with a letter or digit, at most 253 characters (`kubectl get \
              nodes` lists them)"
+        ))
+    }
+}
+
+fn parse_secret_name(text: &str) -> Result<String, String> {
+    if is_dns_subdomain(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a Secret name: lower-case letters, digits, '-' and '.', starting and \
+             ending with a letter or digit (`kubectl get secrets -n <namespace>` lists them)"
         ))
     }
 }
@@ -714,6 +736,7 @@ async fn with_probe(
         namespace: namespace.clone(),
         image: cli.image.clone(),
         pull_policy: cli.image_pull_policy.clone(),
+        pull_secrets: cli.image_pull_secrets.clone(),
         pod_timeout: cli.pod_timeout.unwrap_or(DEFAULT_POD_TIMEOUT),
         priority_class: cli.priority_class.clone(),
         window: cli.duration,
@@ -908,6 +931,22 @@ mod tests {
         assert!(Cli::try_parse_from(["kubectl-nodehealth", "n", "-o", "xml"]).is_err());
         let scan = Cli::try_parse_from(["kubectl-nodehealth", "scan"]).unwrap();
         assert!(matches!(scan.command, Some(Command::Scan { .. })));
+        let secrets = Cli::try_parse_from([
+            "kubectl-nodehealth",
+            "n",
+            "--image-pull-secret",
+            "regcred",
+            "--image-pull-secret",
+            "mirror.io",
+        ])
+        .unwrap();
+        assert_eq!(secrets.image_pull_secrets, ["regcred", "mirror.io"]);
+        let bad =
+            Cli::try_parse_from(["kubectl-nodehealth", "n", "--image-pull-secret", "Reg_Cred"])
+                .unwrap_err()
+                .to_string();
+        assert!(bad.contains("not a Secret name"), "{bad}");
+        assert_eq!(default.image, probe::DEFAULT_IMAGE);
     }
 
     /// Bad input is a usage error before any request: names the API server would refuse, and

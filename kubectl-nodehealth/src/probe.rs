@@ -32,8 +32,14 @@ pub const NAME_VALUE: &str = "nodehealth-probe";
 /// The per-run id label.
 pub const RUN_LABEL: &str = "nodehealth.io/run";
 
-/// The image `cargo xtask image` builds and imports into the local cluster.
-pub const DEFAULT_IMAGE: &str = concat!("nodehealth.local/tracer-user:", env!("CARGO_PKG_VERSION"));
+/// The agent image the probe pod runs unless `--image` says otherwise: set when the plugin is
+/// built, from `NODEHEALTH_DEFAULT_IMAGE` (`cargo xtask dist --image REF` bakes the reference it
+/// pushed, ideally pinned by digest); without it, the name `cargo xtask image` imports into the
+/// local cluster.
+pub const DEFAULT_IMAGE: &str = match option_env!("NODEHEALTH_DEFAULT_IMAGE") {
+    Some(image) => image,
+    None => concat!("nodehealth.local/tracer-user:", env!("CARGO_PKG_VERSION")),
+};
 
 /// How to run the probe.
 #[derive(Debug, Clone)]
@@ -46,6 +52,8 @@ pub struct ProbeOptions {
     pub image: String,
     /// `imagePullPolicy`.
     pub pull_policy: String,
+    /// `imagePullSecrets` (Secrets in the probe's namespace) for a private registry.
+    pub pull_secrets: Vec<String>,
     /// How long the kubelet gets to start the pod.
     pub pod_timeout: Duration,
     /// `priorityClassName` (only on request).
@@ -254,6 +262,14 @@ pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Pod {
     });
     if let Some(pc) = &o.priority_class {
         spec["spec"]["priorityClassName"] = json!(pc);
+    }
+    if !o.pull_secrets.is_empty() {
+        let secrets: Vec<_> = o
+            .pull_secrets
+            .iter()
+            .map(|n| json!({ "name": n }))
+            .collect();
+        spec["spec"]["imagePullSecrets"] = json!(secrets);
     }
     serde_json::from_value(spec).expect("the probe pod spec is a valid Pod")
 }
@@ -1091,6 +1107,7 @@ mod tests {
             namespace: "kube-system".into(),
             image: DEFAULT_IMAGE.into(),
             pull_policy: "IfNotPresent".into(),
+            pull_secrets: Vec::new(),
             pod_timeout: Duration::from_secs(30),
             priority_class: None,
             window: Duration::from_secs(5),
@@ -1098,6 +1115,22 @@ mod tests {
             log_since: Duration::from_secs(900),
             progress: crate::progress::Progress::hidden(),
         }
+    }
+
+    #[test]
+    fn pull_secrets_are_named_in_the_pod_only_when_given() {
+        let id = RunIdentity::new().unwrap();
+        let plain = serde_json::to_value(pod_spec(&options(), &id, 0)).unwrap();
+        assert!(plain["spec"].get("imagePullSecrets").is_none());
+        let o = ProbeOptions {
+            pull_secrets: vec!["regcred".into(), "mirror".into()],
+            ..options()
+        };
+        let v = serde_json::to_value(pod_spec(&o, &id, 0)).unwrap();
+        assert_eq!(
+            v["spec"]["imagePullSecrets"],
+            json!([{ "name": "regcred" }, { "name": "mirror" }])
+        );
     }
 
     #[test]

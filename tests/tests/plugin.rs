@@ -777,7 +777,10 @@ fn sha256_hex(path: &std::path::Path) -> String {
         .to_string()
 }
 
-/// `cargo xtask dist` for this machine's platform (every platform with NODEHEALTH_LONG_TESTS):
+/// The agent image `dist --image` bakes into the released plugin in the test below.
+const BAKED_IMAGE: &str = "registry.example.invalid/nodehealth/tracer-user:e2e";
+
+/// `cargo xtask dist --image REF` for this machine's platform (every one with NODEHEALTH_LONG_TESTS):
 /// the manifest's hashes are the archives', SHA256SUMS agrees, the real krew (built from its Go
 /// module) installs the manifest into a throwaway krew root, and kubectl finds and runs the
 /// plugin. A manifest whose hash does not match is refused by krew: the hash is what it checks.
@@ -794,7 +797,8 @@ fn krew_installs_the_dist_manifest_and_kubectl_runs_the_plugin() {
     dist.arg("dist")
         .arg("--out")
         .arg(&out_dir)
-        .args(["--base-url", "https://example.invalid/nodehealth"]);
+        .args(["--base-url", "https://example.invalid/nodehealth"])
+        .args(["--image", BAKED_IMAGE]);
     if std::env::var_os("NODEHEALTH_LONG_TESTS").is_none() {
         dist.args(["--platform", &host]);
     }
@@ -897,6 +901,11 @@ fn krew_installs_the_dist_manifest_and_kubectl_runs_the_plugin() {
         String::from_utf8_lossy(&help.stderr)
     );
     assert!(text.contains("kubectl nodehealth"), "{text}");
+    // The image given to dist is the released plugin's default.
+    assert!(
+        text.contains(&format!("[default: {BAKED_IMAGE}]")),
+        "{text}"
+    );
     let version = kubectl(&["nodehealth", "version"]);
     assert!(
         String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")),

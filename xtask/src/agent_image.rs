@@ -70,18 +70,21 @@ fn target_dir() -> PathBuf {
 
 /// Builds the static agent for `t`; returns the binary's path.
 fn build_binary(t: &Target) -> Result<PathBuf> {
-    cross_build("tracer-user", t.triple, t.cross, t.arch)
+    cross_build("tracer-user", t.triple, t.cross, t.arch, &[])
 }
 
 /// `cargo build --release -p package --target triple`, with `cross` as the C compiler and linker
-/// when the target is not this machine's; returns the built binary's path (`.exe` on Windows).
+/// when the target is not this machine's, and `env` set for the build; returns the built
+/// binary's path (`.exe` on Windows).
 pub fn cross_build(
     package: &str,
     triple: &str,
     cross: Option<&str>,
     what: &str,
+    env: &[(&str, &str)],
 ) -> Result<PathBuf> {
     let mut cargo = sh::cargo();
+    cargo.envs(env.iter().copied());
     cargo.current_dir(sh::workspace_root()).args([
         "build",
         "--quiet",

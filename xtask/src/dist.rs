@@ -105,6 +105,8 @@ pub struct Options {
     pub platforms: Vec<String>,
     /// Where the archives will be downloadable from (the manifest's URIs).
     pub base_url: Option<String>,
+    /// The agent image the released plugin runs by default (`--image` still overrides it).
+    pub image: Option<String>,
 }
 
 /// The manifest's file name: krew requires `<plugin name>.yaml`.
@@ -143,10 +145,32 @@ pub fn run(o: Options) -> Result<()> {
         .collect();
     setup::rust_targets(&triples)?;
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Without --image the released plugin defaults to the local cluster's imported name, which
+    // no real cluster can pull: say so.
+    let image_env: Vec<(&str, &str)> = match &o.image {
+        Some(image) => {
+            info(format!("default agent image: {image}"));
+            vec![("NODEHEALTH_DEFAULT_IMAGE", image.as_str())]
+        }
+        None => {
+            info(format!(
+                "no --image: the plugin's default agent image stays {}, which only the local \
+                 cluster has; users pass --image (`cargo xtask image --push REF` prints one)",
+                agent_image::AGENT_IMAGE
+            ));
+            Vec::new()
+        }
+    };
 
     let mut built = Vec::new();
     for p in &platforms {
-        let bin = agent_image::cross_build("kubectl-nodehealth", p.triple, p.cross, &p.name())?;
+        let bin = agent_image::cross_build(
+            "kubectl-nodehealth",
+            p.triple,
+            p.cross,
+            &p.name(),
+            &image_env,
+        )?;
         let contents = stripped(p, &bin)?;
         let archive = out.join(p.archive());
         write_archive(&archive, p.binary(), &contents)?;

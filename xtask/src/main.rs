@@ -74,6 +74,10 @@ enum Command {
         /// repository's release download URL for this version.
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
+        /// The agent image the released plugin uses by default: the reference `cargo xtask
+        /// image --push` printed (pinned by digest).
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
     },
     /// Set up, start the local cluster and run `kubectl nodehealth` on its node.
     Demo,
@@ -120,10 +124,12 @@ fn main() -> ExitCode {
             out,
             platforms,
             base_url,
+            image,
         } => dist::run(dist::Options {
             out,
             platforms,
             base_url,
+            image,
         }),
         Command::Demo => demo::run(),
         Command::Bench { bench } => bench::run(bench),
