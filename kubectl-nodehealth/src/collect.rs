@@ -380,7 +380,7 @@ fn parsed<T>(
     }
 }
 
-fn node_info(node: &Node) -> NodeInfo {
+pub(crate) fn node_info(node: &Node) -> NodeInfo {
     let status = node.status.clone().unwrap_or_default();
     let conditions = status
         .conditions
@@ -421,7 +421,22 @@ fn node_info(node: &Node) -> NodeInfo {
             .into_iter()
             .find(|a| a.type_ == "InternalIP")
             .map(|a| a.address),
+        provider_id: spec.provider_id.clone(),
+        os_image: status.node_info.as_ref().map(|i| i.os_image.clone()),
+        labels: platform_keys(node.metadata.labels.as_ref()),
+        annotations: platform_keys(node.metadata.annotations.as_ref()),
     }
+}
+
+/// The entries of a label or annotation map that tell the platform.
+fn platform_keys(
+    map: Option<&std::collections::BTreeMap<String, String>>,
+) -> std::collections::BTreeMap<String, String> {
+    map.into_iter()
+        .flatten()
+        .filter(|(k, _)| crate::checks::platform::keep_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn lease_info(lease: &Lease) -> LeaseInfo {

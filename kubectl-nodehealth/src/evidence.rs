@@ -286,6 +286,18 @@ pub struct NodeInfo {
     pub pod_capacity: Option<String>,
     /// First InternalIP.
     pub internal_ip: Option<String>,
+    /// `spec.providerID`, e.g. `aws:///us-west-2a/i-…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// `status.nodeInfo.osImage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_image: Option<String>,
+    /// The labels that say which platform runs the node (checks::platform::KEY_PREFIXES).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The annotations that say which platform runs the node.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeInfo {

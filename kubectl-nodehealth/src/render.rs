@@ -148,6 +148,15 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
         layers.join(","),
         report.evidence.window.requested_seconds
     );
+    if wide || report.verdict.platform.kind != crate::checks::platform::PlatformKind::Unknown {
+        let _ = writeln!(
+            out,
+            "{} {} (from {})",
+            p.bold("PLATFORM"),
+            report.verdict.platform.kind.name(),
+            report.verdict.platform.from
+        );
+    }
     out.push('\n');
     match report.verdict.causes.first() {
         None => {

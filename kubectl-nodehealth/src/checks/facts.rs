@@ -97,6 +97,8 @@ pub struct Facts {
     pub pending_client_csrs: Vec<String>,
     /// The runtime and what said so.
     pub runtime: RuntimeIdentity,
+    /// The platform and what said so.
+    pub platform: super::platform::Platform,
     /// The node side.
     pub node: NodeSide,
     /// The trace's attribution of slow relists or calls, when there was a trace.
@@ -161,6 +163,11 @@ impl Facts {
                 })
                 .unwrap_or_default(),
             runtime: identity(e),
+            platform: e
+                .node
+                .data()
+                .map(super::platform::detect)
+                .unwrap_or_default(),
             node,
             attribution,
             metrics: e.metrics_end.data().is_some(),

@@ -152,6 +152,7 @@ pub mod id;
 pub mod kubelet;
 pub mod logs;
 pub mod node;
+pub mod platform;
 pub mod pleg;
 pub mod runtime;
 pub mod thresholds;

@@ -84,6 +84,7 @@ pub fn healthy_evidence() -> Evidence {
         container_runtime_version: Some("containerd://2.1.4".into()),
         pod_capacity: Some("110".into()),
         internal_ip: Some("10.0.0.5".into()),
+        ..Default::default()
     };
     let mut reserved = BTreeMap::new();
     reserved.insert("cpu".to_string(), "100m".to_string());

@@ -13,6 +13,7 @@ use super::{CauseId, Inputs};
 use crate::checks::certificates::REBOOTSTRAP;
 use crate::checks::facts::GoroutineDump;
 use crate::checks::node::resume_command;
+use crate::checks::platform::{self, PlatformKind};
 use crate::checks::runtime::RuntimeKind;
 
 /// What the texts are written with.
@@ -36,6 +37,8 @@ pub struct Context {
     pub goroutine_dump: GoroutineDump,
     /// The API server as the node knows it.
     pub api_server: Option<String>,
+    /// The platform the advice is written for.
+    pub platform: PlatformKind,
 }
 
 impl Context {
@@ -62,6 +65,22 @@ impl Context {
             restart_forbidden_by,
             goroutine_dump: f.goroutine_dump.clone(),
             api_server: f.api_server_from_node.clone(),
+            platform: f.platform.kind,
+        }
+    }
+
+    /// The API server as the node reaches it, or where it usually is on this platform.
+    fn api(&self) -> String {
+        self.api_server
+            .clone()
+            .unwrap_or_else(|| platform::advice(self.platform).api_server.to_string())
+    }
+
+    /// How to approve a CSR on this platform.
+    fn approve(&self, csr: &str) -> String {
+        match self.platform {
+            PlatformKind::OpenShift => format!("`oc adm certificate approve {csr}`"),
+            _ => format!("`kubectl certificate approve {csr}`"),
         }
     }
 
@@ -94,12 +113,20 @@ pub struct Texts {
     pub avoid: String,
 }
 
+/// The way back to a valid client certificate, in the platform's own commands.
+fn rebootstrap(platform: PlatformKind) -> String {
+    match platform {
+        PlatformKind::OpenShift => REBOOTSTRAP.replace(
+            "`kubectl get csr`, `kubectl certificate approve <name>`",
+            "`oc get csr`, `oc adm certificate approve <name>`",
+        ),
+        _ => REBOOTSTRAP.to_string(),
+    }
+}
+
 /// How to tell a dead kubelet from a partition, for when both are listed.
 pub fn separation(c: &Context) -> String {
-    let api = c
-        .api_server
-        .clone()
-        .unwrap_or_else(|| "<API server from the kubelet's kubeconfig>".into());
+    let api = c.api();
     format!(
         "from the API side a dead kubelet and a partition look alike (no lease renewals, the API server cannot reach the kubelet). What separates them: `connection refused` from the node proxy = kubelet not running; timeouts = node or network; many nodes stale at once = control plane or network; a node that is powered off looks like a partition too. On the node (SSH): `systemctl is-active kubelet`, and `curl -k {api}/healthz` (any HTTP answer — 200, 401 or 403 — means the API server is reachable); or `tracer-user probe`"
     )
@@ -127,7 +154,7 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
                     "approve the pending client CSR now: {}; ",
                     c.pending_client_csrs
                         .iter()
-                        .map(|n| format!("`kubectl certificate approve {n}`"))
+                        .map(|n| c.approve(n))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
@@ -135,9 +162,24 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
             Texts {
                 summary: "the kubelet's client certificate is expired, unrotated or rejected"
                     .into(),
-                fix: format!(
-                    "{approve}make sure kube-controller-manager runs (it auto-approves kubelet client CSRs) and the node's clock is NTP-synchronized (skew breaks validation); on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`. Then {REBOOTSTRAP}"
-                ),
+                fix: {
+                    let p = platform::advice(c.platform);
+                    match c.platform {
+                        PlatformKind::Eks => format!(
+                            "{approve}{}; if the node cannot be brought back: {}",
+                            p.certificate, p.last_resort
+                        ),
+                        PlatformKind::Gke | PlatformKind::Aks => format!(
+                            "{approve}{}; the node's clock must be NTP-synchronized (skew breaks validation); on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`; if it cannot be brought back: {}",
+                            p.certificate, p.last_resort
+                        ),
+                        PlatformKind::OpenShift | PlatformKind::Kubeadm | PlatformKind::Unknown => format!(
+                            "{approve}{}, and the node's clock is NTP-synchronized (skew breaks validation); on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`. Then {}",
+                            p.certificate,
+                            rebootstrap(c.platform)
+                        ),
+                    }
+                },
                 avoid: "do not delete /etc/kubernetes/kubelet.conf or /var/lib/kubelet/pki (the kubelet is left with no credentials and no way back without a bootstrap token); do not restart the kubelet to \"fix\" it: it comes back with the same certificate; do not reboot the node".into(),
             }
         }
@@ -199,7 +241,12 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
                 summary: "the kubelet is not running (exited, or its process stopped or frozen)"
                     .into(),
                 fix: format!(
-                    "on {node}: `systemctl is-active kubelet` first — if it is active, this is not kubelet-down (see the other causes); otherwise `journalctl -u kubelet -b | tail -100` and `dmesg | grep -i -e oom -e 'hung task'` for why it stopped; if its state is T (`ps -o stat= -C kubelet`) or its cgroup is frozen, resume it (`kill -CONT`, or `systemctl thaw kubelet` under systemd); otherwise start it: `systemctl start kubelet`"
+                    "on {node}: `systemctl is-active kubelet` first — if it is active, this is not kubelet-down (see the other causes); otherwise `journalctl -u kubelet -b | tail -100` and `dmesg | grep -i -e oom -e 'hung task'` for why it stopped; if its state is T (`ps -o stat= -C kubelet`) or its cgroup is frozen, resume it (`kill -CONT`, or `systemctl thaw kubelet` under systemd); otherwise start it: `systemctl start kubelet`{}",
+                    if c.platform.replaces_nodes() {
+                        format!("; if it does not stay up: {}", platform::advice(c.platform).last_resort)
+                    } else {
+                        String::new()
+                    }
                 ),
                 avoid: "do not reboot the node: its containers are still running; do not restart anything if this is a partition (see evidence)".into(),
             },
@@ -220,10 +267,7 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
             }
         }
         CauseId::ApiPartition => {
-            let api = c
-                .api_server
-                .clone()
-                .unwrap_or_else(|| "<API server from the kubelet's kubeconfig>".into());
+            let api = c.api();
             Texts {
                 summary: "the node and the API server cannot talk (partition)".into(),
                 fix: format!(
@@ -257,6 +301,7 @@ mod tests {
             restart_forbidden_by: forbidden,
             goroutine_dump: GoroutineDump::Captured,
             api_server: Some("https://10.0.0.1:443".into()),
+            platform: PlatformKind::Unknown,
         }
     }
 
@@ -328,6 +373,109 @@ mod tests {
         assert!(t.fix.contains("reaches the API server first"), "{}", t.fix);
         assert!(t.fix.contains("Never delete"), "{}", t.fix);
         assert!(t.avoid.contains("do not delete"), "{}", t.avoid);
+    }
+
+    /// The advice on each platform, for containerd and CRI-O: the platform's approval path and
+    /// CLI, its API server port, replacing rather than repairing where node pools do that, the
+    /// runtime's own unit and shim — and still no kubelet restart where one is forbidden.
+    #[test]
+    fn each_platform_and_runtime_gets_its_own_commands() {
+        let platforms = [
+            PlatformKind::Eks,
+            PlatformKind::Gke,
+            PlatformKind::Aks,
+            PlatformKind::OpenShift,
+            PlatformKind::Kubeadm,
+            PlatformKind::Unknown,
+        ];
+        for platform in platforms {
+            for runtime in [RuntimeKind::Containerd, RuntimeKind::CriO] {
+                let mut c = context(runtime, true, Some("a certificate problem"));
+                c.platform = platform;
+                c.api_server = None;
+                c.pending_client_csrs = vec!["csr-x".into()];
+                let cert = texts(CauseId::Certificate, &c);
+                let partition = texts(CauseId::ApiPartition, &c);
+                let down = texts(CauseId::KubeletDown, &c);
+                let runtime_fix = texts(CauseId::RuntimeUnresponsive, &c).fix;
+                let what = format!("{platform:?}/{runtime:?}");
+                match platform {
+                    PlatformKind::OpenShift => {
+                        assert!(
+                            cert.fix.contains("oc adm certificate approve csr-x"),
+                            "{what}: {}",
+                            cert.fix
+                        );
+                        assert!(
+                            !cert.fix.contains("kubectl certificate approve"),
+                            "{what}: {}",
+                            cert.fix
+                        );
+                        assert!(
+                            cert.fix.contains("machine-approver"),
+                            "{what}: {}",
+                            cert.fix
+                        );
+                    }
+                    PlatformKind::Eks => {
+                        assert!(cert.fix.contains("IAM role"), "{what}: {}", cert.fix);
+                        assert!(
+                            !cert.fix.contains("kubelet-client-current.pem"),
+                            "{what}: {}",
+                            cert.fix
+                        );
+                        assert!(cert.fix.contains("replace"), "{what}: {}", cert.fix);
+                    }
+                    PlatformKind::Gke | PlatformKind::Aks => {
+                        assert!(
+                            !cert.fix.contains("kube-controller-manager"),
+                            "{what}: {}",
+                            cert.fix
+                        );
+                        assert!(
+                            cert.fix.contains("kubectl certificate approve csr-x"),
+                            "{what}"
+                        );
+                    }
+                    PlatformKind::Kubeadm | PlatformKind::Unknown => {
+                        assert!(
+                            cert.fix.contains("kube-controller-manager"),
+                            "{what}: {}",
+                            cert.fix
+                        );
+                        assert!(
+                            cert.fix.contains("kubectl certificate approve csr-x"),
+                            "{what}"
+                        );
+                    }
+                }
+                let port = if platform.replaces_nodes() {
+                    ":443"
+                } else {
+                    ":6443"
+                };
+                assert!(partition.fix.contains(port), "{what}: {}", partition.fix);
+                assert_eq!(
+                    down.fix.contains("let the group replace it")
+                        || down.fix.contains("recreates")
+                        || down.fix.contains("reimage"),
+                    platform.replaces_nodes(),
+                    "{what}: {}",
+                    down.fix
+                );
+                let (unit, shim) = match runtime {
+                    RuntimeKind::CriO => ("systemctl restart crio", "conmon"),
+                    _ => ("systemctl restart containerd", "containerd-shim"),
+                };
+                assert!(
+                    runtime_fix.contains(unit) && runtime_fix.contains(shim),
+                    "{what}: {runtime_fix}"
+                );
+                for id in CauseId::BY_SAFETY {
+                    assert!(!restarts_kubelet(&texts(id, &c).fix), "{what} {id:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -140,6 +140,10 @@ pub struct Verdict {
     pub layers: Vec<Layer>,
     /// What the verdict did not have.
     pub limitations: Vec<String>,
+    /// The platform the advice is written for, and what said so (absent in bundles recorded
+    /// before it was added).
+    #[serde(default)]
+    pub platform: crate::checks::platform::Platform,
 }
 
 /// Scores at or above this are reported as causes.
@@ -220,6 +224,7 @@ fn assemble(scores: Scores, inputs: &Inputs) -> Verdict {
         causes,
         layers: facts.layers.clone(),
         limitations: limitations(inputs),
+        platform: facts.platform.clone(),
     }
 }
 

@@ -93,6 +93,7 @@ pub(crate) mod test_support {
                 kind: RuntimeKind::Containerd,
                 from: "test".into(),
             },
+            platform: Default::default(),
             node: NodeSide::default(),
             attribution: None,
             metrics: true,
