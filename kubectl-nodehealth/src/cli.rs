@@ -816,6 +816,7 @@ async fn with_probe(
                     kind: match e {
                         probe::ProbeError::NotStarted(_) => FailureKind::Timeout,
                         probe::ProbeError::PodSecurity { .. }
+                        | probe::ProbeError::AdmissionPolicy { .. }
                         | probe::ProbeError::Forbidden { .. } => FailureKind::Forbidden,
                         _ => FailureKind::HttpError,
                     },

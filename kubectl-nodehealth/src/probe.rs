@@ -289,6 +289,22 @@ pub enum ProbeError {
         /// The server's message.
         message: String,
     },
+    /// An admission policy other than Pod Security refused the pod: OpenShift's security context
+    /// constraints, Kyverno, Gatekeeper, another validating webhook.
+    #[error(
+        "{by} refused the probe pod in namespace {namespace:?}: {message}. Fix: {fix}; or use \
+         --api-only (no pod)"
+    )]
+    AdmissionPolicy {
+        /// Which admission: "OpenShift's security context constraints", "the Kyverno policy …".
+        by: String,
+        /// The namespace.
+        namespace: String,
+        /// The server's message.
+        message: String,
+        /// What lets the probe pod in.
+        fix: String,
+    },
     /// RBAC refused creating the pod (or port-forwarding to it).
     #[error(
         "not allowed to {verb} in namespace {namespace:?}: {message}. Fix: grant your user \
@@ -379,7 +395,14 @@ pub fn classify_create_error(
     verb: &str,
 ) -> ProbeError {
     let forbidden = code == Some(403) || message.contains(" is forbidden");
-    if forbidden && message.contains("PodSecurity") {
+    if let Some((by, fix)) = admission_policy(namespace, message) {
+        ProbeError::AdmissionPolicy {
+            by,
+            namespace: namespace.to_string(),
+            message: message.to_string(),
+            fix,
+        }
+    } else if forbidden && message.contains("PodSecurity") {
         ProbeError::PodSecurity {
             namespace: namespace.to_string(),
             message: message.to_string(),
@@ -393,6 +416,81 @@ pub fn classify_create_error(
     } else {
         ProbeError::Other(format!("cannot create the probe: {message}"))
     }
+}
+
+/// Which admission policy other than Pod Security refused the pod, told from the server's
+/// message, and what lets the probe pod in. The probe pod needs hostPID, hostNetwork, the host root
+/// as a hostPath volume and added capabilities, and runs as the namespace's `default` service
+/// account.
+fn admission_policy(namespace: &str, message: &str) -> Option<(String, String)> {
+    // OpenShift: "unable to validate against any security context constraint: [provider …]".
+    if message.contains("security context constraint") {
+        return Some((
+            "OpenShift's security context constraints".into(),
+            format!(
+                "let the probe's service account use the `privileged` SCC, the only built-in one \
+                 that allows host namespaces, a hostPath volume and added capabilities: `oc adm \
+                 policy add-scc-to-user privileged -z default -n {namespace}` (better in a \
+                 namespace of its own, -n)"
+            ),
+        ));
+    }
+    let webhook = message
+        .split("admission webhook \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())?;
+    if webhook.contains("kyverno") {
+        // "…blocked due to the following policies\n\n<policy>:\n  <rule>: …"
+        let policies: Vec<&str> = message
+            .split("following policies")
+            .nth(1)
+            .unwrap_or("")
+            .lines()
+            .filter(|l| !l.starts_with(' ') && l.trim_end().ends_with(':'))
+            .map(|l| l.trim_end().trim_end_matches(':'))
+            .collect();
+        let named = if policies.is_empty() {
+            "the policies named above".to_string()
+        } else {
+            policies.join(", ")
+        };
+        return Some((
+            format!("Kyverno (webhook {webhook})"),
+            format!(
+                "a Kyverno PolicyException for {named}, matching Pods labelled \
+                 app.kubernetes.io/name={NAME_VALUE} in namespace {namespace} (and the Jobs that \
+                 create them)"
+            ),
+        ));
+    }
+    if webhook.contains("gatekeeper") {
+        // "denied the request: [<constraint>] <message>"
+        let constraints: Vec<&str> = message
+            .split('[')
+            .skip(1)
+            .filter_map(|c| c.split(']').next())
+            .collect();
+        let named = if constraints.is_empty() {
+            "the constraints".to_string()
+        } else {
+            constraints.join(", ")
+        };
+        return Some((
+            format!("Gatekeeper (webhook {webhook})"),
+            format!(
+                "exclude namespace {namespace} from {named} (the constraint's \
+                 spec.match.excludedNamespaces), or run the probe in a namespace already excluded \
+                 (-n)"
+            ),
+        ));
+    }
+    Some((
+        format!("the admission webhook {webhook}"),
+        format!(
+            "ask its owner to admit Pods labelled app.kubernetes.io/name={NAME_VALUE} in \
+             namespace {namespace}, or use a namespace it does not apply to (-n)"
+        ),
+    ))
 }
 
 /// The Job controller made no pod within [`JOB_POD_GRACE`] (kube-controller-manager down?): the
@@ -1239,6 +1337,71 @@ mod tests {
             "create pods",
         );
         assert!(matches!(event, ProbeError::PodSecurity { .. }), "{event}");
+    }
+
+    /// Refusals by admission other than Pod Security, in the shapes the servers return them
+    /// (OpenShift's SCC admission plugin, Kyverno's and Gatekeeper's webhook responses).
+    #[test]
+    fn admission_denials_are_named_with_the_fix_that_fits() {
+        let scc = classify_create_error(
+            "kube-system",
+            Some(403),
+            "pods \"nodehealth-probe-1-abcde\" is forbidden: unable to validate against any security context constraint: [provider \"anyuid\": Forbidden: not usable by user or serviceaccount, spec.volumes[0]: Invalid value: \"hostPath\": hostPath volumes are not allowed to be used, spec.containers[0].securityContext.hostPID: Invalid value: true: Host PID is not allowed to be used]",
+            "create pods",
+        )
+        .to_string();
+        assert!(scc.contains("security context constraints"), "{scc}");
+        assert!(
+            scc.contains("oc adm policy add-scc-to-user privileged -z default -n kube-system"),
+            "{scc}"
+        );
+        assert!(!scc.contains("RBAC"), "{scc}");
+        let kyverno = classify_create_error(
+            "kube-system",
+            Some(400),
+            "admission webhook \"validate.kyverno.svc-fail\" denied the request: \n\nresource Pod/kube-system/nodehealth-probe-1-abcde was blocked due to the following policies\n\ndisallow-host-namespaces:\n  host-namespaces: 'validation error: Sharing the host namespaces is disallowed.'\ndisallow-host-path:\n  host-path: 'validation error: HostPath volumes are forbidden.'",
+            "create pods",
+        )
+        .to_string();
+        assert!(
+            kyverno.contains("Kyverno (webhook validate.kyverno.svc-fail)"),
+            "{kyverno}"
+        );
+        assert!(
+            kyverno.contains("PolicyException for disallow-host-namespaces, disallow-host-path"),
+            "{kyverno}"
+        );
+        let gatekeeper = classify_create_error(
+            "kube-system",
+            Some(403),
+            "admission webhook \"validation.gatekeeper.sh\" denied the request: [psp-host-namespace] Sharing the host namespace is not allowed: nodehealth-probe-1-abcde",
+            "create pods",
+        )
+        .to_string();
+        assert!(gatekeeper.contains("Gatekeeper"), "{gatekeeper}");
+        assert!(
+            gatekeeper.contains("from psp-host-namespace"),
+            "{gatekeeper}"
+        );
+        let other = classify_create_error(
+            "ns",
+            Some(403),
+            "admission webhook \"deny.example.com\" denied the request: no host access",
+            "create pods",
+        )
+        .to_string();
+        assert!(
+            other.contains("the admission webhook deny.example.com"),
+            "{other}"
+        );
+        // Plain RBAC stays RBAC.
+        let rbac = classify_create_error(
+            "ns",
+            Some(403),
+            "User \"u\" cannot create resource \"jobs\"",
+            "create jobs",
+        );
+        assert!(matches!(rbac, ProbeError::Forbidden { .. }), "{rbac}");
     }
 
     #[test]
