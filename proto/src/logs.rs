@@ -91,6 +91,16 @@ pub const CATALOGUE: &[Message] = &[
         source: "kubernetes pkg/kubelet/runtime.go (runtimeState.runtimeErrors: \"container runtime is down\" once the last good status is 30 s old) and pkg/kubelet/kubelet.go (updateRuntimeUp: \"Container runtime not ready\", \"Container runtime sanity check failed\")",
     },
     Message {
+        id: "crio-retrying-under-load",
+        component: Component::Kubelet,
+        domain: "runtime",
+        cause: Some("runtime-unresponsive"),
+        all_of: &[&["timing out in CRI-O due to system load"]],
+        none_of: &[],
+        meaning: "CRI-O could not create a pod or container within the kubelet's request timeout, and the kubelet keeps retrying the same request: the runtime (or the node under it) is overloaded",
+        source: "cri-o server/utils.go (\"kubelet may be retrying requests that are timing out in CRI-O due to system load. Currently at stage %v\") and server/container_restore.go, returned to the kubelet's CreateContainer/RunPodSandbox calls",
+    },
+    Message {
         id: "cri-deadline-exceeded",
         component: Component::Kubelet,
         domain: "runtime",
@@ -368,6 +378,56 @@ pub const CATALOGUE: &[Message] = &[
         meaning: "container shims fail to start, die or cannot be cleaned up",
         source: "containerd core/runtime/v2: task_manager.go (\"failed to start shim\", \"failed to create shim task\"), shim.go (\"failed to delete shim\", cleanupAfterDeadShim: \"failed to clean up after shim disconnected\"), ttrpc errors.go (\"ttrpc: closed\"). Not \"cleaning up after shim disconnected\": containerd 1.6/1.7 log it as a warning whenever a pod's shim exits",
     },
+    // --- CRI-O (logrus text format too: `time="…" level=error msg="…"`) --------------------
+    Message {
+        id: "crio-create-timeout",
+        component: Component::Runtime,
+        domain: "runtime",
+        cause: Some("runtime-unresponsive"),
+        all_of: &[RUNTIME_ERROR_LEVEL, &["Container creation timeout"]],
+        none_of: &[],
+        meaning: "CRI-O's conmon did not report a container created within the timeout: the OCI runtime below it (runc, crun) or the node is too slow",
+        source: "cri-o internal/oci/runtime_oci.go (CreateContainer: \"Container creation timeout (%v)\")",
+    },
+    Message {
+        id: "crio-conmon-gone",
+        component: Component::Runtime,
+        domain: "runtime",
+        cause: None,
+        all_of: &[
+            RUNTIME_ERROR_LEVEL,
+            &[
+                "is stopped, although the container is running",
+                "Failed to load conmon process",
+            ],
+        ],
+        none_of: &[],
+        meaning: "a container's conmon (CRI-O's per-container monitor, its shim) died while the container runs: its exit will not be seen",
+        source: "cri-o internal/oci/runtime_oci.go (\"Conmon for container %s is stopped, although the container is running\") and internal/oci/container.go (\"Failed to load conmon process for container %s\")",
+    },
+    Message {
+        id: "crio-kill-stuck",
+        component: Component::Runtime,
+        domain: "runtime",
+        cause: None,
+        all_of: &[
+            RUNTIME_ERROR_LEVEL,
+            &["timed out. Killing...", "Killing container"],
+        ],
+        none_of: &[],
+        meaning: "CRI-O cannot stop containers in time (their stop signal times out, or the kill fails): draining this node, or restarting the runtime, may hang on them",
+        source: "cri-o internal/oci/runtime_oci.go (StopContainer: \"Stopping container %s with stop signal(%s) timed out. Killing...\", \"Killing container %v failed: %v\")",
+    },
+    Message {
+        id: "crio-storage-unclean",
+        component: Component::Runtime,
+        domain: "filesystem",
+        cause: None,
+        all_of: &[RUNTIME_ERROR_LEVEL, &["because of unclean shutdown"]],
+        none_of: &[],
+        meaning: "CRI-O found its storage dirty after an unclean shutdown and checked, repaired or wiped it (a wipe removes every image and container on the node)",
+        source: "cri-o internal/lib/container_server.go (\"Checking storage directory %s for errors because of unclean shutdown\", \"Attempting to repair …\", \"Wiping storage directory …\")",
+    },
     Message {
         id: "runtime-panic",
         component: Component::Runtime,
@@ -606,6 +666,49 @@ mod tests {
         // Runtime entries want an error level: informational lines naming a snapshotter are not errors.
         let info = "time=\"2026-12-02T13:10:01Z\" level=info msg=\"loading plugin\" id=io.containerd.snapshotter.v1.overlayfs";
         assert!(classify(Component::Runtime, info).is_none());
+    }
+
+    /// CRI-O's lines, written as its logrus text formatter prints the format strings the
+    /// entries cite (no CRI-O node here to capture them from).
+    #[test]
+    fn cri_o_lines_are_named() {
+        let runtime = [
+            (
+                "time=\"2026-12-06T10:00:00Z\" level=error msg=\"Container creation timeout (4m0s)\"",
+                "crio-create-timeout",
+            ),
+            (
+                "time=\"2026-12-06T10:00:00Z\" level=error msg=\"Conmon for container 0123abc is stopped, although the container is running\"",
+                "crio-conmon-gone",
+            ),
+            (
+                "time=\"2026-12-06T10:00:00Z\" level=warning msg=\"Stopping container 0123abc with stop signal(SIGTERM) timed out. Killing...\"",
+                "crio-kill-stuck",
+            ),
+            (
+                "time=\"2026-12-06T10:00:00Z\" level=error msg=\"Killing container 0123abc failed: timeout\"",
+                "crio-kill-stuck",
+            ),
+            (
+                "time=\"2026-12-06T10:00:00Z\" level=warning msg=\"Wiping storage directory /var/lib/containers/storage because of unclean shutdown\"",
+                "crio-storage-unclean",
+            ),
+        ];
+        for (line, id) in runtime {
+            assert_eq!(
+                classify(Component::Runtime, line).map(|m| m.id),
+                Some(id),
+                "{line}"
+            );
+        }
+        // An informational line with the same words is not an error.
+        let info = "time=\"2026-12-06T10:00:00Z\" level=info msg=\"Killing container 0123abc\"";
+        assert!(classify(Component::Runtime, info).is_none());
+        let kubelet = "E1206 10:00:00.000000 42 log.go:32] \"CreateContainer in sandbox from runtime service failed\" err=\"rpc error: code = Unknown desc = kubelet may be retrying requests that are timing out in CRI-O due to system load. Currently at stage container runtime creation: context deadline exceeded: error reserving ctr name k8s_app_p_ns_1 for id 0123abc: name is reserved\"";
+        assert_eq!(
+            classify(Component::Kubelet, kubelet).map(|m| m.id),
+            Some("crio-retrying-under-load")
+        );
     }
 
     #[test]
