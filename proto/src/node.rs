@@ -687,6 +687,11 @@ pub struct UnitState {
     pub restarts: Option<u32>,
     /// `Result`: `success`, `exit-code`, `signal`, `oom-kill`, `timeout`, ...
     pub result: Option<String>,
+    /// `KillMode`: `control-group` (the default: stopping the unit kills every process in its
+    /// cgroup), `mixed`, `process` (only the main process), `none`. Whether restarting the
+    /// runtime's unit kills the containers' shims with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_mode: Option<String>,
     /// Why the state could not be read.
     pub error: Option<String>,
 }

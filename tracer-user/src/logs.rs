@@ -328,7 +328,7 @@ fn unit_state(host: &HostRoot, unit: &str) -> UnitState {
     c.args([
         "show",
         unit,
-        "--property=ActiveState,SubState,NRestarts,Result",
+        "--property=ActiveState,SubState,NRestarts,Result,KillMode",
     ]);
     match run(c) {
         Ok(out) => {
@@ -342,6 +342,7 @@ fn unit_state(host: &HostRoot, unit: &str) -> UnitState {
                     "SubState" => s.sub_state = v,
                     "NRestarts" => s.restarts = v.and_then(|v| v.parse().ok()),
                     "Result" => s.result = v,
+                    "KillMode" => s.kill_mode = v,
                     _ => {}
                 }
             }

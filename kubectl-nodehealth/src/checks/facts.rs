@@ -76,6 +76,10 @@ pub struct NodeSide {
     pub paused_kubelet: Option<(u32, bool)>,
     /// The node reached the API server (an anonymous healthz got an HTTP answer).
     pub api_reachable: bool,
+    /// The node runs systemd, when the agent could tell.
+    pub systemd: Option<bool>,
+    /// The runtime's systemd unit and its `KillMode`, when the agent read them.
+    pub runtime_unit: Option<(String, String)>,
 }
 
 /// Everything typed the verdict reads besides the findings.
@@ -279,5 +283,11 @@ fn node_side(e: &Evidence) -> NodeSide {
             .as_ref()
             .and_then(|a| a.healthz.as_ref())
             .is_some_and(|h| h.status.is_some()),
+        systemd: n.logs.as_ref().map(|l| l.systemd),
+        runtime_unit: n
+            .logs
+            .as_ref()
+            .and_then(|l| l.runtime.unit.as_ref())
+            .and_then(|u| Some((u.name.clone(), u.kill_mode.clone()?))),
     }
 }

@@ -262,6 +262,7 @@ mod tests {
             sub_state: Some("x".into()),
             restarts: Some(restarts),
             result: Some("exit-code".into()),
+            kill_mode: None,
             error: None,
         };
         assert_eq!(

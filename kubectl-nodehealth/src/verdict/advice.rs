@@ -39,6 +39,10 @@ pub struct Context {
     pub api_server: Option<String>,
     /// The platform the advice is written for.
     pub platform: PlatformKind,
+    /// The node runs systemd, when the agent could tell.
+    pub systemd: Option<bool>,
+    /// The runtime's unit and its KillMode, when the agent read them.
+    pub runtime_unit: Option<(String, String)>,
 }
 
 impl Context {
@@ -66,6 +70,28 @@ impl Context {
             goroutine_dump: f.goroutine_dump.clone(),
             api_server: f.api_server_from_node.clone(),
             platform: f.platform.kind,
+            systemd: f.node.systemd,
+            runtime_unit: f.node.runtime_unit.clone(),
+        }
+    }
+
+    /// What restarting the runtime does to the running containers on this node.
+    fn runtime_restart(&self) -> String {
+        let shim = self.runtime.shim();
+        if self.runtime != RuntimeKind::Containerd {
+            return format!("running containers keep running through their {shim} processes");
+        }
+        match &self.runtime_unit {
+            Some((unit, mode)) if mode == "process" || mode == "none" => format!(
+                "running containers keep running through their {shim} processes ({unit} has KillMode={mode})"
+            ),
+            Some((unit, mode)) => format!(
+                "{unit} has KillMode={mode}: stopping it kills every {shim} left in its cgroup, so the restart takes this node's containers down with it — drain the node first (or give the unit KillMode=process in a drop-in, as containerd's own unit file does)"
+            ),
+            None => format!(
+                "running containers keep running through their {shim} processes if the runtime's unit does not kill its children (`systemctl show -p KillMode {}`: `process` keeps them; `control-group` kills them — then drain the node first)",
+                self.unit()
+            ),
         }
     }
 
@@ -186,8 +212,8 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
         CauseId::PlegSlow => {
             let runtime_step = if c.runtime_hung {
                 format!(
-                    "the runtime does not answer: capture its goroutine stacks (containerd and CRI-O dump them on SIGUSR1), then `systemctl restart {unit}` — running containers keep running through their {} processes",
-                    c.runtime.shim()
+                    "the runtime does not answer: capture its goroutine stacks (containerd and CRI-O dump them on SIGUSR1), then `systemctl restart {unit}` — {}",
+                    c.runtime_restart()
                 )
             } else {
                 "a runtime that answers, even slowly, is not restarted: find why it is slow".into()
@@ -208,8 +234,8 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
         CauseId::RuntimeUnresponsive => {
             let fix = if c.runtime_hung {
                 format!(
-                    "on {node}: `timeout 10 crictl info`, `systemctl status {unit}`, `journalctl -u {unit} --since -15m`; the runtime is hung: capture its goroutine stacks (SIGUSR1 makes containerd and CRI-O dump them), then `systemctl restart {unit}` — running containers keep running through their {} processes, but check workload tolerance first; if orphaned shims block state queries, drain the node first, then restart {unit}",
-                    c.runtime.shim()
+                    "on {node}: `timeout 10 crictl info`, `systemctl status {unit}`, `journalctl -u {unit} --since -15m`; the runtime is hung: capture its goroutine stacks (SIGUSR1 makes containerd and CRI-O dump them), then `systemctl restart {unit}` — {}; check workload tolerance first; if orphaned shims block state queries, drain the node first, then restart {unit}",
+                    c.runtime_restart()
                 )
             } else {
                 format!(
@@ -233,7 +259,11 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
                 ),
                 fix: format!(
                     "on {node}: resume it — {}; then find who paused it (a checkpoint or backup agent, `systemctl freeze`, a debugger) so it does not happen again",
-                    resume_command(pid, stopped)
+                    if !stopped && c.systemd == Some(true) {
+                        "`systemctl thaw kubelet` (systemd owns its cgroup: writing the freezer file behind its back leaves systemd's view of the unit stale)".to_string()
+                    } else {
+                        resume_command(pid, stopped)
+                    }
                 ),
                 avoid: "do not restart or kill the kubelet: resuming it loses nothing, a restart loses its state and adds a burst of CRI and API calls; do not reboot the node".into(),
             },
@@ -302,6 +332,8 @@ mod tests {
             goroutine_dump: GoroutineDump::Captured,
             api_server: Some("https://10.0.0.1:443".into()),
             platform: PlatformKind::Unknown,
+            systemd: None,
+            runtime_unit: None,
         }
     }
 
@@ -476,6 +508,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What the agent found on the node: the runtime unit's KillMode decides whether a restart
+    /// keeps the containers; systemd decides how a frozen kubelet is thawed.
+    #[test]
+    fn the_runtime_units_kill_mode_and_systemd_shape_the_fix() {
+        let mut c = context(RuntimeKind::Containerd, true, Some("a runtime problem"));
+        c.runtime_unit = Some(("containerd.service".into(), "process".into()));
+        let keeps = texts(CauseId::RuntimeUnresponsive, &c).fix;
+        assert!(
+            keeps.contains("keep running") && keeps.contains("KillMode=process"),
+            "{keeps}"
+        );
+        c.runtime_unit = Some(("containerd.service".into(), "control-group".into()));
+        let kills = texts(CauseId::RuntimeUnresponsive, &c).fix;
+        assert!(
+            kills.contains("takes this node's containers down"),
+            "{kills}"
+        );
+        assert!(kills.contains("drain the node first"), "{kills}");
+        assert!(!kills.contains("keep running through"), "{kills}");
+        c.runtime_unit = None;
+        let unknown = texts(CauseId::RuntimeUnresponsive, &c).fix;
+        assert!(
+            unknown.contains("systemctl show -p KillMode containerd"),
+            "{unknown}"
+        );
+        // CRI-O's conmon lives outside crio.service's cgroup whatever its KillMode.
+        let mut crio = context(RuntimeKind::CriO, true, Some("a runtime problem"));
+        crio.runtime_unit = Some(("crio.service".into(), "control-group".into()));
+        let fix = texts(CauseId::RuntimeUnresponsive, &crio).fix;
+        assert!(fix.contains("keep running through their conmon"), "{fix}");
+
+        let mut frozen = context(RuntimeKind::Containerd, false, None);
+        frozen.paused_kubelet = Some((42, false));
+        frozen.systemd = Some(true);
+        let fix = texts(CauseId::KubeletDown, &frozen).fix;
+        assert!(fix.contains("systemctl thaw kubelet"), "{fix}");
+        frozen.systemd = Some(false);
+        let fix = texts(CauseId::KubeletDown, &frozen).fix;
+        assert!(
+            fix.contains("freezer.state") && !fix.contains("systemctl thaw"),
+            "{fix}"
+        );
     }
 
     #[test]
