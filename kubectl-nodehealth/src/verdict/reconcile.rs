@@ -143,16 +143,20 @@ pub fn node_side_settles_down_and_partition(scores: &mut Scores, i: &Inputs) {
 /// merely slow runtime ranks just below PLEG, with the explanation in PLEG's evidence; a hung or
 /// failing runtime is a cause of its own and is left alone here.
 pub fn a_slow_runtime_is_why_relists_are_slow(scores: &mut Scores, i: &Inputs) {
+    // The trace's answer to "why is the runtime slow" belongs to the runtime cause whether or
+    // not relists are slow too (slow writes with fast lists: the disk under the runtime).
+    if let Some(a) = &i.facts.attribution {
+        let runtime = scores.get(CauseId::RuntimeUnresponsive);
+        if runtime.raised() {
+            runtime.support(0, a.why.clone());
+        }
+    }
     let pleg = scores.of(CauseId::PlegSlow);
     if pleg == 0 {
         return;
     }
     if let Some(a) = &i.facts.attribution {
         scores.get(CauseId::PlegSlow).support(10, a.why.clone());
-        let runtime = scores.get(CauseId::RuntimeUnresponsive);
-        if runtime.raised() {
-            runtime.support(0, a.why.clone());
-        }
     }
     let hung = i.runtime_down() || i.runtime_failing();
     let pleg = scores.of(CauseId::PlegSlow);
@@ -309,6 +313,29 @@ mod tests {
         let mut s = scores(&[(CauseId::PlegSlow, 45), (CauseId::RuntimeUnresponsive, 85)]);
         a_slow_runtime_is_why_relists_are_slow(&mut s, &Inputs::new(&hung, &facts));
         assert_eq!(s.of(CauseId::RuntimeUnresponsive), 85);
+    }
+
+    /// Slow writes with relists fine (a throttled disk under the runtime): the trace's answer
+    /// still reaches the runtime cause's evidence.
+    #[test]
+    fn the_traces_answer_reaches_the_runtime_cause_without_slow_relists() {
+        let mut facts = facts();
+        facts.attribution = Some(crate::checks::trace::Attributed {
+            attribution: crate::checks::trace::Attribution::DiskIowait {
+                device: Some("7:0".into()),
+            },
+            why: "eBPF attribution disk-iowait: (most on device 7:0, loop0)".into(),
+        });
+        let mut s = scores(&[(CauseId::RuntimeUnresponsive, 55)]);
+        a_slow_runtime_is_why_relists_are_slow(&mut s, &Inputs::new(&[], &facts));
+        assert!(
+            s.get(CauseId::RuntimeUnresponsive)
+                .evidence
+                .iter()
+                .any(|l| l.contains("most on device 7:0")),
+            "{s:?}"
+        );
+        assert_eq!(s.of(CauseId::PlegSlow), 0);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Args {
 
 /// The label every churn pod carries (and `heal` deletes by).
 pub const LABEL: &str = "nodehealth.local/fault=disk-slow";
+/// At most this many churn pods exist at once, terminating ones included.
+const MAX_PODS: usize = 8;
 /// Churn pods' name prefix.
 const PREFIX: &str = "nodehealth-fault-disk-slow-";
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -56,23 +58,29 @@ fn tick(l: &Layout, args: &Args, serial: &mut u64) -> Result<()> {
         bail!("listing churn pods: HTTP {code}");
     }
     let list: Value = serde_json::from_str(&body)?;
-    let mut live = 0;
+    // Pods being deleted wait for the kubelet to stop and remove their sandbox on the slow disk:
+    // they do not hold back the next pods (that made whole 10 s windows without a single runtime
+    // write), but a bound on everything that exists keeps a stalled node from piling them up.
+    let (mut live, mut terminating) = (0, 0);
     for pod in list["items"].as_array().into_iter().flatten() {
         let name = pod["metadata"]["name"].as_str().unwrap_or_default();
         let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
         let deleting = !pod["metadata"]["deletionTimestamp"].is_null();
-        if matches!(phase, "Succeeded" | "Failed") && !deleting {
+        if deleting {
+            terminating += 1;
+        } else if matches!(phase, "Succeeded" | "Failed") {
             api::request(
                 l,
                 "DELETE",
                 &format!("{PODS}/{name}?gracePeriodSeconds=0"),
                 None,
             )?;
+            terminating += 1;
         } else {
             live += 1;
         }
     }
-    while live < args.live {
+    while live < args.live && live + terminating < MAX_PODS {
         *serial += 1;
         let name = format!("{PREFIX}{}-{}", std::process::id(), serial);
         let (code, body) = api::request(l, "POST", PODS, Some(&pod(&name, &args.node)))?;
