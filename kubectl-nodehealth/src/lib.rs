@@ -13,6 +13,8 @@ pub mod complete;
 pub mod error;
 pub mod evidence;
 pub mod metrics;
+#[cfg(test)]
+mod platform_tests;
 pub mod pleg;
 pub mod probe;
 pub mod progress;
