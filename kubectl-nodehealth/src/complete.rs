@@ -198,34 +198,36 @@ fn kube_options(words: &[String]) -> KubeOptions {
     }
 }
 
+/// The names of every object `api` lists (metadata only).
+async fn names<K>(api: kube::Api<K>) -> Option<Vec<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = api
+        .list_metadata(&kube::api::ListParams::default())
+        .await
+        .ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect(),
+    )
+}
+
 /// Names of nodes or namespaces starting with `prefix`; nothing when the cluster does not answer
 /// in time (a TAB must not hang).
 async fn from_cluster(words: &[String], namespaces: bool, prefix: &str) -> Vec<String> {
     use k8s_openapi::api::core::v1::{Namespace, Node};
-    use kube::api::{Api, ListParams};
+    use kube::api::Api;
     let work = async {
         let target = crate::collect::connect(&kube_options(words)).await.ok()?;
-        let params = ListParams::default();
-        let names: Vec<String> = if namespaces {
-            Api::<Namespace>::all(target.client)
-                .list_metadata(&params)
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .filter_map(|n| n.metadata.name)
-                .collect()
+        let client = target.client;
+        if namespaces {
+            names(Api::<Namespace>::all(client)).await
         } else {
-            Api::<Node>::all(target.client)
-                .list_metadata(&params)
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .filter_map(|n| n.metadata.name)
-                .collect()
-        };
-        Some(names)
+            names(Api::<Node>::all(client)).await
+        }
     };
     let names = tokio::time::timeout(CLUSTER_WAIT, work)
         .await

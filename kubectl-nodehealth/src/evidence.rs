@@ -292,7 +292,7 @@ pub struct NodeInfo {
     /// `status.nodeInfo.osImage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_image: Option<String>,
-    /// The labels that say which platform runs the node (checks::platform::KEY_PREFIXES).
+    /// The labels that say which platform runs the node (checks::platform::keep_key).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
     /// The annotations that say which platform runs the node.

@@ -3,28 +3,19 @@
 //! The advice is written for it: who approves a kubelet's certificate, the API server's usual
 //! port, whether a broken node is repaired or replaced, which CLI exists.
 //!
-//! Only keys under [`KEY_PREFIXES`] are kept from the Node's labels and annotations (the rest are
+//! Only the keys [`SIGNS`] look for are kept from the Node's labels and annotations (the rest are
 //! the cluster's own business and may be many).
 
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::NodeInfo;
 
-/// Label and annotation prefixes that say something about the platform.
-pub const KEY_PREFIXES: &[&str] = &[
-    "eks.amazonaws.com/",
-    "alpha.eksctl.io/",
-    "cloud.google.com/",
-    "kubernetes.azure.com/",
-    "node.openshift.io/",
-    "machine.openshift.io/",
-    "machineconfiguration.openshift.io/",
-    "kubeadm.alpha.kubernetes.io/",
-];
-
-/// Whether a label or annotation key is kept for platform detection.
+/// Whether a label or annotation key is kept for platform detection: the keys of [`SIGNS`].
 pub fn keep_key(key: &str) -> bool {
-    KEY_PREFIXES.iter().any(|p| key.starts_with(p))
+    SIGNS
+        .iter()
+        .flat_map(|s| s.keys)
+        .any(|p| key.starts_with(p))
 }
 
 /// A platform.
@@ -98,60 +89,87 @@ pub fn detect(node: &NodeInfo) -> Platform {
             .keys()
             .chain(node.annotations.keys())
             .find(|k| k.starts_with(prefix))
-            .cloned()
     };
-    let mut said = Vec::new();
-    let kind = if let Some(k) = key("node.openshift.io/")
-        .or_else(|| key("machine.openshift.io/"))
-        .or_else(|| key("machineconfiguration.openshift.io/"))
-    {
-        said.push(format!("the {k} key"));
-        if os.contains("CoreOS") {
+    for sign in SIGNS {
+        let mut said: Vec<String> = sign
+            .keys
+            .iter()
+            .find_map(|p| key(p))
+            .map(|k| format!("the key {k}"))
+            .into_iter()
+            .collect();
+        if let Some(suffix) = sign.kubelet_suffix
+            && said.is_empty()
+            && kubelet.contains(suffix)
+        {
+            said.push(format!("kubeletVersion {kubelet}"));
+        }
+        if said.is_empty() {
+            continue;
+        }
+        if let Some(cloud) = sign.provider
+            && provider.starts_with(cloud)
+        {
+            said.push(format!("providerID {cloud}…"));
+        }
+        if sign.kind == PlatformKind::OpenShift && os.contains("CoreOS") {
             said.push(format!("osImage {os:?}"));
         }
-        PlatformKind::OpenShift
-    } else if let Some(k) = key("eks.amazonaws.com/")
-        .or_else(|| key("alpha.eksctl.io/"))
-        .or_else(|| kubelet.contains("-eks-").then(String::new))
-    {
-        if k.is_empty() {
-            said.push(format!("kubeletVersion {kubelet}"));
-        } else {
-            said.push(format!("the label {k}"));
-        }
-        PlatformKind::Eks
-    } else if let Some(k) =
-        key("cloud.google.com/gke-").or_else(|| kubelet.contains("-gke.").then(String::new))
-    {
-        if k.is_empty() {
-            said.push(format!("kubeletVersion {kubelet}"));
-        } else {
-            said.push(format!("the label {k}"));
-        }
-        PlatformKind::Gke
-    } else if let Some(k) = key("kubernetes.azure.com/") {
-        said.push(format!("the label {k}"));
-        PlatformKind::Aks
-    } else if let Some(k) = key("kubeadm.alpha.kubernetes.io/") {
-        said.push(format!("the annotation {k}"));
-        PlatformKind::Kubeadm
-    } else {
-        return Platform::default();
-    };
-    let cloud = match kind {
-        PlatformKind::Eks => "aws://",
-        PlatformKind::Gke => "gce://",
-        PlatformKind::Aks => "azure://",
-        _ => "",
-    };
-    if !cloud.is_empty() && provider.starts_with(cloud) {
-        said.push(format!("providerID {cloud}…"));
+        return Platform {
+            kind: sign.kind,
+            from: said.join(", "),
+        };
     }
-    Platform {
-        kind,
-        from: said.join(", "),
-    }
+    Platform::default()
 }
+
+/// What tells a platform from the Node, in the order they are tried.
+struct Sign {
+    kind: PlatformKind,
+    /// Label or annotation key prefixes, any of which names it.
+    keys: &'static [&'static str],
+    /// A suffix of the kubelet's version its builds carry.
+    kubelet_suffix: Option<&'static str>,
+    /// Its cloud provider's providerID scheme (supporting evidence only).
+    provider: Option<&'static str>,
+}
+
+const SIGNS: &[Sign] = &[
+    Sign {
+        kind: PlatformKind::OpenShift,
+        keys: &[
+            "node.openshift.io/",
+            "machine.openshift.io/",
+            "machineconfiguration.openshift.io/",
+        ],
+        kubelet_suffix: None,
+        provider: None,
+    },
+    Sign {
+        kind: PlatformKind::Eks,
+        keys: &["eks.amazonaws.com/", "alpha.eksctl.io/"],
+        kubelet_suffix: Some("-eks-"),
+        provider: Some("aws://"),
+    },
+    Sign {
+        kind: PlatformKind::Gke,
+        keys: &["cloud.google.com/gke-"],
+        kubelet_suffix: Some("-gke."),
+        provider: Some("gce://"),
+    },
+    Sign {
+        kind: PlatformKind::Aks,
+        keys: &["kubernetes.azure.com/"],
+        kubelet_suffix: None,
+        provider: Some("azure://"),
+    },
+    Sign {
+        kind: PlatformKind::Kubeadm,
+        keys: &["kubeadm.alpha.kubernetes.io/"],
+        kubelet_suffix: None,
+        provider: None,
+    },
+];
 
 /// What the advice says differently per platform.
 pub struct Advice {
