@@ -197,7 +197,7 @@ pub fn advice(kind: PlatformKind) -> Advice {
         PlatformKind::Aks => Advice {
             certificate: "on AKS the control plane approves kubelet certificates: check the node's clock; if the cluster's certificates were rotated (`az aks rotate-certs`) the nodes need the new ones, which AKS applies by reimaging them",
             api_server: "https://<cluster FQDN>:443",
-            last_resort: "AKS node auto-repair reboots, reimages, then redeploys an unhealthy node; by hand: `kubectl drain` it and reimage the node pool instance",
+            last_resort: "AKS node auto-repair restores an unhealthy node by itself (reimage, then redeploy); by hand: `kubectl drain` it and reimage the node pool instance",
         },
         PlatformKind::OpenShift => Advice {
             certificate: "on OpenShift the machine-approver (namespace openshift-cluster-machine-approver) approves kubelet CSRs: `oc get csr`, then `oc adm certificate approve <csr>` for this node's pending ones, and check the machine-approver's log (`oc logs -n openshift-cluster-machine-approver deploy/machine-approver -c machine-approver-controller`)",
