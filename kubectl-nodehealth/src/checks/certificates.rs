@@ -198,6 +198,21 @@ pub fn kubelet_auth_errors(e: &Evidence) -> Vec<Finding> {
             format!("the API server rejects the kubelet's credentials: {w401} requests answered 401 in the window"),
         )
         .fix("the kubelet's client certificate is expired or not trusted: check cert-client-ttl and pending CSRs; on the node `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`")
+    } else if w403 > 0.0
+        && let Some(accepted) = identity_accepted(e)
+    {
+        // The Node authorizer refuses a node's requests about objects not bound to it, and the
+        // kubelet's status manager reads every pod it deleted once more after the API server has
+        // forgotten it: a few 403s follow any pod deletion on a healthy node. A refused identity
+        // is refused everything, its own Lease first.
+        Finding::new(
+            FindingId::KubeletAuth,
+            Domain::Certificates,
+            Severity::Info,
+            format!(
+                "{w403} of the kubelet's requests were forbidden (403) in the window, while {accepted}: requests about objects not bound to this node (a pod just deleted is one), not its credentials"
+            ),
+        )
     } else if w403 > 0.0 {
         Finding::new(
             FindingId::KubeletAuth,
@@ -222,6 +237,25 @@ pub fn kubelet_auth_errors(e: &Evidence) -> Vec<Finding> {
         )
     };
     vec![f.with(evidence)]
+}
+
+/// What shows that the API server accepted the kubelet's identity lately: a write of its own that
+/// succeeded in the window, or its Lease renewed within one renewal interval (a quarter of the
+/// lease's duration) and a margin. Only the kubelet's own credentials renew its Lease.
+fn identity_accepted(e: &Evidence) -> Option<String> {
+    let write_ok = |l: &Labels| {
+        l.get("code").is_some_and(|c| c.starts_with('2'))
+            && l.get("method")
+                .is_some_and(|m| matches!(m.as_str(), "PUT" | "PATCH" | "POST"))
+    };
+    let writes = window_counter(e, "rest_client_requests_total", write_ok).unwrap_or(0.0);
+    if writes > 0.0 {
+        return Some(format!("{writes} of its writes succeeded"));
+    }
+    let lease = e.lease.data()?;
+    let (age, duration) = lease_age(e, lease)?;
+    (age <= duration / 4.0 + LEASE_RENEWAL_MARGIN_SECONDS)
+        .then(|| format!("its Lease was renewed {} ago", human_duration(age.max(0.0))))
 }
 
 /// Pending, denied and failed CSRs of this node.

@@ -533,6 +533,60 @@ fn kubelet_401_is_the_certificate_signal() {
     assert!(f[0].summary.contains("12"));
 }
 
+/// A few 403s follow any pod deletion (the status manager reads the gone pod; the Node authorizer
+/// refuses it): routine while the kubelet's identity is accepted — its writes succeed in the
+/// window, or its Lease was renewed within the renewal interval and margin (10 + 5 s). A refused
+/// identity (everything 403, the Lease going stale) is the certificate signal.
+#[test]
+fn kubelet_403_is_a_problem_only_when_its_identity_is_refused() {
+    let mut e = healthy_evidence();
+    let get403 = [("code", "403"), ("host", "h"), ("method", "GET")];
+    set_scalar(end(&mut e), "rest_client_requests_total", &get403, 8.0);
+    // The fixture's window has successful PATCH/PUT writes.
+    let f = kubelet_auth_errors(&e);
+    assert_eq!(f[0].severity, Severity::Info, "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("writes succeeded"),
+        "{}",
+        f[0].summary
+    );
+    // No write in the window: the Lease decides, on both sides of 15 s.
+    for (method, code) in [("PATCH", "200"), ("PUT", "200"), ("POST", "201")] {
+        let labels = [
+            ("code", code),
+            ("host", "10.0.0.1:6443"),
+            ("method", method),
+        ];
+        let before = data(&mut e.metrics_start)
+            .sum_where("rest_client_requests_total", |l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .unwrap();
+        set_scalar(end(&mut e), "rest_client_requests_total", &labels, before);
+    }
+    set_lease_age(&mut e, 14.0);
+    let f = kubelet_auth_errors(&e);
+    assert_eq!(f[0].severity, Severity::Info, "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("Lease was renewed"),
+        "{}",
+        f[0].summary
+    );
+    set_lease_age(&mut e, 16.0);
+    let f = kubelet_auth_errors(&e);
+    assert_eq!(f[0].severity, Severity::Warning, "{}", f[0].summary);
+    // Its writes refused too (an expired certificate with rotation on: anonymous, 403 on all).
+    set_lease_age(&mut e, 3.0);
+    let put403 = [("code", "403"), ("host", "h"), ("method", "PUT")];
+    set_scalar(end(&mut e), "rest_client_requests_total", &put403, 2.0);
+    e.lease = crate::evidence::Step::Skipped {
+        reason: "not read".into(),
+    };
+    assert_eq!(kubelet_auth_errors(&e)[0].severity, Severity::Warning);
+}
+
 #[test]
 fn pending_csrs_name_the_command() {
     let mut e = healthy_evidence();

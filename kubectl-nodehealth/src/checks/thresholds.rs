@@ -22,6 +22,10 @@ pub const MIN_WINDOW_RELISTS: f64 = 3.0;
 pub const RUNTIME_BUCKET_3S: f64 = 0.005 * 610.3515625;
 /// ... and 7.62939453125 s.
 pub const RUNTIME_BUCKET_7S: f64 = 0.005 * 1525.87890625;
+/// Slack on top of the Lease's renewal interval (a quarter of its duration, 10 s) before a
+/// renewal counts as not recent: the renewal's own latency and clock skew between the API
+/// server's timestamps and the plugin's. Our own.
+pub const LEASE_RENEWAL_MARGIN_SECONDS: f64 = 5.0;
 /// Certificate TTL warning (kubernetes-mixin: 7 days).
 pub const CERT_WARN_SECONDS: f64 = 7.0 * 86400.0;
 /// Certificate TTL critical (kubernetes-mixin: 1 day).
