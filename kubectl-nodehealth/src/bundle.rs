@@ -62,7 +62,40 @@ pub fn check_writable(path: &Path) -> Result<(), Error> {
             "is a directory; give a file name like out.tar.gz",
         ));
     }
+    // The bundle replaces a regular file only: a symlink may point anywhere (another user's
+    // file, a device), and what it points at is not ours to overwrite.
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(bad(
+            path,
+            "exists and is not a regular file (a symlink, a FIFO, a device): give a new file name",
+        ));
+    }
+    // Whether the directory takes a new file (read-only, full, not ours): asked now, before
+    // minutes of collection, with the same kind of file the bundle is written through.
+    let probe = temp_path(path);
+    create_private(&probe).map_err(|e| {
+        bad(
+            path,
+            format!("cannot create a file in {}: {e}", dir.display()),
+        )
+    })?;
+    let _ = fs::remove_file(&probe);
     Ok(())
+}
+
+/// Where the bundle is written before it is renamed into place.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!("partial-{}", std::process::id()))
+}
+
+/// A new file readable by its owner only (the bundle holds the node's configuration and logs);
+/// never an existing one, never through a symlink.
+fn create_private(path: &Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// The folded stacks as an off-CPU flame graph (SVG).
@@ -163,16 +196,18 @@ pub fn write(
     };
     files.insert(0, ("MANIFEST.json".into(), json(&manifest)?));
 
-    let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+    let tmp = temp_path(path);
+    // Whatever is already at the temporary name is not ours: neither written nor removed.
+    let file = create_private(&tmp)
+        .map_err(|e| bad(path, format!("cannot create {}: {e}", tmp.display())))?;
     let result = (|| -> std::io::Result<()> {
-        let file = fs::File::create(&tmp)?;
         let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
         let mtime = manifest.created_at.as_second().max(0) as u64;
         for (name, data) in &files {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
-            header.set_mode(0o644);
+            header.set_mode(0o600);
             header.set_mtime(mtime);
             header.set_cksum();
             tar.append_data(&mut header, format!("{ROOT}/{name}"), data.as_slice())?;
@@ -203,7 +238,13 @@ const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
 /// Reads a bundle: its manifest and its report re-diagnosed from the recorded evidence.
 pub fn replay(path: &Path) -> Result<(Manifest, Report), Error> {
     let file = fs::File::open(path).map_err(|e| bad(path, e))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    replay_from(file, path)
+}
+
+/// [`replay`] of a bundle's bytes from any reader (the fuzz target's input); `path` only names
+/// the bundle in errors.
+pub fn replay_from(reader: impl Read, path: &Path) -> Result<(Manifest, Report), Error> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let (mut manifest, mut report) = (None, None);
     let entries = archive
         .entries()
@@ -374,9 +415,65 @@ mod tests {
             serde_json::to_value(&again.verdict).unwrap(),
             serde_json::to_value(&report.verdict).unwrap()
         );
-        // Nothing but the bundle is left in the directory.
+        // Nothing but the bundle is left in the directory, readable by its owner only.
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        // Written again over the existing bundle: replaced, still private.
+        write(&path, &report, &raw, &[]).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Paths the bundle must not be written to are refused before any collection, with what to
+    /// do, and leave nothing; a symlink's target is never touched.
+    #[test]
+    fn a_symlink_a_fifo_or_a_read_only_place_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let link = dir.path().join("out.tar.gz");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = check_writable(&link).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") && e.contains("new file name"),
+            "{e}"
+        );
+        let fifo = dir.path().join("fifo.tgz");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        assert!(check_writable(&fifo).is_err());
+        // A file system that takes no new files (as root, a mode-0555 directory still does).
+        let e = check_writable(Path::new("/proc/nodehealth-bundle.tgz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot create a file in /proc"), "{e}");
+        // A stale temporary name that is a symlink is not followed by the write either.
+        let tmp = temp_path(&dir.path().join("b.tgz"));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let report = diagnose(healthy_evidence());
+        assert!(
+            write(
+                &dir.path().join("b.tgz"),
+                &report,
+                &RawCaptures::default(),
+                &[]
+            )
+            .is_err()
+        );
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names.len(),
+            4,
+            "victim, link, fifo and the planted symlink only: {names:?}"
+        );
     }
 
     #[test]

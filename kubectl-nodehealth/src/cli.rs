@@ -17,7 +17,14 @@ use crate::{diagnose, exit};
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        // Messages quote node-controlled text (pod events, the agent's errors): no escape
+        // sequence of theirs reaches the terminal.
+        let text = format!($($arg)*);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            $crate::render::printable_lines(&text)
+        );
     }};
 }
 
@@ -363,12 +370,15 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     progress.finish();
     let (evidence, raw) = collected?;
     let report = diagnose(evidence);
+    // The report first: a bundle that cannot be written (the disk filled, the directory went
+    // away during the window) must not cost the operator the diagnosis.
+    let code = output(&cli, &report)?;
     if let Some(path) = &cli.bundle {
         let command: Vec<String> = std::env::args().collect();
         crate::bundle::write(path, &report, &raw, &command)?;
         say!("kubectl-nodehealth: bundle written to {}", path.display());
     }
-    output(&cli, &report)
+    Ok(code)
 }
 
 /// The evidence of one diagnosis: API side only, with the agent's evidence from a file, or with
