@@ -1111,7 +1111,7 @@ pub async fn collect_with(
     raw.healthz = healthz_raw;
     let configz_request = format!("GET /api/v1/nodes/{node}/proxy/configz");
     let (configz, configz_raw) = parsed(configz, &configz_request, evidence::parse_configz);
-    raw.configz = configz_raw;
+    raw.configz = configz_raw.map(|t| evidence::redact_configz(&t));
     let stats_request = format!("GET /api/v1/nodes/{node}/proxy/stats/summary");
     let (stats_summary, stats_raw) = parsed(stats, &stats_request, evidence::parse_stats_summary);
     raw.stats_summary = stats_raw;

@@ -474,6 +474,48 @@ pub struct KubeletConfig {
 }
 
 /// Parse the `/configz` answer (`{"kubeletconfig": {...}}`).
+/// The kubelet's `/configz` answer as the bundle keeps it: the same document, without its
+/// credentials — `staticPodURLHeader` (headers the kubelet sends to fetch static pods, often an
+/// `Authorization`) and any string that holds one ([`nodehealth_proto::redact::secrets`]).
+/// Text that is not JSON is redacted as text.
+pub fn redact_configz(text: &str) -> String {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    if k == "staticPodURLHeader" {
+                        redact_all(v);
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::String(s) => {
+                if let std::borrow::Cow::Owned(r) = nodehealth_proto::redact::secrets(s) {
+                    *s = r;
+                }
+            }
+            _ => {}
+        }
+    }
+    fn redact_all(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => m.values_mut().for_each(redact_all),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(redact_all),
+            serde_json::Value::String(s) => *s = nodehealth_proto::redact::REDACTED.into(),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut doc) => {
+            walk(&mut doc);
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        }
+        Err(_) => nodehealth_proto::redact::secrets(text).into_owned(),
+    }
+}
+
 pub fn parse_configz(text: &str) -> Result<KubeletConfig, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("configz is not JSON: {e}"))?;
@@ -762,6 +804,32 @@ impl MetricsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bundle's configz keeps every setting and loses the static-pod URL headers' values and
+    /// credentials inside strings; what the checks read is unchanged.
+    #[test]
+    fn configz_in_the_bundle_has_no_credentials() {
+        let raw = r#"{"kubeletconfig":{"staticPodURL":"https://cfg:pa55@10.0.0.9/pods","staticPodURLHeader":{"Authorization":["Bearer abcdefgh12345"],"X-Key":["k1","k2"]},"imageGCHighThresholdPercent":85,"containerRuntimeEndpoint":"unix:///run/containerd/containerd.sock"}}"#;
+        let clean = redact_configz(raw);
+        for secret in ["pa55", "abcdefgh12345", "k1", "k2"] {
+            assert!(!clean.contains(secret), "{secret} in {clean}");
+        }
+        assert!(
+            clean.contains("https://cfg:[REDACTED]@10.0.0.9/pods"),
+            "{clean}"
+        );
+        assert!(clean.contains("X-Key") && clean.contains("unix:///run/containerd"));
+        let (a, b) = (parse_configz(raw).unwrap(), parse_configz(&clean).unwrap());
+        assert_eq!(
+            a.image_gc_high_threshold_percent,
+            b.image_gc_high_threshold_percent
+        );
+        assert_eq!(a.container_runtime_endpoint, b.container_runtime_endpoint);
+        assert_eq!(
+            redact_configz("not json password=x"),
+            "not json password=[REDACTED]"
+        );
+    }
 
     #[test]
     fn healthz_verbose_lines() {

@@ -93,7 +93,11 @@ impl Progress {
 
 fn eprintln_safe(line: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{}",
+        crate::render::printable_lines(line)
+    );
 }
 
 #[cfg(test)]

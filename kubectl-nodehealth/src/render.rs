@@ -49,6 +49,39 @@ pub fn render(
     }
 }
 
+/// `text` safe to print on a terminal: control characters (C0 including newlines, DEL, C1, so
+/// ESC and CSI sequences) and the Unicode bidirectional overrides are shown as escapes instead of
+/// acting on the terminal. Node-controlled text (log lines, condition messages, event text, names)
+/// can hold them: a line of a kubelet log could otherwise repaint the screen, hide itself or fake
+/// a verdict line. JSON and YAML escape them already.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_unprintable(text, false)
+}
+
+/// [`printable`], keeping line breaks and tabs (a message of several lines).
+pub fn printable_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_unprintable(text, true)
+}
+
+fn escape_unprintable(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let acts = |c: char| {
+        (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t')))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(acts) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if acts(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 struct Paint {
     on: bool,
 }
@@ -143,7 +176,7 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
         out,
         "{} {}   observed {}   layers: {}   window {:.1}s",
         p.bold("NODE"),
-        p.bold(&report.node),
+        p.bold(&printable(&report.node)),
         report.observed_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         layers.join(","),
         report.evidence.window.requested_seconds
@@ -154,7 +187,7 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
             "{} {} (from {})",
             p.bold("PLATFORM"),
             report.verdict.platform.kind.name(),
-            report.verdict.platform.from
+            printable(&report.verdict.platform.from)
         );
     }
     out.push('\n');
@@ -179,13 +212,13 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
                 "{} {} — {}",
                 p.bold("VERDICT"),
                 p.severity(&cause_title(top), sev),
-                top.summary
+                printable(&top.summary)
             );
-            let _ = writeln!(out, "  {} {}", p.bold("Fix:  "), top.fix);
-            let _ = writeln!(out, "  {} {}", p.bold("Avoid:"), top.avoid);
+            let _ = writeln!(out, "  {} {}", p.bold("Fix:  "), printable(&top.fix));
+            let _ = writeln!(out, "  {} {}", p.bold("Avoid:"), printable(&top.avoid));
             let _ = writeln!(out, "  {}", p.bold("Because:"));
             for line in &top.evidence {
-                let _ = writeln!(out, "    - {line}");
+                let _ = writeln!(out, "    - {}", printable(line));
             }
         }
     }
@@ -197,13 +230,13 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
                 "  {}. {} — {}",
                 i + 1,
                 p.severity(&cause_title(c), cause_severity(c)),
-                c.summary
+                printable(&c.summary)
             );
             for line in c.evidence.iter().take(if wide { usize::MAX } else { 3 }) {
-                let _ = writeln!(out, "     - {line}");
+                let _ = writeln!(out, "     - {}", printable(line));
             }
-            let _ = writeln!(out, "     fix: {}", c.fix);
-            let _ = writeln!(out, "     avoid: {}", c.avoid);
+            let _ = writeln!(out, "     fix: {}", printable(&c.fix));
+            let _ = writeln!(out, "     avoid: {}", printable(&c.avoid));
         }
     }
 
@@ -245,12 +278,12 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
         for (domain, mut fs) in domains {
             fs.sort_by_key(|f| std::cmp::Reverse(f.severity));
             for f in fs {
-                let mut text = f.summary.clone();
+                let mut text = printable(&f.summary).into_owned();
                 for line in f.evidence.iter().take(if wide { usize::MAX } else { 2 }) {
-                    let _ = write!(text, "\n- {line}");
+                    let _ = write!(text, "\n- {}", printable(line));
                 }
                 if let Some(fix) = &f.remediation {
-                    let _ = write!(text, "\nfix: {fix}");
+                    let _ = write!(text, "\nfix: {}", printable(fix));
                 }
                 let sev = serde_json::to_value(f.severity)
                     .ok()
@@ -281,7 +314,7 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
         );
     }
     for l in &report.verdict.limitations {
-        let _ = writeln!(out, "{} {}", p.dim("Note:"), p.dim(l));
+        let _ = writeln!(out, "{} {}", p.dim("Note:"), p.dim(&printable(l)));
     }
     out
 }
@@ -290,6 +323,33 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
 mod tests {
     use super::*;
     use crate::checks::tests_support::healthy_evidence;
+
+    /// Escape sequences, carriage returns, line breaks and bidi overrides in node-controlled
+    /// text are shown, never acted on; ordinary text (UTF-8 included) is untouched.
+    #[test]
+    fn node_text_cannot_drive_the_terminal() {
+        assert!(matches!(
+            printable("runc 1.2 — ok ✓"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("a\x1b[2J\x1b]0;pwned\x07b\rc\nVERDICT healthy\u{202e}x\u{9b}y\x7f"),
+            "a\\u{1b}[2J\\u{1b}]0;pwned\\u{7}b\\rc\\nVERDICT healthy\\u{202e}x\\u{9b}y\\u{7f}"
+        );
+        assert_eq!(printable_lines("one\n\ttwo\x1b[1m"), "one\n\ttwo\\u{1b}[1m");
+        // Through the whole table: a finding whose text came from a node.
+        let mut report = crate::diagnose(crate::checks::tests_support::healthy_evidence());
+        report.findings[0].severity = Severity::Warning;
+        report.findings[0].summary = "evil\x1b[31m\rVERDICT healthy".into();
+        report.findings[0].evidence = vec!["\x1b]8;;http://x\x07link".into()];
+        report.node = "node\x1b[8m".into();
+        let text = table(&report, false, Some(200), true);
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r') && !text.contains('\x07'),
+            "{text}"
+        );
+        assert!(text.contains("evil\\u{1b}[31m\\rVERDICT healthy"), "{text}");
+    }
 
     #[test]
     fn table_puts_the_verdict_first_and_has_no_colour_when_off() {

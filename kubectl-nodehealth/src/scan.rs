@@ -14,7 +14,7 @@ use crate::{
     checks::{self, Finding, Severity},
     evidence::Evidence,
     exit,
-    render::Format,
+    render::{Format, printable},
     verdict::{self, Cause, CauseId},
 };
 
@@ -163,8 +163,8 @@ fn table(report: &ScanReport, wide: bool) -> String {
             .map(|f| f.summary.clone())
             .unwrap_or_default();
         let mut row = vec![
-            Cell::new(&r.node),
-            Cell::new(&r.ready),
+            Cell::new(printable(&r.node)),
+            Cell::new(printable(&r.ready)),
             Cell::new(
                 r.lease_age_seconds
                     .map_or("-".into(), |s| format!("{s:.0}s")),
@@ -175,12 +175,12 @@ fn table(report: &ScanReport, wide: bool) -> String {
             })),
         ];
         if wide {
-            let or_dash = |v: &Option<String>| Cell::new(v.as_deref().unwrap_or("-"));
+            let or_dash = |v: &Option<String>| Cell::new(printable(v.as_deref().unwrap_or("-")));
             row.push(Cell::new(r.problems.len()));
             row.push(or_dash(&r.kubelet_version));
             row.push(or_dash(&r.container_runtime_version));
         }
-        row.push(Cell::new(why));
+        row.push(Cell::new(printable(&why)));
         t.add_row(row);
     }
     let problems = report

@@ -532,7 +532,7 @@ pub fn digest<'a>(
         });
         e.count += 1;
         e.last_unix_ms = t.or(e.last_unix_ms);
-        e.example = truncate(line.trim_end(), EXAMPLE_CHARS);
+        e.example = truncate(&crate::redact::secrets(line.trim_end()), EXAMPLE_CHARS);
     }
     d.matches = by_id.into_values().collect();
     d.matches
@@ -738,6 +738,22 @@ mod tests {
         assert_eq!(lease.first_unix_ms, Some(1_796_217_000_000));
         assert_eq!(lease.last_unix_ms, Some(1_796_217_060_000));
         assert!(lease.example.contains("context deadline exceeded"));
+        // A quoted example keeps no credential of the line.
+        let quoted = digest(
+            Component::Kubelet,
+            "test",
+            [(
+                None,
+                "E1202 13:11:00.000000 42 a.go:1] \"Failed to update lease\" err=\"Put https://k:hunter2@api/x\"",
+            )],
+            None,
+            NOW,
+        );
+        let example = &quoted.matches[0].example;
+        assert!(
+            !example.contains("hunter2") && example.contains("k:[REDACTED]@api"),
+            "{example}"
+        );
         // The panic line has no time of its own: it takes its predecessor's.
         let panic = d.matches.iter().find(|m| m.id == "kubelet-panic").unwrap();
         assert_eq!(panic.first_unix_ms, Some(1_796_217_000_000));
