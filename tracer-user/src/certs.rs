@@ -6,7 +6,7 @@
 //! counted by its label and skipped unread. Nothing from the file is copied into the evidence
 //! except facts parsed from certificates.
 use std::{
-    fs,
+    io::Read as _,
     net::{Ipv4Addr, Ipv6Addr},
     os::unix::fs::MetadataExt,
 };
@@ -104,6 +104,9 @@ pub fn describe(der: &[u8], now_ms: i64) -> Result<CertificateInfo, String> {
     })
 }
 
+/// A certificate file larger than this is not one (a PEM chain is a few KiB).
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
 /// Reads one certificate file (a host path).
 pub fn inspect_file(host: &HostRoot, role: &str, path: &str) -> CertificateFile {
     let resolved = host.resolve(path);
@@ -114,26 +117,34 @@ pub fn inspect_file(host: &HostRoot, role: &str, path: &str) -> CertificateFile 
         ..Default::default()
     };
     let agent_path = host.lexical(&resolved);
-    let meta = match fs::metadata(&agent_path) {
-        Ok(m) => m,
+    let (file, meta) = match crate::host::open_regular(&agent_path) {
+        Ok(opened) => opened,
         Err(e) => {
+            f.exists = agent_path.symlink_metadata().is_ok();
             f.error = Some(format!("{resolved}: {e}"));
             return f;
         }
     };
     f.exists = true;
     f.modified_at_unix_ms = Some(meta.mtime() * 1000);
-    if meta.len() > 1 << 20 {
+    if meta.len() > MAX_PEM_BYTES {
         f.error = Some(format!("{resolved}: {} bytes, not a PEM file", meta.len()));
         return f;
     }
-    let mut bytes = match fs::read(&agent_path) {
-        Ok(b) => b,
-        Err(e) => {
-            f.error = Some(format!("{resolved}: {e}"));
-            return f;
-        }
-    };
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded also if the file grows after the check.
+    if let Err(e) = file.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes) {
+        bytes.fill(0);
+        f.error = Some(format!("{resolved}: {e}"));
+        return f;
+    }
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        bytes.fill(0);
+        f.error = Some(format!(
+            "{resolved}: grew past {MAX_PEM_BYTES} bytes while read, not a PEM file"
+        ));
+        return f;
+    }
     // Scanned in place (no copy of the file, which holds the key); the buffer is wiped after.
     let (blocks, others) = match std::str::from_utf8(&bytes) {
         Ok(text) => certificate_blocks(text),

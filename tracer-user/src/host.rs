@@ -98,14 +98,47 @@ impl HostRoot {
         self.lexical(&self.resolve(host_path))
     }
 
-    /// Reads a small host file, at most `limit` bytes.
+    /// Reads a small host file, at most `limit` bytes (a regular file only: see [`open_regular`]).
     pub fn read_limited(&self, host_path: &str, limit: u64) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
-        fs::File::open(self.path(host_path))?
+        open_regular(&self.path(host_path))?
+            .0
             .take(limit)
             .read_to_end(&mut buf)?;
         Ok(buf)
     }
+}
+
+/// Opens a file to read, without blocking, and only if it is a regular file: a FIFO at a
+/// configuration or certificate path (no writer: a plain open or read waits forever), a device or
+/// a socket is an error naming what it is. Judged on the open file, so it cannot be swapped
+/// between the check and the read.
+pub fn open_regular(path: &Path) -> io::Result<(fs::File, fs::Metadata)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok((file, meta));
+    }
+    let t = meta.file_type();
+    let kind = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({kind}), not read"),
+    ))
 }
 
 fn components(path: &str) -> Vec<String> {

@@ -180,6 +180,38 @@ fn valid_expiring_expired_and_garbage_files_and_no_key_material_anywhere() {
     );
     let missing = certs::inspect_file(&host, "serving", "/var/lib/kubelet/pki/none.pem");
     assert!(!missing.exists && missing.error.is_some());
+    // A FIFO where the certificate should be (no writer: a plain read would wait forever) and
+    // a directory: reported at once, never read.
+    let fifo = pki.join("fifo.pem");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    // Asked on a thread: a read that blocks fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fifo_host = HostRoot::new(root.path());
+    std::thread::spawn(move || {
+        let _ = tx.send(certs::inspect_file(
+            &fifo_host,
+            "client",
+            "/var/lib/kubelet/pki/fifo.pem",
+        ));
+    });
+    let f = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("inspect_file blocked on a FIFO");
+    assert!(
+        f.exists && f.certificates.is_empty() && f.error.as_deref().unwrap().contains("a FIFO"),
+        "{f:?}"
+    );
+    // The kubeconfig and config-file reads go through the same guard.
+    let e = host
+        .read_limited("/var/lib/kubelet/pki/fifo.pem", 4096)
+        .unwrap_err();
+    assert!(e.to_string().contains("a FIFO"), "{e}");
+    let dir = certs::inspect_file(&host, "client", "/var/lib/kubelet");
+    assert!(
+        dir.error.as_deref().unwrap().contains("not a regular file"),
+        "{dir:?}"
+    );
 
     // No key material in any output, in JSON or debug form.
     let outputs = [
