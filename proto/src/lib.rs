@@ -3,6 +3,7 @@
 
 pub mod logs;
 pub mod node;
+pub mod proof;
 pub mod redact;
 
 /// Version 1 of the API.

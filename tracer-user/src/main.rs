@@ -104,6 +104,10 @@ enum Command {
         /// SHA-256 (hex) of the per-run token; the token itself is never given to the agent.
         #[arg(long, env = "NODEHEALTH_TOKEN_SHA256")]
         token_sha256: String,
+        /// The run key (hex, 32 bytes) the agent proves itself with before the plugin sends the
+        /// token; the plugin derives it from the token and puts it in the pod's environment.
+        #[arg(long, env = "NODEHEALTH_RUN_KEY")]
+        run_key: Option<String>,
         /// Exit after this long whatever happens, e.g. 120s.
         #[arg(long, default_value = "120s", value_parser = parse_duration)]
         deadline: Duration,
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
             args,
             port,
             token_sha256,
+            run_key,
             deadline,
             ready_file,
             not_after,
@@ -164,7 +169,8 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            return serve(args, port, &token_sha256, deadline, ready_file);
+            let secrets = (token_sha256.as_str(), run_key.as_deref());
+            return serve(args, port, secrets, deadline, ready_file);
         }
     };
     match result {
@@ -190,7 +196,7 @@ fn probe_once(args: &ProbeArgs, _output: Output) -> anyhow::Result<()> {
 fn serve(
     args: ProbeArgs,
     port: u16,
-    token_sha256: &str,
+    (token_sha256, run_key): (&str, Option<&str>),
     deadline: Duration,
     ready_file: Option<PathBuf>,
 ) -> ExitCode {
@@ -199,6 +205,16 @@ fn serve(
         Ok(h) => h,
         Err(e) => {
             eprintln!("tracer-user: --token-sha256: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let run_key = match run_key
+        .map(nodehealth_proto::proof::parse_hex32)
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("tracer-user: --run-key: {e}");
             return ExitCode::from(2);
         }
     };
@@ -211,6 +227,7 @@ fn serve(
     let opts = ServeOptions {
         port,
         token_sha256,
+        run_key,
         deadline,
         defaults: args.config(),
         ready_file,

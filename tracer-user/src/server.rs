@@ -15,7 +15,7 @@ use std::{
 };
 
 use nodehealth_proto::v1::{
-    Evidence, Progress, Report, RunEvent, RunRequest, SectionError,
+    Evidence, Progress, ProveReply, ProveRequest, Report, RunEvent, RunRequest, SectionError,
     agent_server::{Agent, AgentServer},
     run_event,
 };
@@ -45,16 +45,7 @@ pub enum Exit {
 
 /// Parses a hex SHA-256 (64 hex digits).
 pub fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return Err(format!("expected 64 hex digits, got {}", hex.len()));
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| "not a hex string".to_string())?;
-    }
-    Ok(out)
+    nodehealth_proto::proof::parse_hex32(hex)
 }
 
 /// Hex SHA-256 of a token (what the plugin puts in the pod spec).
@@ -76,6 +67,7 @@ fn token_matches(token: &str, expected: &[u8; 32]) -> bool {
 
 struct Service {
     token_sha256: [u8; 32],
+    run_key: Option<[u8; 32]>,
     defaults: ProbeConfig,
     deadline: Instant,
     busy: AtomicBool,
@@ -117,6 +109,25 @@ fn map_event(e: Event) -> RunEvent {
 #[tonic::async_trait]
 impl Agent for Service {
     type RunStream = ReceiverStream<Result<RunEvent, Status>>;
+
+    async fn prove(&self, req: Request<ProveRequest>) -> Result<Response<ProveReply>, Status> {
+        let Some(key) = &self.run_key else {
+            return Err(Status::failed_precondition(format!(
+                "started without a run key ({})",
+                nodehealth_proto::proof::RUN_KEY_ENV
+            )));
+        };
+        let nonce = req.into_inner().nonce;
+        if !nodehealth_proto::proof::NONCE_BYTES.contains(&nonce.len()) {
+            return Err(Status::invalid_argument(format!(
+                "a nonce of {} bytes (16 to 64 expected)",
+                nonce.len()
+            )));
+        }
+        Ok(Response::new(ProveReply {
+            proof: nodehealth_proto::proof::proof(key, &nonce).to_vec(),
+        }))
+    }
 
     async fn run(&self, req: Request<RunRequest>) -> Result<Response<Self::RunStream>, Status> {
         let req = req.into_inner();
@@ -212,6 +223,9 @@ pub struct ServeOptions {
     /// Loopback port; 0 picks a free one (written to `ready_file`).
     pub port: u16,
     pub token_sha256: [u8; 32],
+    /// The run key (`Prove`); without it the agent cannot prove itself and the plugin refuses to
+    /// send it the token.
+    pub run_key: Option<[u8; 32]>,
     /// Time until the agent exits whatever happens.
     pub deadline: Duration,
     pub defaults: ProbeConfig,
@@ -231,6 +245,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<Exit> {
     let done = Arc::new(Notify::new());
     let svc = Service {
         token_sha256: opts.token_sha256,
+        run_key: opts.run_key,
         defaults: opts.defaults,
         deadline,
         busy: AtomicBool::new(false),

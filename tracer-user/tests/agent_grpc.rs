@@ -14,7 +14,8 @@ use std::{
 use common::{ChildGuard, Containerd, agent_bin};
 use nodehealth_proto::{
     node::{CriState, NodeEvidence, section},
-    v1::{RunRequest, agent_client::AgentClient, run_event::Event},
+    proof,
+    v1::{ProveRequest, RunRequest, agent_client::AgentClient, run_event::Event},
 };
 use tracer_user::server::token_sha256_hex;
 
@@ -30,6 +31,7 @@ fn start_agent(extra: &[&str], deadline: &str) -> (ChildGuard, u16, tempfile::Te
         .arg(&ready)
         .args(extra)
         .env("NODEHEALTH_TOKEN_SHA256", token_sha256_hex(TOKEN))
+        .env(proof::RUN_KEY_ENV, proof::hex(&proof::run_key(TOKEN)))
         .stdin(Stdio::null())
         // Pipes that are never read: the agent must not depend on anyone draining them.
         .stdout(Stdio::piped())
@@ -134,6 +136,23 @@ async fn wrong_token_is_refused_then_the_run_streams_every_section_and_the_agent
     let mut client = AgentClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .unwrap();
+
+    // It proves it holds this run's key before anyone sends it the token: the proof checks
+    // against the token for this nonce only; a nonce out of range is refused.
+    let nonce = vec![0x5a; 32];
+    let answer = client
+        .prove(ProveRequest {
+            nonce: nonce.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proof;
+    assert!(proof::verify(TOKEN, &nonce, &answer));
+    assert!(!proof::verify(TOKEN, &[0x5b; 32], &answer));
+    assert!(!proof::verify("not-the-token", &nonce, &answer));
+    let short = client.prove(ProveRequest { nonce: vec![1; 4] }).await;
+    assert_eq!(short.unwrap_err().code(), tonic::Code::InvalidArgument);
 
     let err = client
         .run(request("not-the-token", 1_000, 1_000))
