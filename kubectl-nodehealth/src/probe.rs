@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use nodehealth_proto::node::NodeEvidence;
-use nodehealth_proto::v1::{RunRequest, agent_client::AgentClient, run_event};
+use nodehealth_proto::v1::{RunEvent, RunRequest, agent_client::AgentClient, run_event};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -235,7 +235,14 @@ pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Pod {
                     "--deadline", format!("{deadline}s"),
                     "--not-after", (now_unix + run_deadline_seconds(o) as i64).to_string(),
                 ],
-                "env": [{ "name": "NODEHEALTH_TOKEN_SHA256", "value": token_sha256(&id.token) }],
+                "env": [
+                    { "name": "NODEHEALTH_TOKEN_SHA256", "value": token_sha256(&id.token) },
+                    // What the agent proves itself with before it is sent the token.
+                    {
+                        "name": nodehealth_proto::proof::RUN_KEY_ENV,
+                        "value": nodehealth_proto::proof::hex(&nodehealth_proto::proof::run_key(&id.token)),
+                    },
+                ],
                 // Not privileged: exactly the capabilities the agent uses (README, Security).
                 "securityContext": {
                     "privileged": false,
@@ -852,6 +859,143 @@ async fn channel(
         })
 }
 
+/// The largest message the plugin takes from the agent (tonic's default, made explicit): a
+/// section above it breaks the stream with a clear message and the sections before it are kept.
+pub const AGENT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// The agent's first message (its discovery step) comes as the run starts: silence this long after
+/// connecting is an agent that hangs, not one that measures.
+const AGENT_FIRST_MESSAGE: Duration = Duration::from_secs(20);
+
+/// How long the plugin waits on the agent's stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamBounds {
+    /// For the first message.
+    pub first: Duration,
+    /// For the whole stream, up to the final report.
+    pub total: Duration,
+}
+
+/// Reads the agent's stream into its evidence until the final report, the stream's end, an error
+/// or a bound: (evidence, why it ended early, whether the report came).
+pub async fn read_stream(
+    stream: &mut tonic::Streaming<RunEvent>,
+    window: Duration,
+    bounds: StreamBounds,
+    progress: &crate::progress::Progress,
+) -> (NodeEvidence, Option<String>, bool) {
+    let mut node = NodeEvidence {
+        schema: nodehealth_proto::SCHEMA.to_string(),
+        host_root: "/host".into(),
+        window_ms: window.as_millis() as u64,
+        ..NodeEvidence::default()
+    };
+    let mut stream_error = None;
+    let mut finished = false;
+    let start = tokio::time::Instant::now();
+    let until = start + bounds.total;
+    let mut first = true;
+    loop {
+        let wait = if first {
+            until.min(start + bounds.first)
+        } else {
+            until
+        };
+        let event = match tokio::time::timeout_at(wait, stream.message()).await {
+            Err(_) if first && wait < until => {
+                stream_error = Some(format!(
+                    "the agent sent nothing for {} s after the run started: it hangs",
+                    bounds.first.as_secs()
+                ));
+                break;
+            }
+            Err(_) => {
+                stream_error = Some(format!(
+                    "no final report within {} s",
+                    bounds.total.as_secs()
+                ));
+                break;
+            }
+            Ok(Err(status)) if status.message().contains("message length too large") => {
+                stream_error = Some(format!(
+                    "the agent sent a message over the {} MiB cap ({}): the sections before it are kept",
+                    AGENT_MAX_MESSAGE >> 20,
+                    status.message()
+                ));
+                break;
+            }
+            Ok(Err(status)) => {
+                stream_error = Some(format!("stream broke: {}", status.message()));
+                break;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(ev))) => ev,
+        };
+        first = false;
+        match receive(&mut node, event) {
+            Received::Progress(line) => progress.step(line),
+            Received::Finished => finished = true,
+            Received::Evidence | Received::Nothing => {}
+        }
+    }
+    if !finished && stream_error.is_none() {
+        stream_error = Some("the stream ended without the agent's final report".into());
+    }
+    (node, stream_error, finished)
+}
+
+/// How the message of an agent that did not prove itself begins (a reason to stop, not retry).
+const NOT_PROVEN: &str = "did not prove it was started for this run";
+
+/// Asks whoever answers on the agent's port to prove it holds this run's key before the token is
+/// sent: another process on the node that took the port first gets nothing (proof.rs). An answer
+/// that is not a proof stops the run; a connection that fails is retried by the caller.
+async fn prove<T>(agent: &mut AgentClient<T>, id: &RunIdentity) -> Result<(), ProbeError>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| {
+        ProbeError::Other(format!("no random source for the agent's challenge: {e}"))
+    })?;
+    let not_proven = |why: String| {
+        ProbeError::Agent(format!(
+            "{NOT_PROVEN} ({why}); the token was not sent. Either the agent image is older than \
+             this plugin (match --image to the plugin's version), or another process on the node \
+             listens on the agent's port {}",
+            id.port
+        ))
+    };
+    match agent
+        .prove(nodehealth_proto::v1::ProveRequest {
+            nonce: nonce.to_vec(),
+        })
+        .await
+    {
+        Ok(reply) if nodehealth_proto::proof::verify(&id.token, &nonce, &reply.get_ref().proof) => {
+            Ok(())
+        }
+        Ok(_) => Err(not_proven("a wrong proof".into())),
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unimplemented
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied
+            ) =>
+        {
+            Err(not_proven(format!("{:?}: {}", s.code(), s.message())))
+        }
+        Err(s) => Err(ProbeError::Agent(format!(
+            "cannot be reached: {}",
+            s.message()
+        ))),
+    }
+}
+
 /// Run the agent's probe over the port-forward and gather its evidence. A stream that breaks
 /// after some sections keeps them, labelled partial.
 pub async fn run_agent(
@@ -867,7 +1011,8 @@ pub async fn run_agent(
     let mut agent = loop {
         let attempt = async {
             let ch = channel(client, o, id).await?;
-            let mut agent = AgentClient::new(ch);
+            let mut agent = AgentClient::new(ch).max_decoding_message_size(AGENT_MAX_MESSAGE);
+            prove(&mut agent, id).await?;
             let stream = agent
                 .run(RunRequest {
                     token: id.token.clone(),
@@ -885,77 +1030,20 @@ pub async fn run_agent(
         match attempt.await {
             Ok(s) => break s,
             Err(e) if Instant::now() >= connect_deadline => return Err(e),
-            Err(e) if matches!(&e, ProbeError::Agent(m) if m.starts_with("refused")) => {
+            Err(e) if matches!(&e, ProbeError::Agent(m) if m.starts_with("refused") || m.starts_with(NOT_PROVEN)) =>
+            {
                 return Err(e);
             }
             Err(e @ ProbeError::Forbidden { .. }) => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };
-    let mut node = NodeEvidence {
-        schema: nodehealth_proto::SCHEMA.to_string(),
-        host_root: "/host".into(),
-        window_ms: o.window.as_millis() as u64,
-        ..NodeEvidence::default()
+    let bounds = StreamBounds {
+        first: AGENT_FIRST_MESSAGE,
+        total: o.window + Duration::from_secs(45),
     };
-    let mut stream_error = None;
-    let mut finished = false;
-    let bound = o.window + Duration::from_secs(45);
-    let until = tokio::time::Instant::now() + bound;
-    loop {
-        let next = tokio::time::timeout_at(until, agent.message()).await;
-        let event = match next {
-            Err(_) => {
-                stream_error = Some(format!("no final report within {} s", bound.as_secs()));
-                break;
-            }
-            Ok(Err(status)) => {
-                stream_error = Some(format!("stream broke: {}", status.message()));
-                break;
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(ev))) => ev,
-        };
-        match event.event {
-            Some(run_event::Event::Progress(p)) => {
-                let bar = (p.elapsed_ms * 20)
-                    .checked_div(p.total_ms)
-                    .map(|filled| {
-                        let filled = filled.min(20) as usize;
-                        format!(" [{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
-                    })
-                    .unwrap_or_default();
-                o.progress
-                    .step(format!("agent: {}{bar} {}", p.step, p.detail));
-            }
-            Some(run_event::Event::Evidence(ev)) => {
-                if node.started_at_unix_ms == 0 {
-                    node.started_at_unix_ms = ev.collected_at_unix_ms;
-                }
-                if let Err(e) = node.insert_section(&ev.section, &ev.json) {
-                    node.errors.push(nodehealth_proto::node::SectionFailure {
-                        section: ev.section.clone(),
-                        message: e.to_string(),
-                    });
-                }
-            }
-            Some(run_event::Event::Report(r)) => {
-                node.finished_at_unix_ms = r.finished_at_unix_ms;
-                node.agent_version = r.agent_version;
-                for e in r.errors {
-                    node.errors.push(nodehealth_proto::node::SectionFailure {
-                        section: e.section,
-                        message: e.message,
-                    });
-                }
-                finished = true;
-            }
-            None => {}
-        }
-    }
-    if !finished && stream_error.is_none() {
-        stream_error = Some("the stream ended without the agent's final report".into());
-    }
+    let (node, stream_error, finished) =
+        read_stream(&mut agent, o.window, bounds, &o.progress).await;
     Ok(NodeProbe {
         pod: format!("{}/{}", o.namespace, id.pod_name()),
         pod_start_seconds: pod_start.after.as_secs_f64(),
@@ -964,6 +1052,60 @@ pub async fn run_agent(
         stream_error,
         evidence: node,
     })
+}
+
+/// What one event of the agent's stream did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A progress line to show.
+    Progress(String),
+    /// An evidence section: stored, or its failure recorded in the evidence's `errors`.
+    Evidence,
+    /// The agent's final report: the run is complete.
+    Finished,
+    /// An event without a payload this build knows (a newer agent's).
+    Nothing,
+}
+
+/// Applies one event of the agent's stream to the evidence received so far (pure: the
+/// `agent_evidence` fuzz target feeds it arbitrary messages).
+pub fn receive(node: &mut NodeEvidence, event: RunEvent) -> Received {
+    match event.event {
+        Some(run_event::Event::Progress(p)) => {
+            let bar = (p.elapsed_ms * 20)
+                .checked_div(p.total_ms)
+                .map(|filled| {
+                    let filled = filled.min(20) as usize;
+                    format!(" [{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
+                })
+                .unwrap_or_default();
+            Received::Progress(format!("agent: {}{bar} {}", p.step, p.detail))
+        }
+        Some(run_event::Event::Evidence(ev)) => {
+            if node.started_at_unix_ms == 0 {
+                node.started_at_unix_ms = ev.collected_at_unix_ms;
+            }
+            if let Err(e) = node.insert_section(&ev.section, &ev.json) {
+                node.errors.push(nodehealth_proto::node::SectionFailure {
+                    section: ev.section.clone(),
+                    message: e.to_string(),
+                });
+            }
+            Received::Evidence
+        }
+        Some(run_event::Event::Report(r)) => {
+            node.finished_at_unix_ms = r.finished_at_unix_ms;
+            node.agent_version = r.agent_version;
+            for e in r.errors {
+                node.errors.push(nodehealth_proto::node::SectionFailure {
+                    section: e.section,
+                    message: e.message,
+                });
+            }
+            Received::Finished
+        }
+        None => Received::Nothing,
+    }
 }
 
 /// Delete the run's Job and its pod (idempotent: a Job never created is fine). A pod that never
@@ -1433,3 +1575,7 @@ mod tests {
         assert_eq!(a.token.len(), 56);
     }
 }
+
+#[cfg(test)]
+#[path = "probe_agent_tests.rs"]
+mod agent_tests;
