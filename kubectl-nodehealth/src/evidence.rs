@@ -464,6 +464,15 @@ pub struct KubeletConfig {
     pub rotate_certificates: Option<bool>,
     /// `serverTLSBootstrap`.
     pub server_tls_bootstrap: Option<bool>,
+    /// `authentication.webhook.enabled`: the kubelet asks the API server who a bearer token is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication_webhook: Option<bool>,
+    /// `authentication.anonymous.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_auth: Option<bool>,
+    /// `authorization.mode` (`Webhook`: a SubjectAccessReview per request; `AlwaysAllow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_mode: Option<String>,
     /// `maxPods`.
     pub max_pods: Option<i64>,
     /// `runtimeRequestTimeout`.
@@ -553,6 +562,16 @@ pub fn parse_configz(text: &str) -> Result<KubeletConfig, String> {
         enable_profiling_handler: boolean("enableProfilingHandler"),
         rotate_certificates: boolean("rotateCertificates"),
         server_tls_bootstrap: boolean("serverTLSBootstrap"),
+        authentication_webhook: config
+            .pointer("/authentication/webhook/enabled")
+            .and_then(serde_json::Value::as_bool),
+        anonymous_auth: config
+            .pointer("/authentication/anonymous/enabled")
+            .and_then(serde_json::Value::as_bool),
+        authorization_mode: config
+            .pointer("/authorization/mode")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
         max_pods: int("maxPods"),
         runtime_request_timeout: string("runtimeRequestTimeout"),
         feature_gates: config

@@ -131,3 +131,49 @@ fn only_platform_keys_are_kept_from_the_node() {
     assert!(!i.labels.contains_key("node-role.kubernetes.io/worker"));
     assert!(i.annotations.contains_key("machine.openshift.io/machine"));
 }
+
+/// The kubelet's `/configz` as platforms configure it, read through the plugin's own parser:
+/// what the certificate advice and the report's platform line are told from.
+#[test]
+fn the_kubelets_credentials_come_from_its_configz() {
+    use crate::evidence::parse_configz;
+    // EKS AL2023 (nodeadm's expected kubelet config in awslabs/amazon-eks-ami,
+    // nodeadm/test/e2e/cases/kubelet-config/expected-kubelet-config.json, trimmed): the
+    // serving certificate is bootstrapped, client rotation is not set (the kubelet
+    // authenticates with IAM through an exec credential plugin).
+    let eks = r#"{"kubeletconfig": {
+        "authentication": {"x509": {"clientCAFile": "/etc/kubernetes/pki/ca.crt"},
+            "webhook": {"enabled": true, "cacheTTL": "2m0s"}, "anonymous": {"enabled": false}},
+        "authorization": {"mode": "Webhook"},
+        "serverTLSBootstrap": true,
+        "providerID": "aws:///us-west-2f/i-1234567890abcdef0"}}"#;
+    // kubeadm (the KubeletConfiguration `kubeadm init` writes: kubeadm docs, "Configuring each
+    // kubelet in your cluster using kubeadm"): client rotation on, no serving bootstrap.
+    let kubeadm = r#"{"kubeletconfig": {
+        "authentication": {"anonymous": {"enabled": false}, "webhook": {"enabled": true},
+            "x509": {"clientCAFile": "/etc/kubernetes/pki/ca.crt"}},
+        "authorization": {"mode": "Webhook"},
+        "rotateCertificates": true}}"#;
+    let eks = Platform::default().with_config(Some(&parse_configz(eks).unwrap()));
+    let k = eks.kubelet.as_ref().unwrap();
+    assert_eq!(
+        (
+            k.client_rotation,
+            k.serving_bootstrap,
+            k.webhook_authentication,
+            k.anonymous
+        ),
+        (None, Some(true), Some(true), Some(false))
+    );
+    assert_eq!(k.authorization_mode.as_deref(), Some("Webhook"));
+    assert!(
+        k.describe().contains("serving certificate bootstrap on")
+            && k.describe().contains("client certificate rotation not set"),
+        "{}",
+        k.describe()
+    );
+    let kubeadm = Platform::default().with_config(Some(&parse_configz(kubeadm).unwrap()));
+    assert_eq!(kubeadm.kubelet.unwrap().client_rotation, Some(true));
+    // No configz read: nothing claimed.
+    assert!(Platform::default().with_config(None).kubelet.is_none());
+}

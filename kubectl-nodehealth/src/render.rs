@@ -189,6 +189,9 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
             report.verdict.platform.kind.name(),
             printable(&report.verdict.platform.from)
         );
+        if let (true, Some(k)) = (wide, &report.verdict.platform.kubelet) {
+            let _ = writeln!(out, "{} {}", p.bold("KUBELET"), k.describe());
+        }
     }
     out.push('\n');
     match report.verdict.causes.first() {

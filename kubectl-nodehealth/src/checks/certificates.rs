@@ -13,6 +13,10 @@ use crate::units::human_duration;
 /// credentials at all, and no way back without a bootstrap token).
 pub const REBOOTSTRAP: &str = "get the kubelet a new client certificate, in this order: (1) make sure the node reaches the API server first (a certificate that expired during a partition renews only once the path is back); (2) approve this node's pending client CSR if there is one (`kubectl get csr`, `kubectl certificate approve <name>`): the running kubelet picks up the issued certificate itself; (3) with rotation on, a kubelet whose certificate expired exits by itself and its service manager starts it again — with a bootstrap kubeconfig (--bootstrap-kubeconfig) it then files a new CSR: approve it; (4) without a bootstrap kubeconfig, or with a static certificate (rotation off), issue a new one for CN system:node:<node>, O system:nodes from the cluster CA and put it where the kubeconfig's client-certificate points (the kubelet reads a static certificate when it starts). Never delete /etc/kubernetes/kubelet.conf or /var/lib/kubelet/pki";
 
+/// [`REBOOTSTRAP`] for a kubelet whose `/configz` says client certificate rotation is off: it files
+/// no CSR, so the approval steps do not apply.
+pub const REBOOTSTRAP_STATIC: &str = "client certificate rotation is off on this kubelet (rotateCertificates: false in its /configz): it files no CSR, so there is nothing to approve. Get it a new client certificate, in this order: (1) make sure the node reaches the API server first; (2) issue a new one for CN system:node:<node>, O system:nodes from the cluster CA and put it where the kubeconfig's client-certificate points (the kubelet reads a static certificate when it starts), or move the node to rotation with a bootstrap kubeconfig so this does not recur. Never delete /etc/kubernetes/kubelet.conf or /var/lib/kubelet/pki";
+
 /// The client certificate's TTL.
 pub fn client_ttl(e: &Evidence) -> Vec<Finding> {
     certificate_ttl(e, true)

@@ -171,7 +171,8 @@ impl Facts {
                 .node
                 .data()
                 .map(super::platform::detect)
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .with_config(e.configz.data()),
             node,
             attribution,
             metrics: e.metrics_end.data().is_some(),

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::evidence::NodeInfo;
+use crate::evidence::{KubeletConfig, NodeInfo};
 
 /// Whether a label or annotation key is kept for platform detection: the keys of [`SIGNS`].
 pub fn keep_key(key: &str) -> bool {
@@ -66,6 +66,10 @@ pub struct Platform {
     pub kind: PlatformKind,
     /// What said so (or, when unknown, what the advice assumes).
     pub from: String,
+    /// How this kubelet gets and checks credentials, from its `/configz` (absent when configz
+    /// could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<KubeletCredentials>,
 }
 
 impl Default for Platform {
@@ -73,7 +77,60 @@ impl Default for Platform {
         Platform {
             kind: PlatformKind::Unknown,
             from: UNKNOWN_ASSUMES.into(),
+            kubelet: None,
         }
+    }
+}
+
+impl Platform {
+    /// With what the kubelet's `/configz` says of its credentials.
+    pub fn with_config(mut self, config: Option<&KubeletConfig>) -> Self {
+        self.kubelet = config.map(|c| KubeletCredentials {
+            client_rotation: c.rotate_certificates,
+            serving_bootstrap: c.server_tls_bootstrap,
+            webhook_authentication: c.authentication_webhook,
+            anonymous: c.anonymous_auth,
+            authorization_mode: c.authorization_mode.clone(),
+        });
+        self
+    }
+}
+
+/// How the kubelet gets its certificates and checks its callers: what decides the certificate
+/// advice (a rotating kubelet files CSRs to approve; a static one needs a certificate issued by
+/// hand) and what the API server's requests to it must pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletCredentials {
+    /// `rotateCertificates`: the client certificate is renewed through CSRs.
+    pub client_rotation: Option<bool>,
+    /// `serverTLSBootstrap`: the serving certificate comes from CSRs (which kube-controller-manager
+    /// does not approve by itself).
+    pub serving_bootstrap: Option<bool>,
+    /// `authentication.webhook.enabled`.
+    pub webhook_authentication: Option<bool>,
+    /// `authentication.anonymous.enabled`.
+    pub anonymous: Option<bool>,
+    /// `authorization.mode`.
+    pub authorization_mode: Option<String>,
+}
+
+impl KubeletCredentials {
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        let on = |v: Option<bool>| match v {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "not set",
+        };
+        format!(
+            "client certificate rotation {}, serving certificate bootstrap {}, webhook authentication {}, anonymous requests {}, authorization {}",
+            on(self.client_rotation),
+            on(self.serving_bootstrap),
+            on(self.webhook_authentication),
+            on(self.anonymous),
+            self.authorization_mode.as_deref().unwrap_or("not set")
+        )
     }
 }
 
@@ -118,6 +175,7 @@ pub fn detect(node: &NodeInfo) -> Platform {
         return Platform {
             kind: sign.kind,
             from: said.join(", "),
+            kubelet: None,
         };
     }
     Platform::default()
@@ -179,6 +237,10 @@ pub struct Advice {
     pub api_server: &'static str,
     /// What to do when the node cannot be brought back in place.
     pub last_resort: &'static str,
+    /// How to get a shell on the node for the commands the fixes name.
+    pub shell: &'static str,
+    /// Where kubeReserved/systemReserved are raised on this platform.
+    pub reserves: &'static str,
 }
 
 /// The platform's advice.
@@ -188,26 +250,36 @@ pub fn advice(kind: PlatformKind) -> Advice {
             certificate: "on EKS the kubelet authenticates to the API server with the node's IAM role (a token from `aws eks get-token`), not with a client certificate CSR: check that the node's instance role is still mapped (the cluster's access entries or the aws-auth ConfigMap) and the node's clock (skew breaks token validation); only the serving certificate goes through CSRs, approved by EKS",
             api_server: "https://<cluster endpoint>:443",
             last_resort: "a managed node group replaces a node rather than repairing it: `kubectl drain` it, then terminate the instance and let the group replace it",
+            shell: "a shell on the node through SSM Session Manager (`aws ssm start-session --target <instance id>`) or SSH",
+            reserves: "raise kubeReserved/systemReserved in the node group's launch template (AL2023: the kubelet section of nodeadm's NodeConfig; AL2: bootstrap.sh --kubelet-extra-args), applied to new nodes as the group rolls",
         },
         PlatformKind::Gke => Advice {
             certificate: "on GKE the control plane approves kubelet certificates (you cannot run its approver): check the node's clock and that node auto-repair is on; the node pool recreates a node whose kubelet cannot authenticate",
             api_server: "https://<cluster endpoint>:443",
             last_resort: "GKE repairs nodes by recreating them: with node auto-repair on it will; otherwise `kubectl drain` the node and delete its instance so the node pool recreates it",
+            shell: "a shell on the node with `gcloud compute ssh <node>`",
+            reserves: "GKE sizes the kubelet's reserves by machine type: move the workload to a node pool of a larger machine type (or lower its density); reserves are not edited per node",
         },
         PlatformKind::Aks => Advice {
             certificate: "on AKS the control plane approves kubelet certificates: check the node's clock; if the cluster's certificates were rotated (`az aks rotate-certs`) the nodes need the new ones, which AKS applies by reimaging them",
             api_server: "https://<cluster FQDN>:443",
             last_resort: "AKS node auto-repair restores an unhealthy node by itself (reimage, then redeploy); by hand: `kubectl drain` it and reimage the node pool instance",
+            shell: "a shell on the node with `kubectl debug node/<node> -it --image=<a shell image>`, then `chroot /host`",
+            reserves: "AKS sizes the kubelet's reserves by VM size: a node pool of a larger VM size, or a custom kubelet configuration for a new node pool (`az aks nodepool add --kubelet-config`)",
         },
         PlatformKind::OpenShift => Advice {
             certificate: "on OpenShift the machine-approver (namespace openshift-cluster-machine-approver) approves kubelet CSRs: `oc get csr`, then `oc adm certificate approve <csr>` for this node's pending ones, and check the machine-approver's log (`oc logs -n openshift-cluster-machine-approver deploy/machine-approver -c machine-approver-controller`)",
             api_server: "https://api.<cluster domain>:6443",
             last_resort: "a Machine-backed node is replaced by deleting its Machine (`oc delete machine -n openshift-machine-api <machine>`) after draining it",
+            shell: "a shell on the node with `oc debug node/<node>`, then `chroot /host`",
+            reserves: "raise systemReserved (or set autoSizingReserved: true) in a KubeletConfig resource for the node's machine config pool; the Machine Config Operator rolls it out node by node",
         },
         PlatformKind::Kubeadm | PlatformKind::Unknown => Advice {
             certificate: "kube-controller-manager auto-approves kubelet client CSRs (its csrapproving controller): make sure it runs",
             api_server: "https://<control-plane endpoint>:6443",
             last_resort: "drain the node and rejoin it (`kubeadm reset` then `kubeadm join` on a kubeadm cluster)",
+            shell: "a shell on the node (SSH)",
+            reserves: "raise kubeReserved/systemReserved in the kubelet's config file (/var/lib/kubelet/config.yaml; on kubeadm also the kubelet-config ConfigMap so joins keep it); the kubelet reads it when it next starts, so change it on a drained node",
         },
     }
 }

@@ -10,7 +10,7 @@
 //! - never "reboot the node" as a fix.
 
 use super::{CauseId, Inputs};
-use crate::checks::certificates::REBOOTSTRAP;
+use crate::checks::certificates::{REBOOTSTRAP, REBOOTSTRAP_STATIC};
 use crate::checks::facts::GoroutineDump;
 use crate::checks::node::resume_command;
 use crate::checks::platform::{self, PlatformKind};
@@ -43,6 +43,8 @@ pub struct Context {
     pub systemd: Option<bool>,
     /// The runtime's unit and its KillMode, when the agent read them.
     pub runtime_unit: Option<(String, String)>,
+    /// Client certificate rotation as the kubelet's `/configz` says (`None`: not read).
+    pub client_rotation: Option<bool>,
 }
 
 impl Context {
@@ -72,6 +74,7 @@ impl Context {
             platform: f.platform.kind,
             systemd: f.node.systemd,
             runtime_unit: f.node.runtime_unit.clone(),
+            client_rotation: f.platform.kubelet.as_ref().and_then(|k| k.client_rotation),
         }
     }
 
@@ -140,7 +143,10 @@ pub struct Texts {
 }
 
 /// The way back to a valid client certificate, in the platform's own commands.
-fn rebootstrap(platform: PlatformKind) -> String {
+fn rebootstrap(platform: PlatformKind, client_rotation: Option<bool>) -> String {
+    if client_rotation == Some(false) {
+        return REBOOTSTRAP_STATIC.to_string();
+    }
     match platform {
         PlatformKind::OpenShift => REBOOTSTRAP.replace(
             "`kubectl get csr`, `kubectl certificate approve <name>`",
@@ -202,7 +208,7 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
                         PlatformKind::OpenShift | PlatformKind::Kubeadm | PlatformKind::Unknown => format!(
                             "{approve}{}, and the node's clock is NTP-synchronized (skew breaks validation); on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`. Then {}",
                             p.certificate,
-                            rebootstrap(c.platform)
+                            rebootstrap(c.platform, c.client_rotation)
                         ),
                     }
                 },
@@ -290,8 +296,9 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
             Texts {
                 summary: "the kubelet is alive but starved or stuck".into(),
                 fix: format!(
-                    "{}; `kubectl cordon {node}`, relieve the node by draining pods, raise kubeReserved/systemReserved; {restart}",
-                    c.dump()
+                    "{}; `kubectl cordon {node}`, relieve the node by draining pods; {}; {restart}",
+                    c.dump(),
+                    platform::advice(c.platform).reserves
                 ),
                 avoid: "do not restart the kubelet before the goroutine dump is saved: the restart destroys the evidence; do not reboot the node".into(),
             }
@@ -309,7 +316,9 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
         CauseId::NodePressure => Texts {
             summary: "the node is under resource pressure".into(),
             fix: format!(
-                "`kubectl cordon {node}`; free the resource under pressure (see findings): evictable pods, unused images (`crictl rmi --prune`), logs; raise kubeReserved/systemReserved so the kubelet is protected"
+                "`kubectl cordon {node}`; free the resource under pressure (see findings): evictable pods, and on the node ({}) unused images (`crictl rmi --prune`) and logs (`journalctl --vacuum-size=500M`); so the kubelet stays protected: {}",
+                platform::advice(c.platform).shell,
+                platform::advice(c.platform).reserves
             ),
             avoid: "do not reboot the node: pressure returns with the same workload".into(),
         },
@@ -334,6 +343,7 @@ mod tests {
             platform: PlatformKind::Unknown,
             systemd: None,
             runtime_unit: None,
+            client_rotation: None,
         }
     }
 
@@ -513,6 +523,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Pressure and starvation name the platform's way onto the node and its place for the
+    /// kubelet's reserves (no platform has the same); the kubelet's own configz decides whether a
+    /// certificate is re-bootstrapped through CSRs or issued by hand.
+    #[test]
+    fn pressure_starvation_and_static_certificates_follow_the_platform_and_the_kubelet() {
+        let mut seen = std::collections::HashSet::new();
+        for (platform, shell, reserves) in [
+            (
+                PlatformKind::Eks,
+                "aws ssm start-session",
+                "launch template",
+            ),
+            (PlatformKind::Gke, "gcloud compute ssh", "machine type"),
+            (PlatformKind::Aks, "kubectl debug node/", "--kubelet-config"),
+            (
+                PlatformKind::OpenShift,
+                "oc debug node/",
+                "KubeletConfig resource",
+            ),
+            (PlatformKind::Kubeadm, "SSH", "kubelet-config ConfigMap"),
+        ] {
+            let mut c = context(RuntimeKind::Containerd, false, None);
+            c.platform = platform;
+            let pressure = texts(CauseId::NodePressure, &c).fix;
+            let starved = texts(CauseId::KubeletStarved, &c).fix;
+            assert!(pressure.contains(shell), "{platform:?}: {pressure}");
+            assert!(pressure.contains(reserves), "{platform:?}: {pressure}");
+            assert!(starved.contains(reserves), "{platform:?}: {starved}");
+            assert!(seen.insert(platform::advice(platform).reserves));
+            for fix in [&pressure, &starved] {
+                assert!(!fix.to_lowercase().contains("reboot"), "{fix}");
+            }
+        }
+        // Rotation off (configz): no CSR to approve; issue one by hand. On or unknown: the CSR
+        // path first.
+        let mut c = context(
+            RuntimeKind::Containerd,
+            false,
+            Some("a certificate problem"),
+        );
+        c.platform = PlatformKind::Kubeadm;
+        c.client_rotation = Some(false);
+        let fix = texts(CauseId::Certificate, &c).fix;
+        assert!(
+            fix.contains("rotation is off") && fix.contains("nothing to approve"),
+            "{fix}"
+        );
+        assert!(!fix.contains("files a new CSR: approve it"), "{fix}");
+        for rotation in [Some(true), None] {
+            c.client_rotation = rotation;
+            let fix = texts(CauseId::Certificate, &c).fix;
+            assert!(
+                fix.contains("files a new CSR: approve it"),
+                "{rotation:?}: {fix}"
+            );
+        }
+        assert!(!restarts_kubelet(&fix));
     }
 
     /// What the agent found on the node: the runtime unit's KillMode decides whether a restart
