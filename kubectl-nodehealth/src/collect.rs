@@ -173,6 +173,14 @@ fn failure(err: kube::Error, request: &str, needs: &str, proxy: bool) -> Failure
                 message,
             }
         }
+        // The client's connect timeout (TCP and TLS): a server that accepts and never answers.
+        other if chain(&other).contains("deadline has elapsed") => Failure {
+            kind: FailureKind::Timeout,
+            request: request.to_string(),
+            http_status: None,
+            needs: None,
+            message: format!("no answer while connecting (TCP and TLS): {}", chain(&other)),
+        },
         other => Failure {
             kind: FailureKind::Transport,
             request: request.to_string(),

@@ -16,7 +16,11 @@ pub enum Error {
         source: kube::config::KubeconfigError,
     },
     /// No usable client configuration (context missing, no kubeconfig found, ...).
-    #[error("cannot load the client configuration{context}: {message}")]
+    #[error(
+        "cannot load the client configuration{context}: {message}. Fix: point --kubeconfig or \
+         KUBECONFIG at a valid kubeconfig (`kubectl config view` shows what kubectl reads), or \
+         pick a context that exists (--context)"
+    )]
     ClientConfig {
         /// ` for context X` when a context was asked for.
         context: String,
@@ -33,7 +37,10 @@ pub enum Error {
         source: kube::Error,
     },
     /// The API server did not answer (down, wrong address, TLS failure).
-    #[error("cannot reach the API server at {server}: {message}")]
+    #[error(
+        "cannot reach the API server at {server}: {message}. Check the address and the network \
+         path (`kubectl --request-timeout=5s get --raw /readyz`), or give a longer --timeout"
+    )]
     ApiUnreachable {
         /// API server URL.
         server: String,
