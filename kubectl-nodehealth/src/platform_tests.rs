@@ -172,8 +172,23 @@ fn the_kubelets_credentials_come_from_its_configz() {
         "{}",
         k.describe()
     );
-    let kubeadm = Platform::default().with_config(Some(&parse_configz(kubeadm).unwrap()));
-    assert_eq!(kubeadm.kubelet.unwrap().client_rotation, Some(true));
-    // No configz read: nothing claimed.
+    let kubeadm_platform =
+        || Platform::default().with_config(Some(&parse_configz(kubeadm).unwrap()));
+    assert_eq!(
+        kubeadm_platform().kubelet.unwrap().client_rotation,
+        Some(true)
+    );
+    // No configz read: nothing claimed, unless the node agent read the kubelet's flags or
+    // config file (configz set wins where both say).
     assert!(Platform::default().with_config(None).kubelet.is_none());
+    let discovered = nodehealth_proto::node::Discovery {
+        rotate_certificates: Some(false),
+        ..Default::default()
+    };
+    let p = Platform::default()
+        .with_config(None)
+        .with_discovery(Some(&discovered));
+    assert_eq!(p.kubelet.unwrap().client_rotation, Some(false));
+    let p = kubeadm_platform().with_discovery(Some(&discovered));
+    assert_eq!(p.kubelet.unwrap().client_rotation, Some(true));
 }

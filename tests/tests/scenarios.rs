@@ -386,6 +386,18 @@ fn expired_client_certificate_is_the_certificate() {
     let leaf = &agent["certificates"]["client"]["certificates"][0];
     assert_eq!(leaf["expired"], true, "{:#}", agent["certificates"]);
     d.expect_top("certificate");
+    // The agent read the kubelet's flags and config: rotation is off, so no CSR will come and
+    // the fix issues a certificate by hand.
+    assert_eq!(
+        agent["discovery"]["rotateCertificates"], false,
+        "{:#}",
+        agent["discovery"]
+    );
+    let fix = d.top()["fix"].as_str().unwrap_or("");
+    assert!(
+        fix.contains("rotation is off") && fix.contains("nothing to approve"),
+        "{fix}"
+    );
     // The kubelet's log, read on the node: every request it makes is refused with 401.
     d.expect_log_support(&["unauthorized"]);
     healed_and_ready(&c, healer);

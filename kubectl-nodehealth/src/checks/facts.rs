@@ -172,7 +172,12 @@ impl Facts {
                 .data()
                 .map(super::platform::detect)
                 .unwrap_or_default()
-                .with_config(e.configz.data()),
+                .with_config(e.configz.data())
+                .with_discovery(
+                    e.node_probe
+                        .data()
+                        .and_then(|p| p.evidence.discovery.as_ref()),
+                ),
             node,
             attribution,
             metrics: e.metrics_end.data().is_some(),

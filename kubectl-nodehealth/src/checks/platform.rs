@@ -83,6 +83,19 @@ impl Default for Platform {
 }
 
 impl Platform {
+    /// With what the node agent read of the kubelet's flags and config file, where `/configz`
+    /// could not say (a kubelet whose own certificate is refused cannot authorize the API server's
+    /// request for its configz — the very case where rotation decides the fix).
+    pub fn with_discovery(mut self, discovery: Option<&nodehealth_proto::node::Discovery>) -> Self {
+        let Some(d) = discovery else {
+            return self;
+        };
+        let k = self.kubelet.get_or_insert_with(KubeletCredentials::default);
+        k.client_rotation = k.client_rotation.or(d.rotate_certificates);
+        k.serving_bootstrap = k.serving_bootstrap.or(d.server_tls_bootstrap);
+        self
+    }
+
     /// With what the kubelet's `/configz` says of its credentials.
     pub fn with_config(mut self, config: Option<&KubeletConfig>) -> Self {
         self.kubelet = config.map(|c| KubeletCredentials {
