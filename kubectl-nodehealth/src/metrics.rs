@@ -244,7 +244,12 @@ impl Scrape {
         for sample in &self.samples {
             if sample.name == bucket_name {
                 let mut labels = sample.labels.clone();
-                let Some(le) = labels.remove("le").and_then(|le| parse_go_float(&le)) else {
+                // A NaN bound is no bound (and would leave the buckets without an order).
+                let Some(le) = labels
+                    .remove("le")
+                    .and_then(|le| parse_go_float(&le))
+                    .filter(|le| !le.is_nan())
+                else {
                     continue;
                 };
                 let histogram = by_labels
@@ -275,9 +280,7 @@ impl Scrape {
             .filter(|h| !h.buckets.is_empty())
             .collect();
         for histogram in &mut histograms {
-            histogram
-                .buckets
-                .sort_by(|a, b| a.le.partial_cmp(&b.le).unwrap_or(std::cmp::Ordering::Equal));
+            histogram.buckets.sort_by(|a, b| a.le.total_cmp(&b.le));
         }
         histograms
     }
@@ -545,6 +548,29 @@ kubelet_pleg_relist_duration_seconds_count 100
         assert_eq!(sample.labels["path"], "C:\\dir\\\"f\"\n");
         assert_eq!(sample.labels["code"], "200");
         assert_eq!(sample.value, 42.0);
+    }
+
+    /// Found by the prom_text fuzz target: a `le="NaN"` bucket among others made the sort panic
+    /// ("user-provided comparison function does not correctly implement a total order").
+    #[test]
+    fn a_nan_bucket_bound_is_skipped_not_a_panic() {
+        let mut text = String::from("# TYPE h histogram\n");
+        for (i, le) in ["NaN", "0.1", "NaN", "0.5", "NaN", "1", "NaN", "0.25"]
+            .iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            text.push_str(&format!("h_bucket{{le=\"{le}\"}} {i}\n"));
+        }
+        text.push_str("h_bucket{le=\"+Inf\"} 50\n");
+        let histograms = parse(&text).histograms("h");
+        assert_eq!(histograms.len(), 1);
+        assert_eq!(histograms[0].buckets.len(), 20);
+        for h in &histograms {
+            assert!(h.buckets.iter().all(|b| !b.le.is_nan()));
+            assert!(h.buckets.windows(2).all(|w| w[0].le <= w[1].le));
+        }
     }
 
     #[test]
