@@ -611,7 +611,8 @@ fn rfc3339_ms(s: &str) -> Option<i64> {
         return Some(t.as_millisecond());
     }
     // The journal's short-iso writes `+0000` offsets.
-    let (head, zone) = s.split_at(s.len().checked_sub(5)?);
+    // Checked: the last five bytes may start inside a multi-byte character.
+    let (head, zone) = s.split_at_checked(s.len().checked_sub(5)?)?;
     if zone.starts_with(['+', '-']) && zone[1..].bytes().all(|b| b.is_ascii_digit()) {
         let fixed = format!("{head}{}:{}", &zone[..3], &zone[3..]);
         return fixed
@@ -627,6 +628,15 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_796_217_600_000; // 2026-12-02T13:20:00Z
+
+    /// Found by the log_lines fuzz target: a time whose fifth-last byte is inside a multi-byte
+    /// character panicked (the journal's `+0000` zone was split off by byte index).
+    #[test]
+    fn a_time_ending_inside_a_multibyte_character_is_no_time_not_a_panic() {
+        let journal = "2026-12-06T11:5\u{e9}\u{e9}\u{e9}00 vm kubelet[42]: x";
+        assert_eq!(line_time(journal, NOW), None);
+        assert_eq!(line_time("time=\"\u{e9}1234\" level=error", NOW), None);
+    }
 
     #[test]
     fn times_of_klog_logrus_and_journal_lines() {
