@@ -1072,7 +1072,10 @@ pub enum Received {
 pub fn receive(node: &mut NodeEvidence, event: RunEvent) -> Received {
     match event.event {
         Some(run_event::Event::Progress(p)) => {
-            let bar = (p.elapsed_ms * 20)
+            // Saturating: the agent's numbers are input (u64::MAX overflowed the multiply).
+            let bar = p
+                .elapsed_ms
+                .saturating_mul(20)
                 .checked_div(p.total_ms)
                 .map(|filled| {
                     let filled = filled.min(20) as usize;
@@ -1340,6 +1343,25 @@ pub async fn cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A progress event with an absurd elapsed time draws a full bar, not an overflow panic
+    /// (a hand-made stream fed to the agent_evidence fuzz target; kept in fuzz/seeds/).
+    #[test]
+    fn a_progress_past_the_u64_range_draws_a_full_bar() {
+        let event = RunEvent {
+            event: Some(run_event::Event::Progress(nodehealth_proto::v1::Progress {
+                step: "observe".into(),
+                elapsed_ms: u64::MAX,
+                total_ms: 1,
+                detail: String::new(),
+            })),
+        };
+        let mut node = NodeEvidence::default();
+        assert_eq!(
+            receive(&mut node, event),
+            Received::Progress(format!("agent: observe [{}] ", "#".repeat(20)))
+        );
+    }
 
     fn options() -> ProbeOptions {
         ProbeOptions {
