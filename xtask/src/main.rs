@@ -8,6 +8,7 @@ mod campaign;
 mod cluster;
 mod demo;
 mod dist;
+mod fuzz;
 mod setup;
 mod sh;
 mod test;
@@ -30,7 +31,7 @@ struct Cli {
 enum Command {
     /// Install everything this machine lacks for building and testing (idempotent).
     Setup,
-    /// Setup, then fmt, clippy and every test tier.
+    /// Setup, then fmt, clippy, every test tier and the fuzz smoke.
     Test {
         /// Also run the long tier (default kubelet timings; minutes per scenario).
         #[arg(long)]
@@ -39,8 +40,8 @@ enum Command {
         /// each test's pass count: the flake hunt.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
-        /// Only this tier (unit, integration, e2e), test binary (scenarios, cri_calls, ...) or
-        /// test name filter; skips fmt and clippy.
+        /// Only this tier (unit, integration, e2e, fuzz: the fuzz smoke), test binary
+        /// (scenarios, cri_calls, ...) or test name filter; skips fmt and clippy.
         #[arg(long)]
         only: Option<String>,
     },
@@ -78,6 +79,18 @@ enum Command {
         /// image --push` printed (pinned by digest).
         #[arg(long, value_name = "REF")]
         image: Option<String>,
+    },
+    /// Fuzz the parsers of what a node sends (cargo-fuzz, libFuzzer; corpora kept in
+    /// ~/.cache/kubectl-nodehealth): each target for N minutes. A crash, a hang or a memory
+    /// blow-up prints its input and the command that reproduces it, and fails the command.
+    Fuzz {
+        /// Minutes per target.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        minutes: u64,
+        /// Only this target (prom_text, hpack, http_response, kmsg, log_lines, bundle,
+        /// agent_evidence).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
     },
     /// Set up, start the local cluster and run `kubectl nodehealth` on its node.
     Demo,
@@ -130,6 +143,10 @@ fn main() -> ExitCode {
             platforms,
             base_url,
             image,
+        }),
+        Command::Fuzz { minutes, target } => fuzz::run(&fuzz::Options {
+            seconds: minutes * 60,
+            target,
         }),
         Command::Demo => demo::run(),
         Command::Bench { bench } => bench::run(bench),

@@ -3,9 +3,12 @@
 //! Unit tests run in parallel. Integration tests load eBPF into the running kernel and start
 //! processes, so they run one at a time (one test binary after another, one test thread each).
 //!
+//! When it runs everything, every fuzz target then runs briefly (`fuzz::SMOKE_SECONDS` each: a
+//! smoke, not a campaign — `cargo xtask fuzz` is that); `--only fuzz` runs only the smoke.
+//!
 //! `--repeat N [--only X]` is the flake hunt: the selected tests run N times (the end-to-end ones
 //! against one cluster) and each test's pass count is printed — a test that passes four runs in
-//! five is a failing test. `X` is a tier (`unit`, `integration`, `e2e`), a test binary (`scenarios`,
+//! five is a failing test. `X` is a tier (`unit`, `integration`, `e2e`, `fuzz`), a test binary (`scenarios`,
 //! `cri_calls`, ...) or a test name filter.
 
 use std::{
@@ -19,7 +22,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     cluster::{self, Layout, host::Fingerprint},
-    setup,
+    fuzz, setup,
     sh::{self, info, step},
 };
 
@@ -58,6 +61,8 @@ struct Selection {
     unit: bool,
     integration: Option<Target>,
     e2e: Option<Target>,
+    /// The fuzz smoke.
+    fuzz: bool,
 }
 
 /// Within a tier: every binary, one binary, or a name filter.
@@ -74,37 +79,50 @@ fn select(only: Option<&str>) -> Selection {
             unit: true,
             integration: Some(Target::All),
             e2e: Some(Target::All),
+            fuzz: true,
         },
         Some("unit") => Selection {
             unit: true,
             integration: None,
             e2e: None,
+            fuzz: false,
         },
         Some("integration") => Selection {
             unit: false,
             integration: Some(Target::All),
             e2e: None,
+            fuzz: false,
         },
         Some("e2e") => Selection {
             unit: false,
             integration: None,
             e2e: Some(Target::All),
+            fuzz: false,
+        },
+        Some("fuzz") => Selection {
+            unit: false,
+            integration: None,
+            e2e: None,
+            fuzz: true,
         },
         Some(b) if E2E_BINARIES.contains(&b) => Selection {
             unit: false,
             integration: None,
             e2e: Some(Target::Binary(b.into())),
+            fuzz: false,
         },
         Some(b) if INTEGRATION_BINARIES.contains(&b) => Selection {
             unit: false,
             integration: Some(Target::Binary(b.into())),
             e2e: None,
+            fuzz: false,
         },
         // A test name: looked for in both tiers that need the real machine.
         Some(f) => Selection {
             unit: false,
             integration: Some(Target::Filter(f.into())),
             e2e: Some(Target::Filter(f.into())),
+            fuzz: false,
         },
     }
 }
@@ -168,6 +186,21 @@ pub fn run(o: Options) -> Result<()> {
                 cmd.env("NODEHEALTH_LONG_TESTS", "1");
             }
             tally.run("integration tests", &mut cmd)?;
+        }
+    }
+    if sel.fuzz {
+        // Once, whatever --repeat says: the fuzzer draws new inputs on every run anyway. A finding
+        // fails the command at the end; the end-to-end tier still runs.
+        step(format!(
+            "fuzz smoke: every target for {} s",
+            fuzz::SMOKE_SECONDS
+        ));
+        let smoke = fuzz::Options {
+            seconds: fuzz::SMOKE_SECONDS,
+            target: None,
+        };
+        if let Err(e) = fuzz::run(&smoke) {
+            tally.broken.push(format!("fuzz smoke: {e:#}"));
         }
     }
     if let Some(target) = &sel.e2e {
@@ -405,5 +438,8 @@ mod tests {
         assert_eq!(f.e2e, Some(Target::Filter("disk_slow".into())));
         assert_eq!(f.integration, Some(Target::Filter("disk_slow".into())));
         assert!(select(None).unit && select(None).e2e == Some(Target::All));
+        assert!(select(None).fuzz && !select(Some("unit")).fuzz);
+        let fuzz = select(Some("fuzz"));
+        assert!(fuzz.fuzz && !fuzz.unit && fuzz.integration.is_none() && fuzz.e2e.is_none());
     }
 }
