@@ -212,6 +212,8 @@ pub enum FindingId {
     NodeRuntimeSocket,
     /// The kubelet's CRI calls, traced on its socket.
     NodeKubeletCriSlow,
+    /// The runtime's threads waiting on block I/O for much of the traced window.
+    NodeRuntimeDiskBound,
     /// The kubelet or the runtime starved of CPU.
     CpuStarved(Component),
     /// The client certificate on disk expired.
@@ -294,6 +296,7 @@ const SIMPLE: &[(FindingId, &str)] = &[
     (FindingId::NodeCri, "node-cri"),
     (FindingId::NodeRuntimeSocket, "node-runtime-socket"),
     (FindingId::NodeKubeletCriSlow, "node-kubelet-cri-slow"),
+    (FindingId::NodeRuntimeDiskBound, "node-runtime-disk-bound"),
     (FindingId::NodeCertExpired, "node-certificate-expired"),
     (FindingId::NodeApiUnreachable, "node-api-unreachable"),
     (FindingId::NodeClock, "node-clock"),

@@ -379,6 +379,23 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
             );
         }
     }
+    if let Some(trace) = &n.trace
+        && let Some((share, device)) = super::trace::runtime_disk_bound(trace)
+    {
+        out.push(
+            Finding::new(
+                FindingId::NodeRuntimeDiskBound,
+                Domain::Runtime,
+                Severity::Warning,
+                format!(
+                    "the runtime's threads waited on block I/O for {:.0}% of the traced window{}: its calls that write (create, start, stop, remove) wait on the disk",
+                    share * 100.0,
+                    device.map(|d| format!(" (device {d})")).unwrap_or_default()
+                ),
+            )
+            .fix("find what limits the runtime's disk: `iostat -x 1` on the node (await, %util of that device), a throttle or a noisy neighbour on it, the volume's IOPS limit; a disk-bound runtime is not restarted"),
+        );
+    }
     out.extend(cpu_starved(n));
     out.extend(host::runtime_socket(n));
     out.extend(host::orphaned_shims(n));

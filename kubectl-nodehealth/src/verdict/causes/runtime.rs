@@ -55,6 +55,11 @@ pub fn score(i: &Inputs) -> Score {
     if let Some(w) = i.problem(&FindingId::NodeKubeletCriSlow) {
         s.because(55, w);
     }
+    // Measured on the node: the runtime blocked on its disk for much of the window, whether or
+    // not the window caught one of its slow calls.
+    if let Some(w) = i.problem(&FindingId::NodeRuntimeDiskBound) {
+        s.because(45, w);
+    }
     // Starved of CPU, measured on the node: a runtime that gets no CPU answers late or not at all.
     let cpu = FindingId::CpuStarved(Component::Runtime);
     if let Some(w) = i.problem(&cpu) {
