@@ -179,7 +179,10 @@ fn failure(err: kube::Error, request: &str, needs: &str, proxy: bool) -> Failure
             request: request.to_string(),
             http_status: None,
             needs: None,
-            message: format!("no answer while connecting (TCP and TLS): {}", chain(&other)),
+            message: format!(
+                "no answer while connecting (TCP and TLS): {}",
+                chain(&other)
+            ),
         },
         other => Failure {
             kind: FailureKind::Transport,

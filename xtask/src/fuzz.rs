@@ -96,6 +96,9 @@ pub fn run(o: &Options) -> Result<()> {
         step(format!("fuzz {target} for {} s", o.seconds));
         let corpus = seed(&root, target).with_context(|| format!("seeding {target}'s corpus"))?;
         let outcome = fuzz_one(&binaries.join(target), target, &corpus, o.seconds)?;
+        if outcome.finding.is_none() {
+            minimize(&binaries.join(target), target, &corpus)?;
+        }
         info(format!(
             "FUZZ target={target} runs={} seconds={:.0} corpus={} result={}",
             outcome.runs.map_or("?".into(), |r| r.to_string()),
@@ -250,6 +253,37 @@ fn fuzz_one(binary: &Path, target: &str, corpus: &Path, seconds: u64) -> Result<
         seconds,
         finding,
     })
+}
+
+/// Keeps of the corpus only inputs that each add coverage (libFuzzer's `-merge=1` into a new
+/// directory, which then replaces it): a corpus that only grew would make every later run, the
+/// CI smoke's too, begin by re-running thousands of inputs that add nothing. Seeds are added
+/// again by name on the next run.
+fn minimize(binary: &Path, target: &str, corpus: &Path) -> Result<()> {
+    let merged = corpus.with_extension("merging");
+    let _ = fs::remove_dir_all(&merged);
+    fs::create_dir_all(&merged)?;
+    let log = sh::cache_dir()
+        .join("fuzz-logs")
+        .join(format!("{target}.merge.log"));
+    let merge = Command::new(binary)
+        .arg("-merge=1")
+        .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
+        .arg(format!("-timeout={INPUT_TIMEOUT_S}"))
+        .arg(&merged)
+        .arg(corpus)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?)
+        .status();
+    if !merge.is_ok_and(|s| s.success()) || files_in(&merged) == 0 {
+        // The corpus stays as it was; the merge's log says why.
+        info(format!("corpus not minimized (see {})", log.display()));
+        return Ok(fs::remove_dir_all(&merged)?);
+    }
+    fs::remove_dir_all(corpus)?;
+    fs::rename(&merged, corpus)?;
+    Ok(())
 }
 
 /// What libFuzzer's output says.
