@@ -1085,12 +1085,21 @@ fn assert_full_diagnosis(out: &Output) {
         .iter()
         .filter(|f| !matches!(f["severity"].as_str(), Some("ok" | "info")))
         .collect();
-    assert_eq!(
+    // Diagnosed: no check unknown (exit 2 is what a missing permission gives). Problems found (1)
+    // are the node's own: the cluster is shared with the earlier tiers, whose faults leave
+    // history the agent reads (the kernel log's kubelet OOM kills of the last 10 minutes after
+    // the faults tier's kubelet-memory-limited made CI's run of 2026-12-06 exit 1 here).
+    assert!(
+        matches!(out.status.code(), Some(0 | 1))
+            && !problems.iter().any(|f| f["severity"] == "unknown"),
+        "not fully diagnosed: exit {:?}, causes {causes:#}\nfindings {problems:#?}\n{}",
         out.status.code(),
-        Some(0),
-        "a healthy node: causes {causes:#}\nfindings {problems:#?}\n{}",
         stderr(out)
     );
+    if out.status.code() == Some(1) {
+        let ids: Vec<&str> = problems.iter().filter_map(|f| f["id"].as_str()).collect();
+        eprintln!("diagnosed with problems the node itself has: {ids:?}");
+    }
 }
 
 /// `kubectl nodehealth rbac` is exactly enough: a user bound to its output gets a full diagnosis
