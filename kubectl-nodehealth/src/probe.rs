@@ -21,7 +21,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use nodehealth_proto::node::NodeEvidence;
 use nodehealth_proto::v1::{RunEvent, RunRequest, agent_client::AgentClient, run_event};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::evidence::NodeProbe;
 
@@ -87,7 +86,7 @@ impl RunIdentity {
         let mut bytes = [0u8; 34];
         getrandom::fill(&mut bytes)
             .map_err(|e| ProbeError::Other(format!("no random source for the run token: {e}")))?;
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let hex = nodehealth_proto::proof::hex;
         Ok(RunIdentity {
             run_id: hex(&bytes[..4]),
             token: hex(&bytes[4..32]),
@@ -120,10 +119,7 @@ impl RunIdentity {
 
 /// SHA-256 of the token in hex: the only form of it the pod spec holds.
 pub fn token_sha256(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    nodehealth_proto::proof::token_sha256_hex(token)
 }
 
 /// Bound on one port-forward connection to the agent: the kubelet lists the pods through the

@@ -48,6 +48,12 @@ pub fn verify(token: &str, nonce: &[u8], answer: &[u8]) -> bool {
     m.verify_slice(answer).is_ok()
 }
 
+/// The token's SHA-256 in hex: what the pod spec carries and the agent checks the token against.
+pub fn token_sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(token.as_bytes()))
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -50,10 +50,7 @@ pub fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
 
 /// Hex SHA-256 of a token (what the plugin puts in the pod spec).
 pub fn token_sha256_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    nodehealth_proto::proof::token_sha256_hex(token)
 }
 
 /// Compares in constant time so the hash cannot be probed byte by byte.
