@@ -450,9 +450,10 @@ fn platform_keys(
         .collect()
 }
 
-fn lease_info(lease: &Lease) -> LeaseInfo {
+fn lease_info(lease: &Lease, observed_at: Timestamp) -> LeaseInfo {
     let spec = lease.spec.clone().unwrap_or_default();
     LeaseInfo {
+        observed_at: Some(observed_at),
         namespace: lease.metadata.namespace.clone().unwrap_or_default(),
         name: lease.metadata.name.clone().unwrap_or_default(),
         holder_identity: spec.holder_identity,
@@ -469,7 +470,7 @@ fn lease_overview(leases: &[Lease], node: &str, now: Timestamp) -> LeaseOverview
         ..LeaseOverview::default()
     };
     for l in leases {
-        let info = lease_info(l);
+        let info = lease_info(l, now);
         let duration = f64::from(info.lease_duration_seconds.unwrap_or(40));
         let stale = info
             .renew_time
@@ -572,12 +573,13 @@ pub async fn scan_snapshot(
             kcm_leases.get("kube-controller-manager"),
         ),
     );
+    let answered_at = Timestamp::now();
     Ok(ScanSnapshot {
         nodes: node_list,
         leases: to_step(leases.map(|l| l.items)),
         csrs: to_step(csrs.map(|l| l.items)),
-        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l))),
-        collected_at: Timestamp::now(),
+        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l, answered_at))),
+        collected_at: answered_at,
         api_calls: 4,
     })
 }
@@ -603,7 +605,7 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                     .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
                 {
                     Some(l) => Step::Collected {
-                        data: lease_info(l),
+                        data: lease_info(l, snap.collected_at),
                     },
                     None => Step::Skipped {
                         reason: format!("no lease {name} in kube-node-lease"),
@@ -1071,13 +1073,35 @@ pub async fn collect_with(
     let stats = proxy_get(client, node, "stats/summary", timeout);
     let pprof = proxy_get(client, node, "debug/pprof/goroutine?debug=2", timeout);
 
+    // Leases are read when the window ends, beside its second scrape: a heartbeat is judged by
+    // its age at the moment it was seen, and the end is the freshest view (a lease read at the
+    // start of a 25 s window and aged at the end looked stale on a healthy node).
+    let window_then_leases = async {
+        let window = window.await;
+        let (lease, all_leases, kcm) = tokio::join!(lease, all_leases, kcm);
+        (window, (lease, all_leases, kcm), Timestamp::now())
+    };
     let (
-        (window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof),
+        (
+            (window, (lease, all_leases, kcm), leases_at),
+            csrs,
+            events,
+            healthz,
+            configz,
+            stats,
+            pprof,
+        ),
         (kubelet_log, runtime_log),
     ) = tokio::join!(
         async {
             tokio::join!(
-                window, lease, all_leases, kcm, csrs, events, healthz, configz, stats, pprof
+                window_then_leases,
+                csrs,
+                events,
+                healthz,
+                configz,
+                stats,
+                pprof
             )
         },
         async { tokio::join!(kubelet_log, runtime_log) }
@@ -1117,7 +1141,7 @@ pub async fn collect_with(
     let metrics_start = snapshot(first, first_at, &mut raw.metrics_start);
     let metrics_end = snapshot(second, second_at, &mut raw.metrics_end);
 
-    let node_leases = all_leases.map(|list| lease_overview(&list.items, node, collected_at));
+    let node_leases = all_leases.map(|list| lease_overview(&list.items, node, leases_at));
     let (healthz, healthz_raw) = healthz;
     raw.healthz = healthz_raw;
     let configz_request = format!("GET /api/v1/nodes/{node}/proxy/configz");
@@ -1145,7 +1169,7 @@ pub async fn collect_with(
         },
         layers: vec![Layer::Api],
         node: node_step,
-        lease: to_step(lease.map(|l| lease_info(&l))),
+        lease: to_step(lease.map(|l| lease_info(&l, leases_at))),
         node_leases: to_step(node_leases),
         csrs: to_step(csrs.map(|list| node_csrs(&list.items, node))),
         events: to_step(events.map(|list| {
@@ -1160,7 +1184,7 @@ pub async fn collect_with(
         metrics_end,
         stats_summary,
         goroutine_dump,
-        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l))),
+        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l, leases_at))),
         kubelet_log,
         runtime_log,
         node_probe: Step::Skipped {

@@ -321,6 +321,11 @@ pub struct LeaseInfo {
     pub renew_time: Option<Timestamp>,
     /// `spec.leaseDurationSeconds`.
     pub lease_duration_seconds: Option<i32>,
+    /// When the API server's answer arrived: ages are measured from here, not from the end of
+    /// the collection (a 25 s window made a lease read at its start look 25 s staler). Absent in
+    /// bundles written before it existed: then the collection's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Timestamp>,
 }
 
 /// Node leases cluster-wide: how many are stale right now.

@@ -78,6 +78,38 @@ fn a_healthy_node_is_healthy_on_every_layer() {
     check(out, took, &["api", "node-agent"]);
 }
 
+/// A window longer than the lease's 40 s duration on a healthy node: the lease is aged when it was
+/// read, not at the end of the collection. Read at the window's start and aged at its end, every
+/// such run found the lease stale and the node partitioned (first seen as api-partition at
+/// runtime-slow-list's 3 s strength, whose window is 25 s).
+#[test]
+fn a_long_window_does_not_age_the_heartbeat() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let (out, took) = run_plugin(&c, &["--duration", "42s", "-o", "json"]);
+    let report = json_of(&out);
+    let lease = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["id"] == "lease-age")
+        .cloned()
+        .unwrap_or(Value::Null);
+    eprintln!(
+        "SCENARIO healthy, 42 s window | {} | {} | lease {} | {:.1} s",
+        report["verdict"]["layers"],
+        report["verdict"]["causes"][0]["id"],
+        lease["summary"],
+        took.as_secs_f64()
+    );
+    assert_eq!(lease["severity"], "ok", "{lease:#}");
+    assert_eq!(
+        report["verdict"]["causes"][0]["id"], "healthy",
+        "{:#}",
+        report["verdict"]
+    );
+}
+
 #[test]
 fn node_is_ready_and_its_lease_renews() {
     let c = Cluster::get();

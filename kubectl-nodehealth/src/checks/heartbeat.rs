@@ -7,7 +7,11 @@ use crate::units::human_duration;
 pub(crate) fn lease_age(e: &Evidence, lease: &LeaseInfo) -> Option<(f64, f64)> {
     let renew = lease.renew_time?;
     let duration = f64::from(lease.lease_duration_seconds.unwrap_or(40));
-    Some((seconds_since(e, renew), duration))
+    let age = match lease.observed_at {
+        Some(at) => at.duration_since(renew).as_secs_f64(),
+        None => seconds_since(e, renew),
+    };
+    Some((age, duration))
 }
 
 /// The node Lease: renewed every 10 s, valid for leaseDurationSeconds (40 s).

@@ -145,6 +145,24 @@ fn lease_age_tiers() {
     assert_eq!(lease(&e)[0].severity, Severity::Warning);
 }
 
+/// A lease is aged at the moment it was read, not at the end of the collection: read 12 s after
+/// its renewal and judged after a 30 s window, it is 12 s old (runtime-slow-list's 25 s window
+/// made a healthy kubelet's lease look 43.8 s old, and the node partitioned). On both sides of
+/// the 40 s duration, and a bundle without the read time ages it at the collection's end.
+#[test]
+fn a_lease_is_aged_when_it_was_read() {
+    let mut e = healthy_evidence();
+    e.collected_at = now();
+    let l = data(&mut e.lease);
+    l.renew_time = Some(ago(42.0));
+    l.observed_at = Some(ago(30.0));
+    assert_eq!(lease(&e)[0].severity, Severity::Ok, "{:?}", lease(&e));
+    data(&mut e.lease).observed_at = Some(ago(1.0));
+    assert_eq!(lease(&e)[0].severity, Severity::Critical);
+    data(&mut e.lease).observed_at = None;
+    assert_eq!(lease(&e)[0].severity, Severity::Critical);
+}
+
 #[test]
 fn many_stale_leases_point_away_from_this_node() {
     let mut e = healthy_evidence();

@@ -114,6 +114,7 @@ pub fn healthy_evidence() -> Evidence {
                 holder_identity: Some("node-a".into()),
                 renew_time: Some(ago(3.0)),
                 lease_duration_seconds: Some(40),
+                observed_at: None,
             },
         },
         node_leases: Step::Collected {
@@ -176,6 +177,7 @@ pub fn healthy_evidence() -> Evidence {
                 holder_identity: Some("cp_1234".into()),
                 renew_time: Some(ago(1.0)),
                 lease_duration_seconds: Some(15),
+                observed_at: None,
             },
         },
         kubelet_log: Step::Skipped {
