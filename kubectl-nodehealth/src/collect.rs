@@ -1073,19 +1073,17 @@ pub async fn collect_with(
     let stats = proxy_get(client, node, "stats/summary", timeout);
     let pprof = proxy_get(client, node, "debug/pprof/goroutine?debug=2", timeout);
 
-    // Leases are read when the window ends, beside its second scrape: a heartbeat is judged by
-    // its age at the moment it was seen, and the end is the freshest view (a lease read at the
-    // start of a 25 s window and aged at the end looked stale on a healthy node).
-    let window_then_leases = async {
+    // Leases, CSRs and events are read when the window ends, beside its second scrape: the end is
+    // the freshest view, and a heartbeat is judged by its age at the moment it was seen (a lease
+    // read at the start of a 25 s window and aged at the end looked stale on a healthy node).
+    let window_then_objects = async {
         let window = window.await;
-        let (lease, all_leases, kcm) = tokio::join!(lease, all_leases, kcm);
-        (window, (lease, all_leases, kcm), Timestamp::now())
+        let objects = tokio::join!(lease, all_leases, kcm, csrs, events);
+        (window, objects, Timestamp::now())
     };
     let (
         (
-            (window, (lease, all_leases, kcm), leases_at),
-            csrs,
-            events,
+            (window, (lease, all_leases, kcm, csrs, events), leases_at),
             healthz,
             configz,
             stats,
@@ -1093,17 +1091,7 @@ pub async fn collect_with(
         ),
         (kubelet_log, runtime_log),
     ) = tokio::join!(
-        async {
-            tokio::join!(
-                window_then_leases,
-                csrs,
-                events,
-                healthz,
-                configz,
-                stats,
-                pprof
-            )
-        },
+        async { tokio::join!(window_then_objects, healthz, configz, stats, pprof) },
         async { tokio::join!(kubelet_log, runtime_log) }
     );
 
