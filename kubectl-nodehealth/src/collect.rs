@@ -450,10 +450,32 @@ fn platform_keys(
         .collect()
 }
 
+/// The API server's clock, from the `Date` header of a `GET /version` (any authenticated user
+/// may read it; 1 s resolution). Ages of what the kubelet stamps are judged on it when this
+/// machine's clock is off: a laptop's clock says nothing about the node.
+async fn api_server_time(client: &Client, timeout: Duration) -> Option<Timestamp> {
+    let request = http::Request::get("/version")
+        .body(kube::client::Body::empty())
+        .ok()?;
+    let response = tokio::time::timeout(timeout, client.send(request))
+        .await
+        .ok()?
+        .ok()?;
+    let date = response.headers().get(http::header::DATE)?.to_str().ok()?;
+    http_date(date)
+}
+
+/// An HTTP `Date` (RFC 9110 IMF-fixdate, e.g. `Sun, 06 Dec 2026 17:50:00 GMT`).
+fn http_date(text: &str) -> Option<Timestamp> {
+    jiff::fmt::rfc2822::parse(text).ok().map(|z| z.timestamp())
+}
+
 fn lease_info(lease: &Lease, observed_at: Timestamp) -> LeaseInfo {
     let spec = lease.spec.clone().unwrap_or_default();
     LeaseInfo {
         observed_at: Some(observed_at),
+        renew_time_before: None,
+        server_time: None,
         namespace: lease.metadata.namespace.clone().unwrap_or_default(),
         name: lease.metadata.name.clone().unwrap_or_default(),
         holder_identity: spec.holder_identity,
@@ -967,13 +989,20 @@ pub async fn collect_with(
     let field_selector = format!("involvedObject.kind=Node,involvedObject.name={node}");
     let node_events = ListParams::default().fields(&field_selector);
     let events_request = format!("LIST /api/v1/events?fieldSelector={field_selector}");
-    let lease = step(
-        timeout,
-        &lease_request,
-        "get leases.coordination.k8s.io in kube-node-lease",
-        false,
-        leases.get(node),
-    );
+    let get_lease = || {
+        step(
+            timeout,
+            &lease_request,
+            "get leases.coordination.k8s.io in kube-node-lease",
+            false,
+            leases.get(node),
+        )
+    };
+    // The lease at the window's start too: a renewTime that moved while the window lasted is a
+    // heartbeat whatever the clocks say (the node lifecycle controller's own rule: it watches
+    // renewTime change, pkg/controller/nodelifecycle tryUpdateNodeHealth).
+    let lease_before = get_lease();
+    let lease = get_lease();
     let all_leases = step(
         timeout,
         "LIST /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
@@ -1076,14 +1105,18 @@ pub async fn collect_with(
     // Leases, CSRs and events are read when the window ends, beside its second scrape: the end is
     // the freshest view, and a heartbeat is judged by its age at the moment it was seen (a lease
     // read at the start of a 25 s window and aged at the end looked stale on a healthy node).
-    let window_then_objects = async {
-        let window = window.await;
-        let objects = tokio::join!(lease, all_leases, kcm, csrs, events);
-        (window, objects, Timestamp::now())
-    };
+    // Boxed: the joined futures are large, and a debug build polls them on a 2 MiB test stack.
+    let window_then_objects = Box::pin(async {
+        let (window, lease_before) = tokio::join!(window, lease_before);
+        let (objects, server_time) = tokio::join!(
+            async { tokio::join!(lease, all_leases, kcm, csrs, events) },
+            api_server_time(client, timeout)
+        );
+        (window, lease_before, objects, server_time, Timestamp::now())
+    });
     let (
         (
-            (window, (lease, all_leases, kcm, csrs, events), leases_at),
+            (window, lease_before, (lease, all_leases, kcm, csrs, events), server_time, leases_at),
             healthz,
             configz,
             stats,
@@ -1129,7 +1162,17 @@ pub async fn collect_with(
     let metrics_start = snapshot(first, first_at, &mut raw.metrics_start);
     let metrics_end = snapshot(second, second_at, &mut raw.metrics_end);
 
-    let node_leases = all_leases.map(|list| lease_overview(&list.items, node, leases_at));
+    // The other nodes' leases are aged on the API server's clock when this machine's is off.
+    let clocks = LeaseInfo {
+        observed_at: Some(leases_at),
+        server_time,
+        ..LeaseInfo::default()
+    };
+    let leases_judged_at = match (crate::checks::heartbeat::clock_offset(&clocks), server_time) {
+        (Some(_), Some(server)) => server,
+        _ => leases_at,
+    };
+    let node_leases = all_leases.map(|list| lease_overview(&list.items, node, leases_judged_at));
     let (healthz, healthz_raw) = healthz;
     raw.healthz = healthz_raw;
     let configz_request = format!("GET /api/v1/nodes/{node}/proxy/configz");
@@ -1157,7 +1200,14 @@ pub async fn collect_with(
         },
         layers: vec![Layer::Api],
         node: node_step,
-        lease: to_step(lease.map(|l| lease_info(&l, leases_at))),
+        lease: to_step(lease.map(|l| {
+            let mut info = lease_info(&l, leases_at);
+            info.renew_time_before = lease_before
+                .ok()
+                .and_then(|b| b.spec.and_then(|s| s.renew_time).map(|t| t.0));
+            info.server_time = server_time;
+            info
+        })),
         node_leases: to_step(node_leases),
         csrs: to_step(csrs.map(|list| node_csrs(&list.items, node))),
         events: to_step(events.map(|list| {
@@ -1172,7 +1222,11 @@ pub async fn collect_with(
         metrics_end,
         stats_summary,
         goroutine_dump,
-        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l, leases_at))),
+        controller_manager_lease: to_step(kcm.map(|l| {
+            let mut info = lease_info(&l, leases_at);
+            info.server_time = server_time;
+            info
+        })),
         kubelet_log,
         runtime_log,
         node_probe: Step::Skipped {
@@ -1203,6 +1257,13 @@ mod tests {
             .build()
             .unwrap()
             .block_on(read_capped(reader, cap, keep))
+    }
+
+    #[test]
+    fn the_api_servers_date_header_is_read() {
+        let t = http_date("Sun, 06 Dec 2026 17:50:07 GMT").unwrap();
+        assert_eq!(t.to_string(), "2026-12-06T17:50:07Z");
+        assert!(http_date("yesterday").is_none());
     }
 
     #[test]

@@ -326,6 +326,20 @@ pub struct LeaseInfo {
     /// bundles written before it existed: then the collection's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Timestamp>,
+    /// `spec.renewTime` read at the window's start: a later `renew_time` is a renewal seen while
+    /// the window lasted, whatever the clocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_time_before: Option<Timestamp>,
+    /// The API server's clock (its `Date` header, 1 s resolution) when the lease was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_time: Option<Timestamp>,
+}
+
+impl LeaseInfo {
+    /// The holder renewed the lease while the window lasted (read at both ends).
+    pub fn renewed_during_window(&self) -> bool {
+        matches!((self.renew_time_before, self.renew_time), (Some(b), Some(a)) if a > b)
+    }
 }
 
 /// Node leases cluster-wide: how many are stale right now.

@@ -2,9 +2,10 @@
 //! name that does not exist, and a user without `nodes/proxy`.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use nodehealth_e2e::{Cluster, workspace_root};
+use nodehealth_e2e::{Cluster, json_of, workspace_root};
 use serde_json::Value;
 
 /// Runs the plugin binary (built by `cargo xtask test` before this tier) with `args`.
@@ -29,6 +30,57 @@ fn json(out: &Output) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The plugin runs on a laptop whose clock is not the cluster's. With this machine's clock 90 s
+/// ahead (libfaketime, the wall clock only), a healthy node's lease is aged on the API server's
+/// clock (its Date header) and stays fresh; on the local clock it was 90 s stale and the node was
+/// called cut off.
+#[test]
+fn a_laptop_clock_ahead_of_the_cluster_does_not_make_the_node_stale() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let faketime = ["x86_64", "aarch64"]
+        .iter()
+        .map(|a| format!("/usr/lib/{a}-linux-gnu/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime (cargo xtask setup installs it)");
+    let out = Command::new(workspace_root().join("target/debug/kubectl-nodehealth"))
+        .arg(&c.node)
+        .arg("--kubeconfig")
+        .arg(c.admin_kubeconfig())
+        .args(["--duration", "2s", "--api-only", "-o", "json"])
+        .env_remove("KUBECONFIG")
+        .env("LD_PRELOAD", &faketime)
+        .env("FAKETIME", "+90s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_NO_CACHE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubectl-nodehealth");
+    let report = json_of(&out);
+    let lease = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["id"] == "lease-age")
+        .cloned()
+        .unwrap_or(Value::Null);
+    eprintln!("clock +90 s: {lease:#}");
+    assert_eq!(lease["severity"], "ok", "{lease:#}");
+    assert!(
+        lease["evidence"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.contains("ahead of the API server")))),
+        "{lease:#}"
+    );
+    assert_eq!(
+        report["verdict"]["causes"][0]["id"], "healthy",
+        "{:#}",
+        report["verdict"]
+    );
 }
 
 #[test]

@@ -39,6 +39,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("linux-perf", "`perf bench sched pipe` for tracer overhead"),
     (
+        "libfaketime",
+        "an end-to-end test runs the plugin with a clock off the API server's, as on a laptop",
+    ),
+    (
         "systemd",
         "journalctl: the agent reads the kubelet's journal with it (this machine runs no systemd)",
     ),

@@ -257,6 +257,9 @@ fn identity_accepted(e: &Evidence) -> Option<String> {
         return Some(format!("{writes} of its writes succeeded"));
     }
     let lease = e.lease.data()?;
+    if lease.renewed_during_window() {
+        return Some("it renewed its Lease while the window lasted".into());
+    }
     let (age, duration) = lease_age(e, lease)?;
     (age <= duration / 4.0 + LEASE_RENEWAL_MARGIN_SECONDS)
         .then(|| format!("its Lease was renewed {} ago", human_duration(age.max(0.0))))

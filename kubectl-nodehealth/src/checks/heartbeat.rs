@@ -4,14 +4,35 @@ use super::{Domain, Finding, FindingId, Severity, seconds_since};
 use crate::evidence::{Evidence, FailureKind, LeaseInfo, Step};
 use crate::units::human_duration;
 
+/// Clocks further apart than this are off: the `Date` header has 1 s resolution.
+const CLOCK_OFFSET_TOLERANCE_SECONDS: f64 = 2.0;
+
+/// How far this machine's clock is ahead of the API server's when the lease was read, when they
+/// differ by more than the `Date` header's resolution.
+pub(crate) fn clock_offset(lease: &LeaseInfo) -> Option<f64> {
+    let local = lease.observed_at?;
+    let server = lease.server_time?;
+    let offset = local.duration_since(server).as_secs_f64();
+    (offset.abs() > CLOCK_OFFSET_TOLERANCE_SECONDS).then_some(offset)
+}
+
+/// The lease's age and duration, in seconds. Aged at the moment it was read, on the API server's
+/// clock when this machine's is off (the plugin runs on a laptop; its clock says nothing about
+/// the node's heartbeat).
 pub(crate) fn lease_age(e: &Evidence, lease: &LeaseInfo) -> Option<(f64, f64)> {
     let renew = lease.renew_time?;
     let duration = f64::from(lease.lease_duration_seconds.unwrap_or(40));
-    let age = match lease.observed_at {
-        Some(at) => at.duration_since(renew).as_secs_f64(),
-        None => seconds_since(e, renew),
+    let age = match (clock_offset(lease), lease.server_time, lease.observed_at) {
+        (Some(_), Some(server), _) => server.duration_since(renew).as_secs_f64(),
+        (_, _, Some(at)) => at.duration_since(renew).as_secs_f64(),
+        _ => seconds_since(e, renew),
     };
     Some((age, duration))
+}
+
+/// The lease is stale: past its duration and not renewed while the window lasted.
+pub(crate) fn lease_stale(e: &Evidence, lease: &LeaseInfo) -> bool {
+    !lease.renewed_during_window() && lease_age(e, lease).is_some_and(|(age, d)| age >= d)
 }
 
 /// The node Lease: renewed every 10 s, valid for leaseDurationSeconds (40 s).
@@ -32,7 +53,15 @@ pub fn lease(e: &Evidence) -> Vec<Finding> {
                 human_duration(age),
                 data.holder_identity.clone().unwrap_or_default()
             );
-            let (severity, summary) = if age >= duration {
+            let (severity, summary) = if data.renewed_during_window() {
+                (
+                    Severity::Ok,
+                    format!(
+                        "lease renewed while the window lasted (now {} old)",
+                        human_duration(age.max(0.0))
+                    ),
+                )
+            } else if age >= duration {
                 (
                     Severity::Critical,
                     format!(
@@ -65,8 +94,15 @@ pub fn lease(e: &Evidence) -> Vec<Finding> {
                     human_duration(before)
                 ));
             }
-            let mut f = f
-                .with("ages use this machine's clock against the kubelet's renewTime: clock skew shifts them");
+            let mut f = match clock_offset(data) {
+                Some(offset) => f.with(format!(
+                    "this machine's clock is {} {} the API server's: ages use the API server's clock (its Date header)",
+                    human_duration(offset.abs()),
+                    if offset > 0.0 { "ahead of" } else { "behind" }
+                )),
+                None => f,
+            };
+            f = f.with("renewTime is stamped by the node's clock: a node clock off the API server's shifts the age (a renewal seen while the window lasts does not depend on it)");
             if severity.is_problem() {
                 f = f.fix("see the verdict: a stale lease is kubelet-down, kubelet-starved, a partition or an auth failure");
             }
@@ -94,11 +130,7 @@ pub fn cluster_leases(e: &Evidence) -> Vec<Finding> {
     if o.total == 0 {
         return vec![];
     }
-    let this_stale = e
-        .lease
-        .data()
-        .and_then(|l| lease_age(e, l))
-        .is_some_and(|(age, d)| age >= d);
+    let this_stale = e.lease.data().is_some_and(|l| lease_stale(e, l));
     let others = o.stale.saturating_sub(usize::from(this_stale));
     let severity = if others >= 2 && others * 5 >= o.total {
         Severity::Warning

@@ -77,7 +77,7 @@ fn domain(name: &str) -> Domain {
 
 /// All log checks.
 pub fn run(e: &Evidence) -> Vec<Finding> {
-    let now = e.collected_at.as_millisecond();
+    let now = e.collected_at.as_millisecond() - (super::local_clock_ahead(e) * 1000.0) as i64;
     let mut out = Vec::new();
 
     // One finding per known message: the source that saw it most often speaks for it.

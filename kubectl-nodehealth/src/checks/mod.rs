@@ -372,9 +372,19 @@ pub fn assess_with(e: &Evidence, mut findings: Vec<Finding>) -> Assessment {
     Assessment { findings, facts }
 }
 
-/// Seconds from `t` to the end of collection.
+/// Seconds from `t` (stamped by the cluster) to the end of collection, on the API server's clock
+/// when this machine's is off by more than the `Date` header's resolution.
 pub(crate) fn seconds_since(e: &Evidence, t: jiff::Timestamp) -> f64 {
-    e.collected_at.duration_since(t).as_secs_f64()
+    e.collected_at.duration_since(t).as_secs_f64() - local_clock_ahead(e)
+}
+
+/// How far this machine's clock is ahead of the API server's (0 within the `Date` header's
+/// resolution, or when unknown): measured beside the lease read.
+pub(crate) fn local_clock_ahead(e: &Evidence) -> f64 {
+    e.lease
+        .data()
+        .and_then(heartbeat::clock_offset)
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

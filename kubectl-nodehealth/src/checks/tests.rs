@@ -163,6 +163,41 @@ fn a_lease_is_aged_when_it_was_read() {
     assert_eq!(lease(&e)[0].severity, Severity::Critical);
 }
 
+/// The plugin runs on a laptop: its clock says nothing about the node. Behind a laptop clock 60 s
+/// ahead of the API server's, a lease renewed 10 s ago (server time) is 10 s old, not 70; within
+/// the Date header's resolution the local clock is kept. A renewal seen while the window lasted
+/// is a heartbeat whatever the clocks (a node clock 100 s behind).
+#[test]
+fn a_lease_is_aged_on_the_api_servers_clock_and_a_renewal_seen_is_a_heartbeat() {
+    let mut e = healthy_evidence();
+    e.collected_at = now();
+    let l = data(&mut e.lease);
+    l.observed_at = Some(now());
+    l.server_time = Some(ago(60.0));
+    l.renew_time = Some(ago(70.0));
+    let f = lease(&e);
+    assert_eq!(f[0].severity, Severity::Ok, "{f:?}");
+    assert!(
+        f[0].evidence
+            .iter()
+            .any(|w| w.contains("ahead of the API server")),
+        "{f:?}"
+    );
+    data(&mut e.lease).server_time = Some(ago(1.5));
+    assert_eq!(lease(&e)[0].severity, Severity::Critical);
+    data(&mut e.lease).server_time = None;
+    assert_eq!(lease(&e)[0].severity, Severity::Critical);
+    let l = data(&mut e.lease);
+    l.renew_time = Some(ago(100.0));
+    l.renew_time_before = Some(ago(110.0));
+    let f = lease(&e);
+    assert_eq!(f[0].severity, Severity::Ok, "{f:?}");
+    assert!(f[0].summary.contains("while the window lasted"), "{f:?}");
+    // Unchanged at both ends: judged by its age.
+    data(&mut e.lease).renew_time_before = Some(ago(100.0));
+    assert_eq!(lease(&e)[0].severity, Severity::Critical);
+}
+
 #[test]
 fn many_stale_leases_point_away_from_this_node() {
     let mut e = healthy_evidence();

@@ -114,7 +114,7 @@ pub fn healthy_evidence() -> Evidence {
                 holder_identity: Some("node-a".into()),
                 renew_time: Some(ago(3.0)),
                 lease_duration_seconds: Some(40),
-                observed_at: None,
+                ..Default::default()
             },
         },
         node_leases: Step::Collected {
@@ -177,7 +177,7 @@ pub fn healthy_evidence() -> Evidence {
                 holder_identity: Some("cp_1234".into()),
                 renew_time: Some(ago(1.0)),
                 lease_duration_seconds: Some(15),
-                observed_at: None,
+                ..Default::default()
             },
         },
         kubelet_log: Step::Skipped {
