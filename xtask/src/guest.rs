@@ -415,7 +415,9 @@ fn build_image(
     sh::run(
         "apt-get download",
         Command::new("apt-get")
-            .args(["download", "-q", package])
+            // As root, apt drops to its _apt user for downloads, which cannot write to the
+            // cache directory; download as root instead of warning about it.
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
             .current_dir(tmp),
     )?;
     let deb = fs::read_dir(tmp)?
@@ -486,7 +488,7 @@ fn build_image(
 }
 
 /// The initramfs: busybox, the modules of INITRAMFS_MODULES with their dependencies
-/// (decompressed, so busybox's insmod needs no xz support), and init.sh.
+/// (decompressed when compressed, so busybox's insmod needs no xz support), and init.sh.
 fn initramfs(tmp: &Path, modules: &Path) -> Result<()> {
     let dep = fs::read_to_string(modules.join("modules.dep")).context("modules.dep")?;
     let builtin = fs::read_to_string(modules.join("modules.builtin")).unwrap_or_default();
@@ -508,6 +510,12 @@ fn initramfs(tmp: &Path, modules: &Path) -> Result<()> {
     fs::create_dir_all(&mods)?;
     fs::create_dir_all(root.join("bin"))?;
     for (name, path) in &order {
+        let dest = mods.join(format!("{name}.ko"));
+        // 6.12's modules are .ko.xz, 6.1's plain .ko.
+        if !path.ends_with(".xz") {
+            fs::copy(modules.join(path), &dest).with_context(|| format!("copying {path}"))?;
+            continue;
+        }
         let out = Command::new("xz")
             .args(["-d", "-c"])
             .arg(modules.join(path))
@@ -516,7 +524,7 @@ fn initramfs(tmp: &Path, modules: &Path) -> Result<()> {
         if !out.status.success() {
             bail!("xz -d {path}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        fs::write(mods.join(format!("{name}.ko")), out.stdout)?;
+        fs::write(dest, out.stdout)?;
     }
     let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
     fs::write(root.join("modules.order"), names.join("\n") + "\n")?;
