@@ -46,7 +46,11 @@ fn probe(kernel: &str) -> BTreeMap<String, Vec<String>> {
         .expect("running xtask guest boot");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("kernel {kernel}:\n{stdout}");
-    assert!(out.status.success(), "xtask guest boot failed: {}", out.status);
+    assert!(
+        out.status.success(),
+        "xtask guest boot failed: {}",
+        out.status
+    );
     let mut facts: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in stdout.lines() {
         if let Some((k, v)) = line.split_once('=') {
@@ -96,7 +100,11 @@ fn the_guest_boots_each_debian_cloud_kernel_with_systemd_and_cgroup_v2() {
             "kernel {kernel}: systemctl is-system-running says {system:?} (failed units: {failed:?})"
         );
         assert_eq!(one(&facts, "containerd"), "active", "kernel {kernel}");
-        assert_eq!(one(&facts, "btf"), "yes", "kernel {kernel}: no /sys/kernel/btf/vmlinux");
+        assert_eq!(
+            one(&facts, "btf"),
+            "yes",
+            "kernel {kernel}: no /sys/kernel/btf/vmlinux"
+        );
         assert_eq!(
             one(&facts, "kprobe_pmu"),
             "yes",
