@@ -130,6 +130,19 @@ const GUEST_PACKAGES: &[(&str, &str)] = &[
 /// is skipped; dependencies come from modules.dep).
 const INITRAMFS_MODULES: &[&str] = &["virtio", "virtio_pci", "virtio_blk", "virtio_net"];
 
+/// Units masked in the guest: periodic maintenance that would start at a random moment of a test
+/// and perturb what the node is measured doing (apt downloads, fstrim, e2scrub), and a getty on
+/// a VGA console nobody sees.
+const MASKED_UNITS: &[&str] = &[
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "getty@tty1.service",
+];
+
 const INIT: &str = include_str!("guest/init.sh");
 const NETWORK: &str = include_str!("guest/eth.network");
 const SSHD: &str = include_str!("guest/sshd.conf");
@@ -201,9 +214,10 @@ pub fn image(kernel: Kernel) -> Result<Image> {
             .join(",")
     );
     let inputs = format!(
-        "{rootfs_inputs}\nkernel {package} {version}\nmodules {}\ndisk {DISK_SIZE}\n\
+        "{rootfs_inputs}\nkernel {package} {version}\nmodules {}\nmasked {}\ndisk {DISK_SIZE}\n\
          --- init.sh\n{INIT}\n--- eth.network\n{NETWORK}\n--- sshd.conf\n{SSHD}\n--- resolv.conf\n{RESOLV}",
-        INITRAMFS_MODULES.join(",")
+        INITRAMFS_MODULES.join(","),
+        MASKED_UNITS.join(",")
     );
     let key = &sha256_hex(&inputs)[..16];
     let dir = guest_cache().join(format!("{}-{key}", kernel.name()));
@@ -234,12 +248,28 @@ pub fn image(kernel: Kernel) -> Result<Image> {
         return Err(e);
     }
     fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    prune(&format!("{}-", kernel.name()), &dir);
     info(format!(
         "built {} in {:.1} s",
         dir.display(),
         start.elapsed().as_secs_f64()
     ));
     Ok(image)
+}
+
+/// Removes the cache entries named `<prefix>...` other than `keep`: images of older inputs.
+fn prune(prefix: &str, keep: &Path) {
+    let Ok(entries) = fs::read_dir(guest_cache()) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let stale = entry.file_name().to_string_lossy().starts_with(prefix) && path != keep;
+        if stale {
+            info(format!("removing the stale {}", path.display()));
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+    }
 }
 
 /// The newest package of the kernel line and its version, as this machine's apt sees them.
@@ -395,6 +425,7 @@ fn rootfs_tarball(inputs: &str, sources: &str) -> Result<PathBuf> {
         return Err(e);
     }
     fs::rename(&partial, &tar)?;
+    prune("rootfs-", &tar);
     info(format!(
         "rootfs tarball {} ({} MB) in {:.1} s",
         tar.display(),
@@ -597,6 +628,12 @@ fn configure_rootfs(tmp: &Path, rootfs: &Path, modules: &Path, release: &str) ->
     let _ = fs::remove_file(rootfs.join("etc/resolv.conf"));
     fs::write(rootfs.join("etc/resolv.conf"), RESOLV)?;
     fs::write(rootfs.join("etc/ssh/sshd_config.d/nodehealth.conf"), SSHD)?;
+    for unit in MASKED_UNITS {
+        let link = rootfs.join("etc/systemd/system").join(unit);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink("/dev/null", &link)
+            .with_context(|| format!("masking {unit}"))?;
+    }
 
     // The client key and the guest's host key are made for this image and kept beside it: the
     // harness pins the host key (known_hosts under an alias, whatever port the forward gets).
@@ -696,6 +733,24 @@ fn cleanup_on_signal(cleanup: Arc<Cleanup>) -> Result<()> {
     Ok(())
 }
 
+/// Removes the per-boot directories of xtask processes that are gone: a SIGKILLed xtask cannot
+/// clean up (its QEMU dies with it through the parent-death signal, its overlay stays).
+fn remove_orphaned_boots(runs: &Path) {
+    let Ok(entries) = fs::read_dir(runs) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("boot-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            info(format!("removing {name}, left by an xtask that was killed"));
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 for the SSH forward (the kernel picks it).
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -721,6 +776,13 @@ struct Ssh {
 
 impl Ssh {
     fn command(&self, remote: &str) -> Command {
+        self.command_with_timeout(remote, 10)
+    }
+
+    /// `connect_timeout` bounds the TCP connect and the banner exchange. QEMU's forward accepts
+    /// at once and then holds the connection while the guest's network is not up yet, so a try
+    /// made early waits the whole timeout.
+    fn command_with_timeout(&self, remote: &str, connect_timeout: u32) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.arg("-i")
             .arg(&self.key)
@@ -734,7 +796,7 @@ impl Ssh {
                 "-o",
                 "BatchMode=yes",
                 "-o",
-                "ConnectTimeout=10",
+                &format!("ConnectTimeout={connect_timeout}"),
                 "-o",
                 "LogLevel=ERROR",
                 "-p",
@@ -752,13 +814,16 @@ impl Ssh {
 const MILESTONES: &[(&str, &str)] = &[
     ("Run /init as init process", "userspace (initramfs /init)"),
     ("Welcome to ", "systemd started"),
-    ("Reached target multi-user.target", "multi-user.target"),
+    // systemd stops printing status once the serial getty owns the console, so
+    // multi-user.target's own line rarely shows; sshd's start is the last one that does.
+    ("Started ssh.service", "sshd started"),
 ];
 
 fn boot(image: &Image, cmd: &[String]) -> Result<ExitCode> {
     let start = Instant::now();
     step(format!("guest boot ({})", image.release));
     let runs = sh::workspace_root().join("target/guest");
+    remove_orphaned_boots(&runs);
     let dir = runs.join(format!("boot-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
@@ -928,16 +993,20 @@ fn boot(image: &Image, cmd: &[String]) -> Result<ExitCode> {
 fn wait_for_ssh(ssh: &Ssh, cleanup: &Cleanup, console_log: &Path, start: Instant) -> Result<()> {
     let deadline = Duration::from_secs(300);
     let mut last_report = Instant::now();
+    let mut tries = 0;
     loop {
-        let ok = ssh
-            .command("true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
+        tries += 1;
+        let attempt = Instant::now();
+        // Short tries first: a try made before the guest's network is up waits its whole
+        // timeout. Longer ones later, for an sshd slow to answer in a guest busy starting up.
+        let out = ssh
+            .command_with_timeout("true", (2 + tries).min(10))
+            .output()
+            .context("ssh")?;
+        if out.status.success() {
             return Ok(());
         }
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let exited = cleanup
             .qemu
             .lock()
@@ -956,10 +1025,11 @@ fn wait_for_ssh(ssh: &Ssh, cleanup: &Cleanup, console_log: &Path, start: Instant
                 strip_ansi(&console_tail(console_log, 30))
             );
         }
-        if last_report.elapsed() > Duration::from_secs(15) {
+        if last_report.elapsed() > Duration::from_secs(5) {
             info(format!(
-                "{:6.1} s  waiting for SSH; console: {}",
+                "{:6.1} s  waiting for SSH (last try: {why:?} after {:.1} s); console: {}",
                 start.elapsed().as_secs_f64(),
+                attempt.elapsed().as_secs_f64(),
                 strip_ansi(&console_tail(console_log, 1))
             ));
             last_report = Instant::now();
