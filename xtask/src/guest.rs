@@ -394,7 +394,7 @@ fn rootfs_tarball(inputs: &str, sources: &str) -> Result<PathBuf> {
     fs::write(&sources_file, sources)?;
     let partial = guest_cache().join(format!(".rootfs-{key}-{}.tar", std::process::id()));
     info(format!(
-        "mmdebstrap bookworm ({} packages on minbase; about 20-60 s, its output follows)",
+        "mmdebstrap bookworm ({} packages on minbase; about a minute, its output follows)",
         GUEST_PACKAGES.len()
     ));
     let start = Instant::now();
