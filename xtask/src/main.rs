@@ -9,6 +9,7 @@ mod cluster;
 mod demo;
 mod dist;
 mod fuzz;
+mod guest;
 mod setup;
 mod sh;
 mod test;
@@ -104,6 +105,12 @@ enum Command {
         #[command(subcommand)]
         fault: cluster::fault::Fault,
     },
+    /// The Debian guest node under QEMU (kernel 6.1 or 6.12, systemd, cgroup v2): its image,
+    /// cached outside the clone, and its boot.
+    Guest {
+        #[command(subcommand)]
+        cmd: guest::Cmd,
+    },
     /// Undo every fault injected into the local cluster.
     Heal,
     /// Diagnostic accuracy over random faults, strengths, moments and ways to run the tool,
@@ -154,6 +161,13 @@ fn main() -> ExitCode {
         Command::Supervise(args) => cluster::supervise::run(args),
         Command::Fault { fault } => cluster::fault::apply(fault),
         Command::Heal => cluster::fault::heal(),
+        Command::Guest { cmd } => {
+            // `guest boot -- CMD` exits with CMD's status.
+            return guest::run(cmd).unwrap_or_else(|e| {
+                eprintln!("xtask: error: {e:#}");
+                ExitCode::FAILURE
+            });
+        }
         Command::Campaign(args) => campaign::run(args),
         Command::Lb(args) => cluster::lb::run(args),
         Command::Criproxy(args) => cluster::criproxy::run(args),
