@@ -470,6 +470,20 @@ fn http_date(text: &str) -> Option<Timestamp> {
     jiff::fmt::rfc2822::parse(text).ok().map(|z| z.timestamp())
 }
 
+/// The moment leases are aged at: the API server's clock when this machine's is off, else the
+/// local time they were read.
+fn judged_at(read_at: Timestamp, server_time: Option<Timestamp>) -> Timestamp {
+    let clocks = LeaseInfo {
+        observed_at: Some(read_at),
+        server_time,
+        ..LeaseInfo::default()
+    };
+    match (crate::checks::heartbeat::clock_offset(&clocks), server_time) {
+        (Some(_), Some(server)) => server,
+        _ => read_at,
+    }
+}
+
 fn lease_info(lease: &Lease, observed_at: Timestamp) -> LeaseInfo {
     let spec = lease.spec.clone().unwrap_or_default();
     LeaseInfo {
@@ -532,6 +546,8 @@ pub struct ScanSnapshot {
     pub csrs: Step<Vec<CertificateSigningRequest>>,
     pub controller_manager_lease: Step<LeaseInfo>,
     pub collected_at: Timestamp,
+    /// The API server's clock when the objects were read (its `Date` header).
+    pub server_time: Option<Timestamp>,
     /// API requests made.
     pub api_calls: u32,
 }
@@ -572,7 +588,7 @@ pub async fn scan_snapshot(
     let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let all_csrs = ListParams::default();
     let kcm_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
-    let (leases, csrs, kcm) = tokio::join!(
+    let (leases, csrs, kcm, server_time) = tokio::join!(
         step(
             timeout,
             "LIST /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
@@ -594,15 +610,21 @@ pub async fn scan_snapshot(
             false,
             kcm_leases.get("kube-controller-manager"),
         ),
+        api_server_time(client, timeout),
     );
     let answered_at = Timestamp::now();
     Ok(ScanSnapshot {
         nodes: node_list,
         leases: to_step(leases.map(|l| l.items)),
         csrs: to_step(csrs.map(|l| l.items)),
-        controller_manager_lease: to_step(kcm.map(|l| lease_info(&l, answered_at))),
+        controller_manager_lease: to_step(kcm.map(|l| {
+            let mut info = lease_info(&l, answered_at);
+            info.server_time = server_time;
+            info
+        })),
         collected_at: answered_at,
-        api_calls: 4,
+        server_time,
+        api_calls: 5,
     })
 }
 
@@ -627,7 +649,10 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                     .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
                 {
                     Some(l) => Step::Collected {
-                        data: lease_info(l, snap.collected_at),
+                        data: LeaseInfo {
+                            server_time: snap.server_time,
+                            ..lease_info(l, snap.collected_at)
+                        },
                     },
                     None => Step::Skipped {
                         reason: format!("no lease {name} in kube-node-lease"),
@@ -647,9 +672,9 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                 layers: vec![Layer::Api],
                 node: Step::Collected { data: node_info(n) },
                 lease,
-                node_leases: snap
-                    .leases
-                    .map_ref(|list| lease_overview(list, &name, snap.collected_at)),
+                node_leases: snap.leases.map_ref(|list| {
+                    lease_overview(list, &name, judged_at(snap.collected_at, snap.server_time))
+                }),
                 csrs: snap.csrs.map_ref(|all| node_csrs(all, &name)),
                 events: skipped(),
                 healthz: skipped(),
@@ -1163,16 +1188,8 @@ pub async fn collect_with(
     let metrics_end = snapshot(second, second_at, &mut raw.metrics_end);
 
     // The other nodes' leases are aged on the API server's clock when this machine's is off.
-    let clocks = LeaseInfo {
-        observed_at: Some(leases_at),
-        server_time,
-        ..LeaseInfo::default()
-    };
-    let leases_judged_at = match (crate::checks::heartbeat::clock_offset(&clocks), server_time) {
-        (Some(_), Some(server)) => server,
-        _ => leases_at,
-    };
-    let node_leases = all_leases.map(|list| lease_overview(&list.items, node, leases_judged_at));
+    let node_leases =
+        all_leases.map(|list| lease_overview(&list.items, node, judged_at(leases_at, server_time)));
     let (healthz, healthz_raw) = healthz;
     raw.healthz = healthz_raw;
     let configz_request = format!("GET /api/v1/nodes/{node}/proxy/configz");

@@ -85,10 +85,11 @@ pub fn rows(evidence: &[Evidence]) -> Vec<NodeRow> {
                 ready: node
                     .and_then(|n| n.condition("Ready"))
                     .map_or("-".into(), |c| c.status.clone()),
-                lease_age_seconds: e.lease.data().and_then(|l| {
-                    l.renew_time
-                        .map(|t| e.collected_at.duration_since(t).as_secs_f64().max(0.0))
-                }),
+                lease_age_seconds: e
+                    .lease
+                    .data()
+                    .and_then(|l| crate::checks::heartbeat::lease_age(e, l))
+                    .map(|(age, _)| age.max(0.0)),
                 severity,
                 cause: v
                     .causes
