@@ -666,6 +666,15 @@ pub fn json_of(out: &std::process::Output) -> Value {
     })
 }
 
+/// The report's finding `id`, if it has one.
+pub fn finding<'a>(report: &'a Value, id: &str) -> Option<&'a Value> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["id"] == id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 use std::{thread, time::Duration};
 
 use nodehealth_e2e::{
-    Cluster, Healer, json_of, last_oom_kill_at, run_agent_standalone, run_plugin,
+    Cluster, Healer, finding, json_of, last_oom_kill_at, run_agent_standalone, run_plugin,
     run_plugin_with_node_evidence, wait_until,
 };
 use serde_json::{Value, json};
@@ -88,11 +88,7 @@ fn a_long_window_does_not_age_the_heartbeat() {
     c.wait_ready("True", Duration::from_secs(60));
     let (out, took) = run_plugin(&c, &["--duration", "42s", "-o", "json"]);
     let report = json_of(&out);
-    let lease = report["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["id"] == "lease-age")
+    let lease = finding(&report, "lease-age")
         .cloned()
         .unwrap_or(Value::Null);
     eprintln!(

@@ -6,20 +6,12 @@
 
 use std::time::Duration;
 
-use nodehealth_e2e::{Cluster, Healer, json_of, run_agent_standalone, run_plugin};
+use nodehealth_e2e::{Cluster, Healer, finding, json_of, run_agent_standalone, run_plugin};
 use serde_json::Value;
 
 fn api_report(c: &Cluster) -> Value {
     let (out, _) = run_plugin(c, &["--api-only", "--duration", "1s", "-o", "json"]);
     json_of(&out)
-}
-
-fn finding<'a>(report: &'a Value, id: &str) -> Option<&'a Value> {
-    report["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .find(|f| f["id"] == id)
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use nodehealth_e2e::{Cluster, json_of, workspace_root};
+use nodehealth_e2e::{Cluster, finding, json_of, workspace_root};
 use serde_json::Value;
 
 /// Runs the plugin binary (built by `cargo xtask test` before this tier) with `args`.
@@ -59,11 +59,7 @@ fn a_laptop_clock_ahead_of_the_cluster_does_not_make_the_node_stale() {
         .output()
         .expect("kubectl-nodehealth");
     let report = json_of(&out);
-    let lease = report["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["id"] == "lease-age")
+    let lease = finding(&report, "lease-age")
         .cloned()
         .unwrap_or(Value::Null);
     eprintln!("clock +90 s: {lease:#}");

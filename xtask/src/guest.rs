@@ -13,7 +13,6 @@
 
 use std::{
     collections::BTreeSet,
-    fmt::Write as _,
     fs,
     io::{BufRead, BufReader, Write as _},
     net::TcpListener,
@@ -26,7 +25,6 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
-use sha2::{Digest, Sha256};
 
 use crate::{
     setup,
@@ -182,15 +180,6 @@ fn guest_cache() -> PathBuf {
     sh::cache_dir().join("guest")
 }
 
-fn sha256_hex(data: &str) -> String {
-    Sha256::digest(data.as_bytes())
-        .iter()
-        .fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// Builds the image for `kernel` unless the cache holds it already.
 pub fn image(kernel: Kernel) -> Result<Image> {
     let start = Instant::now();
@@ -219,7 +208,7 @@ pub fn image(kernel: Kernel) -> Result<Image> {
         INITRAMFS_MODULES.join(","),
         MASKED_UNITS.join(",")
     );
-    let key = &sha256_hex(&inputs)[..16];
+    let key = &sh::sha256_hex(inputs.as_bytes())[..16];
     let dir = guest_cache().join(format!("{}-{key}", kernel.name()));
     let image = Image {
         dir: dir.clone(),
@@ -383,7 +372,7 @@ fn one_line_entries(text: &str) -> Vec<String> {
 
 /// The mmdebstrap rootfs tarball, shared by both kernels' images.
 fn rootfs_tarball(inputs: &str, sources: &str) -> Result<PathBuf> {
-    let key = &sha256_hex(inputs)[..16];
+    let key = &sh::sha256_hex(inputs.as_bytes())[..16];
     let tar = guest_cache().join(format!("rootfs-{key}.tar"));
     if tar.exists() {
         info(format!("rootfs tarball up to date: {}", tar.display()));

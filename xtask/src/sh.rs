@@ -63,3 +63,9 @@ pub fn cache_dir() -> PathBuf {
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
+
+/// SHA-256 of `data`, lower-case hex (cache keys, OCI digests).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(data))
+}

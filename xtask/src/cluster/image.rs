@@ -5,7 +5,6 @@ use std::{fs, io::Write, path::Path};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// A file to place in the image's single layer.
 pub struct File<'a> {
@@ -13,10 +12,6 @@ pub struct File<'a> {
     pub path: &'a str,
     pub contents: &'a [u8],
     pub mode: u32,
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
 }
 
 /// One platform's image: its single layer, its config and its manifest, as pushed or archived.
@@ -36,7 +31,7 @@ pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// `sha256:<hex>` of `data`.
 pub fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(data))
+    format!("sha256:{}", crate::sh::sha256_hex(data))
 }
 
 /// A one-layer image for `arch` holding `files`, with `entrypoint` as its command. Reproducible:
@@ -140,7 +135,10 @@ pub fn write_oci_archive(
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", &index)?;
     for blob in [&image.layer, &image.config, &image.manifest] {
-        add(&format!("blobs/sha256/{}", sha256_hex(blob)), blob)?;
+        add(
+            &format!("blobs/sha256/{}", crate::sh::sha256_hex(blob)),
+            blob,
+        )?;
     }
     let archive = archive.into_inner()?;
     let tmp = out.with_extension("tmp");
