@@ -993,6 +993,13 @@ pub struct Trace {
     pub bio_submit_hook: String,
     /// Why the preferred hook was not used, if it was not.
     pub bio_submit_hook_note: Option<String>,
+    /// How target threads' switch-outs are seen: `perf-event` (one per target thread: only the
+    /// targets run the program) or `sched_switch` (tp_btf: where perf events are refused).
+    #[serde(default)]
+    pub switch_hook: String,
+    /// Why the per-thread perf event was not used, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_hook_note: Option<String>,
     pub processes: Vec<TraceProcess>,
     pub seconds: Vec<TraceSecond>,
     pub devices: Vec<TraceDevice>,

@@ -163,7 +163,7 @@ mod programs {
 
     /// The kernel stack of the thread switching out, for an I/O wait or a preemption.
     #[inline(always)]
-    fn walk_stack(ctx: &PerfEventContext, to: u32) -> u32 {
+    fn walk_stack<C: StackIdContext>(ctx: &C, to: u32) -> u32 {
         if to == state::IOWAIT || to == state::RUNNABLE {
             ctx.get_stackid(&STACKS, 0)
                 .map(|id| id as u32)
@@ -185,7 +185,21 @@ mod programs {
         0
     }
 
-    fn try_switched_out(ctx: &PerfEventContext) -> Result<(), i32> {
+    /// The same accounting from the `sched_switch` tracepoint (tp_btf), for kernels that refuse
+    /// the agent a perf event: Debian's and Ubuntu's `kernel.perf_event_paranoid` 3 (and above)
+    /// lets only CAP_SYS_ADMIN call perf_event_open, while BPF links need CAP_BPF and CAP_PERFMON
+    /// only. It fires in `__schedule()` with `current` still the task switching out, after
+    /// `pick_next_task()` has charged its runtime; `sched_info_switch()`, which runs after it,
+    /// does not change the switching-out task's run_delay. Every task's switch runs it (it leaves
+    /// at the tgid check), so it is used only when the per-thread event is refused.
+    #[btf_tracepoint(function = "sched_switch")]
+    pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
+        let _ = try_switched_out(&ctx);
+        0
+    }
+
+    #[inline(always)]
+    fn try_switched_out<C: StackIdContext>(ctx: &C) -> Result<(), i32> {
         let id = bpf_get_current_pid_tgid();
         let (tgid, tid) = ((id >> 32) as u32, id as u32);
         // `inherit` also hands the event to child processes a target forks (the runtime's

@@ -36,6 +36,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const TRACEPOINTS: [&str; 2] = ["block_rq_complete", "block_bio_complete"];
 /// The program run when a target thread switches out (a per-thread software perf event).
 const SWITCH_PROGRAM: &str = "switched_out";
+/// The same program on the sched_switch tracepoint (tp_btf), where perf events are refused.
+const SWITCH_TRACEPOINT: &str = "sched_switch";
 /// Where the submitter of a bio is recorded: fentry on submit_bio (the submitter's context, before
 /// blk-throttle), or — where the kernel refuses fentry programs, as on this project's VMs — the
 /// block_bio_queue tracepoint, which sees throttled bios only when a kernel worker re-issues them.
@@ -100,6 +102,38 @@ pub enum BioSubmitHook {
     /// The block_bio_queue tracepoint (fentry refused, with the reason): bios that blk-throttle
     /// delays are re-issued by a kernel worker and not attributed to their submitter.
     BlockBioQueue { fentry_error: String },
+}
+
+/// How thread switch-outs are seen on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwitchHook {
+    /// A context-switch perf event on each target thread: only the targets run the program.
+    PerThreadEvent,
+    /// The sched_switch tracepoint (the perf event refused, with the reason): every task's
+    /// switch runs the program, which leaves at its first comparison for non-targets.
+    SchedSwitch { perf_error: String },
+}
+
+/// perf_event_open refused for lack of privilege (not a missing process or feature).
+fn perf_refused(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::SyscallError(s)
+        if matches!(s.io_error.raw_os_error(), Some(libc::EACCES | libc::EPERM)))
+}
+
+/// Why a perf event is refused, from `kernel.perf_event_paranoid`: above 2 is Debian's and
+/// Ubuntu's patch, which lets only CAP_SYS_ADMIN call perf_event_open.
+fn perf_refusal_reason(e: &ProgramError) -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+    {
+        Some(level) if level > 2 => format!(
+            "perf_event_open refused ({e}): kernel.perf_event_paranoid is {level}, which \
+             (Debian's and Ubuntu's kernels) allows perf events to CAP_SYS_ADMIN only"
+        ),
+        Some(level) => format!("perf_event_open refused ({e}); kernel.perf_event_paranoid is {level}"),
+        None => format!("perf_event_open refused ({e})"),
+    }
 }
 
 /// Why the tracer could not start. Each variant says what is missing on this kernel or build.
@@ -371,6 +405,7 @@ pub struct Tracer {
     cri_calls: Option<RingBuf<MapData>>,
     /// Threads with a context-switch event of their own (threads created later inherit one).
     switch_events: HashSet<u32>,
+    switch_hook: SwitchHook,
 }
 
 impl Tracer {
@@ -446,6 +481,7 @@ impl Tracer {
             bio_hook,
             cri_calls,
             switch_events: HashSet::new(),
+            switch_hook: SwitchHook::PerThreadEvent,
         })
     }
 
@@ -501,6 +537,11 @@ impl Tracer {
         &self.bio_hook
     }
 
+    /// How thread switch-outs are seen on this kernel.
+    pub fn switch_hook(&self) -> &SwitchHook {
+        &self.switch_hook
+    }
+
     /// Starts recording the threads of process `tgid` (and any thread it creates later); at most
     /// [`tracer_ebpf::MAX_TARGETS`] processes.
     pub fn add_target(&mut self, tgid: u32) -> Result<(), TraceError> {
@@ -526,12 +567,19 @@ impl Tracer {
     /// creates later carry one too. A thread created while the list is read inherits from its
     /// creator only if that one already had its event, so the list is read again until no
     /// thread is new.
+    ///
+    /// Where the kernel refuses the first perf event for lack of privilege, the sched_switch
+    /// tracepoint takes over for every target (see [`SwitchHook::SchedSwitch`]).
     fn watch_switches(&mut self, tgid: u32) -> Result<(), TraceError> {
+        if matches!(self.switch_hook, SwitchHook::SchedSwitch { .. }) {
+            return Ok(());
+        }
         raise_fd_limit();
         let p: &mut PerfEvent = program(&mut self.ebpf, SWITCH_PROGRAM)?
             .try_into()
             .map_err(attach_err(SWITCH_PROGRAM))?;
-        for _ in 0..4 {
+        let mut refused = None;
+        'rounds: for _ in 0..4 {
             let tasks = match std::fs::read_dir(format!("/proc/{tgid}/task")) {
                 Ok(tasks) => tasks,
                 // Exited (a kubelet in a restart loop): nothing to watch; the processes section
@@ -561,10 +609,19 @@ impl Tracer {
                     // Exited since the list was read.
                     Err(ProgramError::SyscallError(e))
                         if e.io_error.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) if self.switch_events.is_empty() && perf_refused(&e) => {
+                        refused = Some(perf_refusal_reason(&e));
+                        break 'rounds;
+                    }
                     Err(e) => return Err(attach_err(SWITCH_PROGRAM)(e)),
                 }
                 self.switch_events.insert(tid);
             }
+        }
+        if let Some(perf_error) = refused {
+            let btf = AyaBtf::from_sys_fs().map_err(|e| TraceError::AyaBtf(e.to_string()))?;
+            attach_tp_btf(&mut self.ebpf, SWITCH_TRACEPOINT, &btf)?;
+            self.switch_hook = SwitchHook::SchedSwitch { perf_error };
         }
         Ok(())
     }

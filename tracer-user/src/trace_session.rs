@@ -20,7 +20,7 @@ use crate::hpack;
 use crate::io_waits::{IO_WAIT_EVERY, IoWaitSampler};
 use crate::ksyms::KernelSymbols;
 use crate::trace::{
-    BioSubmitHook, CriCounters, CriTarget, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns,
+    BioSubmitHook, CriCounters, CriTarget, SwitchHook, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns,
 };
 
 /// CRI calls listed as the slowest, and in flight, at most.
@@ -218,6 +218,16 @@ fn sample_until_stopped(
             trace.bio_submit_hook_note = Some(format!(
                 "fentry refused ({fentry_error}): bios delayed by blk-throttle count from their \
                  re-issue"
+            ));
+        }
+    }
+    match tracer.switch_hook() {
+        SwitchHook::PerThreadEvent => trace.switch_hook = "perf-event".into(),
+        SwitchHook::SchedSwitch { perf_error } => {
+            trace.switch_hook = "sched_switch".into();
+            trace.switch_hook_note = Some(format!(
+                "{perf_error}: the sched_switch tracepoint (tp_btf) instead, which every task's \
+                 switch on the node passes through"
             ));
         }
     }

@@ -78,7 +78,7 @@ fn timed(cmd: &mut Command) -> Result<(Duration, i32)> {
 
 /// The local cluster up, the plugin built (release): the plugin's and kubectl's paths.
 fn cluster_and_plugin() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    cluster::up(cluster::Settings::fast())?;
+    cluster::up(cluster::Settings::fast(), None)?;
     let root = sh::workspace_root();
     sh::run(
         "building kubectl-nodehealth (release)",

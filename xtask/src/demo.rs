@@ -12,7 +12,7 @@ use crate::{
 };
 
 pub fn run() -> Result<()> {
-    cluster::up(cluster::Settings::fast())?;
+    cluster::up(cluster::Settings::fast(), None)?;
     let root = sh::workspace_root();
     step("building kubectl-nodehealth");
     sh::run(

@@ -70,7 +70,7 @@ pub const TARGETS: &[(&str, &str)] = &[
 ];
 
 /// Seconds per target in `cargo xtask test` (the smoke).
-pub const SMOKE_SECONDS: u64 = 10;
+pub const SMOKE_SECONDS: u64 = 5;
 /// Memory the fuzzed process may reach (`-rss_limit_mb`): more is a finding.
 const RSS_LIMIT_MB: u32 = 1024;
 /// Seconds one input may take (`-timeout`): longer is a finding (a hang).

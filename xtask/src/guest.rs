@@ -61,7 +61,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kernel::V6_1 => "6.1",
             Kernel::V6_12 => "6.12",
@@ -111,6 +111,10 @@ const GUEST_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "the node's addresses and routes"),
     ("containerd", "the container runtime"),
     ("runc", "the OCI runtime"),
+    (
+        "containernetworking-plugins",
+        "the loopback CNI plugin: containerd reports NetworkReady",
+    ),
     ("ca-certificates", "TLS roots"),
     ("iptables", "kube-proxy's and the kubelet's rules"),
     ("conntrack", "kube-proxy flushes conntrack entries"),
@@ -143,11 +147,12 @@ const MASKED_UNITS: &[&str] = &[
 
 const INIT: &str = include_str!("guest/init.sh");
 const NETWORK: &str = include_str!("guest/eth.network");
+const CLUSTER_NETWORK: &str = include_str!("guest/cluster.network");
 const SSHD: &str = include_str!("guest/sshd.conf");
 const RESOLV: &str = include_str!("guest/resolv.conf");
 
 /// Bumped when the build steps change in a way the inputs below do not show.
-const RECIPE: &str = "guest-image 1";
+const RECIPE: &str = "guest-image 2";
 const SUITES: &[&str] = &["bookworm", "bookworm-updates", "bookworm-security"];
 const DISK_SIZE: &str = "4G";
 /// Names the guest's SSH host key in known_hosts whatever port the forward gets.
@@ -171,7 +176,7 @@ pub struct Image {
 }
 
 impl Image {
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 }
@@ -204,7 +209,7 @@ pub fn image(kernel: Kernel) -> Result<Image> {
     );
     let inputs = format!(
         "{rootfs_inputs}\nkernel {package} {version}\nmodules {}\nmasked {}\ndisk {DISK_SIZE}\n\
-         --- init.sh\n{INIT}\n--- eth.network\n{NETWORK}\n--- sshd.conf\n{SSHD}\n--- resolv.conf\n{RESOLV}",
+         --- init.sh\n{INIT}\n--- eth.network\n{NETWORK}\n--- cluster.network\n{CLUSTER_NETWORK}\n--- sshd.conf\n{SSHD}\n--- resolv.conf\n{RESOLV}",
         INITRAMFS_MODULES.join(","),
         MASKED_UNITS.join(",")
     );
@@ -614,6 +619,10 @@ fn configure_rootfs(tmp: &Path, rootfs: &Path, modules: &Path, release: &str) ->
         "127.0.0.1 localhost\n127.0.1.1 guest\n",
     )?;
     fs::write(rootfs.join("etc/systemd/network/10-eth.network"), NETWORK)?;
+    fs::write(
+        rootfs.join("etc/systemd/network/20-cluster.network"),
+        CLUSTER_NETWORK,
+    )?;
     let _ = fs::remove_file(rootfs.join("etc/resolv.conf"));
     fs::write(rootfs.join("etc/resolv.conf"), RESOLV)?;
     fs::write(rootfs.join("etc/ssh/sshd_config.d/nodehealth.conf"), SSHD)?;
@@ -741,12 +750,12 @@ fn remove_orphaned_boots(runs: &Path) {
 }
 
 /// A free TCP port on 127.0.0.1 for the SSH forward (the kernel picks it).
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Quotes a word for a POSIX shell (ssh hands the guest's shell one string).
-fn shell_quote(word: &str) -> String {
+pub fn shell_quote(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()
@@ -757,21 +766,31 @@ fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-struct Ssh {
-    key: PathBuf,
-    known_hosts: PathBuf,
-    port: u16,
+pub struct Ssh {
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub port: u16,
 }
 
 impl Ssh {
-    fn command(&self, remote: &str) -> Command {
+    /// The harness's SSH channel to a guest booted from `image` whose port 22 is forwarded to
+    /// 127.0.0.1:`port`.
+    pub fn new(image: &Image, port: u16) -> Ssh {
+        Ssh {
+            key: image.path("id_ed25519"),
+            known_hosts: image.path("known_hosts"),
+            port,
+        }
+    }
+
+    pub fn command(&self, remote: &str) -> Command {
         self.command_with_timeout(remote, 10)
     }
 
     /// `connect_timeout` bounds the TCP connect and the banner exchange. QEMU's forward accepts
     /// at once and then holds the connection while the guest's network is not up yet, so a try
     /// made early waits the whole timeout.
-    fn command_with_timeout(&self, remote: &str, connect_timeout: u32) -> Command {
+    pub fn command_with_timeout(&self, remote: &str, connect_timeout: u32) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.arg("-i")
             .arg(&self.key)
@@ -824,16 +843,7 @@ fn boot(image: &Image, cmd: &[String]) -> Result<ExitCode> {
     cleanup_on_signal(cleanup.clone())?;
 
     let disk = dir.join("disk.qcow2");
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(image.path("rootfs.img"))
-        .arg(&disk)
-        .stdin(Stdio::null())
-        .output()
-        .context("qemu-img")?;
-    if !out.status.success() {
-        bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    overlay(image, &disk)?;
     let port = free_port()?;
     let console_log = runs.join("console.log");
     info(format!(
@@ -843,26 +853,8 @@ fn boot(image: &Image, cmd: &[String]) -> Result<ExitCode> {
     ));
     // setpriv --pdeathsig: QEMU gets SIGKILL if xtask dies without running its cleanup (SIGKILL).
     let mut qemu = Command::new("setpriv")
-        .args(["--pdeathsig", "KILL", "qemu-system-x86_64"])
-        .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
-        .args(["-m", "2048", "-nographic", "-no-reboot"])
-        .arg("-kernel")
-        .arg(image.path("vmlinuz"))
-        .arg("-initrd")
-        .arg(image.path("initramfs.cpio"))
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 net.ifnames=0 systemd.unified_cgroup_hierarchy=1",
-        ])
-        .arg("-drive")
-        .arg(format!("file={},if=virtio,format=qcow2", disk.display()))
-        .args([
-            "-netdev",
-            &format!("user,id=n0,{NET},hostfwd=tcp:127.0.0.1:{port}-:22"),
-            "-device",
-            // No iPXE option ROM: the kernel is given directly, network boot is never used.
-            "virtio-net-pci,netdev=n0,romfile=",
-        ])
+        .args(["--pdeathsig", "KILL"])
+        .args(qemu_argv(image, &disk, port, &[]))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -893,11 +885,7 @@ fn boot(image: &Image, cmd: &[String]) -> Result<ExitCode> {
         });
     }
 
-    let ssh = Ssh {
-        key: image.path("id_ed25519"),
-        known_hosts: image.path("known_hosts"),
-        port,
-    };
+    let ssh = Ssh::new(image, port);
     wait_for_ssh(&ssh, &cleanup, &console_log, start)?;
     let up = start.elapsed();
     info(format!("{:6.1} s  SSH answers", up.as_secs_f64()));
@@ -975,6 +963,60 @@ fn boot(image: &Image, cmd: &[String]) -> Result<ExitCode> {
         start.elapsed().as_secs_f64()
     ));
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))
+}
+
+/// QEMU's command line: TCG, 2 vCPUs, 2 GiB, the image's kernel and initramfs, `disk` (a qcow2
+/// overlay of the image's root disk) as /dev/vda, user networking (the guest's eth0, DHCP in
+/// 198.18.2.0/24) with SSH forwarded from 127.0.0.1:`ssh_port`, then `extra` (more drives and
+/// NICs: the cluster's guest node adds its payload disk and its tap link as eth1).
+pub fn qemu_argv(image: &Image, disk: &Path, ssh_port: u16, extra: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+        "-nographic",
+        "-no-reboot",
+    ]
+    .map(String::from)
+    .to_vec();
+    argv.extend([
+        "-kernel".into(),
+        image.path("vmlinuz").display().to_string(),
+        "-initrd".into(),
+        image.path("initramfs.cpio").display().to_string(),
+        "-append".into(),
+        "console=ttyS0 panic=-1 net.ifnames=0 systemd.unified_cgroup_hierarchy=1".into(),
+        "-drive".into(),
+        format!("file={},if=virtio,format=qcow2", disk.display()),
+        "-netdev".into(),
+        format!("user,id=n0,{NET},hostfwd=tcp:127.0.0.1:{ssh_port}-:22"),
+        "-device".into(),
+        // No iPXE option ROM: the kernel is given directly, network boot is never used.
+        "virtio-net-pci,netdev=n0,romfile=".into(),
+    ]);
+    argv.extend(extra.iter().cloned());
+    argv
+}
+
+/// Makes a qcow2 overlay at `disk` backed by the image's root disk (which stays pristine).
+pub fn overlay(image: &Image, disk: &Path) -> Result<()> {
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(image.path("rootfs.img"))
+        .arg(disk)
+        .stdin(Stdio::null())
+        .output()
+        .context("qemu-img")?;
+    if !out.status.success() {
+        bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }
 
 /// Waits until SSH runs `true` in the guest (a condition, not a sleep); fails when QEMU exits or

@@ -354,11 +354,14 @@ fn end_to_end(
         cluster::down()?;
     }
     let before = Fingerprint::take(&layout.dir);
-    cluster::up(if long {
-        cluster::Settings::defaults()
-    } else {
-        cluster::Settings::fast()
-    })?;
+    cluster::up(
+        if long {
+            cluster::Settings::defaults()
+        } else {
+            cluster::Settings::fast()
+        },
+        None,
+    )?;
     let mut result = Ok(());
     for round in 1..=repeat {
         if repeat > 1 {

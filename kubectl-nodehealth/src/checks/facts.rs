@@ -80,6 +80,8 @@ pub struct NodeSide {
     pub systemd: Option<bool>,
     /// The runtime's systemd unit and its `KillMode`, when the agent read them.
     pub runtime_unit: Option<(String, String)>,
+    /// Why the agent's eBPF tracer did not attach, when it was asked to and did not.
+    pub trace_error: Option<String>,
 }
 
 /// Everything typed the verdict reads besides the findings.
@@ -295,5 +297,10 @@ fn node_side(e: &Evidence) -> NodeSide {
             .as_ref()
             .and_then(|l| l.runtime.unit.as_ref())
             .and_then(|u| Some((u.name.clone(), u.kill_mode.clone()?))),
+        trace_error: n
+            .trace
+            .as_ref()
+            .filter(|t| !t.attached)
+            .and_then(|t| t.error.clone()),
     }
 }

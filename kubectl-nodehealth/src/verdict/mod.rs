@@ -300,7 +300,11 @@ fn limitations(inputs: &Inputs) -> Vec<String> {
         ),
     }
     if !facts.layers.contains(&Layer::Ebpf) {
-        out.push("no eBPF attribution in this run".to_string());
+        out.push(match &facts.node.trace_error {
+            // Asked for with --trace and refused: say why, or the operator cannot fix it.
+            Some(why) => format!("no eBPF attribution in this run: {why}"),
+            None => "no eBPF attribution in this run".to_string(),
+        });
     }
     if !facts.node_read {
         out.push("the Node object could not be read: the verdict has no Ready condition".into());

@@ -93,10 +93,71 @@ pub const CNI_CONFLIST: &str = r#"{
 }
 "#;
 
-/// The kubelet's KubeletConfiguration. Directories are deliberately not the defaults, so the agent
-/// must discover them as it must on real distributions. The runtime endpoint is containerd's
-/// socket; `fault::move_kubelet` rewrites that one line.
+/// A kubeconfig whose server is reached at an address its certificate does not name: `name` is the
+/// one TLS checks instead (the kubeconfig's `tls-server-name`).
+pub fn with_tls_server_name(kubeconfig: &str, name: &str) -> String {
+    kubeconfig.replacen(
+        "    certificate-authority:",
+        &format!("    tls-server-name: {name}\n    certificate-authority:"),
+        1,
+    )
+}
+
+/// What differs between the nodes' kubelets: addresses, files, runtime socket, cgroups.
+pub struct KubeletNode {
+    pub node_ip: String,
+    pub ca: String,
+    pub serving_cert: String,
+    pub serving_key: String,
+    pub runtime_socket: String,
+    /// The cgroup settings, as KubeletConfiguration lines.
+    pub cgroups: String,
+    pub pod_logs: String,
+}
+
+/// The host's node: the harness's directories (deliberately not the defaults, so the agent must
+/// discover them as it must on real distributions), the cgroupfs driver on cgroup v1.
+pub fn host_kubelet(l: &Layout) -> KubeletNode {
+    KubeletNode {
+        node_ip: super::host::NODE_IP.to_string(),
+        ca: l.pki("ca.crt").display().to_string(),
+        serving_cert: l.pki("kubelet-serving.crt").display().to_string(),
+        serving_key: l.pki("kubelet-serving.key").display().to_string(),
+        runtime_socket: l.containerd_socket().display().to_string(),
+        cgroups: format!(
+            r#"cgroupDriver: cgroupfs
+cgroupRoot: /{}
+# cgroup v1 is all this machine has; kubelet 1.35 refuses it unless told otherwise.
+failCgroupV1: false
+# No CAP_SYS_RESOURCE here: negative OOM score adjustments fail.
+oomScoreAdj: 0"#,
+            super::KUBE_CGROUP_ROOT
+        ),
+        pod_logs: l.dir.join("pod-logs").display().to_string(),
+    }
+}
+
+/// The guest node: a distribution's layout (Debian's containerd socket, /var/log/pods), the
+/// systemd cgroup driver on cgroup v2.
+pub fn guest_kubelet(node_ip: &str) -> KubeletNode {
+    KubeletNode {
+        node_ip: node_ip.to_string(),
+        ca: "/etc/kubernetes/pki/ca.crt".into(),
+        serving_cert: "/etc/kubernetes/pki/kubelet-serving.crt".into(),
+        serving_key: "/etc/kubernetes/pki/kubelet-serving.key".into(),
+        runtime_socket: "/run/containerd/containerd.sock".into(),
+        cgroups: "cgroupDriver: systemd".into(),
+        pod_logs: "/var/log/pods".into(),
+    }
+}
+
+/// The host node's KubeletConfiguration; `fault::move_kubelet` rewrites its runtime endpoint line.
 pub fn kubelet(l: &Layout, s: &Settings) -> String {
+    kubelet_config(&host_kubelet(l), s)
+}
+
+/// A node's KubeletConfiguration.
+pub fn kubelet_config(n: &KubeletNode, s: &Settings) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -121,13 +182,8 @@ serverTLSBootstrap: false
 # harness's CRI proxy (criproxy.rs) and restarts the kubelet; heal points it back.
 containerRuntimeEndpoint: unix://{sock}
 runtimeRequestTimeout: {runtime_timeout}
-cgroupDriver: cgroupfs
-cgroupRoot: /{cgroup_root}
-# cgroup v1 is all this machine has; kubelet 1.35 refuses it unless told otherwise.
-failCgroupV1: false
+{cgroups}
 failSwapOn: false
-# No CAP_SYS_RESOURCE here: negative OOM score adjustments fail.
-oomScoreAdj: 0
 podLogsDir: {pod_logs}
 # The harness imports its own images as nodehealth.local/* (no registry serves that name), and
 # the registry test pulls the same agent image by digest from loopback. Kubernetes 1.35 then
@@ -155,13 +211,13 @@ featureGates:
 resolvConf: /etc/resolv.conf
 maxPods: 32
 "#,
-        node_ip = super::host::NODE_IP,
-        ca = l.pki("ca.crt").display(),
-        serving_cert = l.pki("kubelet-serving.crt").display(),
-        serving_key = l.pki("kubelet-serving.key").display(),
-        sock = l.containerd_socket().display(),
+        node_ip = n.node_ip,
+        ca = n.ca,
+        serving_cert = n.serving_cert,
+        serving_key = n.serving_key,
+        sock = n.runtime_socket,
         runtime_timeout = s.runtime_request_timeout,
-        cgroup_root = super::KUBE_CGROUP_ROOT,
-        pod_logs = l.dir.join("pod-logs").display(),
+        cgroups = n.cgroups,
+        pod_logs = n.pod_logs,
     )
 }

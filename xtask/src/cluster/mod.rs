@@ -12,6 +12,7 @@ mod config;
 pub mod criproxy;
 pub mod disk;
 pub mod fault;
+pub mod guest_node;
 pub mod host;
 pub mod image;
 pub mod lb;
@@ -48,7 +49,8 @@ const POINTER: &str = "/run/kubectl-nodehealth-cluster";
 
 /// Components in start order; `down` stops them in reverse. `criproxy` is not started by `up`:
 /// the kubelet talks to containerd directly, and only the `runtime-slow-list` fault starts the
-/// proxy and moves the kubelet onto it (fault.rs).
+/// proxy and moves the kubelet onto it (fault.rs). `guest-lb` and `guest` (QEMU) exist only with
+/// `up --guest-node` (guest_node.rs).
 const COMPONENTS: &[&str] = &[
     "etcd",
     "kube-apiserver",
@@ -58,6 +60,8 @@ const COMPONENTS: &[&str] = &[
     "criproxy",
     "kubelet",
     "podchurn",
+    "guest-lb",
+    "guest",
 ];
 /// The kubelet reaches the API server through `apiserver-lb` on this port (see lb.rs).
 pub const LB_PORT: u16 = 6444;
@@ -71,21 +75,61 @@ pub enum Cmd {
         /// Use Kubernetes' default timings instead of the fast test settings (README lists them).
         #[arg(long)]
         defaults: bool,
+        /// Add a second node, `guest`: a Debian guest under QEMU (systemd, cgroup v2, a Debian
+        /// cloud kernel). On a running cluster, adds just the guest.
+        #[arg(long)]
+        guest_node: bool,
+        /// The guest node's kernel line.
+        #[arg(long, value_enum, default_value_t = crate::guest::Kernel::V6_12, requires = "guest_node")]
+        kernel: crate::guest::Kernel,
     },
     /// Stop everything `up` started and put the machine back as it was found.
-    Down,
+    Down {
+        /// Take only the guest node out of the running cluster.
+        #[arg(long)]
+        guest_node: bool,
+    },
     /// Show the components, restarts and node state.
     Status,
+    /// Run a command on the guest node over the harness's SSH channel; exits with its status.
+    GuestSsh {
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
 }
 
 pub fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Up { defaults } => up(if defaults {
-            Settings::defaults()
-        } else {
-            Settings::fast()
-        }),
-        Cmd::Down => down(),
+        Cmd::Up {
+            defaults,
+            guest_node,
+            kernel,
+        } => up(
+            if defaults {
+                Settings::defaults()
+            } else {
+                Settings::fast()
+            },
+            guest_node.then_some(kernel),
+        ),
+        Cmd::Down { guest_node: true } => guest_node::remove(&Layout::new()),
+        Cmd::Down { guest_node: false } => down(),
+        Cmd::GuestSsh { cmd } => {
+            let remote = cmd
+                .iter()
+                .map(|w| crate::guest::shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let status = guest_node::ssh(&Layout::new())?
+                .command(&remote)
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit())
+                .status()?;
+            if !status.success() {
+                std::process::exit(status.code().unwrap_or(255));
+            }
+            Ok(())
+        }
         Cmd::Status => status(),
     }
 }
@@ -739,7 +783,8 @@ fn check_alive(l: &Layout, name: &str) -> Result<()> {
     )
 }
 
-pub fn up(settings: Settings) -> Result<()> {
+/// Starts the cluster (`guest`: with the guest node on that kernel).
+pub fn up(settings: Settings, guest: Option<crate::guest::Kernel>) -> Result<()> {
     let l = Layout::new();
     if Path::new(POINTER).exists() {
         let running = fs::read_to_string(POINTER).unwrap_or_default();
@@ -749,8 +794,25 @@ pub fn up(settings: Settings) -> Result<()> {
                 l.admin_kubeconfig().display()
             ));
             // The agent may have changed since the cluster came up.
-            if let Some(agent) = crate::agent_image::build_or_warn() {
-                crate::agent_image::import(&l, &agent)?;
+            let agent = crate::agent_image::build_or_warn();
+            if let Some(agent) = &agent {
+                crate::agent_image::import(&l, agent)?;
+                if guest_node::running(&l) {
+                    guest_node::import_image(&l, agent)?;
+                }
+            }
+            if let Some(kernel) = guest
+                && !guest_node::running(&l)
+            {
+                let settings: Settings = serde_json::from_slice(&fs::read(l.settings_file())?)?;
+                let mut images = vec![pause_image()?, busybox_image()?];
+                images.extend(agent);
+                let result = guest_node::up(&l, &settings, &binaries_dir()?, &images, kernel);
+                if let Err(e) = result {
+                    eprintln!("xtask: the guest node failed to join: {e:#}; removing it");
+                    let _ = guest_node::remove(&l);
+                    return Err(e);
+                }
             }
             return Ok(());
         }
@@ -901,6 +963,9 @@ pub fn up(settings: Settings) -> Result<()> {
         wait_for("lease renewing", Duration::from_secs(60), || {
             Ok(api::lease_renew_time(&l, &node)? != first)
         })?;
+        if let Some(kernel) = guest {
+            guest_node::up(&l, &settings, &bin, &images, kernel)?;
+        }
         Ok(())
     })();
     if let Err(e) = result {
@@ -1000,6 +1065,7 @@ pub fn down() -> Result<()> {
         }
     }
     problems.extend(host::remove_node_link());
+    problems.extend(guest_node::undo_on_down(&l));
     if let Ok(text) = fs::read_to_string(l.snapshot()) {
         let snapshot: host::Snapshot =
             serde_json::from_str(&text).context("reading the machine snapshot")?;
@@ -1070,6 +1136,8 @@ fn status() -> Result<()> {
                 (true, _) => "running",
                 // Started only by the runtime-slow-list fault.
                 (false, "criproxy" | "podchurn") => "not in use",
+                // Only with `up --guest-node`.
+                (false, "guest" | "guest-lb") => "no guest",
                 (false, _) => "stopped",
             },
             pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

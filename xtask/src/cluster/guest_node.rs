@@ -1,0 +1,416 @@
+//! The local cluster's second node, `guest` (issue 17): the Debian guest of `cargo xtask guest`
+//! (a Debian cloud kernel, systemd as PID 1, cgroup v2 only, Debian's containerd and runc) joined
+//! to the host's API server by the same Go-built kubelet, run as a systemd unit with
+//! `cgroupDriver: systemd` and its log in the journal.
+//!
+//! Network, all inside this machine and inside 198.18.0.0/15:
+//! - a tap link `nhguest0` the harness creates (198.18.4.1/30 on the host side) and deletes; the
+//!   guest's eth1 is 198.18.4.2, the kubelet's node IP. The API server dials the kubelet there.
+//! - the kubelet reaches the API server through `guest-lb`, a forwarder (lb.rs) listening on
+//!   198.18.4.1:6443 in front of the loopback-only API server; the `api-partition` fault on the
+//!   guest cuts it as `apiserver-lb` is cut for the host's node.
+//! - the harness's SSH channel: QEMU user networking (eth0) with a 127.0.0.1 host forward.
+//!
+//! QEMU runs as the cluster component `guest` under `xtask supervise`, so `down` stops it with
+//! the rest; its qcow2 overlay and payload live under `target/cluster/guest/` and go with `down`.
+//! What the node needs from the host (the kubelet, its certificates and configuration, the
+//! locally built images) is handed over as a tar archive on a second, read-only virtio disk.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{API_PORT, Layout, Settings, api, config, pki, supervise};
+use crate::{
+    guest::{self, Kernel},
+    sh::{self, info, step},
+};
+
+/// The guest's node name.
+pub const NODE: &str = "guest";
+/// The host's end of the guest's cluster link.
+pub const TAP: &str = "nhguest0";
+pub const HOST_IP: &str = "198.18.4.1";
+/// The guest's eth1 (see guest/cluster.network): the kubelet's node IP.
+pub const GUEST_IP: &str = "198.18.4.2";
+/// Where `guest-lb` listens on HOST_IP for the guest's kubelet.
+pub const LB_PORT: u16 = 6443;
+
+fn dir(l: &Layout) -> PathBuf {
+    l.dir.join("guest")
+}
+
+/// While this file exists the guest's path to the API server is cut (`guest-lb`).
+pub fn cut_file(l: &Layout) -> PathBuf {
+    l.run_dir().join("guest-api-partition.cut")
+}
+
+/// The port on 127.0.0.1 that QEMU forwards to the guest's sshd.
+fn ssh_port_file(l: &Layout) -> PathBuf {
+    dir(l).join("ssh-port")
+}
+
+/// The cached image the guest booted from (its SSH keys are there).
+fn image_file(l: &Layout) -> PathBuf {
+    dir(l).join("image")
+}
+
+/// The guest node is part of the running cluster (its QEMU's supervisor is alive).
+pub fn running(l: &Layout) -> bool {
+    super::component_alive(l, "guest")
+}
+
+/// The harness's SSH channel into the running guest node.
+pub fn ssh(l: &Layout) -> Result<guest::Ssh> {
+    let port: u16 = fs::read_to_string(ssh_port_file(l))
+        .context("no guest node in this cluster (`cargo xtask cluster up --guest-node`)")?
+        .trim()
+        .parse()?;
+    let image = guest::Image {
+        dir: PathBuf::from(fs::read_to_string(image_file(l))?.trim()),
+        release: String::new(),
+    };
+    Ok(guest::Ssh::new(&image, port))
+}
+
+/// Imports a locally built image archive into the running guest's containerd.
+pub fn import_image(l: &Layout, archive: &Path) -> Result<()> {
+    let out = ssh(l)?
+        .command("ctr -n k8s.io images import - >/dev/null")
+        .stdin(fs::File::open(archive)?)
+        .output()
+        .context("ssh: ctr images import")?;
+    if !out.status.success() {
+        bail!(
+            "importing {} into the guest: {}",
+            archive.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The guest node's certificates, issued by the cluster's CA when missing.
+fn issue_pki(l: &Layout) -> Result<()> {
+    if l.pki("guest-kubelet-client.pem").exists() {
+        return Ok(());
+    }
+    let ca = pki::Ca::load(&l.pki("ca.crt"), &l.pki("ca.key"))?;
+    let serving = ca.issue(&pki::Leaf::server(
+        NODE,
+        &[NODE],
+        &[GUEST_IP.parse().expect("guest IP")],
+    ))?;
+    fs::write(l.pki("guest-kubelet-serving.crt"), &serving.cert_pem)?;
+    pki::write_private(&l.pki("guest-kubelet-serving.key"), &serving.key_pem)?;
+    let client = ca.issue(&pki::Leaf::client(
+        &format!("system:node:{NODE}"),
+        &["system:nodes"],
+    ))?;
+    pki::write_private(
+        &l.pki("guest-kubelet-client.pem"),
+        &format!("{}{}", client.cert_pem, client.key_pem),
+    )
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    sh::run(&format!("ip {}", args.join(" ")), Command::new("ip").args(args))
+}
+
+fn create_tap() -> Result<()> {
+    if Path::new("/sys/class/net").join(TAP).exists() {
+        return Ok(());
+    }
+    ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
+    let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{TAP}/disable_ipv6"), "1");
+    ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", TAP])?;
+    ip(&["link", "set", TAP, "up"])
+}
+
+/// Deletes the tap link if it exists.
+pub fn remove_tap() -> Vec<String> {
+    if !Path::new("/sys/class/net").join(TAP).exists() {
+        return Vec::new();
+    }
+    match ip(&["link", "del", TAP]) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!("{e:#}")],
+    }
+}
+
+/// containerd on the guest: Debian's paths, runc with the systemd cgroup driver (cgroup v2),
+/// the locally built pause image, the loopback CNI config.
+const CONTAINERD_CONFIG: &str = r#"version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "/etc/cni/net.d"
+"#;
+
+/// The kubelet's unit, as a distribution's kubelet package writes it.
+fn kubelet_unit() -> String {
+    format!(
+        r#"[Unit]
+Description=kubelet: the Kubernetes node agent
+Wants=containerd.service
+After=containerd.service network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/kubelet \
+  --config=/etc/kubernetes/kubelet.yaml \
+  --kubeconfig=/etc/kubernetes/kubelet.kubeconfig \
+  --cert-dir=/var/lib/kubelet/pki \
+  --hostname-override={NODE} \
+  --node-ip={GUEST_IP} \
+  --v=2
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"#
+    )
+}
+
+/// Run in the guest once the payload is unpacked: containerd with the harness's configuration
+/// and images, then the kubelet. Idempotent (a guest restarted by its supervisor keeps its disk).
+const SETUP: &str = r#"set -eu
+systemctl daemon-reload
+systemctl restart containerd
+for i in 1 2 3 4 5 6 7 8 9 10; do ctr version >/dev/null 2>&1 && break; sleep 1; done
+for image in /opt/nodehealth/images/*.tar; do
+  ctr -n k8s.io images import "$image" >/dev/null
+done
+systemctl enable --now kubelet.service
+"#;
+
+/// Lays out what the guest needs under `root` (paths as in the guest) and packs it into `tar`.
+fn payload(l: &Layout, settings: &Settings, bin: &Path, images: &[PathBuf], tar: &Path) -> Result<()> {
+    let root = dir(l).join("payload");
+    let _ = fs::remove_dir_all(&root);
+    let put = |path: &str, contents: &str, mode: u32| -> Result<()> {
+        let p = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().expect("a parent"))?;
+        fs::write(&p, contents)?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    let pem = |name: &str| fs::read_to_string(l.pki(name));
+    put("/etc/kubernetes/pki/ca.crt", &pem("ca.crt")?, 0o644)?;
+    put(
+        "/etc/kubernetes/pki/kubelet-serving.crt",
+        &pem("guest-kubelet-serving.crt")?,
+        0o644,
+    )?;
+    put(
+        "/etc/kubernetes/pki/kubelet-serving.key",
+        &pem("guest-kubelet-serving.key")?,
+        0o600,
+    )?;
+    put(
+        "/var/lib/kubelet/pki/kubelet-client-current.pem",
+        &pem("guest-kubelet-client.pem")?,
+        0o600,
+    )?;
+    let client = Path::new("/var/lib/kubelet/pki/kubelet-client-current.pem");
+    put(
+        "/etc/kubernetes/kubelet.kubeconfig",
+        &config::with_tls_server_name(
+            &config::kubeconfig(
+                &format!("https://{HOST_IP}:{LB_PORT}"),
+                Path::new("/etc/kubernetes/pki/ca.crt"),
+                client,
+                client,
+                &format!("system:node:{NODE}"),
+            ),
+            // The API server's certificate names localhost and 127.0.0.1, not the tap address.
+            "localhost",
+        ),
+        0o600,
+    )?;
+    put(
+        "/etc/kubernetes/kubelet.yaml",
+        &config::kubelet_config(&config::guest_kubelet(GUEST_IP), settings),
+        0o644,
+    )?;
+    put("/etc/containerd/config.toml", CONTAINERD_CONFIG, 0o644)?;
+    put(
+        "/etc/cni/net.d/10-nodehealth-loopback.conflist",
+        config::CNI_CONFLIST,
+        0o644,
+    )?;
+    put("/etc/systemd/system/kubelet.service", &kubelet_unit(), 0o644)?;
+    put("/opt/nodehealth/setup.sh", SETUP, 0o755)?;
+    let link_or_copy = |from: &Path, to: &Path| -> Result<()> {
+        fs::create_dir_all(to.parent().expect("a parent"))?;
+        if fs::hard_link(from, to).is_err() {
+            fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+        }
+        Ok(())
+    };
+    // The multi-call Kubernetes binary answers to the name it is run as.
+    link_or_copy(
+        &fs::canonicalize(bin.join("kubelet"))?,
+        &root.join("usr/local/bin/kubelet"),
+    )?;
+    for image in images {
+        let name = image.file_name().context("image file name")?;
+        link_or_copy(image, &root.join("opt/nodehealth/images").join(name))?;
+    }
+    sh::run(
+        "tar (the guest's payload)",
+        Command::new("tar")
+            .args(["-c", "--owner=0", "--group=0", "-f"])
+            .arg(tar)
+            .arg("-C")
+            .arg(&root)
+            .arg("."),
+    )?;
+    fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+/// Boots the guest and joins it to the running cluster as node `guest`; returns once it is
+/// Ready with a renewing lease.
+pub fn up(l: &Layout, settings: &Settings, bin: &Path, images: &[PathBuf], kernel: Kernel) -> Result<()> {
+    let start = Instant::now();
+    let image = guest::image(kernel)?;
+    step(format!(
+        "guest node `{NODE}` (kernel {}, systemd, cgroup v2) on {TAP} {HOST_IP}/30",
+        image.release
+    ));
+    let d = dir(l);
+    fs::create_dir_all(&d)?;
+    issue_pki(l)?;
+    create_tap().with_context(|| format!("creating the tap link {TAP}"))?;
+    super::start(
+        l,
+        "guest-lb",
+        &[
+            std::env::current_exe()?.display().to_string(),
+            "lb".into(),
+            format!("--listen={HOST_IP}:{LB_PORT}"),
+            format!("--target=127.0.0.1:{API_PORT}"),
+            format!("--cut-file={}", cut_file(l).display()),
+        ],
+    )?;
+
+    let tar = d.join("payload.tar");
+    payload(l, settings, bin, images, &tar)?;
+    let disk = d.join("disk.qcow2");
+    let _ = fs::remove_file(&disk);
+    guest::overlay(&image, &disk)?;
+    let port = guest::free_port()?;
+    fs::write(ssh_port_file(l), port.to_string())?;
+    fs::write(image_file(l), image.dir.display().to_string())?;
+    let argv = guest::qemu_argv(
+        &image,
+        &disk,
+        port,
+        &[
+            "-drive".into(),
+            format!("file={},if=virtio,format=raw,readonly=on", tar.display()),
+            "-netdev".into(),
+            format!("tap,id=n1,ifname={TAP},script=no,downscript=no"),
+            "-device".into(),
+            "virtio-net-pci,netdev=n1,romfile=".into(),
+        ],
+    );
+    info(format!(
+        "QEMU TCG under `xtask supervise` as component `guest`; SSH on 127.0.0.1:{port}; console in {}",
+        super::log_path(l, "guest").display()
+    ));
+    super::start(l, "guest", &argv)?;
+
+    let ssh = guest::Ssh::new(&image, port);
+    super::wait_for("guest: SSH", Duration::from_secs(300), || {
+        super::check_alive(l, "guest")?;
+        Ok(ssh
+            .command_with_timeout("true", 5)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()))
+    })?;
+    let out = ssh
+        .command("tar -x -f /dev/vdb -C / && sh /opt/nodehealth/setup.sh")
+        .output()
+        .context("ssh: the guest's setup")?;
+    if !out.status.success() {
+        bail!(
+            "the guest's setup failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    info("guest: kubelet and containerd started (systemd units)");
+    super::wait_for("guest: node Ready", Duration::from_secs(300), || {
+        super::check_alive(l, "guest")?;
+        Ok(api::node_ready(l, NODE)?.is_some_and(|r| r == "True"))
+    })?;
+    let first = api::lease_renew_time(l, NODE)?;
+    super::wait_for("guest: lease renewing", Duration::from_secs(90), || {
+        Ok(api::lease_renew_time(l, NODE)? != first)
+    })?;
+    step(format!(
+        "guest node `{NODE}` Ready in {:.0} s",
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Takes the guest node out of the running cluster: stops QEMU and its forwarder, deletes the
+/// tap link, the Node object and the guest's files. `down` does the same for everything.
+pub fn remove(l: &Layout) -> Result<()> {
+    step(format!("removing the guest node `{NODE}`"));
+    for name in ["guest", "guest-lb"] {
+        super::stop_component(l, name)?;
+        let f = supervise::files(&l.run_dir(), name);
+        for p in [f.pid, f.supervisor_pid, f.stop, f.restarts] {
+            let _ = fs::remove_file(p);
+        }
+    }
+    let mut problems = remove_tap();
+    let _ = fs::remove_file(cut_file(l));
+    if let Err(e) = fs::remove_dir_all(dir(l))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        problems.push(format!("removing {}: {e}", dir(l).display()));
+    }
+    if api::ready(l) {
+        let (code, body) = api::request(l, "DELETE", &format!("/api/v1/nodes/{NODE}"), None)?;
+        if code != 200 && code != 404 {
+            problems.push(format!("deleting Node {NODE}: HTTP {code}: {body}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("removing the guest node: {}", problems.join("; "))
+    }
+}
+
+/// What `down` removes of the guest once every component has stopped.
+pub fn undo_on_down(l: &Layout) -> Vec<String> {
+    let mut problems = remove_tap();
+    let _ = fs::remove_file(cut_file(l));
+    let _ = fs::remove_dir_all(dir(l));
+    problems.retain(|p| !p.is_empty());
+    problems
+}
