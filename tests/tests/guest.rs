@@ -1,13 +1,19 @@
 //! The guest node (issue 17): `cargo xtask guest boot` on each Debian cloud kernel gives a node
 //! with that kernel, systemd as PID 1, cgroup v2 only, containerd running, and kprobes and BTF for
 //! the tracer. Needs no cluster: the guest is booted, asked and powered off by the test itself.
+//! The last test joins the guest to the running cluster as node `guest` and diagnoses it.
 
 use std::{
     collections::BTreeMap,
+    path::Path,
     process::{Command, Stdio},
+    time::Duration,
 };
 
-use nodehealth_e2e::workspace_root;
+use nodehealth_e2e::{
+    Cluster, json_of, run_plugin, run_plugin_with_node_evidence, wait_until, workspace_root,
+};
+use serde_json::Value;
 
 /// What the guest reports about itself, one `key=value` per line (and `failed=<unit>` lines).
 const PROBE: &str = r#"
@@ -111,5 +117,407 @@ fn the_guest_boots_each_debian_cloud_kernel_with_systemd_and_cgroup_v2() {
             "kernel {kernel}: no kprobe PMU (perf_event kprobes, what aya attaches through)"
         );
         assert_eq!(one(&facts, "register_kprobe"), "yes", "kernel {kernel}");
+    }
+}
+
+// --- the guest as the cluster's second node ------------------------------------------------------
+
+/// The guest node joined to the running cluster (`cluster up --guest-node`); on drop, faults are
+/// healed and the guest is taken out again (`cluster down --guest-node`), so the other tiers see
+/// one node.
+struct GuestNode(Cluster);
+
+impl GuestNode {
+    fn join() -> GuestNode {
+        GuestNode::join_on("6.12")
+    }
+
+    fn join_on(kernel: &str) -> GuestNode {
+        let host = Cluster::get();
+        xtask_bin();
+        host.xtask(&["cluster", "up", "--guest-node", "--kernel", kernel]);
+        GuestNode(Cluster {
+            dir: host.dir,
+            node: "guest".into(),
+        })
+    }
+
+    /// Runs `script` on the guest over the harness's SSH channel; its stdout.
+    fn sh(&self, script: &str) -> String {
+        let out = Command::new(workspace_root().join("target/debug/xtask"))
+            .args(["cluster", "guest-ssh", "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("xtask cluster guest-ssh");
+        assert!(
+            out.status.success(),
+            "guest$ {script}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Copies `file` to `to` on the guest (executable).
+    fn put(&self, file: &Path, to: &str) {
+        let status = Command::new(workspace_root().join("target/debug/xtask"))
+            .args(["cluster", "guest-ssh", "--", "sh", "-c"])
+            .arg(format!("cat > {to} && chmod 755 {to}"))
+            .stdin(std::fs::File::open(file).expect("open the file to copy"))
+            .status()
+            .expect("xtask cluster guest-ssh");
+        assert!(status.success(), "copying {} to the guest", file.display());
+    }
+
+    /// The agent run on the guest over SSH, as an operator would where no pod can start.
+    fn agent(&self) -> Value {
+        let out = self.sh("tracer-user probe --host-root / --duration 5s -o json");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("the agent printed no JSON ({e}): {out}"))
+    }
+
+    /// Heals, then waits until the guest is Ready with its lease renewing again.
+    fn heal(&self) {
+        self.0.xtask(&["heal"]);
+        self.0.wait_ready("True", Duration::from_secs(240));
+        let renewed = |c: &Cluster| {
+            c.get_json("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/guest")
+                ["spec"]["renewTime"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        let first = renewed(&self.0);
+        wait_until(
+            "the guest's lease renewing after heal",
+            Duration::from_secs(120),
+            || (renewed(&self.0) != first).then_some(()),
+        );
+    }
+}
+
+impl Drop for GuestNode {
+    fn drop(&mut self) {
+        self.0.xtask(&["heal"]);
+        self.0.xtask(&["cluster", "down", "--guest-node"]);
+    }
+}
+
+fn top_cause(report: &Value) -> String {
+    report["verdict"]["causes"][0]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn causes(report: &Value) -> Vec<(String, i64)> {
+    report["verdict"]["causes"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["id"].as_str().unwrap_or("").to_string(),
+                        c["score"].as_i64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A fault on the guest: `xtask fault --node guest` arguments, the symptom awaited and the
+/// condition that says it is there, how it is judged, the top causes that are right.
+type GuestFault<'a> = (
+    &'a [&'a str],
+    &'a str,
+    fn(&GuestNode) -> bool,
+    Way,
+    &'a [&'a str],
+);
+
+/// How a fault is judged on the guest: from the API side alone, or with the agent's evidence
+/// taken over SSH (no probe pod can start under any of these faults).
+#[derive(Clone, Copy, Debug)]
+enum Way {
+    ApiOnly,
+    AgentOverSsh,
+}
+
+/// The guest node in the cluster: joined, diagnosed healthy with the probe pod and `--trace` on
+/// its distro kernel (systemd units, the journal, cgroup v2), then each fault the guest does the
+/// systemd / cgroup-v2 way judged with the top cause the host node gets for it, healed in between;
+/// `down --guest-node` leaves no link behind.
+#[test]
+#[ignore = "long tier (cargo xtask test --long): boots the guest under TCG and joins it (minutes)"]
+fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
+    let guest = GuestNode::join();
+    let c = &guest.0;
+    assert!(
+        Path::new("/sys/class/net/nhguest0").exists(),
+        "the guest's tap link is missing"
+    );
+
+    // Healthy, with the probe pod on the guest and the tracer on its kernel.
+    let (out, took) = run_plugin(c, &["--trace", "-o", "json"]);
+    let report = json_of(&out);
+    println!("healthy guest: {:?} in {took:?}", causes(&report));
+    assert_eq!(
+        top_cause(&report),
+        "healthy",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers = report["verdict"]["layers"].to_string();
+    assert!(
+        layers.contains("node-probe") && layers.contains("ebpf"),
+        "layers {layers}"
+    );
+    let e = &report["evidence"]["nodeProbe"]["data"]["evidence"];
+    assert_eq!(e["logs"]["systemd"], true, "the agent did not see systemd");
+    assert_eq!(e["logs"]["kubelet"]["unit"]["name"], "kubelet.service");
+    assert!(
+        e["logs"]["kubelet"]["digest"]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("journal")),
+        "the kubelet's log was not read from the journal: {}",
+        e["logs"]["kubelet"]["digest"]["source"]
+    );
+    let cgroups = e["pressure"]["cgroups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        cgroups
+            .iter()
+            .any(|g| g["owner"] == "kubelet" && g["cgroupVersion"] == 2),
+        "no cgroup v2 pressure for the kubelet: {cgroups:?}"
+    );
+    let trace = &e["trace"];
+    assert_eq!(trace["attached"], true, "trace: {trace}");
+    // Debian's kernels refuse the agent perf events (perf_event_paranoid 3): the tracepoint
+    // fallback ran and says why.
+    assert_eq!(
+        trace["switchHook"], "sched_switch",
+        "trace: {}",
+        trace["switchHookNote"]
+    );
+    assert!(
+        trace["switchHookNote"]
+            .as_str()
+            .is_some_and(|n| n.contains("perf_event_paranoid")),
+        "{}",
+        trace["switchHookNote"]
+    );
+    assert!(
+        trace["processes"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["owner"] == "kubelet")),
+        "no kubelet threads traced: {}",
+        trace["processes"]
+    );
+
+    // Each fault: its setup, the condition that says the symptom is there, how it is judged, the
+    // top causes that are right (the host node's truth for the same fault and moment).
+    let faults: &[GuestFault] = &[
+        (
+            &["runtime-frozen"],
+            "frozen",
+            |g| {
+                g.sh("cat /sys/fs/cgroup/system.slice/containerd.service/cgroup.events")
+                    .contains("frozen 1")
+            },
+            Way::ApiOnly,
+            &["runtime-unresponsive"],
+        ),
+        (
+            &["runtime-frozen"],
+            "frozen",
+            |g| {
+                g.sh("cat /sys/fs/cgroup/system.slice/containerd.service/cgroup.events")
+                    .contains("frozen 1")
+            },
+            Way::AgentOverSsh,
+            &["runtime-unresponsive"],
+        ),
+        (
+            &["kubelet-stopped"],
+            "stopped",
+            |g| g.sh("systemctl is-active kubelet || true").trim() != "active",
+            Way::AgentOverSsh,
+            &["kubelet-down"],
+        ),
+        (
+            &["kubelet-frozen"],
+            "frozen",
+            |g| {
+                g.sh("cat /sys/fs/cgroup/system.slice/kubelet.service/cgroup.events")
+                    .contains("frozen 1")
+            },
+            Way::AgentOverSsh,
+            &["kubelet-down"],
+        ),
+        (
+            &["runtime-cpu-starved", "--quota-us", "1000"],
+            "cpu.max set",
+            |g| {
+                g.sh("cat /sys/fs/cgroup/system.slice/containerd.service/cpu.max")
+                    .starts_with("1000 ")
+            },
+            Way::AgentOverSsh,
+            &["runtime-unresponsive", "pleg-slow"],
+        ),
+        (
+            &["kubelet-memory-limited", "--limit-mib", "16"],
+            "an OOM kill (systemd recreates the unit's cgroup, and its memory.events, at each restart: the journal keeps the count)",
+            |g| {
+                g.sh("journalctl -u kubelet.service --no-pager | grep -c 'OOM killer' || true")
+                    .trim()
+                    != "0"
+            },
+            Way::AgentOverSsh,
+            &["kubelet-starved"],
+        ),
+        (
+            &["api-partition"],
+            "the lease stale (Ready not True)",
+            |g| g.0.ready_condition().0 != "True",
+            Way::ApiOnly,
+            &["api-partition"],
+        ),
+    ];
+    for (args, symptom, symptom_there, way, right) in faults {
+        let mut fault = vec!["fault", "--node", "guest"];
+        fault.extend_from_slice(args);
+        c.xtask(&fault);
+        wait_until(
+            &format!("{}: {symptom}", args[0]),
+            Duration::from_secs(180),
+            || symptom_there(&guest).then_some(()),
+        );
+        let report = match way {
+            Way::ApiOnly => json_of(&run_plugin(c, &["--api-only", "-o", "json"]).0),
+            Way::AgentOverSsh => json_of(&run_plugin_with_node_evidence(c, &guest.agent(), "5s").0),
+        };
+        let got = causes(&report);
+        println!("guest {} ({way:?}): {got:?}", args.join(" "));
+        assert!(
+            right.contains(&top_cause(&report).as_str()),
+            "guest {} ({way:?}): top cause {got:?}, expected one of {right:?}",
+            args.join(" ")
+        );
+        guest.heal();
+    }
+
+    // The fleet view lists both real nodes.
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    let scan = Command::new(bin)
+        .args(["scan", "--kubeconfig"])
+        .arg(c.admin_kubeconfig())
+        .args(["-o", "json"])
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("kubectl-nodehealth scan");
+    let text = String::from_utf8_lossy(&scan.stdout);
+    assert!(
+        text.contains("\"guest\""),
+        "scan does not list the guest: {text}"
+    );
+
+    drop(guest);
+    assert!(
+        !Path::new("/sys/class/net/nhguest0").exists(),
+        "down --guest-node left the tap link"
+    );
+}
+
+/// The tracer's integration tests, built static (musl) on the host: their paths.
+fn tracer_test_binaries(tests: &[&str]) -> Vec<(String, std::path::PathBuf)> {
+    let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cargo
+        .args(["test", "-q", "-p", "tracer-user", "--release"])
+        .args(["--target", "x86_64-unknown-linux-musl", "--no-run"])
+        .args(["--message-format", "json"])
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit());
+    for t in tests {
+        cargo.args(["--test", t]);
+    }
+    // ring compiles a little C: without musl-gcc, the host gcc does (as for the agent image).
+    if Command::new("musl-gcc").arg("--version").output().is_err() {
+        cargo.env("CC_x86_64_unknown_linux_musl", "gcc");
+    }
+    let out = cargo.output().expect("cargo test --no-run");
+    assert!(
+        out.status.success(),
+        "building the tracer's tests for musl failed"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["kind"][0] == "test")
+        .filter_map(|m| {
+            Some((
+                m["target"]["name"].as_str()?.to_string(),
+                m["executable"].as_str()?.into(),
+            ))
+        })
+        .collect()
+}
+
+/// `xtask/cri-sim` built static (CGO off) for the guest, which has no Go.
+fn static_cri_sim() -> std::path::PathBuf {
+    let out = workspace_root().join("target/guest/cri-sim");
+    let go = ["/usr/local/go/bin/go", "go"]
+        .into_iter()
+        .find(|g| Command::new(g).arg("version").output().is_ok())
+        .expect("Go (installed by `cargo xtask setup`)");
+    let status = Command::new(go)
+        .args(["build", "-trimpath", "-buildvcs=false", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(workspace_root().join("xtask/cri-sim"))
+        .env("CGO_ENABLED", "0")
+        .status()
+        .expect("go build");
+    assert!(status.success(), "go build xtask/cri-sim");
+    out
+}
+
+/// The tracer's accuracy tests (run-queue wait against schedstat, CRI calls against a server's
+/// known delay) on each Debian cloud kernel, inside the guest node: the per-thread perf event as
+/// root there, and the sched_switch tracepoint that unprivileged agents fall back to on these
+/// kernels (forced with NODEHEALTH_TRACE_SCHED_SWITCH). A program that fails to load or attach
+/// fails the test with the verifier's message (the test binaries print it).
+#[test]
+#[ignore = "long tier (cargo xtask test --long): joins the guest on each kernel under TCG (minutes)"]
+fn the_tracers_accuracy_tests_pass_on_both_debian_kernels() {
+    let binaries = tracer_test_binaries(&["runq_wait", "cri_calls"]);
+    assert_eq!(binaries.len(), 2, "test binaries: {binaries:?}");
+    let cri_sim = static_cri_sim();
+    for kernel in ["6.12", "6.1"] {
+        let guest = GuestNode::join_on(kernel);
+        let release = guest.sh("uname -r");
+        guest.put(&cri_sim, "/root/cri-sim");
+        for (name, bin) in &binaries {
+            guest.put(bin, &format!("/root/{name}"));
+            let runs: &[&str] = if name == "runq_wait" {
+                &["", "NODEHEALTH_TRACE_SCHED_SWITCH=1 "]
+            } else {
+                &[""]
+            };
+            for env in runs {
+                let out = guest.sh(&format!(
+                    "cd /root && {env}CRI_SIM=/root/cri-sim ./{name} --test-threads=1 --nocapture 2>&1; echo \"exit $?\""
+                ));
+                println!("kernel {} {env}{name}:\n{out}", release.trim());
+                assert!(
+                    out.trim_end().ends_with("exit 0"),
+                    "kernel {}: {env}{name} failed:\n{out}",
+                    release.trim()
+                );
+            }
+        }
+        drop(guest);
     }
 }

@@ -38,6 +38,9 @@ const TRACEPOINTS: [&str; 2] = ["block_rq_complete", "block_bio_complete"];
 const SWITCH_PROGRAM: &str = "switched_out";
 /// The same program on the sched_switch tracepoint (tp_btf), where perf events are refused.
 const SWITCH_TRACEPOINT: &str = "sched_switch";
+/// Set in the environment, the tracer uses the sched_switch tracepoint even where perf events are
+/// allowed: the accuracy tests run both ways on each kernel.
+pub const FORCE_SCHED_SWITCH: &str = "NODEHEALTH_TRACE_SCHED_SWITCH";
 /// Where the submitter of a bio is recorded: fentry on submit_bio (the submitter's context, before
 /// blk-throttle), or — where the kernel refuses fentry programs, as on this project's VMs — the
 /// block_bio_queue tracepoint, which sees throttled bios only when a kernel worker re-issues them.
@@ -131,7 +134,9 @@ fn perf_refusal_reason(e: &ProgramError) -> String {
             "perf_event_open refused ({e}): kernel.perf_event_paranoid is {level}, which \
              (Debian's and Ubuntu's kernels) allows perf events to CAP_SYS_ADMIN only"
         ),
-        Some(level) => format!("perf_event_open refused ({e}); kernel.perf_event_paranoid is {level}"),
+        Some(level) => {
+            format!("perf_event_open refused ({e}); kernel.perf_event_paranoid is {level}")
+        }
         None => format!("perf_event_open refused ({e})"),
     }
 }
@@ -572,6 +577,14 @@ impl Tracer {
     /// tracepoint takes over for every target (see [`SwitchHook::SchedSwitch`]).
     fn watch_switches(&mut self, tgid: u32) -> Result<(), TraceError> {
         if matches!(self.switch_hook, SwitchHook::SchedSwitch { .. }) {
+            return Ok(());
+        }
+        if std::env::var_os(FORCE_SCHED_SWITCH).is_some() {
+            let btf = AyaBtf::from_sys_fs().map_err(|e| TraceError::AyaBtf(e.to_string()))?;
+            attach_tp_btf(&mut self.ebpf, SWITCH_TRACEPOINT, &btf)?;
+            self.switch_hook = SwitchHook::SchedSwitch {
+                perf_error: format!("{FORCE_SCHED_SWITCH} is set"),
+            };
             return Ok(());
         }
         raise_fd_limit();

@@ -20,7 +20,8 @@ use crate::hpack;
 use crate::io_waits::{IO_WAIT_EVERY, IoWaitSampler};
 use crate::ksyms::KernelSymbols;
 use crate::trace::{
-    BioSubmitHook, CriCounters, CriTarget, SwitchHook, ThreadSample, TraceError, Tracer, dev_name, monotonic_ns,
+    BioSubmitHook, CriCounters, CriTarget, SwitchHook, ThreadSample, TraceError, Tracer, dev_name,
+    monotonic_ns,
 };
 
 /// CRI calls listed as the slowest, and in flight, at most.

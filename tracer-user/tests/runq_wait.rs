@@ -56,6 +56,15 @@ fn target_run_queue_wait_matches_schedstat_and_hog_is_not_recorded() {
 
     let mut tracer = RunqTracer::attach().expect("load and attach the run-queue programs");
     tracer.add_target(target.pid()).expect("add target");
+    let hook = tracer.switch_hook().clone();
+    eprintln!("switch hook: {hook:?}");
+    if std::env::var_os(tracer_user::trace::FORCE_SCHED_SWITCH).is_some() {
+        assert!(
+            matches!(hook, tracer_user::trace::SwitchHook::SchedSwitch { .. }),
+            "{} is set but the hook is {hook:?}",
+            tracer_user::trace::FORCE_SCHED_SWITCH
+        );
+    }
     let before = schedstat_run_delay(target.pid());
     thread::sleep(Duration::from_secs(2));
     let waits = tracer.thread_waits().expect("read RUNQ_WAIT");

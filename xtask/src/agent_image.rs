@@ -68,6 +68,15 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| sh::workspace_root().join("target"))
 }
 
+/// The static agent binary for this machine's architecture, as the last image build left it
+/// (the guest node runs it over SSH where no pod can start).
+pub fn static_agent_binary() -> PathBuf {
+    target_dir()
+        .join(host_target().triple)
+        .join("release")
+        .join("tracer-user")
+}
+
 /// Builds the static agent for `t`; returns the binary's path.
 fn build_binary(t: &Target) -> Result<PathBuf> {
     cross_build("tracer-user", t.triple, t.cross, t.arch, &[])

@@ -102,6 +102,9 @@ enum Command {
     },
     /// Inject a failure into the local cluster.
     Fault {
+        /// The node to break: the host's (default) or `guest` (`cluster up --guest-node`).
+        #[arg(long, value_parser = ["guest"])]
+        node: Option<String>,
         #[command(subcommand)]
         fault: cluster::fault::Fault,
     },
@@ -159,7 +162,11 @@ fn main() -> ExitCode {
         Command::Bench { bench } => bench::run(bench),
         Command::Cluster { cmd } => cluster::run(cmd),
         Command::Supervise(args) => cluster::supervise::run(args),
-        Command::Fault { fault } => cluster::fault::apply(fault),
+        Command::Fault { node: None, fault } => cluster::fault::apply(fault),
+        Command::Fault {
+            node: Some(_),
+            fault,
+        } => cluster::guest_node::apply_fault(&cluster::Layout::new(), &fault),
         Command::Heal => cluster::fault::heal(),
         Command::Guest { cmd } => {
             // `guest boot -- CMD` exits with CMD's status.

@@ -342,11 +342,15 @@ pub fn agent_bin() -> &'static Path {
 }
 
 /// `xtask/cri-sim` (a grpc-go CRI server with a known delay, and the kubelet's own CRI client),
-/// built once per test binary with the machine's Go into the target dir.
+/// built once per test binary with the machine's Go into the target dir — or the one `CRI_SIM`
+/// names (the guest node runs these tests from binaries built on the host, and has no Go).
 pub fn cri_sim() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(prebuilt) = std::env::var_os("CRI_SIM") {
+                return PathBuf::from(prebuilt);
+            }
             let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cri-sim");
             let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/cri-sim");
             let go = which_go();

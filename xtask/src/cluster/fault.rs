@@ -118,7 +118,7 @@ const SLOW_WRITE_LE: &str = "1.220703125";
 /// Every fault by name, in the order `heal` undoes them. `runtime-slow-list` comes last: its heal
 /// restarts the kubelet back onto containerd, which needs a thawed runtime and a kubelet that is
 /// neither frozen nor stopped.
-const NAMES: &[&str] = &[
+pub const NAMES: &[&str] = &[
     "runtime-frozen",
     "runtime-cpu-starved",
     "disk-slow",
@@ -134,7 +134,7 @@ const NAMES: &[&str] = &[
 ];
 
 impl Fault {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Fault::RuntimeFrozen => "runtime-frozen",
             Fault::RuntimeSlowList { .. } => "runtime-slow-list",
@@ -294,6 +294,10 @@ pub fn apply(f: Fault) -> Result<()> {
 pub fn heal() -> Result<()> {
     let l = Layout::new();
     let mut failed = Vec::new();
+    for problem in super::guest_node::heal_faults(&l) {
+        eprintln!("xtask: healing failed: {problem}");
+        failed.push("a fault on the guest node");
+    }
     let mut kubelet_moved_at = None;
     for name in NAMES {
         if !marker(&l, name).exists() {

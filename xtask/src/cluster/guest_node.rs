@@ -78,19 +78,33 @@ pub fn ssh(l: &Layout) -> Result<guest::Ssh> {
     Ok(guest::Ssh::new(&image, port))
 }
 
-/// Imports a locally built image archive into the running guest's containerd.
-pub fn import_image(l: &Layout, archive: &Path) -> Result<()> {
-    let out = ssh(l)?
-        .command("ctr -n k8s.io images import - >/dev/null")
-        .stdin(fs::File::open(archive)?)
-        .output()
-        .context("ssh: ctr images import")?;
-    if !out.status.success() {
-        bail!(
-            "importing {} into the guest: {}",
-            archive.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// Imports a locally built agent image archive into the running guest's containerd, and puts
+/// the static agent beside it (/usr/local/bin/tracer-user).
+pub fn import_agent(l: &Layout, archive: &Path) -> Result<()> {
+    let ssh = ssh(l)?;
+    let send = |remote: &str, file: &Path| -> Result<()> {
+        let out = ssh
+            .command(remote)
+            .stdin(fs::File::open(file)?)
+            .output()
+            .with_context(|| format!("ssh: {remote}"))?;
+        if !out.status.success() {
+            bail!(
+                "{remote} ({}): {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    send("ctr -n k8s.io images import - >/dev/null", archive)?;
+    let agent = crate::agent_image::static_agent_binary();
+    if agent.exists() {
+        send(
+            "cat > /usr/local/bin/tracer-user.new && chmod 755 /usr/local/bin/tracer-user.new \
+             && mv /usr/local/bin/tracer-user.new /usr/local/bin/tracer-user",
+            &agent,
+        )?;
     }
     Ok(())
 }
@@ -119,7 +133,10 @@ fn issue_pki(l: &Layout) -> Result<()> {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    sh::run(&format!("ip {}", args.join(" ")), Command::new("ip").args(args))
+    sh::run(
+        &format!("ip {}", args.join(" ")),
+        Command::new("ip").args(args),
+    )
 }
 
 fn create_tap() -> Result<()> {
@@ -199,7 +216,13 @@ systemctl enable --now kubelet.service
 "#;
 
 /// Lays out what the guest needs under `root` (paths as in the guest) and packs it into `tar`.
-fn payload(l: &Layout, settings: &Settings, bin: &Path, images: &[PathBuf], tar: &Path) -> Result<()> {
+fn payload(
+    l: &Layout,
+    settings: &Settings,
+    bin: &Path,
+    images: &[PathBuf],
+    tar: &Path,
+) -> Result<()> {
     let root = dir(l).join("payload");
     let _ = fs::remove_dir_all(&root);
     let put = |path: &str, contents: &str, mode: u32| -> Result<()> {
@@ -254,7 +277,11 @@ fn payload(l: &Layout, settings: &Settings, bin: &Path, images: &[PathBuf], tar:
         config::CNI_CONFLIST,
         0o644,
     )?;
-    put("/etc/systemd/system/kubelet.service", &kubelet_unit(), 0o644)?;
+    put(
+        "/etc/systemd/system/kubelet.service",
+        &kubelet_unit(),
+        0o644,
+    )?;
     put("/opt/nodehealth/setup.sh", SETUP, 0o755)?;
     let link_or_copy = |from: &Path, to: &Path| -> Result<()> {
         fs::create_dir_all(to.parent().expect("a parent"))?;
@@ -268,6 +295,11 @@ fn payload(l: &Layout, settings: &Settings, bin: &Path, images: &[PathBuf], tar:
         &fs::canonicalize(bin.join("kubelet"))?,
         &root.join("usr/local/bin/kubelet"),
     )?;
+    // The agent, for runs over SSH where no pod can start (`tracer-user probe --host-root /`).
+    let agent = crate::agent_image::static_agent_binary();
+    if agent.exists() {
+        link_or_copy(&agent, &root.join("usr/local/bin/tracer-user"))?;
+    }
     for image in images {
         let name = image.file_name().context("image file name")?;
         link_or_copy(image, &root.join("opt/nodehealth/images").join(name))?;
@@ -287,7 +319,13 @@ fn payload(l: &Layout, settings: &Settings, bin: &Path, images: &[PathBuf], tar:
 
 /// Boots the guest and joins it to the running cluster as node `guest`; returns once it is
 /// Ready with a renewing lease.
-pub fn up(l: &Layout, settings: &Settings, bin: &Path, images: &[PathBuf], kernel: Kernel) -> Result<()> {
+pub fn up(
+    l: &Layout,
+    settings: &Settings,
+    bin: &Path,
+    images: &[PathBuf],
+    kernel: Kernel,
+) -> Result<()> {
     let start = Instant::now();
     let image = guest::image(kernel)?;
     step(format!(
@@ -413,4 +451,135 @@ pub fn undo_on_down(l: &Layout) -> Vec<String> {
     let _ = fs::remove_dir_all(dir(l));
     problems.retain(|p| !p.is_empty());
     problems
+}
+
+// --- faults on the guest node -----------------------------------------------------------------
+
+/// containerd's unit cgroup on the guest (cgroup v2, systemd).
+const CONTAINERD_CGROUP: &str = "/sys/fs/cgroup/system.slice/containerd.service";
+
+fn fault_marker(l: &Layout, name: &str) -> PathBuf {
+    l.faults().join(format!("{NODE}-{name}"))
+}
+
+/// Runs `script` in the guest (sh -c), failing with its output when it fails.
+fn guest_sh(l: &Layout, what: &str, script: &str) -> Result<()> {
+    let out = ssh(l)?
+        .command(&format!("sh -c {}", guest::shell_quote(script)))
+        .output()
+        .with_context(|| format!("ssh: {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed in the guest ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The guest's part of `cargo xtask fault --node guest <fault>`: each fault done the way a
+/// systemd / cgroup v2 node does it. A fault not yet done this way is refused with a message.
+pub fn apply_fault(l: &Layout, f: &super::fault::Fault) -> Result<()> {
+    use super::fault::Fault;
+    if !running(l) {
+        bail!("no guest node in the running cluster: `cargo xtask cluster up --guest-node` first");
+    }
+    let name = f.name();
+    step(format!("fault {name} on the guest node"));
+    fs::create_dir_all(l.faults())?;
+    fs::write(fault_marker(l, name), "")?;
+    let applied = match f {
+        // cgroup.freeze of the unit's cgroup (systemd 252's `systemctl freeze`).
+        Fault::RuntimeFrozen => guest_sh(
+            l,
+            "freezing containerd",
+            "systemctl freeze containerd.service",
+        ),
+        Fault::KubeletFrozen => guest_sh(
+            l,
+            "freezing the kubelet",
+            "systemctl freeze kubelet.service",
+        ),
+        Fault::KubeletStopped => {
+            guest_sh(l, "stopping the kubelet", "systemctl stop kubelet.service")
+        }
+        Fault::ApiPartition => fs::write(cut_file(l), "").map_err(Into::into),
+        // cpu.max of containerd.service's cgroup, at the host fault's exact strength (systemd's
+        // CPUQuota= cannot go below 1%).
+        Fault::RuntimeCpuStarved {
+            quota_us,
+            period_us,
+        } => guest_sh(
+            l,
+            "limiting containerd's CPU",
+            &format!("echo '{quota_us} {period_us}' > {CONTAINERD_CGROUP}/cpu.max"),
+        ),
+        // memory.max of kubelet.service; the restarted kubelet grows into it and is OOM-killed
+        // (memory.events counts the kills), systemd restarts it (Restart=always).
+        Fault::KubeletMemoryLimited { limit_mib } => guest_sh(
+            l,
+            "limiting the kubelet's memory",
+            &format!(
+                "systemctl set-property --runtime kubelet.service MemoryMax={limit_mib}M MemorySwapMax=0 \
+                 && systemctl restart kubelet.service"
+            ),
+        ),
+        other => Err(anyhow::anyhow!(
+            "fault {} is not done on the guest node yet: run it on the host's node (without --node)",
+            other.name()
+        )),
+    };
+    if let Err(e) = applied {
+        let _ = fs::remove_file(fault_marker(l, name));
+        return Err(e);
+    }
+    info("applied on the guest node; `cargo xtask heal` undoes it");
+    Ok(())
+}
+
+/// Undoes every fault on the guest node (markers left by [`apply_fault`]).
+pub fn heal_faults(l: &Layout) -> Vec<String> {
+    let mut failed = Vec::new();
+    for name in super::fault::NAMES {
+        if !fault_marker(l, name).exists() {
+            continue;
+        }
+        step(format!("healing {name} on the guest node"));
+        let healed = match *name {
+            "runtime-frozen" => {
+                guest_sh(l, "thawing containerd", "systemctl thaw containerd.service")
+            }
+            "kubelet-frozen" => {
+                guest_sh(l, "thawing the kubelet", "systemctl thaw kubelet.service")
+            }
+            "kubelet-stopped" => {
+                guest_sh(l, "starting the kubelet", "systemctl start kubelet.service")
+            }
+            "api-partition" => {
+                let _ = fs::remove_file(cut_file(l));
+                Ok(())
+            }
+            "runtime-cpu-starved" => guest_sh(
+                l,
+                "lifting containerd's CPU limit",
+                &format!("echo 'max 100000' > {CONTAINERD_CGROUP}/cpu.max"),
+            ),
+            "kubelet-memory-limited" => guest_sh(
+                l,
+                "lifting the kubelet's memory limit",
+                "systemctl set-property --runtime kubelet.service MemoryMax=infinity MemorySwapMax=infinity \
+                 && systemctl restart kubelet.service",
+            ),
+            _ => Ok(()),
+        };
+        match healed {
+            Ok(()) => {
+                let _ = fs::remove_file(fault_marker(l, name));
+            }
+            Err(e) => failed.push(format!("{name} on the guest node: {e:#}")),
+        }
+    }
+    failed
 }

@@ -122,6 +122,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
                 .join(" ");
             let status = guest_node::ssh(&Layout::new())?
                 .command(&remote)
+                .stdin(Stdio::inherit())
                 .stdout(Stdio::inherit())
                 .stderr(Stdio::inherit())
                 .status()?;
@@ -798,7 +799,7 @@ pub fn up(settings: Settings, guest: Option<crate::guest::Kernel>) -> Result<()>
             if let Some(agent) = &agent {
                 crate::agent_image::import(&l, agent)?;
                 if guest_node::running(&l) {
-                    guest_node::import_image(&l, agent)?;
+                    guest_node::import_agent(&l, agent)?;
                 }
             }
             if let Some(kernel) = guest
