@@ -262,11 +262,38 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
     let (out, took) = run_plugin(c, &["--trace", "-o", "json"]);
     let report = json_of(&out);
     println!("healthy guest: {:?} in {took:?}", causes(&report));
+    let probe = &report["evidence"]["nodeProbe"]["data"];
+    println!(
+        "  stderr: {}\n  probe pod start {} s, partial {}, stream error {}, trace attached {} error {}",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        probe["podStartSeconds"],
+        probe["partial"],
+        probe["streamError"],
+        probe["evidence"]["trace"]["attached"],
+        probe["evidence"]["trace"]["error"]
+    );
+    if took > Duration::from_secs(30) {
+        println!(
+            "  slow run: the guest's journal:\n{}",
+            guest.sh("journalctl --no-pager -n 60 -u kubelet -u containerd | cut -c1-300")
+        );
+    }
     assert_eq!(
         top_cause(&report),
         "healthy",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\nverdict: {:#}\nproblems: {:#}",
+        String::from_utf8_lossy(&out.stderr),
+        report["verdict"],
+        report["findings"]
+            .as_array()
+            .map(|f| f
+                .iter()
+                .filter(|f| f["severity"] != "ok" && f["severity"] != "info")
+                .cloned()
+                .collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<Value>()
     );
     let layers = report["verdict"]["layers"].to_string();
     assert!(
@@ -367,6 +394,16 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
             Way::AgentOverSsh,
             &["runtime-unresponsive", "pleg-slow"],
         ),
+        // Before the OOM loop: for three minutes after it the kubelet's restarts are evidence, and
+        // a partition then ties with a starved kubelet and a certificate (a compound fault the
+        // host suite avoids the same way; see the closing note of 2026-12-06).
+        (
+            &["api-partition"],
+            "the lease stale (Ready not True)",
+            |g| g.0.ready_condition().0 != "True",
+            Way::ApiOnly,
+            &["api-partition"],
+        ),
         (
             &["kubelet-memory-limited", "--limit-mib", "16"],
             "an OOM kill (systemd recreates the unit's cgroup, and its memory.events, at each restart: the journal keeps the count)",
@@ -377,13 +414,6 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
             },
             Way::AgentOverSsh,
             &["kubelet-starved"],
-        ),
-        (
-            &["api-partition"],
-            "the lease stale (Ready not True)",
-            |g| g.0.ready_condition().0 != "True",
-            Way::ApiOnly,
-            &["api-partition"],
         ),
     ];
     for (args, symptom, symptom_there, way, right) in faults {

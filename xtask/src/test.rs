@@ -38,7 +38,15 @@ pub struct Options {
 }
 
 /// The end-to-end test binaries (tests/tests/*.rs), in the order they run.
-const E2E_BINARIES: &[&str] = &["cluster", "faults", "logs", "plugin", "probe", "scenarios"];
+const E2E_BINARIES: &[&str] = &[
+    "cluster",
+    "faults",
+    "guest",
+    "logs",
+    "plugin",
+    "probe",
+    "scenarios",
+];
 /// The integration test binaries (real kernel, no cluster).
 const INTEGRATION_BINARIES: &[&str] = &[
     "agent_grpc",
