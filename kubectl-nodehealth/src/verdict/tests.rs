@@ -876,6 +876,26 @@ fn slow_calls_while_the_runtime_idles_are_a_socket_stall_behind_slow_relists() {
 }
 
 #[test]
+fn a_tracer_that_did_not_attach_is_named_in_the_limitation() {
+    let mut e = degraded_relists_with_slow_list_calls();
+    let mut node = traced_node(0, 0, 1500);
+    let trace = node.trace.as_mut().expect("a trace section");
+    trace.attached = false;
+    trace.error =
+        Some("trace unavailable: attaching switched_out failed: `perf_event_open` failed".into());
+    with_node(&mut e, node);
+    let v = verdict(&e);
+    assert!(
+        v.limitations
+            .iter()
+            .any(|l| l.starts_with("no eBPF attribution in this run: ")
+                && l.contains("perf_event_open")),
+        "{:#?}",
+        v.limitations
+    );
+}
+
+#[test]
 fn run_queue_wait_while_calls_are_slow_is_cpu_starvation_and_io_wait_is_the_disk() {
     let mut e = degraded_relists_with_slow_list_calls();
     with_node(&mut e, traced_node(400, 0, 1500));
