@@ -1006,17 +1006,13 @@ pub fn qemu_argv(image: &Image, disk: &Path, ssh_port: u16, extra: &[String]) ->
 
 /// Makes a qcow2 overlay at `disk` backed by the image's root disk (which stays pristine).
 pub fn overlay(image: &Image, disk: &Path) -> Result<()> {
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(image.path("rootfs.img"))
-        .arg(disk)
-        .stdin(Stdio::null())
-        .output()
-        .context("qemu-img")?;
-    if !out.status.success() {
-        bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    sh::run(
+        "qemu-img create (the guest's overlay)",
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(image.path("rootfs.img"))
+            .arg(disk),
+    )
 }
 
 /// Waits until SSH runs `true` in the guest (a condition, not a sleep); fails when QEMU exits or

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{API_PORT, Layout, Settings, api, config, pki, supervise};
+use super::{API_PORT, Layout, Settings, api, config, host, pki, supervise};
 use crate::{
     guest::{self, Kernel},
     sh::{self, info, step},
@@ -132,32 +132,19 @@ fn issue_pki(l: &Layout) -> Result<()> {
     )
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    sh::run(
-        &format!("ip {}", args.join(" ")),
-        Command::new("ip").args(args),
-    )
-}
-
 fn create_tap() -> Result<()> {
     if Path::new("/sys/class/net").join(TAP).exists() {
         return Ok(());
     }
-    ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
+    host::ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
     let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{TAP}/disable_ipv6"), "1");
-    ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", TAP])?;
-    ip(&["link", "set", TAP, "up"])
+    host::ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", TAP])?;
+    host::ip(&["link", "set", TAP, "up"])
 }
 
 /// Deletes the tap link if it exists.
 pub fn remove_tap() -> Vec<String> {
-    if !Path::new("/sys/class/net").join(TAP).exists() {
-        return Vec::new();
-    }
-    match ip(&["link", "del", TAP]) {
-        Ok(()) => Vec::new(),
-        Err(e) => vec![format!("{e:#}")],
-    }
+    host::remove_link(TAP)
 }
 
 /// containerd on the guest: Debian's paths, runc with the systemd cgroup driver (cgroup v2),
@@ -385,18 +372,11 @@ pub fn up(
             .status()
             .is_ok_and(|s| s.success()))
     })?;
-    let out = ssh
-        .command("tar -x -f /dev/vdb -C / && sh /opt/nodehealth/setup.sh")
-        .output()
-        .context("ssh: the guest's setup")?;
-    if !out.status.success() {
-        bail!(
-            "the guest's setup failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    guest_sh(
+        l,
+        "the guest's setup",
+        "tar -x -f /dev/vdb -C / && sh /opt/nodehealth/setup.sh",
+    )?;
     info("guest: kubelet and containerd started (systemd units)");
     super::wait_for("guest: node Ready", Duration::from_secs(300), || {
         super::check_alive(l, "guest")?;

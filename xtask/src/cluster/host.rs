@@ -226,7 +226,7 @@ pub const NODE_IP: &str = "198.18.0.1";
 pub const NODE_LINK: &str = "nodehealth0";
 const NODE_LINK_PEER: &str = "nodehealth1";
 
-fn ip(args: &[&str]) -> Result<()> {
+pub fn ip(args: &[&str]) -> Result<()> {
     sh::run(
         &format!("ip {}", args.join(" ")),
         Command::new("ip").args(args),
@@ -259,10 +259,15 @@ pub fn create_node_link() -> Result<()> {
 
 /// Deletes the node's veth pair if it exists.
 pub fn remove_node_link() -> Vec<String> {
-    if !Path::new("/sys/class/net").join(NODE_LINK).exists() {
+    remove_link(NODE_LINK)
+}
+
+/// Deletes a link the harness created, if it exists (a veth pair goes with either end).
+pub fn remove_link(name: &str) -> Vec<String> {
+    if !Path::new("/sys/class/net").join(name).exists() {
         return Vec::new();
     }
-    match ip(&["link", "del", NODE_LINK]) {
+    match ip(&["link", "del", name]) {
         Ok(()) => Vec::new(),
         Err(e) => vec![format!("{e:#}")],
     }
