@@ -195,7 +195,7 @@ fn kubelet_memory_limited_is_oom_killed_and_restarted() {
     settled(&c);
     let last_kill_before = last_oom_kill_at("kubelet");
     let healer = Healer(&c);
-    c.xtask(&["fault", "kubelet-memory-limited"]);
+    c.xtask(&["fault", "kubelet-memory-limited", "--limit-mib", "12"]);
     let start = std::time::Instant::now();
     let restarts = wait_until("two kubelet restarts", Duration::from_secs(60), || {
         let r = c.restarts("kubelet");
