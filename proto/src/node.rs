@@ -271,6 +271,33 @@ pub struct ProcessState {
     pub cpu_percent_window: Option<f64>,
     /// Kernel-log OOM kills of a process with this name (see `kernelLog`).
     pub oom_kills_in_kernel_log: u32,
+    /// Its memory cgroup at the end of the window: whether a limit still holds it near the
+    /// point where the kernel kills it. Absent from older agents and where no memory controller
+    /// is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_cgroup: Option<CgroupMemory>,
+}
+
+/// A process's memory cgroup (v1 memory.limit_in_bytes/usage_in_bytes, v2 memory.max/current).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupMemory {
+    /// The cgroup's path in its hierarchy.
+    pub path: String,
+    /// 1 or 2.
+    pub version: u8,
+    /// None: no limit (v2 `max`, v1 the page-rounded maximum).
+    pub limit_bytes: Option<u64>,
+    pub usage_bytes: u64,
+}
+
+impl CgroupMemory {
+    /// Usage as a share of the limit; None without a limit.
+    pub fn used_share(&self) -> Option<f64> {
+        self.limit_bytes
+            .filter(|l| *l > 0)
+            .map(|l| self.usage_bytes as f64 / l as f64)
+    }
 }
 
 /// A containerd shim (`containerd-shim-runc-v2 -id <id>`).

@@ -18,8 +18,8 @@ use std::{
 };
 
 use nodehealth_e2e::{
-    Cluster, Healer, json_of, run_agent_standalone, run_plugin, run_plugin_with_node_evidence,
-    wait_until,
+    Cluster, Healer, finding, json_of, run_agent_standalone, run_plugin,
+    run_plugin_with_node_evidence, wait_until,
 };
 use serde_json::Value;
 
@@ -351,7 +351,28 @@ fn verdict_on_an_oom_killed_kubelet_in_a_restart_loop_is_starved() {
     assert!(ooms >= 1, "{:#}", agent["kernelLog"]);
     d.expect_top("kubelet-starved");
     assert!(d.evidence().contains("OOM"), "{}", d.evidence());
+    // While it holds, the kubelet's memory cgroup says so (when the agent caught one alive).
+    let memcg = &agent["processes"]["kubelet"]["memoryCgroup"];
+    if !memcg.is_null() {
+        assert_eq!(memcg["limitBytes"], 12u64 << 20, "{memcg:#}");
+    }
+    eprintln!("agent: the kubelet's memory cgroup {memcg}");
     healed_and_ready(&c, healer);
+    // Healed seconds ago: the kills are minutes-fresh in the kernel log, but the kubelet now
+    // running came back without the limit — history, not the loop (judged right after the heal,
+    // long before the 2-minute steady rule would say so).
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("kubelet-memory-limited, healed");
+    let memcg = &agent["processes"]["kubelet"]["memoryCgroup"];
+    assert!(
+        memcg.is_object() && memcg["limitBytes"].is_null(),
+        "{memcg:#}"
+    );
+    let oom = finding(&d.report, "node-oom-kills")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(oom["severity"], "warning", "{oom:#}");
+    d.expect_top("healthy");
 }
 
 #[test]

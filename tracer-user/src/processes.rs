@@ -101,6 +101,7 @@ fn state(
         cpu_seconds_total: any.cpu_seconds(),
         cpu_percent_window,
         oom_kills_in_kernel_log: 0,
+        memory_cgroup: procfs::cgroup_memory(host, pid),
     })
 }
 

@@ -292,9 +292,67 @@ pub fn cgroup_frozen(host: &HostRoot, pid: u32) -> Option<bool> {
     }
 }
 
+/// A process's memory cgroup: the limit that holds it (None when unlimited) and its usage. The
+/// limit is the tightest on the way up: v1's `hierarchical_memory_limit` (memory.stat), v2 the
+/// smallest `memory.max` of the cgroup and its ancestors — a kubelet in a cgroup of its own
+/// under a limited slice is held by the slice. v1 reports "no limit" as the largest page-aligned
+/// value (about 2^63), so anything above 2^62 is no limit.
+pub fn cgroup_memory(host: &HostRoot, pid: u32) -> Option<nodehealth_proto::node::CgroupMemory> {
+    let (version, path, dir) = cgroup_dir(host, pid, Some("memory"))?;
+    let read = |dir: &std::path::Path, name: &str| fs::read_to_string(dir.join(name)).ok();
+    let (limit, usage) = if version == 1 {
+        let stat = read(&dir, "memory.stat").unwrap_or_default();
+        let hierarchical = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("hierarchical_memory_limit "))
+            .map(str::to_string);
+        (
+            hierarchical.or_else(|| read(&dir, "memory.limit_in_bytes"))?,
+            read(&dir, "memory.usage_in_bytes")?,
+        )
+    } else {
+        // memory.max exists in every non-root cgroup with the controller enabled; the walk stops
+        // at the first directory without it (the hierarchy's root).
+        let mut tightest: Option<u64> = None;
+        let mut at = Some(dir.as_path());
+        while let Some(d) = at {
+            let Some(text) = read(d, "memory.max") else {
+                break;
+            };
+            if let Some(l) = parse_memory_limit(&text) {
+                tightest = Some(tightest.map_or(l, |t| t.min(l)));
+            }
+            at = d.parent();
+        }
+        (
+            tightest
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "max".into()),
+            read(&dir, "memory.current")?,
+        )
+    };
+    Some(nodehealth_proto::node::CgroupMemory {
+        path,
+        version,
+        limit_bytes: parse_memory_limit(&limit),
+        usage_bytes: usage.trim().parse().ok()?,
+    })
+}
+
+fn parse_memory_limit(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|l| *l < 1 << 62)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_limits_v1_and_v2() {
+        assert_eq!(parse_memory_limit("max\n"), None);
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_memory_limit("16777216\n"), Some(16 << 20));
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {

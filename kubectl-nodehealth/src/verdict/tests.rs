@@ -698,6 +698,7 @@ fn kubelet_process(
         cpu_seconds_total: 1.0,
         cpu_percent_window: None,
         oom_kills_in_kernel_log: 0,
+        memory_cgroup: None,
     }
 }
 

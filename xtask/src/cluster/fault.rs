@@ -362,9 +362,22 @@ fn heal_one(l: &Layout, name: &str) -> Result<()> {
             write_cgroup("cpu", "containerd", "cpu.cfs_quota_us", "-1")?;
             write_cgroup("cpu", "containerd", "cpu.cfs_period_us", "100000")
         }
-        // The supervisor's next restart of the kubelet then succeeds.
+        // The supervisor's next restart of the kubelet then succeeds (or the one alive at the
+        // edge of the limit keeps running). Healed once a kubelet runs and has renewed the lease
+        // since: between two kills the Node may still say Ready, which is not a heal.
         "kubelet-memory-limited" => {
-            write_cgroup("memory", "kubelet", "memory.limit_in_bytes", "-1")
+            write_cgroup("memory", "kubelet", "memory.limit_in_bytes", "-1")?;
+            let since = api::next_second();
+            let node = node_name();
+            super::wait_for(
+                "a kubelet running without the limit (lease renewed)",
+                Duration::from_secs(120),
+                || {
+                    Ok(super::component_alive(l, "kubelet")
+                        && api::lease_renew_time(l, &node)?
+                            .is_some_and(|t| api::at_or_after(&t, &since)))
+                },
+            )
         }
         "disk-slow" => {
             stop_component(l, "podchurn")?;

@@ -31,6 +31,15 @@ const OOM_RECENT_MS: i64 = 10 * 60 * 1000;
 const OOM_STEADY_SECONDS: f64 = 120.0;
 /// A process started this long after the last OOM kill was not restarted by the kill.
 const OOM_RESTART_GAP_MS: i64 = 60_000;
+/// A process using this share of its memory cgroup's limit is held at the edge where the kernel
+/// kills it: between two kills of a loop (16 MiB: 15.6 MiB used, killed 3-32 s after each start).
+const OOM_HELD_SHARE: f64 = 0.9;
+/// After a cgroup-limit kill, a process using less than this share of its limit, once past its
+/// start, is not near the next kill (the limit was raised).
+const OOM_RELEASED_SHARE: f64 = 0.5;
+/// How long a restarted process runs before its memory use says anything (a kubelet grows to
+/// its working set within seconds of starting).
+const OOM_SETTLE_SECONDS: f64 = 30.0;
 
 const STANDALONE: &str = "run the agent on the node over SSH for the node-side half: tracer-user probe --host-root / \
      --duration 10s -o json";
@@ -485,20 +494,48 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
                 _ => p.kubelet.as_ref(),
             });
             // History, not a loop: the process now running was started long after the kill
-            // (someone restarted it) or has run steadily for minutes since.
+            // (someone restarted it) or has run steadily for minutes since, or the memory cgroup
+            // limit that killed it is gone (or far above what it uses after a while) — unless a
+            // limit still holds it at the edge, which is the loop between two kills.
+            let memcg_kill = latest.message.contains("Memory cgroup out of memory");
             let steady_since = process
                 .filter(|p| {
+                    let mem = p.memory_cgroup.as_ref();
+                    let held = mem
+                        .and_then(|m| m.used_share())
+                        .is_some_and(|s| s >= OOM_HELD_SHARE);
+                    let released = memcg_kill
+                        && p.started_at_unix_ms >= latest.at_unix_ms
+                        && mem.is_some_and(|m| match m.used_share() {
+                            None => true,
+                            Some(share) => {
+                                share < OOM_RELEASED_SHARE && p.uptime_seconds >= OOM_SETTLE_SECONDS
+                            }
+                        });
                     p.liveness != Liveness::Gone
-                        && (p.uptime_seconds >= OOM_STEADY_SECONDS
+                        && !held
+                        && (released
+                            || p.uptime_seconds >= OOM_STEADY_SECONDS
                             || p.started_at_unix_ms - latest.at_unix_ms >= OOM_RESTART_GAP_MS)
                 })
                 .map(|p| p.uptime_seconds);
             let (severity, summary) = if let Some(up) = steady_since.filter(|_| recent > 0) {
+                let limit = process
+                    .and_then(|p| p.memory_cgroup.as_ref())
+                    .map(|m| match m.limit_bytes {
+                        None => "; its memory cgroup has no limit now".to_string(),
+                        Some(l) => format!(
+                            "; it uses {} of its {} MiB memory limit",
+                            m.usage_bytes >> 20,
+                            l >> 20
+                        ),
+                    })
+                    .unwrap_or_default();
                 (
                     Severity::Warning,
                     format!(
                         "the kernel OOM-killed the {subject} {recent} time(s) in the last 10 min, \
-                         but the one running now is not in that loop (up {up:.0} s)"
+                         but the one running now is not in that loop (up {up:.0} s{limit})"
                     ),
                 )
             } else if recent > 0 {
@@ -554,6 +591,7 @@ mod tests {
             cpu_seconds_total: 1.0,
             cpu_percent_window: None,
             oom_kills_in_kernel_log: 0,
+            memory_cgroup: None,
         }
     }
 
@@ -644,5 +682,88 @@ mod tests {
             "{}",
             f[0].summary
         );
+    }
+
+    /// A node 600 s into its window whose kernel log holds memory-cgroup kills of the kubelet,
+    /// the last `last_kill_ago_s` before the end; the kubelet now running started `up_s` ago
+    /// in a memory cgroup of `limit_mib` (None: no limit) using `used_mib`.
+    fn after_kills(
+        last_kill_ago_s: i64,
+        up_s: f64,
+        limit_mib: Option<u64>,
+        used_mib: u64,
+    ) -> Vec<Finding> {
+        let end = 1_000_000_000;
+        let kill = |ago_s: i64| nodehealth_proto::node::KernelEvent {
+            kind: KernelEventKind::OomKill,
+            at_unix_ms: end - ago_s * 1000,
+            usec_since_boot: 0,
+            process: Some("kubelet".into()),
+            pid: Some(7),
+            subject: Some("kubelet".into()),
+            device: None,
+            message: "Memory cgroup out of memory: Killed process 7 (kubelet)".into(),
+        };
+        let mut k = kubelet(Liveness::Sleeping);
+        k.uptime_seconds = up_s;
+        k.started_at_unix_ms = end - (up_s * 1000.0) as i64;
+        k.memory_cgroup = Some(nodehealth_proto::node::CgroupMemory {
+            path: "/kubelet".into(),
+            version: 1,
+            limit_bytes: limit_mib.map(|m| m << 20),
+            usage_bytes: used_mib << 20,
+        });
+        let n = NodeEvidence {
+            started_at_unix_ms: end - 5000,
+            finished_at_unix_ms: end,
+            processes: Some(Processes {
+                kubelet: Some(k),
+                ..Processes::default()
+            }),
+            kernel_log: Some(nodehealth_proto::node::KernelLog {
+                readable: true,
+                events: vec![kill(last_kill_ago_s + 20), kill(last_kill_ago_s)],
+                ..Default::default()
+            }),
+            ..NodeEvidence::default()
+        };
+        node_findings(&n)
+            .into_iter()
+            .filter(|f| f.id == FindingId::NodeOom)
+            .collect()
+    }
+
+    #[test]
+    fn a_kubelet_held_at_its_memory_limit_is_in_the_loop_however_long_it_has_run() {
+        // 16 MiB: 15.6 MiB used between two kills; 0.9 of the limit is the edge.
+        let f = after_kills(20, 18.0, Some(16), 15);
+        assert_eq!(f[0].severity, Severity::Critical, "{f:#?}");
+        let f = after_kills(200, 190.0, Some(16), 15);
+        assert_eq!(f[0].severity, Severity::Critical, "{f:#?}");
+        // Below the edge, minutes up: history.
+        let f = after_kills(200, 190.0, Some(16), 13);
+        assert_eq!(f[0].severity, Severity::Warning, "{f:#?}");
+    }
+
+    #[test]
+    fn a_kubelet_restarted_without_the_limit_that_killed_it_is_history_at_once() {
+        let f = after_kills(12, 10.0, None, 60);
+        assert_eq!(f[0].severity, Severity::Warning, "{f:#?}");
+        assert!(f[0].summary.contains("no limit now"), "{}", f[0].summary);
+        // Started before the last kill (it is not the one that came back): still the loop.
+        let f = after_kills(5, 10.0, None, 60);
+        assert_eq!(f[0].severity, Severity::Critical, "{f:#?}");
+    }
+
+    #[test]
+    fn a_raised_limit_counts_once_the_kubelet_has_settled_below_half_of_it() {
+        // 512 MiB, 60 used: settled after 30 s, not before (a fresh kubelet is still growing).
+        let f = after_kills(40, 31.0, Some(512), 60);
+        assert_eq!(f[0].severity, Severity::Warning, "{f:#?}");
+        let f = after_kills(40, 29.0, Some(512), 60);
+        assert_eq!(f[0].severity, Severity::Critical, "{f:#?}");
+        // Over half of the limit after 30 s: may still be growing into it.
+        let f = after_kills(40, 31.0, Some(100), 60);
+        assert_eq!(f[0].severity, Severity::Critical, "{f:#?}");
     }
 }
