@@ -373,6 +373,21 @@ fn verdict_on_an_oom_killed_kubelet_in_a_restart_loop_is_starved() {
         .unwrap_or_default();
     assert_eq!(oom["severity"], "warning", "{oom:#}");
     d.expect_top("healthy");
+    // Then the API server cut off, within minutes of the loop: its start events are still
+    // recent, but the node side shows a kubelet out of any loop that cannot reach the API
+    // server — a partition (they tied at 95 before the node side could say the loop was over).
+    let healer = Healer(&c);
+    c.xtask(&["fault", "api-partition"]);
+    c.wait_ready("Unknown", Duration::from_secs(90));
+    let (d, agent) = Diagnosis::with_agent(&c, "3s");
+    d.print("api-partition after a healed OOM loop");
+    eprintln!(
+        "agent: kubelet up {} s",
+        agent["processes"]["kubelet"]["uptimeSeconds"]
+    );
+    d.expect_top("api-partition");
+    d.expect_no_kubelet_restart();
+    healed_and_ready(&c, healer);
 }
 
 #[test]

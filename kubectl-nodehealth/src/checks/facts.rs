@@ -71,6 +71,8 @@ pub struct NodeSide {
     pub partial: Option<String>,
     /// A kubelet process exists and runs (not gone, not stopped, not frozen).
     pub kubelet_running: bool,
+    /// How long the running kubelet process has been up (with `kubelet_running`).
+    pub kubelet_uptime_seconds: Option<f64>,
     /// A kubelet process that exists but does not run: its pid and whether it is stopped (else
     /// frozen).
     pub paused_kubelet: Option<(u32, bool)>,
@@ -285,6 +287,12 @@ fn node_side(e: &Evidence) -> NodeSide {
             .and_then(|p| p.kubelet.as_ref())
             .is_some_and(|k| k.liveness != Liveness::Gone)
             && paused.is_none(),
+        kubelet_uptime_seconds: n
+            .processes
+            .as_ref()
+            .and_then(|p| p.kubelet.as_ref())
+            .filter(|k| k.liveness != Liveness::Gone)
+            .map(|k| k.uptime_seconds),
         paused_kubelet: paused,
         api_reachable: n
             .api_server

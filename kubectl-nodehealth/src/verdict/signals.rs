@@ -7,6 +7,11 @@ use crate::checks::conditions::ReadyMessage;
 use crate::checks::facts::ReadyStatus;
 use crate::checks::{Component, Facts, Finding, FindingId, Severity};
 
+/// A kubelet process up this long is out of a restart loop: the loops the kubelet meets restart
+/// it within seconds (systemd's RestartSec, an OOM kill at its memory limit — 3-32 s measured at
+/// 16 MiB, where the OOM rule still sees it held), and a partition starts no restarts at all.
+pub const LOOP_OVER_SECONDS: f64 = 30.0;
+
 /// The typed findings and facts, read-only.
 pub struct Inputs<'a> {
     /// Findings.
@@ -110,9 +115,24 @@ impl<'a> Inputs<'a> {
         self.at_least(&FindingId::RuntimeErrors, Severity::Warning)
     }
 
-    /// The kubelet keeps starting over.
+    /// The kubelet keeps starting over — as the API server's start events say, unless the node
+    /// side shows the loop has ended (see [`Self::kubelet_loop_over`]).
     pub fn restart_loop(&self) -> bool {
-        self.at_least(&FindingId::KubeletRestarts, Severity::Critical)
+        self.at_least(&FindingId::KubeletRestarts, Severity::Critical) && !self.kubelet_loop_over()
+    }
+
+    /// The node side shows the kubelet now running out of any loop: up for
+    /// [`LOOP_OVER_SECONDS`] and not held in an OOM loop. The API server's start events of the
+    /// last minutes are then history (a loop healed, or a memory limit raised), not why the
+    /// kubelet is silent now.
+    pub fn kubelet_loop_over(&self) -> bool {
+        let node = &self.facts.node;
+        node.collected
+            && node.kubelet_running
+            && node
+                .kubelet_uptime_seconds
+                .is_some_and(|up| up >= LOOP_OVER_SECONDS)
+            && !self.oom_loop()
     }
 
     /// The kernel keeps OOM-killing the kubelet or the runtime.

@@ -31,7 +31,10 @@ pub fn score(i: &Inputs) -> Score {
     }
     if let Some(w) = i.problem(&FindingId::KubeletSlow) {
         s.because(55, w);
-        if i.not_reporting() && !i.certificate_signal() && i.dial() != Some(DialError::NoHandshake)
+        if i.not_reporting()
+            && !i.certificate_signal()
+            && i.dial() != Some(DialError::NoHandshake)
+            && !i.facts.node.collected
         {
             s.support(
                 0,
@@ -102,5 +105,36 @@ mod tests {
         assert_eq!(score(&Inputs::new(&f, &facts)).score, 90);
         let old = [finding(FindingId::NodeOom, Severity::Warning)];
         assert_eq!(score(&Inputs::new(&old, &facts)).score, 0);
+    }
+
+    /// Measured on the local cluster: an OOM loop healed (the limit removed), then the API
+    /// server cut off. The API server's start events (12 in 3 minutes) still said "restart loop"
+    /// and tied kubelet-starved with the partition at 95; the node side shows a kubelet up for
+    /// 41 s, out of any OOM loop.
+    #[test]
+    fn start_events_of_a_loop_the_node_side_shows_over_are_history() {
+        let f = [finding(FindingId::KubeletRestarts, Severity::Critical)];
+        let mut facts = facts();
+        assert_eq!(score(&Inputs::new(&f, &facts)).score, 90);
+        facts.node.collected = true;
+        facts.node.kubelet_running = true;
+        for (up, loop_score) in [(29.0, 90), (30.0, 50), (41.0, 50)] {
+            facts.node.kubelet_uptime_seconds = Some(up);
+            assert_eq!(
+                score(&Inputs::new(&f, &facts)).score,
+                loop_score,
+                "up {up} s"
+            );
+        }
+        // Held in an OOM loop: the loop goes on however long this kubelet has run.
+        let held = [
+            finding(FindingId::KubeletRestarts, Severity::Critical),
+            finding(FindingId::NodeOom, Severity::Critical),
+        ];
+        assert_eq!(score(&Inputs::new(&held, &facts)).score, 90);
+        assert!(Inputs::new(&held, &facts).restart_loop());
+        // Not running: nothing says the loop ended.
+        facts.node.kubelet_running = false;
+        assert_eq!(score(&Inputs::new(&f, &facts)).score, 90);
     }
 }
