@@ -65,6 +65,13 @@ pub fn running(l: &Layout) -> bool {
     super::component_alive(l, "guest")
 }
 
+/// The kernel line of the running guest (from its image directory `<kernel>-<key>`).
+pub fn running_kernel(l: &Layout) -> Option<String> {
+    let dir = fs::read_to_string(image_file(l)).ok()?;
+    let name = Path::new(dir.trim()).file_name()?.to_str()?.to_string();
+    name.split_once('-').map(|(k, _)| k.to_string())
+}
+
 /// The harness's SSH channel into the running guest node.
 pub fn ssh(l: &Layout) -> Result<guest::Ssh> {
     let port: u16 = fs::read_to_string(ssh_port_file(l))

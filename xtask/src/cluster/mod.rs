@@ -803,6 +803,18 @@ pub fn up(settings: Settings, guest: Option<crate::guest::Kernel>) -> Result<()>
                 }
             }
             if let Some(kernel) = guest
+                && guest_node::running(&l)
+                && let Some(running) = guest_node::running_kernel(&l)
+                && running != kernel.name()
+            {
+                bail!(
+                    "the guest node already runs kernel {running}, not {}: \
+                     `cargo xtask cluster down --guest-node` first, then `up --guest-node --kernel {}`",
+                    kernel.name(),
+                    kernel.name()
+                );
+            }
+            if let Some(kernel) = guest
                 && !guest_node::running(&l)
             {
                 let settings: Settings = serde_json::from_slice(&fs::read(l.settings_file())?)?;
