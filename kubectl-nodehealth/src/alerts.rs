@@ -146,6 +146,11 @@ fn share_above(metric: &str, selector: &str, bound: f64) -> String {
     )
 }
 
+/// A lease older than this (kube-state-metrics' renew time) is not scrape jitter: at a 60 s
+/// scrape a healthy node's lease reads up to ~75 s old (scrape interval + 10 s renew interval +
+/// the exporter's lag).
+const LEASE_STALE_SECONDS: f64 = 90.0;
+
 const DIAGNOSE: &str = "Run `kubectl nodehealth {{ $labels.node }} --trace` (or on the node \
                         `tracer-user probe --host-root / --trace`) for the cause with kernel evidence.";
 
@@ -257,8 +262,8 @@ pub fn rules(selector: &str) -> Result<RuleFile, Error> {
                 ),
                 "The kubelet's {{ $labels.operation_type }} calls to the runtime fail on {{ $labels.node }}.",
                 &format!(
-                    "Check that the runtime runs and its socket exists; read its log \
-                     (`journalctl -u containerd`). {DIAGNOSE}"
+                    "Check that the runtime runs and its socket exists (`crictl info`); read its \
+                     log (`journalctl -u containerd`, or `-u crio` on CRI-O nodes). {DIAGNOSE}"
                 ),
             ),
         ],
@@ -368,24 +373,35 @@ pub fn rules(selector: &str) -> Result<RuleFile, Error> {
     let nodes = Group {
         name: "kubectl-nodehealth.nodes".into(),
         rules: vec![
+            // kube-state-metrics' renew time is as old as its last scrape: on a healthy node the
+            // age reaches the scrape interval (30-60 s) plus the kubelet's 10 s renew interval
+            // plus the exporter's lag (about 75 s at a 60 s scrape), so a 40 s bound with no
+            // `for` flaps at every scrape; past 90 s for a minute is silence, not jitter.
             rule(
                 "NodeLeaseStale",
                 "warning",
-                "0m",
-                r#"time() - kube_lease_renew_time{namespace="kube-node-lease"} > 40"#.into(),
-                "Node {{ $labels.lease }} has not renewed its lease for over 40 s.",
+                "1m",
+                format!(
+                    r#"time() - kube_lease_renew_time{{namespace="kube-node-lease"}} > {}"#,
+                    num(LEASE_STALE_SECONDS)
+                ),
+                "Node {{ $labels.lease }} has not renewed its lease for over 90 s, for a minute.",
                 &format!(
-                    "40 s is the default lease duration: the node controller marks the node \
-                     Unknown next. From kube-state-metrics. {}",
+                    "The kubelet renews every 10 s and the node controller marks the node \
+                     Unknown 40-50 s after the last renewal; this waits for scrape jitter to pass. \
+                     From kube-state-metrics. {}",
                     diagnose_lease()
                 ),
             ),
+            // kube-prometheus' KubeNodeNotReady waits 15 minutes: nodes joining (NotReady until
+            // the CNI is up) and nodes being scaled down (NotReady before deletion) would page
+            // on every autoscaler move with a shorter wait.
             rule(
                 "NodeNotReadySustained",
                 "critical",
-                "1m",
+                "15m",
                 r#"kube_node_status_condition{condition="Ready",status!="true"} == 1"#.into(),
-                "Node {{ $labels.node }} is {{ $labels.status }} (not Ready) for over a minute.",
+                "Node {{ $labels.node }} is {{ $labels.status }} (not Ready) for over 15 minutes.",
                 &format!(
                     "Unknown with an unreachable API server is a partition: do not restart the \
                      kubelet. From kube-state-metrics. {DIAGNOSE}"
@@ -476,13 +492,27 @@ fn to_yaml<T: Serialize>(v: &T) -> Result<String, Error> {
     })
 }
 
-/// The rules as YAML: a rule file, or (`resource`: its name) a prometheus-operator
-/// PrometheusRule in `namespace`.
+fn encode<T: Serialize>(v: &T, json: bool) -> Result<String, Error> {
+    if json {
+        serde_json::to_string_pretty(v)
+            .map(|t| t + "\n")
+            .map_err(|e| Error::Serialize {
+                format: "json",
+                message: e.to_string(),
+            })
+    } else {
+        to_yaml(v)
+    }
+}
+
+/// The rules as YAML (or JSON, `json`): a rule file, or (`resource`: its name) a
+/// prometheus-operator PrometheusRule in `namespace`.
 pub fn render(
     rules: &RuleFile,
     resource: Option<&str>,
     namespace: Option<&str>,
     labels: &[(String, String)],
+    json: bool,
 ) -> Result<String, Error> {
     let Some(name) = resource else {
         if !labels.is_empty() {
@@ -490,21 +520,24 @@ pub fn render(
                 "--label labels the PrometheusRule: give --prometheus-rule NAME too".into(),
             ));
         }
-        return to_yaml(rules);
+        return encode(rules, json);
     };
-    to_yaml(&PrometheusRule {
-        api_version: "monitoring.coreos.com/v1",
-        kind: "PrometheusRule",
-        metadata: Metadata {
-            name,
-            namespace,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
+    encode(
+        &PrometheusRule {
+            api_version: "monitoring.coreos.com/v1",
+            kind: "PrometheusRule",
+            metadata: Metadata {
+                name,
+                namespace,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            },
+            spec: rules,
         },
-        spec: rules,
-    })
+        json,
+    )
 }
 
 #[cfg(test)]
@@ -625,7 +658,7 @@ mod tests {
     #[test]
     fn yaml_is_a_rule_file_or_a_prometheus_rule() {
         let f = rules(r#"job="k""#).unwrap();
-        let file = render(&f, None, None, &[]).unwrap();
+        let file = render(&f, None, None, &[], false).unwrap();
         assert!(file.starts_with("groups:"), "{file}");
         assert!(
             file.contains("kubelet_pleg_last_seen_seconds{job="),
@@ -640,13 +673,14 @@ mod tests {
             Some("nodehealth"),
             Some("monitoring"),
             &[parse_label("release=kube-prometheus-stack").unwrap()],
+            false,
         )
         .unwrap();
         assert!(
             cr.contains("labels:\n    release: kube-prometheus-stack"),
             "{cr}"
         );
-        assert!(render(&f, None, None, &[("a".into(), "b".into())]).is_err());
+        assert!(render(&f, None, None, &[("a".into(), "b".into())], false).is_err());
         for bad in ["release", "-a=b", "a=b c", "a=-b"] {
             assert!(parse_label(bad).is_err(), "{bad}");
         }
@@ -654,6 +688,55 @@ mod tests {
         assert!(cr.contains("kind: PrometheusRule"), "{cr}");
         assert!(cr.contains("namespace: monitoring"), "{cr}");
         assert!(cr.contains("spec:\n  groups:"), "{cr}");
+    }
+
+    #[test]
+    fn json_is_the_same_rules_as_json() {
+        let f = rules(r#"job="k""#).unwrap();
+        let file: serde_json::Value =
+            serde_json::from_str(&render(&f, None, None, &[], true).unwrap()).unwrap();
+        assert_eq!(
+            file["groups"].as_array().map(Vec::len),
+            Some(f.groups.len())
+        );
+        assert_eq!(
+            file["groups"][0]["rules"][0]["alert"],
+            f.groups[0].rules[0].alert
+        );
+        assert_eq!(
+            file["groups"][0]["rules"][0]["for"],
+            f.groups[0].rules[0].for_
+        );
+        let cr: serde_json::Value = serde_json::from_str(
+            &render(&f, Some("nodehealth"), Some("monitoring"), &[], true).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cr["kind"], "PrometheusRule");
+        assert_eq!(cr["metadata"]["namespace"], "monitoring");
+    }
+
+    /// Waits that do not page on scrape jitter or autoscaler churn, and texts that fit any
+    /// runtime.
+    #[test]
+    fn node_rules_wait_out_jitter_and_churn_and_texts_are_runtime_neutral() {
+        let f = rules(r#"job="k""#).unwrap();
+        let rule = |name: &str| {
+            f.groups
+                .iter()
+                .flat_map(|g| &g.rules)
+                .find(|r| r.alert == name)
+                .unwrap()
+        };
+        let lease = rule("NodeLeaseStale");
+        assert!(lease.expr.ends_with("> 90"), "{}", lease.expr);
+        assert_eq!(lease.for_, "1m");
+        assert_eq!(rule("NodeNotReadySustained").for_, "15m");
+        let errors = rule("KubeletRuntimeErrors");
+        let text = serde_json::to_string(&errors.annotations).unwrap();
+        assert!(
+            text.contains("crio") && text.contains("containerd"),
+            "{text}"
+        );
     }
 
     #[test]

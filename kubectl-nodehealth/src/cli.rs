@@ -170,7 +170,8 @@ pub enum Command {
         every: Duration,
     },
     /// Prometheus alerting rules with the thresholds of these checks, including a stuck-relist
-    /// alert (a relist that never finishes never reaches the duration histogram). Prints YAML.
+    /// alert (a relist that never finishes never reaches the duration histogram). Prints YAML;
+    /// `-o json` prints the same as JSON.
     Alerts {
         /// Label matchers (without braces) of the kubelet's own /metrics scrape.
         #[arg(long, default_value = crate::alerts::DEFAULT_SELECTOR)]
@@ -304,6 +305,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 prometheus_rule.as_deref(),
                 cli.namespace.as_deref(),
                 labels,
+                matches!(cli.output, Format::Json),
             )?)?;
             return Ok(crate::exit::HEALTHY);
         }

@@ -684,7 +684,7 @@ mod tests {
         );
     }
 
-    /// A node 600 s into its window whose kernel log holds memory-cgroup kills of the kubelet,
+    /// A node whose kernel log holds two memory-cgroup kills of the kubelet (20 s apart),
     /// the last `last_kill_ago_s` before the end; the kubelet now running started `up_s` ago
     /// in a memory cgroup of `limit_mib` (None: no limit) using `used_mib`.
     fn after_kills(
