@@ -46,7 +46,8 @@ impl Cluster {
         self.dir.join("admin.kubeconfig")
     }
 
-    fn pki(&self, name: &str) -> PathBuf {
+    /// A file of the cluster's PKI (ca.crt, admin.crt, admin.key, ...).
+    pub fn pki(&self, name: &str) -> PathBuf {
         self.dir.join("pki").join(name)
     }
 

@@ -10,6 +10,7 @@ mod demo;
 mod dist;
 mod fuzz;
 mod guest;
+mod prometheus;
 mod setup;
 mod sh;
 mod test;

@@ -44,6 +44,7 @@ const E2E_BINARIES: &[&str] = &[
     "guest",
     "logs",
     "plugin",
+    "alerts",
     "probe",
     "scenarios",
 ];
@@ -356,6 +357,9 @@ fn end_to_end(
             .current_dir(root)
             .args(["test", "-p", "nodehealth-e2e", "--no-run"]),
     )?;
+    // The alert tests load the rules into a real Prometheus (before the cluster's fingerprint:
+    // the cache is not the cluster's).
+    let prometheus = crate::prometheus::ensure()?;
     let layout = Layout::new();
     if std::fs::metadata("/run/kubectl-nodehealth-cluster").is_ok() {
         info("a cluster is already registered; taking it down for a clean start");
@@ -376,7 +380,9 @@ fn end_to_end(
             step(format!("end-to-end round {round} of {repeat}"));
         }
         let mut e2e = sh::cargo();
-        e2e.current_dir(root).args(["test", "-p", "nodehealth-e2e"]);
+        e2e.current_dir(root)
+            .args(["test", "-p", "nodehealth-e2e"])
+            .env("NODEHEALTH_PROMETHEUS_DIR", &prometheus);
         if let Target::Binary(b) = target {
             e2e.args(["--test", b]);
         }

@@ -1,0 +1,71 @@
+//! A real Prometheus for the alert-rule tests: Debian's `prometheus` package, its two binaries
+//! unpacked into the cache (`apt-get download` + `dpkg-deb -x`: no maintainer scripts, so no
+//! service is started and no user is created). Keyed by the package's file name.
+
+use std::{fs, path::PathBuf, process::Command};
+
+use anyhow::{Context, Result};
+
+use crate::sh::{self, info, step};
+
+/// Where the binaries are (`prometheus`, `promtool`); the e2e tests look here too.
+pub fn bin_dir() -> PathBuf {
+    sh::cache_dir().join("prometheus/bin")
+}
+
+/// Unpacks Debian's prometheus into [`bin_dir`] unless the same package is there already.
+pub fn ensure() -> Result<PathBuf> {
+    let dir = bin_dir();
+    let want =
+        sh::output(Command::new("apt-cache").args(["show", "--no-all-versions", "prometheus"]))
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("Filename: "))
+                    .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
+            })
+            .context("apt-cache knows no prometheus package: `apt-get update` first")?;
+    let stamp = dir.join("package");
+    if fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want)
+        && dir.join("prometheus").exists()
+        && dir.join("promtool").exists()
+    {
+        return Ok(dir);
+    }
+    step(format!(
+        "Prometheus for the alert tests ({want}, unpacked, not installed)"
+    ));
+    let tmp = sh::cache_dir().join("prometheus/tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    sh::run(
+        "apt-get download prometheus",
+        Command::new("apt-get")
+            .args([
+                "download",
+                "-q",
+                "-o",
+                "APT::Sandbox::User=root",
+                "prometheus",
+            ])
+            .current_dir(&tmp),
+    )?;
+    let deb = fs::read_dir(&tmp)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let unpacked = tmp.join("x");
+    sh::run(
+        "dpkg-deb -x",
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
+    )?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    for bin in ["prometheus", "promtool"] {
+        fs::copy(unpacked.join("usr/bin").join(bin), dir.join(bin))
+            .with_context(|| format!("{bin} not in {}", deb.display()))?;
+    }
+    fs::write(&stamp, &want)?;
+    fs::remove_dir_all(&tmp)?;
+    info(format!("prometheus and promtool in {}", dir.display()));
+    Ok(dir)
+}
