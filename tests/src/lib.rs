@@ -600,6 +600,21 @@ pub fn oom_kills_of(comm: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs the built plugin with exactly `args` (no node, no kubeconfig; KUBECONFIG unset) to the
+/// end.
+pub fn plugin(args: &[&str]) -> std::process::Output {
+    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
+    assert!(
+        bin.exists(),
+        "{bin:?} missing: `cargo build -p kubectl-nodehealth`"
+    );
+    Command::new(bin)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running kubectl-nodehealth")
+}
+
 /// Runs `kubectl nodehealth <node> --kubeconfig <admin> <args>` (the built plugin) to the end.
 pub fn run_plugin(c: &Cluster, args: &[&str]) -> (std::process::Output, Duration) {
     let bin = workspace_root().join("target/debug/kubectl-nodehealth");

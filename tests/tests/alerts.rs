@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use nodehealth_e2e::{Cluster, Healer, wait_until, workspace_root};
+use nodehealth_e2e::{Cluster, Healer, plugin, wait_until, workspace_root};
 use serde_json::Value;
 
 fn prometheus_dir() -> PathBuf {
@@ -144,14 +144,6 @@ scrape_configs:
             .filter_map(|g| g["value"][1].as_str()?.parse::<f64>().ok())
             .fold(f64::MAX, f64::min)
     }
-}
-
-fn plugin(args: &[&str]) -> std::process::Output {
-    Command::new(workspace_root().join("target/debug/kubectl-nodehealth"))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("running kubectl-nodehealth")
 }
 
 #[test]

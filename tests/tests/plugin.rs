@@ -5,22 +5,8 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use nodehealth_e2e::{Cluster, finding, json_of, workspace_root};
+use nodehealth_e2e::{Cluster, finding, json_of, plugin, workspace_root};
 use serde_json::Value;
-
-/// Runs the plugin binary (built by `cargo xtask test` before this tier) with `args`.
-fn plugin(args: &[&str]) -> Output {
-    let bin = workspace_root().join("target/debug/kubectl-nodehealth");
-    assert!(
-        bin.exists(),
-        "{bin:?} missing: `cargo build -p kubectl-nodehealth`"
-    );
-    Command::new(bin)
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("running kubectl-nodehealth")
-}
 
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -274,6 +274,11 @@ fn node_side(e: &Evidence) -> NodeSide {
     };
     let n = &p.evidence;
     let paused = paused_kubelet(n);
+    let kubelet = n
+        .processes
+        .as_ref()
+        .and_then(|p| p.kubelet.as_ref())
+        .filter(|k| k.liveness != Liveness::Gone);
     NodeSide {
         collected: true,
         partial: p.partial.then(|| {
@@ -281,18 +286,8 @@ fn node_side(e: &Evidence) -> NodeSide {
                 .clone()
                 .unwrap_or_else(|| "stream ended early".into())
         }),
-        kubelet_running: n
-            .processes
-            .as_ref()
-            .and_then(|p| p.kubelet.as_ref())
-            .is_some_and(|k| k.liveness != Liveness::Gone)
-            && paused.is_none(),
-        kubelet_uptime_seconds: n
-            .processes
-            .as_ref()
-            .and_then(|p| p.kubelet.as_ref())
-            .filter(|k| k.liveness != Liveness::Gone)
-            .map(|k| k.uptime_seconds),
+        kubelet_running: kubelet.is_some() && paused.is_none(),
+        kubelet_uptime_seconds: kubelet.map(|k| k.uptime_seconds),
         paused_kubelet: paused,
         api_reachable: n
             .api_server

@@ -235,16 +235,10 @@ pub fn apply(f: Fault) -> Result<()> {
             // Returns once the symptom is there: the new supervisor (its count starts at 0) has
             // restarted a killed kubelet. Above the kubelet's working set that may never happen,
             // which is a strength to observe, not an error.
-            let restarts = || {
-                fs::read_to_string(l.run_dir().join("kubelet.restarts"))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
             if let Err(e) = super::wait_for(
                 "the kubelet killed and restarted",
                 Duration::from_secs(90),
-                || Ok(restarts() >= 1),
+                || Ok(super::restarts(&l, "kubelet") >= 1),
             ) {
                 info(format!(
                     "{e}: {limit_mib} MiB may be above what the kubelet needs right now"

@@ -756,14 +756,19 @@ fn component_alive(l: &Layout, name: &str) -> bool {
         .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
+/// How often the component's current supervisor has restarted it (a new supervisor — `launch` —
+/// starts at 0).
+fn restarts(l: &Layout, name: &str) -> u64 {
+    fs::read_to_string(supervise::files(&l.run_dir(), name).restarts)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Fails when the component's supervisor is gone or the component keeps crashing, quoting the
 /// end of its log.
 fn check_alive(l: &Layout, name: &str) -> Result<()> {
-    let f = supervise::files(&l.run_dir(), name);
-    let restarts: u64 = fs::read_to_string(&f.restarts)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let restarts = restarts(l, name);
     if component_alive(l, name) && restarts < 3 {
         return Ok(());
     }
