@@ -177,6 +177,12 @@ pub fn write(
             files.push((name.into(), t.clone().into_bytes()));
         }
     }
+    for (signal, answer) in &raw.history {
+        files.push((
+            format!("raw/prometheus/{signal}.json"),
+            answer.clone().into_bytes(),
+        ));
+    }
     if let Some(p) = report.evidence.node_probe.data() {
         files.push(("node/evidence.json".into(), json(&p.evidence)?));
     }

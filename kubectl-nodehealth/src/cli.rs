@@ -116,6 +116,16 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["bundle", "node_evidence", "api_only"])]
     pub from_bundle: Option<PathBuf>,
 
+    /// Read this node's history from your Prometheus: `auto` (found among the cluster's services
+    /// and read through the API server), a service as NAMESPACE/NAME:PORT, or a URL
+    /// (http://localhost:9090). Adds a timeline per signal and which one degraded first.
+    #[arg(long, value_name = "auto|NS/NAME:PORT|URL", value_parser = parse_prometheus, global = true)]
+    pub prometheus: Option<String>,
+
+    /// How far back `--prometheus` reads.
+    #[arg(long, default_value = "1h", value_parser = parse_since, requires = "prometheus", global = true)]
+    pub since: Duration,
+
     /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
@@ -232,6 +242,23 @@ pub enum CompletionShell {
     Kubectl,
 }
 
+fn parse_prometheus(text: &str) -> Result<String, String> {
+    if text != "auto" {
+        crate::history::fetch::Endpoint::parse(text)?;
+    }
+    Ok(text.to_string())
+}
+
+fn parse_since(text: &str) -> Result<Duration, String> {
+    let d = nodehealth_units::parse(text)?;
+    if d < Duration::from_secs(300) || d > Duration::from_secs(7 * 86400) {
+        return Err(format!(
+            "{text:?}: give a range from 5m to 7d (the step grows with it: at most 240 points)"
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
     let duration = nodehealth_units::parse(text)?;
     if duration > Duration::from_secs(24 * 3600) {
@@ -335,6 +362,11 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         None => {}
     }
     if let Some(path) = &cli.from_bundle {
+        if cli.prometheus.is_some() {
+            return Err(Error::Usage(
+                "--from-bundle replays the history the bundle holds: drop --prometheus".into(),
+            ));
+        }
         let (manifest, report) = crate::bundle::replay(path)?;
         say!(
             "kubectl-nodehealth: replaying {} (node {}, recorded {} by {})",
@@ -369,6 +401,30 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         ),
     );
     let collected = collect_evidence(&cli, &target, &options, &progress).await;
+    let collected = match (collected, &cli.prometheus) {
+        (Ok((mut evidence, mut raw)), Some(prometheus)) => {
+            progress.step(format!(
+                "{node}: its history from Prometheus ({prometheus})"
+            ));
+            let addresses: Vec<String> = evidence
+                .node
+                .data()
+                .and_then(|n| n.internal_ip.clone())
+                .into_iter()
+                .collect();
+            let o = crate::history::fetch::HistoryOptions {
+                prometheus: prometheus.clone(),
+                since: cli.since,
+                timeout: cli.timeout,
+            };
+            let (history, answers) =
+                crate::history::fetch::history(&target, &node, &addresses, &o).await;
+            evidence.history = history;
+            raw.history = answers;
+            Ok((evidence, raw))
+        }
+        (other, _) => other,
+    };
     progress.finish();
     let (evidence, raw) = collected?;
     let report = diagnose(evidence);
@@ -404,6 +460,7 @@ async fn collect_evidence(
             data: crate::evidence::NodeProbe {
                 pod: format!("standalone: {}", path.display()),
                 pod_start_seconds: 0.0,
+                connect_seconds: None,
                 host_root_recursive_read_only: None,
                 partial: false,
                 stream_error: None,
@@ -445,13 +502,31 @@ async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
         "scan: nodes, leases, certificate requests",
     );
     let snap = collect::scan_snapshot(&target, selector, cli.timeout).await;
-    progress.finish();
     let snap = snap?;
-    let report = crate::scan::report(
+    let mut report = crate::scan::report(
         &collect::scan_evidence(&snap),
         snap.api_calls,
         snap.collected_at,
     );
+    if let Some(prometheus) = &cli.prometheus {
+        progress.step(format!(
+            "scan: the fleet's history from Prometheus ({prometheus})"
+        ));
+        let o = crate::history::fetch::HistoryOptions {
+            prometheus: prometheus.clone(),
+            since: cli.since,
+            timeout: cli.timeout,
+        };
+        match crate::history::fetch::fleet(&target, &o).await {
+            Ok((_, history)) => crate::scan::with_history(&mut report, &history),
+            Err(e) => {
+                progress.println(&format!(
+                    "kubectl-nodehealth: warning: no history from Prometheus: {e}"
+                ));
+            }
+        }
+    }
+    progress.finish();
     write_stdout(&crate::scan::render(&report, cli.output)?)?;
     Ok(report.exit_code())
 }
@@ -1079,5 +1154,24 @@ mod tests {
             rt.block_on(run(cli)).unwrap_err(),
             Error::Usage(_)
         ));
+        // --prometheus: the shapes it takes are named; --since needs it and a sane range.
+        let bad = Cli::try_parse_from(["k", "n", "--prometheus", "prometheus"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("NAMESPACE/NAME:PORT"), "{bad}");
+        assert!(Cli::try_parse_from(["k", "n", "--since", "2h"]).is_err());
+        assert!(Cli::try_parse_from(["k", "n", "--prometheus", "auto", "--since", "1m"]).is_err());
+        let scan =
+            Cli::try_parse_from(["k", "scan", "--prometheus", "monitoring/prometheus-k8s:web"])
+                .unwrap();
+        assert_eq!(
+            scan.prometheus.as_deref(),
+            Some("monitoring/prometheus-k8s:web")
+        );
+        assert_eq!(scan.since, Duration::from_secs(3600));
+        let cli =
+            Cli::try_parse_from(["k", "--from-bundle", "/x.tgz", "--prometheus", "auto"]).unwrap();
+        let err = rt.block_on(run(cli)).unwrap_err();
+        assert!(err.to_string().contains("drop --prometheus"), "{err}");
     }
 }

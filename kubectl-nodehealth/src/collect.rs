@@ -687,6 +687,7 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                 kubelet_log: skipped(),
                 runtime_log: skipped(),
                 node_probe: skipped(),
+                history: evidence::no_history(),
             }
         })
         .collect()
@@ -1249,6 +1250,7 @@ pub async fn collect_with(
         node_probe: Step::Skipped {
             reason: "--api-only".to_string(),
         },
+        history: evidence::no_history(),
     };
     Ok((evidence, raw))
 }

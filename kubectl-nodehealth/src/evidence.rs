@@ -77,6 +77,16 @@ pub struct Evidence {
     /// the pod refused, or not started within `--pod-timeout` — itself evidence).
     #[serde(default = "not_probed")]
     pub node_probe: Step<NodeProbe>,
+    /// This node's series in the user's Prometheus before the run (`--prometheus`).
+    #[serde(default = "no_history")]
+    pub history: Step<crate::history::History>,
+}
+
+/// The history step when `--prometheus` was not given.
+pub fn no_history() -> Step<crate::history::History> {
+    Step::Skipped {
+        reason: "no --prometheus given".to_string(),
+    }
 }
 
 fn not_queried() -> Step<LogQuery> {
@@ -109,6 +119,10 @@ pub struct NodeProbe {
     pub pod: String,
     /// Seconds from creating the pod to the agent running.
     pub pod_start_seconds: f64,
+    /// Seconds from the agent's container running to the plugin connected to it (port-forward
+    /// through the kubelet, which lists pods through the runtime first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_seconds: Option<f64>,
     /// The stream broke before the agent's final report: the sections present are real, the
     /// missing ones were never received.
     pub partial: bool,
@@ -142,6 +156,8 @@ pub struct RawCaptures {
     pub stats_summary: Option<String>,
     /// `/healthz?verbose` body.
     pub healthz: Option<String>,
+    /// The Prometheus range answers, by signal id (`--prometheus`).
+    pub history: Vec<(String, String)>,
 }
 
 /// The observation window.

@@ -12,6 +12,7 @@ pub mod collect;
 pub mod complete;
 pub mod error;
 pub mod evidence;
+pub mod history;
 pub mod metrics;
 #[cfg(test)]
 mod platform_tests;

@@ -623,20 +623,33 @@ fn recursive_read_only(pod: &Pod) -> Option<bool> {
         .map(|v| v == "Enabled")
 }
 
-/// The Job's pod, when it exists: (name, state, recursively read-only host root). A refusal to
-/// list pods is an error naming the permission (without it the run could never see its pod).
+/// What one look for the run's pod found.
+#[derive(Debug)]
+enum Look {
+    /// The API server answered: no pod of this run exists.
+    Absent,
+    /// The pod: its name, state, and whether its host root is recursively read-only.
+    Found(String, PodState, Option<bool>),
+    /// The list timed out or failed: nothing is known (a loaded API server is not a deleted pod).
+    Unknown,
+}
+
+/// Looks for the run's pod. A refusal to list pods is an error naming the permission (without it
+/// the run could never see its pod). With two (the Job controller's and the plugin's own, when the
+/// controller was late), the one already followed is kept.
 async fn job_pod(
     pods: &Api<Pod>,
     o: &ProbeOptions,
     id: &RunIdentity,
-) -> Result<Option<(String, PodState, Option<bool>)>, ProbeError> {
+    following: Option<&str>,
+) -> Result<Look, ProbeError> {
     let list = match tokio::time::timeout(
         Duration::from_secs(5),
         pods.list(&ListParams::default().labels(&format!("{RUN_LABEL}={}", id.run_id))),
     )
     .await
     {
-        Err(_) => return Ok(None),
+        Err(_) => return Ok(Look::Unknown),
         Ok(Err(e)) => {
             let (code, message) = api_message(&e);
             if code == Some(403) {
@@ -646,18 +659,25 @@ async fn job_pod(
                     message,
                 });
             }
-            return Ok(None);
+            return Ok(Look::Unknown);
         }
         Ok(Ok(list)) => list,
     };
-    let Some(pod) = list.items.into_iter().next() else {
-        return Ok(None);
-    };
-    Ok(pod
-        .metadata
-        .name
-        .clone()
-        .map(|name| (name, pod_state(&pod), recursive_read_only(&pod))))
+    let mut items = list.items;
+    if let Some(name) = following {
+        items.retain(|p| p.metadata.name.as_deref() == Some(name));
+    }
+    Ok(items
+        .into_iter()
+        .find_map(|pod| {
+            let name = pod.metadata.name.clone()?;
+            Some(Look::Found(
+                name,
+                pod_state(&pod),
+                recursive_read_only(&pod),
+            ))
+        })
+        .unwrap_or(Look::Absent))
 }
 
 /// Why the Job controller could not create the pod (its FailedCreate event: Pod Security, a
@@ -747,8 +767,9 @@ pub async fn start(
             elapsed.as_secs_f64(),
             bound.as_secs()
         ));
-        match job_pod(&pods, o, id).await? {
-            Some((name, state, rro)) => {
+        let following = have_pod.then(|| id.pod_name());
+        match job_pod(&pods, o, id, following.as_deref()).await? {
+            Look::Found(name, state, rro) => {
                 if !have_pod {
                     id.set_pod_name(&name);
                     have_pod = true;
@@ -756,12 +777,13 @@ pub async fn start(
                 last = state;
                 rro_seen = rro;
             }
-            None if have_pod => {
+            Look::Absent if have_pod => {
                 return Err(ProbeError::Other(
                     "the probe pod was deleted while starting".into(),
                 ));
             }
-            None => {
+            Look::Unknown if have_pod => {}
+            Look::Absent | Look::Unknown => {
                 // Refused at the pod's admission (Pod Security, a policy engine): the Job
                 // controller says so in an event, not to us.
                 if Instant::now() >= next_event_check {
@@ -1003,7 +1025,12 @@ pub async fn run_agent(
     // The container runs before the agent listens: retry the connection for a while. Each
     // port-forward makes the kubelet list pods through the runtime first (kubelet_pods.go
     // GetPortForward → GetPods: ListPodSandbox + ListContainers), so a slow runtime slows it.
-    let connect_deadline = Instant::now() + PORT_FORWARD_CONNECT * 3;
+    // A node where the pod itself took long to start (a throttled disk under the runtime) is as
+    // slow to forward: the kubelet asks the same runtime. Give the connection as long as the
+    // pod's start took, at least three port-forward bounds.
+    let connecting = Instant::now();
+    let connect_deadline = connecting + (PORT_FORWARD_CONNECT * 3).max(pod_start.after);
+    let mut attempts = 0u32;
     let mut agent = loop {
         let attempt = async {
             let ch = channel(client, o, id).await?;
@@ -1023,8 +1050,16 @@ pub async fn run_agent(
                 .map_err(|s| ProbeError::Agent(format!("refused the run: {}", s.message())))?;
             Ok::<_, ProbeError>(stream.into_inner())
         };
+        attempts += 1;
         match attempt.await {
             Ok(s) => break s,
+            Err(ProbeError::Agent(m)) if Instant::now() >= connect_deadline => {
+                return Err(ProbeError::Agent(format!(
+                    "{m} (after {attempts} attempts over {:.0} s; the pod had taken {:.0} s to start)",
+                    connecting.elapsed().as_secs_f64(),
+                    pod_start.after.as_secs_f64()
+                )));
+            }
             Err(e) if Instant::now() >= connect_deadline => return Err(e),
             Err(e) if matches!(&e, ProbeError::Agent(m) if m.starts_with("refused") || m.starts_with(NOT_PROVEN)) =>
             {
@@ -1043,6 +1078,7 @@ pub async fn run_agent(
     Ok(NodeProbe {
         pod: format!("{}/{}", o.namespace, id.pod_name()),
         pod_start_seconds: pod_start.after.as_secs_f64(),
+        connect_seconds: Some(connecting.elapsed().as_secs_f64()),
         host_root_recursive_read_only: pod_start.host_root_recursive_read_only,
         partial: !finished,
         stream_error,

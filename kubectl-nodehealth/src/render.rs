@@ -307,6 +307,9 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
         let _ = writeln!(out, "\n{}", p.bold("Findings"));
         let _ = writeln!(out, "{t}");
     }
+    if let Some(h) = report.evidence.history.data() {
+        out.push_str(&history_section(h, &p));
+    }
     if !passed.is_empty() {
         let names: Vec<String> = passed.iter().map(|f| f.id.to_string()).collect();
         let _ = writeln!(
@@ -318,6 +321,67 @@ fn table(report: &Report, color: bool, width: Option<u16>, wide: bool) -> String
     }
     for l in &report.verdict.limitations {
         let _ = writeln!(out, "{} {}", p.dim("Note:"), p.dim(&printable(l)));
+    }
+    out
+}
+
+/// Width of a history sparkline, in columns.
+const SPARK_WIDTH: usize = 30;
+
+/// The history from Prometheus: per signal a sparkline over the range and its onset, peak and now.
+fn history_section(h: &crate::history::History, p: &Paint) -> String {
+    use crate::history::{SeriesStatus, clock, show, signal, sparkline};
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{} {} – {} UTC from {}, step {:.0}s",
+        p.bold("History"),
+        h.start.strftime("%Y-%m-%d %H:%M"),
+        clock(h.end),
+        printable(&h.source),
+        h.step_seconds
+    );
+    let (start, end) = (h.start.as_second(), h.end.as_second());
+    for s in &h.signals {
+        let spec = signal(&s.id);
+        let title = spec.map_or(s.id.as_str(), |x| x.title);
+        let unit = spec.map_or("", |x| x.unit);
+        let t = &s.timeline;
+        let (line, text) = match &s.status {
+            SeriesStatus::Missing => (" ".repeat(SPARK_WIDTH), p.dim("no series")),
+            SeriesStatus::Failed { message } => (
+                " ".repeat(SPARK_WIDTH),
+                p.dim(&format!("query failed: {}", printable(message))),
+            ),
+            SeriesStatus::Found => {
+                let mut text = match (t.onset, t.recovered) {
+                    (Some(o), None) => {
+                        p.severity(&format!("degraded since {}", clock(o)), Severity::Warning)
+                    }
+                    (Some(o), Some(r)) => {
+                        format!("degraded {}–{}", clock(o), clock(r))
+                    }
+                    (None, _) => "ok".to_string(),
+                };
+                if let Some((at, v)) = t.peak {
+                    let _ = write!(text, "  worst {} {}", show(v, unit), clock(at));
+                }
+                if let Some((_, v)) = t.now {
+                    let _ = write!(text, "  now {}", show(v, unit));
+                }
+                if let Some(at) = t.silent_since {
+                    let _ = write!(text, "  silent since {}", clock(at));
+                }
+                (
+                    sparkline(&s.points, start, end, SPARK_WIDTH, s.worse, s.threshold),
+                    text,
+                )
+            }
+        };
+        let _ = writeln!(out, "  {title:<31} {line} {text}");
+    }
+    for n in &h.notes {
+        let _ = writeln!(out, "  {}", p.dim(&printable(n)));
     }
     out
 }

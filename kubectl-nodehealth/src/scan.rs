@@ -37,6 +37,89 @@ pub struct NodeRow {
     pub kubelet_version: Option<String>,
     /// The container runtime as the Node reports it (`containerd://1.7.24`).
     pub container_runtime_version: Option<String>,
+    /// From the Prometheus history (`scan --prometheus`): since when the node has been degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<NodeHistory>,
+}
+
+/// A node's line of fleet history.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHistory {
+    /// The earliest onset among its signals still degraded at the range's end.
+    pub degraded_since: Option<Timestamp>,
+    /// Its relists are degrading while the node is still Ready: past their line, or at least
+    /// half way to it and twice what they were at the range's start.
+    pub relists_degrading: bool,
+    /// One line per signal that degraded.
+    pub lines: Vec<String>,
+}
+
+/// The fleet-history verdict for one node's timelines (pure).
+pub fn node_history(ready: &str, signals: &[crate::history::SignalHistory]) -> NodeHistory {
+    use crate::history::{clock, show, signal};
+    let degraded_since = signals
+        .iter()
+        .filter(|s| s.timeline.ongoing())
+        .filter_map(|s| s.timeline.onset)
+        .min();
+    let relists_degrading = ready == "True"
+        && signals.iter().any(|s| {
+            s.id == "relist-seconds"
+                && (s.timeline.ongoing()
+                    || match (s.points.first(), s.timeline.now) {
+                        (Some(&(_, first)), Some((_, now))) => {
+                            now >= s.threshold / 2.0 && now >= 2.0 * first
+                        }
+                        _ => false,
+                    })
+        });
+    let mut by_onset: Vec<&crate::history::SignalHistory> = signals.iter().collect();
+    by_onset.sort_by_key(|s| s.timeline.onset.map_or(i64::MAX, |t| t.as_second()));
+    let lines = by_onset
+        .into_iter()
+        .filter(|s| s.timeline.onset.is_some() || (relists_degrading && s.id == "relist-seconds"))
+        .map(|s| {
+            let spec = signal(&s.id);
+            let title = spec.map_or(s.id.as_str(), |x| x.title);
+            let unit = spec.map_or("", |x| x.unit);
+            let now = s.timeline.now.map_or("-".into(), |(_, v)| show(v, unit));
+            match (s.timeline.onset, s.timeline.recovered) {
+                (Some(o), None) => format!("{title} degraded since {} (now {now})", clock(o)),
+                (Some(o), Some(r)) => {
+                    format!("{title} degraded {}–{} (now {now})", clock(o), clock(r))
+                }
+                (None, _) => format!(
+                    "{title} rising (now {now}, line {})",
+                    show(s.threshold, unit)
+                ),
+            }
+        })
+        .collect();
+    NodeHistory {
+        degraded_since,
+        relists_degrading,
+        lines,
+    }
+}
+
+/// Adds the fleet history to the rows: since when each node is degraded, and the Ready nodes
+/// whose relists are degrading (listed first among the nodes of their severity).
+pub fn with_history(
+    report: &mut ScanReport,
+    history: &std::collections::BTreeMap<String, Vec<crate::history::SignalHistory>>,
+) {
+    for r in &mut report.nodes {
+        if let Some(signals) = history.get(&r.node) {
+            r.history = Some(node_history(&r.ready, signals));
+        }
+    }
+    report.nodes.sort_by_key(|r| {
+        (
+            std::cmp::Reverse(r.severity),
+            !r.history.as_ref().is_some_and(|h| h.relists_degrading),
+        )
+    });
 }
 
 /// The scan report (`-o json|yaml`).
@@ -99,6 +182,7 @@ pub fn rows(evidence: &[Evidence]) -> Vec<NodeRow> {
                 problems,
                 kubelet_version: node.and_then(|n| n.kubelet_version.clone()),
                 container_runtime_version: node.and_then(|n| n.container_runtime_version.clone()),
+                history: None,
             }
         })
         .collect();
@@ -150,7 +234,11 @@ fn word<T: Serialize>(v: &T) -> String {
 fn table(report: &ScanReport, wide: bool) -> String {
     let mut t = Table::new();
     t.load_style(comfy_table::presets::NOTHING);
+    let history = report.nodes.iter().any(|n| n.history.is_some());
     let mut header = vec!["NODE", "READY", "LEASE AGE", "SEVERITY", "PROBABLE CAUSE"];
+    if history {
+        header.push("DEGRADED SINCE");
+    }
     if wide {
         header.extend(["PROBLEMS", "KUBELET", "RUNTIME"]);
     }
@@ -158,11 +246,25 @@ fn table(report: &ScanReport, wide: bool) -> String {
     t.set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header);
     for r in &report.nodes {
-        let why = r
+        let mut why = r
             .problems
             .first()
             .map(|f| f.summary.clone())
             .unwrap_or_default();
+        if let Some(h) = &r.history
+            && let Some(line) = h.lines.first()
+        {
+            let flag = if h.relists_degrading {
+                "relists degrading before NotReady: "
+            } else {
+                "history: "
+            };
+            why = if why.is_empty() {
+                format!("{flag}{line}")
+            } else {
+                format!("{why}; {flag}{line}")
+            };
+        }
         let mut row = vec![
             Cell::new(printable(&r.node)),
             Cell::new(printable(&r.ready)),
@@ -175,6 +277,14 @@ fn table(report: &ScanReport, wide: bool) -> String {
                 format!("{} ({})", word(&c.id), word(&c.confidence))
             })),
         ];
+        if history {
+            row.push(Cell::new(
+                r.history
+                    .as_ref()
+                    .and_then(|h| h.degraded_since)
+                    .map_or("-".into(), |t| t.strftime("%H:%M:%S").to_string()),
+            ));
+        }
         if wide {
             let or_dash = |v: &Option<String>| Cell::new(printable(v.as_deref().unwrap_or("-")));
             row.push(Cell::new(r.problems.len()));
@@ -216,6 +326,51 @@ mod tests {
     use super::*;
     use crate::checks::tests_support::*;
     use crate::evidence::Step;
+
+    fn relists(values: &[f64]) -> crate::history::SignalHistory {
+        let points: Vec<(i64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (3_600 + 15 * i as i64, *v))
+            .collect();
+        let end = points.last().unwrap().0;
+        crate::history::SignalHistory {
+            id: "relist-seconds".into(),
+            query: String::new(),
+            status: crate::history::SeriesStatus::Found,
+            threshold: 1.0,
+            worse: crate::history::Worse::Above,
+            timeline: crate::history::analyse(&points, 1.0, crate::history::Worse::Above, end, 15),
+            points,
+        }
+    }
+
+    #[test]
+    fn fleet_history_says_since_when_and_flags_relists_rising_on_a_ready_node() {
+        let degraded = node_history("True", &[relists(&[0.01, 0.02, 1.5, 1.8])]);
+        assert!(degraded.relists_degrading);
+        assert_eq!(degraded.degraded_since.unwrap().as_second(), 3_600 + 30);
+        assert_eq!(
+            degraded.lines,
+            ["PLEG relist (mean) degraded since 01:00:30 (now 1.80 s)"]
+        );
+        // Half way to the line and twice where it started: rising before anything is NotReady.
+        let rising = node_history("True", &[relists(&[0.1, 0.2, 0.6])]);
+        assert!(rising.relists_degrading);
+        assert_eq!(rising.degraded_since, None);
+        assert_eq!(
+            rising.lines,
+            ["PLEG relist (mean) rising (now 0.60 s, line 1.00 s)"]
+        );
+        // Steady, or already NotReady: not the early warning.
+        assert!(!node_history("True", &[relists(&[0.5, 0.6])]).relists_degrading);
+        assert!(!node_history("False", &[relists(&[0.1, 1.5])]).relists_degrading);
+        assert!(
+            node_history("True", &[relists(&[0.01, 0.01])])
+                .lines
+                .is_empty()
+        );
+    }
 
     /// A scan's view of a node: the API objects, nothing from the kubelet.
     fn scanned(name: &str) -> Evidence {

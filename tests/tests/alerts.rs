@@ -4,6 +4,10 @@
 //! `metrics_path="/metrics"`, `node`). `promtool check rules` passes on the output; on the
 //! healthy node no rule is pending or firing after many evaluations; under runtime-slow-list the
 //! runtime and relist-interval rules go active with the node named in their rendered text.
+//!
+//! The same Prometheus is the history `--prometheus` reads: found by `auto` among the cluster's
+//! services (kube-prometheus' `monitoring/prometheus-k8s`, read through the API server's service
+//! proxy) and by URL, it orders the runtime's slowdown before the relists'.
 
 use std::{
     net::TcpListener,
@@ -12,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use nodehealth_e2e::{Cluster, Healer, plugin, wait_until, workspace_root};
+use nodehealth_e2e::{Cluster, Healer, plugin, run_plugin, wait_until, workspace_root};
 use serde_json::Value;
 
 fn prometheus_dir() -> PathBuf {
@@ -35,6 +39,7 @@ fn prometheus_dir() -> PathBuf {
 /// A Prometheus on loopback, killed (and its data removed) on drop.
 struct Prometheus {
     child: Child,
+    address: String,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -48,8 +53,14 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     fn start(c: &Cluster, rules: &Path) -> Prometheus {
+        Prometheus::start_on(c, rules, "127.0.0.1")
+    }
+
+    /// A Prometheus listening on `address` (loopback, or the node's own address where the API
+    /// server's service proxy must reach it).
+    fn start_on(c: &Cluster, rules: &Path, address: &str) -> Prometheus {
         let dir = tempfile::tempdir_in(workspace_root().join("target")).expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
+        let port = TcpListener::bind(format!("{address}:0"))
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
@@ -77,7 +88,7 @@ scrape_configs:
           metrics_path: /metrics
   - job_name: prometheus
     static_configs:
-      - targets: ["127.0.0.1:{port}"]
+      - targets: ["{address}:{port}"]
 "#,
             rules = rules.display(),
             node = c.node,
@@ -94,7 +105,7 @@ scrape_configs:
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={address}:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -102,6 +113,7 @@ scrape_configs:
             .expect("starting prometheus");
         Prometheus {
             child,
+            address: address.to_string(),
             port,
             _dir: dir,
         }
@@ -110,7 +122,7 @@ scrape_configs:
     fn get(&self, path: &str, query: Option<&str>) -> Option<Value> {
         let mut cmd = Command::new("curl");
         cmd.args(["-sf", "--max-time", "10"])
-            .arg(format!("http://127.0.0.1:{}{path}", self.port));
+            .arg(format!("http://{}:{}{path}", self.address, self.port));
         if let Some(q) = query {
             cmd.args(["-G", "--data-urlencode"])
                 .arg(format!("query={q}"));
@@ -216,5 +228,242 @@ fn the_rules_pass_promtool_stay_quiet_on_a_healthy_node_and_name_the_node_under_
         let description = a["annotations"]["description"].as_str().unwrap_or("");
         assert!(!description.contains("<no value>"), "{a:#}");
     }
+    drop(healer);
+}
+
+/// kube-prometheus' service for a Prometheus on the node's address: `monitoring/prometheus-k8s`
+/// port `web`. The API server's service proxy goes only to endpoints that are pods with that
+/// address, so a host-network pod on the node stands for it (Prometheus itself runs beside it on
+/// the host). Deleted, with its namespace, on drop.
+struct PrometheusService<'a> {
+    c: &'a Cluster,
+}
+
+impl<'a> PrometheusService<'a> {
+    fn create(c: &'a Cluster, address: &str, port: u16) -> PrometheusService<'a> {
+        // An earlier run's namespace may still be terminating.
+        wait_until(
+            "no terminating namespace monitoring",
+            Duration::from_secs(120),
+            || {
+                let (code, body) = c.request("GET", "/api/v1/namespaces/monitoring", None);
+                let terminating = serde_json::from_str::<Value>(&body)
+                    .is_ok_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
+                (code == 404 || (code == 200 && !terminating)).then_some(())
+            },
+        );
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}});
+        let (code, body) = c.request("POST", "/api/v1/namespaces", Some(&ns));
+        assert!(
+            code == 201 || code == 409,
+            "namespace monitoring: {code} {body}"
+        );
+        let service = PrometheusService { c };
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "prometheus-k8s-0", "namespace": "monitoring"},
+            "spec": {
+                "nodeName": c.node, "hostNetwork": true, "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "standin", "image": "nodehealth.local/busybox:1.35",
+                    "imagePullPolicy": "Never", "command": ["/bin/busybox", "sleep", "3600"]}],
+            },
+        });
+        let (code, body) = c.request("POST", "/api/v1/namespaces/monitoring/pods", Some(&pod));
+        assert_eq!(code, 201, "{body}");
+        let uid = wait_until("the stand-in pod running", Duration::from_secs(120), || {
+            let p = c.get_json("/api/v1/namespaces/monitoring/pods/prometheus-k8s-0");
+            (p["status"]["podIP"] == address).then(|| p["metadata"]["uid"].clone())
+        });
+        let svc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "prometheus-k8s", "namespace": "monitoring",
+                "labels": {"app.kubernetes.io/name": "prometheus"}},
+            "spec": {"ports": [{"name": "web", "port": 9090, "targetPort": port}]},
+        });
+        let (code, body) = c.request("POST", "/api/v1/namespaces/monitoring/services", Some(&svc));
+        assert_eq!(code, 201, "{body}");
+        let eps = serde_json::json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "prometheus-k8s", "namespace": "monitoring"},
+            "subsets": [{
+                "addresses": [{"ip": address, "nodeName": c.node, "targetRef": {
+                    "kind": "Pod", "namespace": "monitoring", "name": "prometheus-k8s-0", "uid": uid}}],
+                "ports": [{"name": "web", "port": port}],
+            }],
+        });
+        let (code, body) = c.request(
+            "POST",
+            "/api/v1/namespaces/monitoring/endpoints",
+            Some(&eps),
+        );
+        assert_eq!(code, 201, "{body}");
+        service
+    }
+}
+
+impl Drop for PrometheusService<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .c
+            .request("DELETE", "/api/v1/namespaces/monitoring", None);
+    }
+}
+
+/// The onset of a signal in the report's history, unix seconds.
+fn onset(report: &Value, signal: &str) -> Option<i64> {
+    let s = report["evidence"]["history"]["data"]["signals"]
+        .as_array()?
+        .iter()
+        .find(|s| s["id"] == signal)?;
+    let text = s["timeline"]["onset"].as_str()?;
+    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+#[test]
+fn history_from_prometheus_orders_the_runtime_before_the_relists() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let node = c.get_json(&format!("/api/v1/nodes/{}", c.node));
+    let address = node["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+        .and_then(|a| a["address"].as_str())
+        .expect("the node's InternalIP")
+        .to_string();
+    let dir = tempfile::tempdir_in(workspace_root().join("target")).expect("temp dir");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, "groups: []\n").expect("rules.yaml");
+    let p = Prometheus::start_on(&c, &rules, &address);
+    let _service = PrometheusService::create(&c, &address, p.port);
+    // A healthy stretch first: three scrapes.
+    wait_until(
+        "three scrapes of the kubelet",
+        Duration::from_secs(90),
+        || {
+            let n = p.query(r#"count_over_time(up{job="kubelet"}[5m])"#);
+            n.first()
+                .and_then(|v| v["value"][1].as_str()?.parse::<f64>().ok())
+                .filter(|n| *n >= 3.0)
+        },
+    );
+    // Runtime list calls held 1.5 s: a mean past the history's 0.25 s line within a scrape or two,
+    // relists of 3 s past its 1 s line soon after.
+    let healer = Healer(&c);
+    c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
+    let relists_slow = r#"sum(rate(kubelet_pleg_relist_duration_seconds_sum{node="NODE"}[2m])) / sum(rate(kubelet_pleg_relist_duration_seconds_count{node="NODE"}[2m])) > 1"#
+        .replace("NODE", &c.node);
+    wait_until(
+        "Prometheus sees the relists past 1 s",
+        Duration::from_secs(240),
+        || (!p.query(&relists_slow).is_empty()).then_some(()),
+    );
+
+    let args = |prometheus: &str| -> Vec<String> {
+        [
+            "--api-only",
+            "--prometheus",
+            prometheus,
+            "--since",
+            "10m",
+            "-o",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // `auto`: found among the cluster's services, read through the API server.
+    let auto = args("auto");
+    let auto: Vec<&str> = auto.iter().map(String::as_str).collect();
+    let (out, _) = run_plugin(&c, &auto);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let history = &report["evidence"]["history"];
+    assert_eq!(history["outcome"], "collected", "{history:#}");
+    let data = &history["data"];
+    assert!(
+        data["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("service monitoring/prometheus-k8s:web")),
+        "{data:#}"
+    );
+    assert!(
+        data["foundBy"]
+            .as_str()
+            .is_some_and(|s| s.contains("kube-prometheus")),
+        "{data:#}"
+    );
+    assert_eq!(data["matcher"], format!("node=\"{}\"", c.node));
+    let runtime = onset(&report, "runtime-list-seconds").expect("the runtime's onset");
+    let relists = onset(&report, "relist-seconds").expect("the relists' onset");
+    eprintln!(
+        "HISTORY runtime list calls degraded at {runtime}, relists at {relists} ({} s later)",
+        relists - runtime
+    );
+    assert!(runtime <= relists, "{data:#}");
+    // The verdict cites the order.
+    let cited = report["verdict"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["evidence"].as_array().cloned().unwrap_or_default())
+        .any(|e| {
+            e.as_str()
+                .is_some_and(|e| e.starts_with("history: the runtime's calls degraded at"))
+        });
+    assert!(cited, "{:#}", report["verdict"]);
+    let finding = report["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == "history"))
+        .expect("the history finding");
+    assert_eq!(finding["severity"], "info", "{finding:#}");
+
+    // By URL, with the raw answers in the bundle.
+    let bundle = dir.path().join("history.tar.gz");
+    let url = format!("http://{address}:{}", p.port);
+    let mut by_url = args(&url);
+    by_url.extend(["--bundle".to_string(), bundle.display().to_string()]);
+    let by_url: Vec<&str> = by_url.iter().map(String::as_str).collect();
+    let (out, _) = run_plugin(&c, &by_url);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        report["evidence"]["history"]["data"]["source"],
+        url.as_str()
+    );
+    assert!(onset(&report, "runtime-list-seconds").is_some());
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&bundle)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("raw/prometheus/relist-seconds.json"),
+        "{listing}"
+    );
+
+    // The fleet view: the node, still Ready, has relists degrading, and says since when.
+    let out = plugin(&[
+        "scan",
+        "--kubeconfig",
+        c.admin_kubeconfig().to_str().unwrap(),
+        "--prometheus",
+        "auto",
+        "--since",
+        "10m",
+        "-o",
+        "json",
+    ]);
+    let scan: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let row = scan["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node"] == c.node.as_str()))
+        .expect("the node's row");
+    eprintln!("SCAN {:#}", row["history"]);
+    assert_eq!(row["ready"], "True", "{row:#}");
+    assert_eq!(row["history"]["relistsDegrading"], true, "{row:#}");
+    assert!(row["history"]["degradedSince"].is_string(), "{row:#}");
     drop(healer);
 }

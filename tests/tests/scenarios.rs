@@ -785,14 +785,16 @@ fn disk_slow_is_attributed_to_io_wait_on_the_runtimes_device() {
     };
     d.print("disk-slow");
     let trace = trace_of(&d);
+    let probe = &d.report["evidence"]["nodeProbe"]["data"];
     eprintln!(
-        "disk-slow: processes {:#}, I/O waits {:#}",
-        trace["processes"], trace["ioWaits"]
+        "disk-slow: probe pod started after {} s, agent connected after {} s more; processes {:#}, I/O waits {:#}",
+        probe["podStartSeconds"], probe["connectSeconds"], trace["processes"], trace["ioWaits"]
     );
     assert!(
         d.layers().iter().any(|l| l == "ebpf"),
-        "the probe pod ran the trace: {:?}",
-        d.layers()
+        "the probe pod ran the trace: {:?}; the node probe: {:#}",
+        d.layers(),
+        d.report["evidence"]["nodeProbe"]["failure"]
     );
     assert!(
         attribution_of(&d).iter().any(|a| a == "disk-iowait"),

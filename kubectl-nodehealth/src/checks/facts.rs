@@ -128,6 +128,20 @@ pub struct Facts {
     /// The API server's address as the node knows it (the kubelet's kubeconfig), when the agent
     /// read it.
     pub api_server_from_node: Option<String>,
+    /// The signals of the Prometheus history that degraded in its range, oldest onset first
+    /// (`--prometheus`; empty without it).
+    pub history: Vec<HistoryOnset>,
+}
+
+/// A signal of the Prometheus history that degraded, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryOnset {
+    /// The signal's id (`runtime-list-seconds`, `relist-seconds`, `lease-age-seconds`, ...).
+    pub signal: String,
+    /// When its latest degraded episode began.
+    pub at: jiff::Timestamp,
+    /// Still degraded at the range's end.
+    pub ongoing: bool,
 }
 
 impl Facts {
@@ -207,6 +221,20 @@ impl Facts {
                 .data()
                 .and_then(|p| p.evidence.api_server.as_ref())
                 .and_then(|a| a.server.clone()),
+            history: e
+                .history
+                .data()
+                .map(|h| {
+                    h.onsets()
+                        .into_iter()
+                        .map(|(s, at)| HistoryOnset {
+                            signal: s.id.clone(),
+                            at,
+                            ongoing: s.timeline.ongoing(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

@@ -241,6 +241,9 @@ pub enum FindingId {
     LogQueryDisabled,
     /// No log could be read.
     LogUnreadable,
+    // --- history
+    /// The node's series in the user's Prometheus (`--prometheus`).
+    History,
 }
 
 const SIMPLE: &[(FindingId, &str)] = &[
@@ -306,6 +309,7 @@ const SIMPLE: &[(FindingId, &str)] = &[
     (FindingId::NodeZombies, "node-zombies"),
     (FindingId::LogQueryDisabled, "logs-query-disabled"),
     (FindingId::LogUnreadable, "logs-unreadable"),
+    (FindingId::History, "history"),
 ];
 
 /// Ids made of a prefix and a part: `node-pressure-memory`, `logs-pleg-not-healthy`, ...

@@ -148,6 +148,7 @@ pub mod events;
 pub mod facts;
 pub mod filesystems;
 pub mod heartbeat;
+pub mod history;
 pub mod id;
 pub mod kubelet;
 pub mod logs;
@@ -322,6 +323,10 @@ pub const CHECKS: &[Check] = &[
     Check {
         name: "logs",
         run: logs::run,
+    },
+    Check {
+        name: "history",
+        run: history::run,
     },
 ];
 

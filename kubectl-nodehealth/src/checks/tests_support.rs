@@ -189,6 +189,7 @@ pub fn healthy_evidence() -> Evidence {
         node_probe: Step::Skipped {
             reason: "--api-only".into(),
         },
+        history: crate::evidence::no_history(),
     }
 }
 

@@ -22,6 +22,10 @@ pub const RULES: &[Rule] = &[
         apply: logs_support_what_they_name,
     },
     Rule {
+        name: "history-supports-what-degraded-first",
+        apply: history_supports_what_degraded_first,
+    },
+    Rule {
         name: "nothing-separates-down-from-partition",
         apply: nothing_separates_down_from_partition,
     },
@@ -80,6 +84,86 @@ pub fn logs_support_what_they_name(scores: &mut Scores, i: &Inputs) {
                 s.support(5, line.clone());
                 s.score = s.score.min(before.saturating_add(10)).min(99);
             }
+        }
+    }
+}
+
+/// The Prometheus history's order of onsets (`--prometheus`) adds to a cause something else
+/// already raised, +5, as log lines do: the runtime's list calls or errors degrading no later than
+/// the relists support the runtime and PLEG (the relists wait on it); relists degrading while the
+/// runtime's calls stayed fast put the time inside the kubelet; the kubelet's scrape, its lease
+/// or Ready failing before anything on the node degraded supports a partition or a dead kubelet;
+/// a client certificate running out supports the certificate. On its own it raises nothing: what
+/// degraded an hour ago may have recovered. Runs beside the logs, before the node side settles.
+pub fn history_supports_what_degraded_first(scores: &mut Scores, i: &Inputs) {
+    let h = &i.facts.history;
+    if h.is_empty() {
+        return;
+    }
+    let at = |ids: &[&str]| {
+        h.iter()
+            .filter(|o| ids.contains(&o.signal.as_str()))
+            .map(|o| o.at)
+            .min()
+    };
+    let clock = crate::history::clock;
+    let runtime = at(&["runtime-list-seconds", "runtime-errors-per-second"]);
+    let relists = at(&["relist-seconds", "pleg-last-seen-seconds"]);
+    let on_node = at(&[
+        "runtime-list-seconds",
+        "runtime-errors-per-second",
+        "relist-seconds",
+        "pleg-last-seen-seconds",
+        "kubelet-rss-bytes",
+    ]);
+    let cut_off = at(&["kubelet-up", "lease-age-seconds", "node-ready"]);
+    let mut lines: Vec<(CauseId, String)> = Vec::new();
+    match (runtime, relists) {
+        (Some(r), Some(p)) if r <= p => {
+            let line = format!(
+                "history: the runtime's calls degraded at {}, the relists at {}: the relists wait on the runtime",
+                clock(r),
+                clock(p)
+            );
+            lines.push((CauseId::RuntimeUnresponsive, line.clone()));
+            lines.push((CauseId::PlegSlow, line));
+        }
+        (Some(r), None) => lines.push((
+            CauseId::RuntimeUnresponsive,
+            format!("history: the runtime's calls degraded at {}", clock(r)),
+        )),
+        (None, Some(p)) => lines.push((
+            CauseId::PlegSlow,
+            format!(
+                "history: the relists degraded at {} while the runtime's calls stayed fast",
+                clock(p)
+            ),
+        )),
+        _ => {}
+    }
+    if let Some(c) = cut_off
+        && on_node.is_none_or(|n| c < n)
+    {
+        let line = format!(
+            "history: the kubelet's scrape, lease or Ready failed at {} before anything on the node degraded",
+            clock(c)
+        );
+        lines.push((CauseId::ApiPartition, line.clone()));
+        lines.push((CauseId::KubeletDown, line));
+    }
+    if let Some(c) = at(&["client-cert-ttl-seconds"]) {
+        lines.push((
+            CauseId::Certificate,
+            format!(
+                "history: the client certificate's time to live ran low from {}",
+                clock(c)
+            ),
+        ));
+    }
+    for (id, line) in lines {
+        let s = scores.get(id);
+        if s.raised() {
+            s.support(5, line);
         }
     }
 }
@@ -277,6 +361,60 @@ mod tests {
         logs_support_what_they_name(&mut s, &Inputs::new(&f, &facts));
         assert_eq!(s.of(CauseId::PlegSlow), 60);
         assert_eq!(s.of(CauseId::RuntimeUnresponsive), 0);
+    }
+
+    fn onset(signal: &str, minute: i64) -> crate::checks::facts::HistoryOnset {
+        crate::checks::facts::HistoryOnset {
+            signal: signal.into(),
+            at: jiff::Timestamp::from_second(minute * 60).unwrap(),
+            ongoing: true,
+        }
+    }
+
+    #[test]
+    fn history_orders_runtime_before_relists_and_raises_nothing_alone() {
+        let mut facts = facts();
+        facts.history = vec![
+            onset("runtime-list-seconds", 41),
+            onset("relist-seconds", 42),
+        ];
+        let mut s = scores(&[
+            (CauseId::PlegSlow, 45),
+            (CauseId::RuntimeUnresponsive, 50),
+            (CauseId::ApiPartition, 0),
+        ]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 55);
+        assert_eq!(s.of(CauseId::PlegSlow), 50);
+        assert_eq!(s.of(CauseId::ApiPartition), 0);
+        let line = &s.get(CauseId::RuntimeUnresponsive).evidence[0];
+        assert_eq!(
+            line,
+            "history: the runtime's calls degraded at 00:41:00, the relists at 00:42:00: the relists wait on the runtime"
+        );
+        // Relists first, the runtime after: not the runtime's doing.
+        facts.history = vec![
+            onset("relist-seconds", 40),
+            onset("runtime-list-seconds", 41),
+        ];
+        let mut s = scores(&[(CauseId::RuntimeUnresponsive, 50)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 50);
+    }
+
+    #[test]
+    fn history_of_a_lease_lost_before_anything_on_the_node_supports_a_partition() {
+        let mut facts = facts();
+        facts.history = vec![onset("lease-age-seconds", 10), onset("kubelet-up", 11)];
+        let mut s = scores(&[(CauseId::ApiPartition, 60), (CauseId::KubeletDown, 35)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::ApiPartition), 65);
+        assert_eq!(s.of(CauseId::KubeletDown), 40);
+        // The relists went first: the lease is a symptom, not the first thing that broke.
+        facts.history.insert(0, onset("relist-seconds", 5));
+        let mut s = scores(&[(CauseId::ApiPartition, 60)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::ApiPartition), 60);
     }
 
     #[test]

@@ -668,6 +668,7 @@ fn with_node(e: &mut Evidence, node: nodehealth_proto::node::NodeEvidence) {
         data: crate::evidence::NodeProbe {
             pod: "kube-system/nodehealth-probe-1".into(),
             pod_start_seconds: 1.0,
+            connect_seconds: None,
             partial: false,
             stream_error: None,
             host_root_recursive_read_only: None,

@@ -108,6 +108,7 @@ pub(crate) mod test_support {
             kubelet_requests_unanswered: false,
             lease_predates_kubelet: false,
             api_server_from_node: None,
+            history: Vec::new(),
         }
     }
 
