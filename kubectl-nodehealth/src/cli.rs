@@ -122,9 +122,9 @@ pub struct Cli {
     #[arg(long, value_name = "auto|NS/NAME:PORT|URL", value_parser = parse_prometheus, global = true)]
     pub prometheus: Option<String>,
 
-    /// How far back `--prometheus` reads.
-    #[arg(long, default_value = "1h", value_parser = parse_since, requires = "prometheus", global = true)]
-    pub since: Duration,
+    /// How far back `--prometheus` reads (default 1h).
+    #[arg(long, value_parser = parse_since, global = true)]
+    pub since: Option<Duration>,
 
     /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
     #[arg(long, global = true)]
@@ -318,6 +318,11 @@ pub fn use_color(
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     match &cli.command {
         Some(Command::Scan { selector }) => return scan(&cli, selector.as_deref()).await,
+        Some(_) if cli.prometheus.is_some() || cli.since.is_some() => {
+            return Err(Error::Usage(
+                "--prometheus and --since go with a node's diagnosis or `scan`".into(),
+            ));
+        }
         Some(Command::Pleg { node, watch, every }) => {
             return pleg(&cli, node, *watch, *every).await;
         }
@@ -360,6 +365,12 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             return Ok(crate::exit::HEALTHY);
         }
         None => {}
+    }
+    if cli.since.is_some() && cli.prometheus.is_none() {
+        return Err(Error::Usage(
+            "--since says how far back --prometheus reads: give --prometheus auto|NS/NAME:PORT|URL"
+                .into(),
+        ));
     }
     if let Some(path) = &cli.from_bundle {
         if cli.prometheus.is_some() {
@@ -414,7 +425,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 .collect();
             let o = crate::history::fetch::HistoryOptions {
                 prometheus: prometheus.clone(),
-                since: cli.since,
+                since: cli.since.unwrap_or(DEFAULT_SINCE),
                 timeout: cli.timeout,
             };
             let (history, answers) =
@@ -514,7 +525,7 @@ async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
         ));
         let o = crate::history::fetch::HistoryOptions {
             prometheus: prometheus.clone(),
-            since: cli.since,
+            since: cli.since.unwrap_or(DEFAULT_SINCE),
             timeout: cli.timeout,
         };
         match crate::history::fetch::fleet(&target, &o).await {
@@ -732,6 +743,9 @@ async fn connect(cli: &Cli) -> Result<collect::Target, Error> {
     })
     .await
 }
+
+/// `--since` when not given.
+pub const DEFAULT_SINCE: Duration = Duration::from_secs(3600);
 
 /// `--pod-timeout` when not given.
 pub const DEFAULT_POD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1159,7 +1173,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(bad.contains("NAMESPACE/NAME:PORT"), "{bad}");
-        assert!(Cli::try_parse_from(["k", "n", "--since", "2h"]).is_err());
+        let cli = Cli::try_parse_from(["k", "n", "--since", "2h"]).unwrap();
+        let err = rt.block_on(run(cli)).unwrap_err();
+        assert!(err.to_string().contains("give --prometheus"), "{err}");
+        let cli = Cli::try_parse_from(["k", "pleg", "n", "--prometheus", "auto"]).unwrap();
+        let err = rt.block_on(run(cli)).unwrap_err();
+        assert!(err.to_string().contains("or `scan`"), "{err}");
+        // Global: before or after the subcommand.
+        let cli =
+            Cli::try_parse_from(["k", "--prometheus", "auto", "scan", "--since", "2h"]).unwrap();
+        assert_eq!(cli.since, Some(Duration::from_secs(7200)));
         assert!(Cli::try_parse_from(["k", "n", "--prometheus", "auto", "--since", "1m"]).is_err());
         let scan =
             Cli::try_parse_from(["k", "scan", "--prometheus", "monitoring/prometheus-k8s:web"])
@@ -1168,7 +1191,7 @@ mod tests {
             scan.prometheus.as_deref(),
             Some("monitoring/prometheus-k8s:web")
         );
-        assert_eq!(scan.since, Duration::from_secs(3600));
+        assert_eq!(scan.since, None);
         let cli =
             Cli::try_parse_from(["k", "--from-bundle", "/x.tgz", "--prometheus", "auto"]).unwrap();
         let err = rt.block_on(run(cli)).unwrap_err();

@@ -260,7 +260,7 @@ fn body_cap(path: &str) -> (usize, Keep) {
 
 /// Which part of an oversized body is kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Keep {
+pub(crate) enum Keep {
     /// Refuse it: the answer is not what the endpoint sends.
     Head,
     /// Keep its last `cap` bytes (cut at a line start).
@@ -268,7 +268,7 @@ enum Keep {
 }
 
 /// Reads a body with a byte cap, in bounded memory.
-async fn read_capped(
+pub(crate) async fn read_capped(
     mut reader: impl futures_util::AsyncBufRead + Unpin,
     cap: usize,
     keep: Keep,

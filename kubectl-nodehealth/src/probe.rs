@@ -129,9 +129,14 @@ const PORT_FORWARD_CONNECT: Duration = Duration::from_secs(15);
 /// The agent's bound on each of its own CRI calls.
 const AGENT_CRI_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Seconds the agent may live: the pod bound, the window, and slack for the stream.
+/// Seconds the agent may live: the connection (three port-forward bounds, or as long as the pod
+/// may take to start: the plugin waits that long on a slow node), the window, and slack for the
+/// stream.
 fn agent_deadline(o: &ProbeOptions) -> u64 {
-    o.window.as_secs() + 3 * PORT_FORWARD_CONNECT.as_secs() + AGENT_CRI_TIMEOUT.as_secs() + 30
+    o.window.as_secs()
+        + (3 * PORT_FORWARD_CONNECT.as_secs()).max(o.pod_timeout.as_secs())
+        + AGENT_CRI_TIMEOUT.as_secs()
+        + 30
 }
 
 /// The run's server-side bound, seconds from its start: the longest the pod may wait to start
@@ -667,6 +672,9 @@ async fn job_pod(
     if let Some(name) = following {
         items.retain(|p| p.metadata.name.as_deref() == Some(name));
     }
+    // Two pods before one is followed: the one that runs (the other cannot bind the agent's port
+    // on the host network and exits).
+    items.sort_by_key(|p| pod_state(p) != PodState::Running);
     Ok(items
         .into_iter()
         .find_map(|pod| {
@@ -782,8 +790,8 @@ pub async fn start(
                     "the probe pod was deleted while starting".into(),
                 ));
             }
-            Look::Unknown if have_pod => {}
-            Look::Absent | Look::Unknown => {
+            Look::Unknown => {}
+            Look::Absent => {
                 // Refused at the pod's admission (Pod Security, a policy engine): the Job
                 // controller says so in an event, not to us.
                 if Instant::now() >= next_event_check {
@@ -840,6 +848,7 @@ async fn channel(
     client: &Client,
     o: &ProbeOptions,
     id: &RunIdentity,
+    bound: Duration,
 ) -> Result<tonic::transport::Channel, ProbeError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &o.namespace);
     let name = id.pod_name();
@@ -860,7 +869,7 @@ async fn channel(
         }
     });
     tonic::transport::Endpoint::from_static("http://agent.nodehealth.invalid")
-        .connect_timeout(PORT_FORWARD_CONNECT)
+        .connect_timeout(bound)
         .connect_with_connector(connector)
         .await
         .map_err(|e| {
@@ -1028,12 +1037,20 @@ pub async fn run_agent(
     // A node where the pod itself took long to start (a throttled disk under the runtime) is as
     // slow to forward: the kubelet asks the same runtime. Give the connection as long as the
     // pod's start took, at least three port-forward bounds.
+    // Each port-forward, too: 10.4 s measured under disk-slow where the pod took 43 s to start.
     let connecting = Instant::now();
-    let connect_deadline = connecting + (PORT_FORWARD_CONNECT * 3).max(pod_start.after);
+    // Never past the share of the agent's own lifetime given to connecting (`agent_deadline`).
+    let connect_deadline = connecting
+        + (PORT_FORWARD_CONNECT * 3)
+            .max(pod_start.after)
+            .min((PORT_FORWARD_CONNECT * 3).max(o.pod_timeout));
+    let per_attempt = PORT_FORWARD_CONNECT
+        .max(pod_start.after / 2)
+        .min(PORT_FORWARD_CONNECT * 4);
     let mut attempts = 0u32;
     let mut agent = loop {
         let attempt = async {
-            let ch = channel(client, o, id).await?;
+            let ch = channel(client, o, id, per_attempt).await?;
             let mut agent = AgentClient::new(ch).max_decoding_message_size(AGENT_MAX_MESSAGE);
             prove(&mut agent, id).await?;
             let stream = agent

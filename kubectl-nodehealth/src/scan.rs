@@ -340,7 +340,13 @@ mod tests {
             status: crate::history::SeriesStatus::Found,
             threshold: 1.0,
             worse: crate::history::Worse::Above,
-            timeline: crate::history::analyse(&points, 1.0, crate::history::Worse::Above, end, 15),
+            timeline: crate::history::analyse(
+                &points,
+                1.0,
+                crate::history::Worse::Above,
+                (3_600, end),
+                15,
+            ),
             points,
         }
     }

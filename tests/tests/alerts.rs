@@ -241,17 +241,17 @@ struct PrometheusService<'a> {
 
 impl<'a> PrometheusService<'a> {
     fn create(c: &'a Cluster, address: &str, port: u16) -> PrometheusService<'a> {
-        // An earlier run's namespace may still be terminating.
-        wait_until(
-            "no terminating namespace monitoring",
-            Duration::from_secs(120),
-            || {
-                let (code, body) = c.request("GET", "/api/v1/namespaces/monitoring", None);
-                let terminating = serde_json::from_str::<Value>(&body)
-                    .is_ok_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
-                (code == 404 || (code == 200 && !terminating)).then_some(())
-            },
-        );
+        // What an earlier, interrupted run left is removed first (its namespace may also still
+        // be terminating).
+        wait_until("no namespace monitoring", Duration::from_secs(120), || {
+            let (code, body) = c.request("GET", "/api/v1/namespaces/monitoring", None);
+            let terminating = serde_json::from_str::<Value>(&body)
+                .is_ok_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
+            if code == 200 && !terminating {
+                let _ = c.request("DELETE", "/api/v1/namespaces/monitoring", None);
+            }
+            (code == 404).then_some(())
+        });
         let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}});
         let (code, body) = c.request("POST", "/api/v1/namespaces", Some(&ns));
         assert!(
@@ -350,6 +350,7 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     // Runtime list calls held 1.5 s: a mean past the history's 0.25 s line within a scrape or two,
     // relists of 3 s past its 1 s line soon after.
     let healer = Healer(&c);
+    let fault_at = jiff::Timestamp::now().as_second();
     c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
     let relists_slow = r#"sum(rate(kubelet_pleg_relist_duration_seconds_sum{node="NODE"}[2m])) / sum(rate(kubelet_pleg_relist_duration_seconds_count{node="NODE"}[2m])) > 1"#
         .replace("NODE", &c.node);
@@ -394,7 +395,12 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
             .is_some_and(|s| s.contains("kube-prometheus")),
         "{data:#}"
     );
-    assert_eq!(data["matcher"], format!("node=\"{}\"", c.node));
+    assert!(
+        data["matcher"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("node=\"{}\",job=~", c.node))),
+        "{data:#}"
+    );
     let runtime = onset(&report, "runtime-list-seconds").expect("the runtime's onset");
     let relists = onset(&report, "relist-seconds").expect("the relists' onset");
     eprintln!(
@@ -402,6 +408,11 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
         relists - runtime
     );
     assert!(runtime <= relists, "{data:#}");
+    // The onset lags the fault by the rate window filling with slow calls, at 15 s steps.
+    assert!(
+        (fault_at - 15..=fault_at + 90).contains(&runtime),
+        "runtime onset {runtime}, fault applied at {fault_at}"
+    );
     // The verdict cites the order.
     let cited = report["verdict"]["causes"]
         .as_array()
@@ -432,6 +443,18 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
         url.as_str()
     );
     assert!(onset(&report, "runtime-list-seconds").is_some());
+    // The table, as an operator sees it (the README shows one).
+    let mut table = by_url.clone();
+    table.retain(|a| !matches!(*a, "-o" | "json" | "--bundle") && !a.ends_with(".tar.gz"));
+    table.push("--no-color");
+    let (out, _) = run_plugin(&c, &table);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(i) = text.find("\nHistory") {
+        eprintln!(
+            "TABLE{}",
+            &text[i..text.find("\nPassed").unwrap_or(text.len())]
+        );
+    }
     let listing = Command::new("tar")
         .arg("tzf")
         .arg(&bundle)
@@ -465,5 +488,21 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     assert_eq!(row["ready"], "True", "{row:#}");
     assert_eq!(row["history"]["relistsDegrading"], true, "{row:#}");
     assert!(row["history"]["degradedSince"].is_string(), "{row:#}");
+
+    // Then the kubelet stops: its scrape fails after the runtime and the relists degraded.
+    c.xtask(&["fault", "kubelet-stopped"]);
+    let down = format!(r#"up{{job="kubelet",node="{}"}} == 0"#, c.node);
+    wait_until(
+        "Prometheus sees the kubelet down",
+        Duration::from_secs(90),
+        || (!p.query(&down).is_empty()).then_some(()),
+    );
+    let plain = args(&url);
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let (out, _) = run_plugin(&c, &plain);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let up = onset(&report, "kubelet-up").expect("the scrape's onset");
+    eprintln!("HISTORY the kubelet's scrape failed at {up}");
+    assert!(relists <= up, "{:#}", report["evidence"]["history"]);
     drop(healer);
 }

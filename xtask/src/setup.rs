@@ -75,6 +75,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "links the arm64 agent and compiles ring's C for it (the multi-arch image)",
     ),
     (
+        // Only recommended by gcc-aarch64-linux-gnu, and packages are installed without their
+        // recommendations: without it ring's C fails on <bits/libc-header-start.h>.
+        "libc6-dev-arm64-cross",
+        "the arm64 C library headers ring's C is compiled against (the multi-arch image)",
+    ),
+    (
         "libssl-dev",
         "TLS of the OCI registry client that pushes the agent image (native-tls)",
     ),

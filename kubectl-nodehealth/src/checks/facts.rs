@@ -128,20 +128,31 @@ pub struct Facts {
     /// The API server's address as the node knows it (the kubelet's kubeconfig), when the agent
     /// read it.
     pub api_server_from_node: Option<String>,
-    /// The signals of the Prometheus history that degraded in its range, oldest onset first
-    /// (`--prometheus`; empty without it).
+    /// The signals of the Prometheus history that came back, oldest onset first, those that never
+    /// degraded last (`--prometheus`; empty without it).
     pub history: Vec<HistoryOnset>,
 }
 
-/// A signal of the Prometheus history that degraded, and when.
+/// A signal of the Prometheus history: whether and when it degraded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryOnset {
     /// The signal's id (`runtime-list-seconds`, `relist-seconds`, `lease-age-seconds`, ...).
     pub signal: String,
-    /// When its latest degraded episode began.
-    pub at: jiff::Timestamp,
+    /// When its latest degraded episode began, if it degraded.
+    pub at: Option<jiff::Timestamp>,
     /// Still degraded at the range's end.
     pub ongoing: bool,
+    /// Degraded from the range's first point: the real onset is earlier, and unknown.
+    pub from_start: bool,
+    /// Its series still had points near the range's end (not silent).
+    pub current: bool,
+}
+
+impl HistoryOnset {
+    /// An onset the order can use: inside the range and still degraded at its end.
+    pub fn ordered_onset(&self) -> Option<jiff::Timestamp> {
+        self.at.filter(|_| self.ongoing && !self.from_start)
+    }
 }
 
 impl Facts {
@@ -225,14 +236,20 @@ impl Facts {
                 .history
                 .data()
                 .map(|h| {
-                    h.onsets()
-                        .into_iter()
-                        .map(|(s, at)| HistoryOnset {
+                    let mut v: Vec<HistoryOnset> = h
+                        .signals
+                        .iter()
+                        .filter(|s| s.status == crate::history::SeriesStatus::Found)
+                        .map(|s| HistoryOnset {
                             signal: s.id.clone(),
-                            at,
+                            at: s.timeline.onset,
                             ongoing: s.timeline.ongoing(),
+                            from_start: s.timeline.degraded_from_start,
+                            current: s.timeline.silent_since.is_none(),
                         })
-                        .collect()
+                        .collect();
+                    v.sort_by_key(|o| o.at.map_or(i64::MAX, |t| t.as_second()));
+                    v
                 })
                 .unwrap_or_default(),
         }

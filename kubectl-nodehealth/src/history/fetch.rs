@@ -34,8 +34,11 @@ pub struct HistoryOptions {
 const MAX_POINTS: u64 = 240;
 /// The least step (a finer one than the usual 15-30 s scrape interval shows nothing more).
 const MIN_STEP_SECONDS: u64 = 15;
-/// The greatest answer read (240 points of one series is a few KiB; several jobs a few more).
+/// The greatest answer read for one node (240 points of one series is a few KiB; several jobs a
+/// few more).
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// The greatest answer read for the fleet (~7 KiB per node at 240 points: some 9,000 nodes).
+const MAX_FLEET_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The step for a range: at least 15 s, at most [`MAX_POINTS`] points.
 pub fn step_for(since: Duration) -> u64 {
@@ -118,10 +121,11 @@ async fn get(
     endpoint: &Endpoint,
     path: &str,
     timeout: Duration,
+    cap: usize,
 ) -> Result<String, String> {
     let fut = async {
         match endpoint {
-            Endpoint::Url(base) => get_url(&format!("{base}{path}")).await,
+            Endpoint::Url(base) => get_url(&format!("{base}{path}"), cap).await,
             Endpoint::Service {
                 namespace,
                 name,
@@ -137,18 +141,17 @@ async fn get(
                 let request = http::Request::get(&uri)
                     .body(Vec::new())
                     .map_err(|e| e.to_string())?;
-                target
-                    .client
-                    .request_text(request)
-                    .await
-                    .map_err(|e| match &e {
-                        kube::Error::Api(s) if s.code == 403 => format!(
-                            "forbidden: reading through the service proxy needs `get services/proxy` in {namespace} ({})",
-                            s.message
-                        ),
-                        kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
-                        _ => e.to_string(),
-                    })
+                let reader = target.client.request_stream(request).await.map_err(|e| match &e {
+                    kube::Error::Api(s) if s.code == 403 => format!(
+                        "forbidden: reading through the service proxy needs `get services/proxy` in {namespace} ({})",
+                        s.message
+                    ),
+                    kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
+                    _ => e.to_string(),
+                })?;
+                let body =
+                    crate::collect::read_capped(reader, cap, crate::collect::Keep::Head).await?;
+                Ok(String::from_utf8_lossy(&body).into_owned())
             }
         }
     };
@@ -158,7 +161,7 @@ async fn get(
     }
 }
 
-async fn get_url(url: &str) -> Result<String, String> {
+async fn get_url(url: &str, cap: usize) -> Result<String, String> {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     let request = http::Request::get(url)
@@ -190,7 +193,7 @@ async fn get_url(url: &str) -> Result<String, String> {
         text
     })?;
     let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+    let body = Limited::new(response.into_body(), cap)
         .collect()
         .await
         .map_err(|e| format!("reading the answer: {e}"))?
@@ -343,7 +346,15 @@ async fn discover(target: &Target, timeout: Duration) -> Result<(Endpoint, Strin
     candidates.sort_by_key(|(rank, _, _)| *rank);
     let mut tried = Vec::new();
     for (_, endpoint, why) in candidates.into_iter().take(5) {
-        match get(target, &endpoint, "/api/v1/status/buildinfo", timeout).await {
+        match get(
+            target,
+            &endpoint,
+            "/api/v1/status/buildinfo",
+            timeout,
+            64 * 1024,
+        )
+        .await
+        {
             Ok(body) if body.contains("\"version\"") => {
                 return Ok((
                     endpoint.clone(),
@@ -376,7 +387,7 @@ async fn kubelet_matcher(
     endpoint: &Endpoint,
     node: &str,
     addresses: &[String],
-    at: i64,
+    (at, range): (i64, u64),
     timeout: Duration,
 ) -> Result<(Option<String>, Vec<String>), String> {
     let mut candidates = vec![format!("node=\"{}\"", super::escape_label_value(node))];
@@ -390,8 +401,17 @@ async fn kubelet_matcher(
     ));
     for m in candidates {
         let q =
-            format!("count by (job, instance) (kubelet_pleg_relist_duration_seconds_count{{{m}}})");
-        let body = get(target, endpoint, &instant_path(&q, at), timeout).await?;
+            // Over the whole range: a kubelet that stopped has no series *now* (a failed scrape
+            // marks them stale), and its history is what is asked for.
+            format!("count by (job, instance) (count_over_time(kubelet_pleg_relist_duration_seconds_count{{{m}}}[{range}s]))");
+        let body = get(
+            target,
+            endpoint,
+            &instant_path(&q, at),
+            timeout,
+            MAX_ANSWER_BYTES,
+        )
+        .await?;
         let result = result_of(&body)?;
         if result.is_empty() {
             continue;
@@ -410,6 +430,20 @@ async fn kubelet_matcher(
             "the kubelet's series matched by {m}: {}",
             jobs.join(", ")
         )];
+        // Only the kubelet's own scrape jobs: other exporters on the same address or node
+        // (node-exporter's :9100) answer `up` too.
+        let mut names: Vec<String> = result
+            .iter()
+            .filter_map(|r| r["metric"]["job"].as_str())
+            .map(regex_literal)
+            .collect();
+        names.sort();
+        names.dedup();
+        let m = if names.is_empty() {
+            m
+        } else {
+            format!("{m},job=~\"{}\"", names.join("|"))
+        };
         if jobs.len() > 1 {
             notes.push(format!(
                 "ambiguous: {} scrapes report this kubelet; each signal shows the worst of them",
@@ -426,6 +460,21 @@ async fn kubelet_matcher(
              or labels it otherwise"
         )],
     ))
+}
+
+/// A label value as a literal inside a PromQL regex string: the regex's metacharacters escaped,
+/// then the string's backslashes and quotes.
+fn regex_literal(v: &str) -> String {
+    let mut out = String::new();
+    for c in v.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push_str("\\\\");
+        } else if c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Reads the node's history. The raw range answers come back beside it for the bundle.
@@ -463,11 +512,19 @@ pub async fn history(
     let end = Timestamp::now().as_second();
     let step = step_for(o.since);
     let start = end - o.since.as_secs() as i64;
-    let (matcher, notes) =
-        match kubelet_matcher(target, &endpoint, node, addresses, end, o.timeout).await {
-            Ok(m) => m,
-            Err(m) => return failed(format!("{} (the kubelet's series)", endpoint.describe()), m),
-        };
+    let (matcher, notes) = match kubelet_matcher(
+        target,
+        &endpoint,
+        node,
+        addresses,
+        (end, o.since.as_secs()),
+        o.timeout,
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(m) => return failed(format!("{} (the kubelet's series)", endpoint.describe()), m),
+    };
     let asks = SIGNALS.iter().map(|s| {
         let endpoint = &endpoint;
         let matcher = matcher.clone();
@@ -482,12 +539,13 @@ pub async fn history(
                     Err("no kubelet series to match".to_string()),
                 );
             };
-            let q = query_for(s, m, node).replace("{,", "{");
+            let q = query_for(s, m, node, &super::rate_window(step)).replace("{,", "{");
             let answer = get(
                 target,
                 endpoint,
                 &range_path(&q, start, end, step),
                 o.timeout,
+                MAX_ANSWER_BYTES,
             )
             .await;
             (s, q, answer)
@@ -507,7 +565,7 @@ pub async fn history(
             Err(m) if m == "no kubelet series to match" => (SeriesStatus::Missing, Vec::new()),
             Err(message) => (SeriesStatus::Failed { message }, Vec::new()),
         };
-        let timeline = analyse(&points, s.threshold, s.worse, end, step as i64);
+        let timeline = analyse(&points, s.threshold, s.worse, (start, end), step as i64);
         signals.push(SignalHistory {
             id: s.id.to_string(),
             query,
@@ -548,11 +606,11 @@ pub async fn history(
 const FLEET: &[(&str, &str)] = &[
     (
         "relist-seconds",
-        r#"sum by (node) (rate(kubelet_pleg_relist_duration_seconds_sum{node!=""}[2m])) / sum by (node) (rate(kubelet_pleg_relist_duration_seconds_count{node!=""}[2m]))"#,
+        r#"sum by (node) (rate(kubelet_pleg_relist_duration_seconds_sum{node!=""}[$W])) / sum by (node) (rate(kubelet_pleg_relist_duration_seconds_count{node!=""}[$W]))"#,
     ),
     (
         "runtime-list-seconds",
-        r#"sum by (node) (rate(kubelet_runtime_operations_duration_seconds_sum{node!="",operation_type=~"list_podsandbox|list_containers"}[2m])) / sum by (node) (rate(kubelet_runtime_operations_duration_seconds_count{node!="",operation_type=~"list_podsandbox|list_containers"}[2m]))"#,
+        r#"sum by (node) (rate(kubelet_runtime_operations_duration_seconds_sum{node!="",operation_type=~"list_podsandbox|list_containers"}[$W])) / sum by (node) (rate(kubelet_runtime_operations_duration_seconds_count{node!="",operation_type=~"list_podsandbox|list_containers"}[$W]))"#,
     ),
     (
         "pleg-last-seen-seconds",
@@ -582,14 +640,16 @@ pub async fn fleet(
     let asks = FLEET.iter().map(|(id, q)| {
         let endpoint = &endpoint;
         async move {
+            let q = q.replace("$W", &super::rate_window(step));
             let body = get(
                 target,
                 endpoint,
-                &range_path(q, start, end, step),
+                &range_path(&q, start, end, step),
                 o.timeout,
+                MAX_FLEET_ANSWER_BYTES,
             )
             .await;
-            (*id, *q, body.and_then(|b| result_of(&b)))
+            (*id, q, body.and_then(|b| result_of(&b)))
         }
     });
     let mut nodes: std::collections::BTreeMap<String, Vec<SignalHistory>> = Default::default();
@@ -605,11 +665,17 @@ pub async fn fleet(
                 .or_default()
                 .push(SignalHistory {
                     id: id.to_string(),
-                    query: query.to_string(),
+                    query: query.clone(),
                     status: SeriesStatus::Found,
                     threshold: spec.threshold,
                     worse: spec.worse,
-                    timeline: analyse(&points, spec.threshold, spec.worse, end, step as i64),
+                    timeline: analyse(
+                        &points,
+                        spec.threshold,
+                        spec.worse,
+                        (start, end),
+                        step as i64,
+                    ),
                     points,
                 });
         }
@@ -670,6 +736,13 @@ mod tests {
                 .unwrap_err()
                 .starts_with("not a Prometheus API answer")
         );
+    }
+
+    #[test]
+    fn job_names_become_regex_literals_in_a_promql_string() {
+        assert_eq!(regex_literal("kubelet"), "kubelet");
+        assert_eq!(regex_literal("a.b"), r"a\\.b");
+        assert_eq!(regex_literal(r#"x"y"#), r#"x\"y"#);
     }
 
     #[test]

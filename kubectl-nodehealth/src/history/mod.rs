@@ -50,7 +50,8 @@ pub struct Signal {
     pub title: &'static str,
     /// The unit of its values (`s`, `/s`, `bytes`, `bool`).
     pub unit: &'static str,
-    /// PromQL with `$M` for the kubelet's matcher and `$N` for the node's name.
+    /// PromQL with `$M` for the kubelet's matcher, `$N` for the node's name and `$W` for the rate
+    /// window.
     pub query: &'static str,
     /// Past this the signal is degraded.
     pub threshold: f64,
@@ -69,7 +70,7 @@ pub const SIGNALS: &[Signal] = &[
         id: "runtime-list-seconds",
         title: "runtime list calls (mean)",
         unit: "s",
-        query: r#"sum(rate(kubelet_runtime_operations_duration_seconds_sum{$M,operation_type=~"list_podsandbox|list_containers"}[2m])) / sum(rate(kubelet_runtime_operations_duration_seconds_count{$M,operation_type=~"list_podsandbox|list_containers"}[2m]))"#,
+        query: r#"sum(rate(kubelet_runtime_operations_duration_seconds_sum{$M,operation_type=~"list_podsandbox|list_containers"}[$W])) / sum(rate(kubelet_runtime_operations_duration_seconds_count{$M,operation_type=~"list_podsandbox|list_containers"}[$W]))"#,
         threshold: 0.25,
         worse: Worse::Above,
         source: Source::Kubelet,
@@ -79,7 +80,7 @@ pub const SIGNALS: &[Signal] = &[
         id: "runtime-errors-per-second",
         title: "runtime call errors",
         unit: "/s",
-        query: r#"sum(rate(kubelet_runtime_operations_errors_total{$M}[2m]))"#,
+        query: r#"sum(rate(kubelet_runtime_operations_errors_total{$M}[$W]))"#,
         threshold: 0.01,
         worse: Worse::Above,
         source: Source::Kubelet,
@@ -89,7 +90,7 @@ pub const SIGNALS: &[Signal] = &[
         id: "relist-seconds",
         title: "PLEG relist (mean)",
         unit: "s",
-        query: r#"sum(rate(kubelet_pleg_relist_duration_seconds_sum{$M}[2m])) / sum(rate(kubelet_pleg_relist_duration_seconds_count{$M}[2m]))"#,
+        query: r#"sum(rate(kubelet_pleg_relist_duration_seconds_sum{$M}[$W])) / sum(rate(kubelet_pleg_relist_duration_seconds_count{$M}[$W]))"#,
         threshold: thresholds::PLEG_DEGRADED_P50_SECONDS,
         worse: Worse::Above,
         source: Source::Kubelet,
@@ -173,10 +174,17 @@ pub fn signal(id: &str) -> Option<&'static Signal> {
 }
 
 /// The query of a signal for this node and kubelet matcher.
-pub fn query_for(s: &Signal, matcher: &str, node: &str) -> String {
+pub fn query_for(s: &Signal, matcher: &str, node: &str, window: &str) -> String {
     s.query
         .replace("$M", matcher)
         .replace("$N", &escape_label_value(node))
+        .replace("$W", window)
+}
+
+/// The rate window for a step: two minutes (four 30 s scrapes), or the step when it is longer, so
+/// that a long range's points do not sample a sliver of it.
+pub fn rate_window(step_seconds: u64) -> String {
+    format!("{}s", step_seconds.max(120))
 }
 
 /// A label value inside a PromQL string literal.
@@ -276,7 +284,7 @@ pub fn analyse(
     points: &[(i64, f64)],
     threshold: f64,
     worse: Worse,
-    end: i64,
+    (start, end): (i64, i64),
     step: i64,
 ) -> Timeline {
     let degraded = |v: f64| match worse {
@@ -304,7 +312,7 @@ pub fn analyse(
             .rposition(|p| !degraded(p.1))
             .map_or(0, |i| i + 1);
         t.onset = ts(points[first_bad].0);
-        t.degraded_from_start = first_bad == 0;
+        t.degraded_from_start = first_bad == 0 && points[0].0 - start <= step;
         t.recovered = points.get(last_bad + 1).and_then(|p| ts(p.0));
     }
     if end - last_t > 2 * step {
@@ -348,12 +356,17 @@ pub fn sparkline(
     let values: Vec<f64> = cols.iter().flatten().copied().collect();
     let lo = values.iter().copied().fold(0.0, f64::min);
     let hi = values.iter().copied().fold(threshold, f64::max);
+    // Where lower is worse the bars show how far below the top a value fell: a drop is a spike.
     cols.iter()
         .map(|c| match c {
             None => ' ',
             Some(_) if hi - lo <= f64::EPSILON => BARS[0],
             Some(v) => {
-                let level = ((v - lo) / (hi - lo) * (BARS.len() - 1) as f64).round() as usize;
+                let share = match worse {
+                    Worse::Above => (v - lo) / (hi - lo),
+                    Worse::Below => (hi - v) / (hi - lo),
+                };
+                let level = (share * (BARS.len() - 1) as f64).round() as usize;
                 BARS[level.min(BARS.len() - 1)]
             }
         })
@@ -461,7 +474,7 @@ mod tests {
     fn the_latest_episode_has_an_onset_a_peak_and_now() {
         let p = series(&[0.001, 0.002, 0.4, 0.6, 0.5, 0.6]);
         let end = p.last().unwrap().0;
-        let t = analyse(&p, 0.25, Worse::Above, end, STEP);
+        let t = analyse(&p, 0.25, Worse::Above, (1_000_000, end), STEP);
         assert_eq!(t.onset.unwrap().as_second(), 1_000_000 + 2 * STEP);
         assert!(!t.degraded_from_start);
         assert!(t.ongoing());
@@ -475,14 +488,20 @@ mod tests {
     fn a_recovered_episode_says_when_and_the_healthy_series_has_no_onset() {
         let p = series(&[0.0, 0.5, 0.5, 0.0, 0.0]);
         let end = p.last().unwrap().0;
-        let t = analyse(&p, 0.25, Worse::Above, end, STEP);
+        let t = analyse(&p, 0.25, Worse::Above, (1_000_000, end), STEP);
         assert_eq!(t.onset.unwrap().as_second(), 1_000_000 + STEP);
         assert_eq!(t.recovered.unwrap().as_second(), 1_000_000 + 3 * STEP);
         assert!(!t.ongoing());
-        let healthy = analyse(&series(&[0.0, 0.1, 0.2]), 0.25, Worse::Above, end, STEP);
+        let healthy = analyse(
+            &series(&[0.0, 0.1, 0.2]),
+            0.25,
+            Worse::Above,
+            (1_000_000, end),
+            STEP,
+        );
         assert_eq!(healthy.onset, None);
         // Exactly at the threshold is not past it.
-        let at = analyse(&series(&[0.25]), 0.25, Worse::Above, end, STEP);
+        let at = analyse(&series(&[0.25]), 0.25, Worse::Above, (1_000_000, end), STEP);
         assert_eq!(at.onset, None);
     }
 
@@ -490,12 +509,18 @@ mod tests {
     fn lower_is_worse_for_up_and_a_silent_series_says_since_when() {
         let p = series(&[1.0, 1.0, 0.0, 0.0]);
         let end = p.last().unwrap().0 + 10 * STEP;
-        let t = analyse(&p, 0.5, Worse::Below, end, STEP);
+        let t = analyse(&p, 0.5, Worse::Below, (1_000_000, end), STEP);
         assert_eq!(t.onset.unwrap().as_second(), 1_000_000 + 2 * STEP);
         assert_eq!(t.peak.unwrap().1, 0.0);
         assert_eq!(t.silent_since.unwrap().as_second(), 1_000_000 + 3 * STEP);
         // Degraded throughout: the onset is before the range.
-        let all = analyse(&series(&[0.0, 0.0]), 0.5, Worse::Below, end, STEP);
+        let all = analyse(
+            &series(&[0.0, 0.0]),
+            0.5,
+            Worse::Below,
+            (1_000_000, end),
+            STEP,
+        );
         assert!(all.degraded_from_start);
     }
 
@@ -526,7 +551,7 @@ mod tests {
                 status: SeriesStatus::Found,
                 threshold: s.threshold,
                 worse: s.worse,
-                timeline: analyse(&p, s.threshold, s.worse, end, STEP),
+                timeline: analyse(&p, s.threshold, s.worse, (1_000_000, end), STEP),
                 points: p,
             }
         };
@@ -554,9 +579,11 @@ mod tests {
     #[test]
     fn queries_fill_in_the_matcher_and_an_escaped_node_name() {
         let s = signal("node-ready").unwrap();
-        assert!(query_for(s, "node=\"a\"", "a\"b").contains(r#"node="a\"b""#));
+        assert!(query_for(s, "node=\"a\"", "a\"b", "2m").contains(r#"node="a\"b""#));
         let r = signal("relist-seconds").unwrap();
-        let q = query_for(r, r#"instance=~"x""#, "n");
+        let q = query_for(r, r#"instance=~"x""#, "n", &rate_window(15));
+        assert!(q.contains("[120s]"), "{q}");
+        assert_eq!(rate_window(360), "360s");
         assert!(q.contains(r#"{instance=~"x"}"#), "{q}");
         assert!(
             SIGNALS

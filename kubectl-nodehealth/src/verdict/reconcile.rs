@@ -89,12 +89,15 @@ pub fn logs_support_what_they_name(scores: &mut Scores, i: &Inputs) {
 }
 
 /// The Prometheus history's order of onsets (`--prometheus`) adds to a cause something else
-/// already raised, +5, as log lines do: the runtime's list calls or errors degrading no later than
-/// the relists support the runtime and PLEG (the relists wait on it); relists degrading while the
-/// runtime's calls stayed fast put the time inside the kubelet; the kubelet's scrape, its lease
-/// or Ready failing before anything on the node degraded supports a partition or a dead kubelet;
-/// a client certificate running out supports the certificate. On its own it raises nothing: what
-/// degraded an hour ago may have recovered. Runs beside the logs, before the node side settles.
+/// already raised, +5, as log lines do. Only episodes that began inside the range and still last
+/// are ordered (a blip that recovered an hour ago explains nothing now; two signals degraded from
+/// the range's start have no order). The runtime's list calls or errors degrading no later than the
+/// relists support the runtime and PLEG (the relists wait on it); relists degrading while the
+/// runtime's calls are present and stayed fast put the time inside the kubelet; the lease or Ready
+/// failing before anything on the node degraded supports a partition or a dead kubelet (not the
+/// kubelet's scrape: a slow runtime makes /metrics time out too); a client certificate running out
+/// supports the certificate. On its own it raises nothing. Runs beside the logs, before the node
+/// side settles.
 pub fn history_supports_what_degraded_first(scores: &mut Scores, i: &Inputs) {
     let h = &i.facts.history;
     if h.is_empty() {
@@ -103,8 +106,12 @@ pub fn history_supports_what_degraded_first(scores: &mut Scores, i: &Inputs) {
     let at = |ids: &[&str]| {
         h.iter()
             .filter(|o| ids.contains(&o.signal.as_str()))
-            .map(|o| o.at)
+            .filter_map(|o| o.ordered_onset())
             .min()
+    };
+    let calm = |id: &str| {
+        h.iter()
+            .any(|o| o.signal == id && o.current && o.at.is_none())
     };
     let clock = crate::history::clock;
     let runtime = at(&["runtime-list-seconds", "runtime-errors-per-second"]);
@@ -115,8 +122,10 @@ pub fn history_supports_what_degraded_first(scores: &mut Scores, i: &Inputs) {
         "relist-seconds",
         "pleg-last-seen-seconds",
         "kubelet-rss-bytes",
+        "scrape-seconds",
+        "kubelet-up",
     ]);
-    let cut_off = at(&["kubelet-up", "lease-age-seconds", "node-ready"]);
+    let cut_off = at(&["lease-age-seconds", "node-ready"]);
     let mut lines: Vec<(CauseId, String)> = Vec::new();
     match (runtime, relists) {
         (Some(r), Some(p)) if r <= p => {
@@ -132,10 +141,10 @@ pub fn history_supports_what_degraded_first(scores: &mut Scores, i: &Inputs) {
             CauseId::RuntimeUnresponsive,
             format!("history: the runtime's calls degraded at {}", clock(r)),
         )),
-        (None, Some(p)) => lines.push((
+        (None, Some(p)) if calm("runtime-list-seconds") => lines.push((
             CauseId::PlegSlow,
             format!(
-                "history: the relists degraded at {} while the runtime's calls stayed fast",
+                "history: the relists degraded at {} while the runtime's list calls stayed fast",
                 clock(p)
             ),
         )),
@@ -145,7 +154,7 @@ pub fn history_supports_what_degraded_first(scores: &mut Scores, i: &Inputs) {
         && on_node.is_none_or(|n| c < n)
     {
         let line = format!(
-            "history: the kubelet's scrape, lease or Ready failed at {} before anything on the node degraded",
+            "history: the lease or Ready failed at {} before anything on the node degraded",
             clock(c)
         );
         lines.push((CauseId::ApiPartition, line.clone()));
@@ -366,9 +375,49 @@ mod tests {
     fn onset(signal: &str, minute: i64) -> crate::checks::facts::HistoryOnset {
         crate::checks::facts::HistoryOnset {
             signal: signal.into(),
-            at: jiff::Timestamp::from_second(minute * 60).unwrap(),
+            at: Some(jiff::Timestamp::from_second(minute * 60).unwrap()),
             ongoing: true,
+            from_start: false,
+            current: true,
         }
+    }
+
+    #[test]
+    fn history_orders_only_what_began_in_the_range_and_still_lasts() {
+        let mut facts = facts();
+        let mut blip = onset("runtime-list-seconds", 10);
+        blip.ongoing = false;
+        facts.history = vec![blip, onset("relist-seconds", 50)];
+        let mut s = scores(&[(CauseId::RuntimeUnresponsive, 50), (CauseId::PlegSlow, 45)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 50);
+        // Relists degrading, the runtime's calls present and calm: inside the kubelet.
+        let mut calm = onset("runtime-list-seconds", 0);
+        calm.at = None;
+        calm.ongoing = false;
+        facts.history = vec![onset("relist-seconds", 50), calm.clone()];
+        let mut s = scores(&[(CauseId::PlegSlow, 45)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::PlegSlow), 50);
+        // No runtime series at all (hung calls never complete): nothing said about it.
+        facts.history = vec![onset("relist-seconds", 50)];
+        let mut s = scores(&[(CauseId::PlegSlow, 45)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::PlegSlow), 45);
+        // Both degraded from the range's start: no order.
+        let mut r = onset("runtime-list-seconds", 0);
+        r.from_start = true;
+        let mut p = onset("relist-seconds", 0);
+        p.from_start = true;
+        facts.history = vec![r, p];
+        let mut s = scores(&[(CauseId::RuntimeUnresponsive, 50)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 50);
+        // A scrape that stopped is not a cut-off: a slow runtime makes /metrics time out too.
+        facts.history = vec![onset("kubelet-up", 10)];
+        let mut s = scores(&[(CauseId::ApiPartition, 60)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
+        assert_eq!(s.of(CauseId::ApiPartition), 60);
     }
 
     #[test]
@@ -406,6 +455,7 @@ mod tests {
     fn history_of_a_lease_lost_before_anything_on_the_node_supports_a_partition() {
         let mut facts = facts();
         facts.history = vec![onset("lease-age-seconds", 10), onset("kubelet-up", 11)];
+        // (kubelet-up after the lease: the scrape failed once the node was cut off)
         let mut s = scores(&[(CauseId::ApiPartition, 60), (CauseId::KubeletDown, 35)]);
         history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
         assert_eq!(s.of(CauseId::ApiPartition), 65);
