@@ -41,6 +41,7 @@ fn judge(node: NodeEvidence, partial: bool) {
         data: NodeProbe {
             pod: "kube-system/fuzz".into(),
             pod_start_seconds: 1.0,
+            connect_seconds: None,
             host_root_recursive_read_only: None,
             partial,
             stream_error: partial.then(|| "the stream ended early".into()),
