@@ -9,7 +9,16 @@ use anyhow::{Context, Result, bail};
 
 /// Prints a progress line that stands out from command output.
 pub fn step(msg: impl AsRef<str>) {
-    eprintln!("==> {}", msg.as_ref());
+    eprintln!("==> {}  [{}]", msg.as_ref(), clock());
+}
+
+/// The time of day (UTC, `HH:MM:SS`) a step began: a long log then says where the time went.
+fn clock() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// Prints a detail line under a step.
