@@ -133,7 +133,7 @@ pub struct CollectOptions {
 }
 
 /// The error text with its sources (TLS errors hide in the chain).
-fn chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

@@ -703,6 +703,16 @@ pub fn finding<'a>(report: &'a Value, id: &str) -> Option<&'a Value> {
         .find(|f| f["id"] == id)
 }
 
+/// The file names in a `--bundle` archive (`tar tzf`), one per line.
+pub fn bundle_listing(bundle: &std::path::Path) -> String {
+    let out = Command::new("tar")
+        .arg("tzf")
+        .arg(bundle)
+        .output()
+        .expect("tar");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

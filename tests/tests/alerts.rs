@@ -16,7 +16,9 @@ use std::{
     time::Duration,
 };
 
-use nodehealth_e2e::{Cluster, Healer, plugin, run_plugin, wait_until, workspace_root};
+use nodehealth_e2e::{
+    Cluster, Healer, bundle_listing, plugin, run_plugin, wait_until, workspace_root,
+};
 use serde_json::Value;
 
 fn prometheus_dir() -> PathBuf {
@@ -455,12 +457,7 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
             &text[i..text.find("\nPassed").unwrap_or(text.len())]
         );
     }
-    let listing = Command::new("tar")
-        .arg("tzf")
-        .arg(&bundle)
-        .output()
-        .expect("tar");
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let listing = bundle_listing(&bundle);
     assert!(
         listing.contains("raw/prometheus/relist-seconds.json"),
         "{listing}"

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use nodehealth_e2e::{Cluster, finding, json_of, plugin, workspace_root};
+use nodehealth_e2e::{Cluster, bundle_listing, finding, json_of, plugin, workspace_root};
 use serde_json::Value;
 
 fn json(out: &Output) -> Value {
@@ -557,12 +557,7 @@ fn a_bundle_holds_the_raw_answers_and_replays_to_the_same_verdict() {
     );
     let live = json(&out);
     let live_code = out.status.code();
-    let listing = Command::new("tar")
-        .arg("tzf")
-        .arg(&bundle)
-        .output()
-        .expect("tar");
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let listing = bundle_listing(&bundle);
     for f in [
         "nodehealth/MANIFEST.json",
         "nodehealth/report.json",

@@ -183,15 +183,7 @@ async fn get_url(url: &str, cap: usize) -> Result<String, String> {
         let client: Client<_, Full<Bytes>> = builder.build(https);
         client.request(request).await
     };
-    let response = answer.map_err(|e| {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text += &format!(": {s}");
-            source = s.source();
-        }
-        text
-    })?;
+    let response = answer.map_err(|e| crate::collect::chain(&e))?;
     let status = response.status();
     let body = Limited::new(response.into_body(), cap)
         .collect()
@@ -539,7 +531,7 @@ pub async fn history(
                     Err("no kubelet series to match".to_string()),
                 );
             };
-            let q = query_for(s, m, node, &super::rate_window(step)).replace("{,", "{");
+            let q = query_for(s, m, node, &super::rate_window(step));
             let answer = get(
                 target,
                 endpoint,

@@ -372,6 +372,13 @@ mod tests {
         assert_eq!(s.of(CauseId::RuntimeUnresponsive), 0);
     }
 
+    /// A cause's score after the history rule, from `score` alone.
+    fn history_lifts(facts: &crate::checks::Facts, id: CauseId, score: u8) -> u8 {
+        let mut s = scores(&[(id, score)]);
+        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], facts));
+        s.of(id)
+    }
+
     fn onset(signal: &str, minute: i64) -> crate::checks::facts::HistoryOnset {
         crate::checks::facts::HistoryOnset {
             signal: signal.into(),
@@ -396,28 +403,20 @@ mod tests {
         calm.at = None;
         calm.ongoing = false;
         facts.history = vec![onset("relist-seconds", 50), calm.clone()];
-        let mut s = scores(&[(CauseId::PlegSlow, 45)]);
-        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
-        assert_eq!(s.of(CauseId::PlegSlow), 50);
+        assert_eq!(history_lifts(&facts, CauseId::PlegSlow, 45), 50);
         // No runtime series at all (hung calls never complete): nothing said about it.
         facts.history = vec![onset("relist-seconds", 50)];
-        let mut s = scores(&[(CauseId::PlegSlow, 45)]);
-        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
-        assert_eq!(s.of(CauseId::PlegSlow), 45);
+        assert_eq!(history_lifts(&facts, CauseId::PlegSlow, 45), 45);
         // Both degraded from the range's start: no order.
         let mut r = onset("runtime-list-seconds", 0);
         r.from_start = true;
         let mut p = onset("relist-seconds", 0);
         p.from_start = true;
         facts.history = vec![r, p];
-        let mut s = scores(&[(CauseId::RuntimeUnresponsive, 50)]);
-        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
-        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 50);
+        assert_eq!(history_lifts(&facts, CauseId::RuntimeUnresponsive, 50), 50);
         // A scrape that stopped is not a cut-off: a slow runtime makes /metrics time out too.
         facts.history = vec![onset("kubelet-up", 10)];
-        let mut s = scores(&[(CauseId::ApiPartition, 60)]);
-        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
-        assert_eq!(s.of(CauseId::ApiPartition), 60);
+        assert_eq!(history_lifts(&facts, CauseId::ApiPartition, 60), 60);
     }
 
     #[test]
@@ -446,9 +445,7 @@ mod tests {
             onset("relist-seconds", 40),
             onset("runtime-list-seconds", 41),
         ];
-        let mut s = scores(&[(CauseId::RuntimeUnresponsive, 50)]);
-        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
-        assert_eq!(s.of(CauseId::RuntimeUnresponsive), 50);
+        assert_eq!(history_lifts(&facts, CauseId::RuntimeUnresponsive, 50), 50);
     }
 
     #[test]
@@ -462,9 +459,7 @@ mod tests {
         assert_eq!(s.of(CauseId::KubeletDown), 40);
         // The relists went first: the lease is a symptom, not the first thing that broke.
         facts.history.insert(0, onset("relist-seconds", 5));
-        let mut s = scores(&[(CauseId::ApiPartition, 60)]);
-        history_supports_what_degraded_first(&mut s, &Inputs::new(&[], &facts));
-        assert_eq!(s.of(CauseId::ApiPartition), 60);
+        assert_eq!(history_lifts(&facts, CauseId::ApiPartition, 60), 60);
     }
 
     #[test]
