@@ -7,7 +7,9 @@
 //!
 //! The same Prometheus is the history `--prometheus` reads: found by `auto` among the cluster's
 //! services (kube-prometheus' `monitoring/prometheus-k8s`, read through the API server's service
-//! proxy) and by URL, it orders the runtime's slowdown before the relists'.
+//! proxy) and by URL, it orders the runtime's slowdown no later than the relists', each onset
+//! within one scrape of the moment the fault took hold, and the failed scrape of the stopped
+//! kubelet within one scrape of its stop.
 
 use std::{
     net::TcpListener,
@@ -338,20 +340,21 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     std::fs::write(&rules, "groups: []\n").expect("rules.yaml");
     let p = Prometheus::start_on(&c, &rules, &address);
     let _service = PrometheusService::create(&c, &address, p.port);
-    // A healthy stretch first: three scrapes.
+    // The kubelet onto the CRI proxy first, passing calls straight through (the move restarts
+    // the kubelet), then a healthy stretch: three good scrapes in a row.
+    let healer = Healer(&c);
+    c.xtask(&["fault", "runtime-slow-list", "--delay", "1ms"]);
     wait_until(
-        "three scrapes of the kubelet",
+        "three good scrapes of the kubelet in a row",
         Duration::from_secs(90),
         || {
-            let n = p.query(r#"count_over_time(up{job="kubelet"}[5m])"#);
-            n.first()
-                .and_then(|v| v["value"][1].as_str()?.parse::<f64>().ok())
-                .filter(|n| *n >= 3.0)
+            let n = p.query(r#"count_over_time(up{job="kubelet"}[35s]) >= 3 and min_over_time(up{job="kubelet"}[35s]) == 1"#);
+            (!n.is_empty()).then_some(())
         },
     );
-    // Runtime list calls held 1.5 s: a mean past the history's 0.25 s line within a scrape or two,
-    // relists of 3 s past its 1 s line soon after.
-    let healer = Healer(&c);
+    // Then its list calls held 1.5 s: the proxy holds them from the moment this command starts
+    // (the kubelet is on it already), relists of 3 s follow. The true onset lies within a second
+    // of `fault_at`.
     let fault_at = jiff::Timestamp::now().as_second();
     c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
     let relists_slow = r#"sum(rate(kubelet_pleg_relist_duration_seconds_sum{node="NODE"}[2m])) / sum(rate(kubelet_pleg_relist_duration_seconds_count{node="NODE"}[2m])) > 1"#
@@ -410,11 +413,18 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
         relists - runtime
     );
     assert!(runtime <= relists, "{data:#}");
-    // The onset lags the fault by the rate window filling with slow calls, at 15 s steps.
-    assert!(
-        (fault_at - 15..=fault_at + 90).contains(&runtime),
-        "runtime onset {runtime}, fault applied at {fault_at}"
-    );
+    // Each onset within one scrape (10 s) of the fault's, found again at one point a second (and
+    // the second this command took to start).
+    let scrape = data["scrapeSeconds"]
+        .as_f64()
+        .expect("the scrape interval read") as i64;
+    assert_eq!(scrape, 10, "{data:#}");
+    for (what, at) in [("runtime", runtime), ("relists", relists)] {
+        assert!(
+            (fault_at - scrape..=fault_at + scrape + 2).contains(&at),
+            "{what} onset {at}, the fault's at {fault_at}: {data:#}"
+        );
+    }
     // The verdict cites the order.
     let cited = report["verdict"]["causes"]
         .as_array()
@@ -486,7 +496,9 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     assert_eq!(row["history"]["relistsDegrading"], true, "{row:#}");
     assert!(row["history"]["degradedSince"].is_string(), "{row:#}");
 
-    // Then the kubelet stops: its scrape fails after the runtime and the relists degraded.
+    // Then the kubelet stops: its scrape fails after the runtime and the relists degraded, at the
+    // first scrape after it stopped.
+    let stopped_at = jiff::Timestamp::now().as_second();
     c.xtask(&["fault", "kubelet-stopped"]);
     let down = format!(r#"up{{job="kubelet",node="{}"}} == 0"#, c.node);
     wait_until(
@@ -501,5 +513,10 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     let up = onset(&report, "kubelet-up").expect("the scrape's onset");
     eprintln!("HISTORY the kubelet's scrape failed at {up}");
     assert!(relists <= up, "{:#}", report["evidence"]["history"]);
+    assert!(
+        (stopped_at..=stopped_at + scrape + 2).contains(&up),
+        "the scrape's onset {up}, the kubelet stopped at {stopped_at}: {:#}",
+        report["evidence"]["history"]
+    );
     drop(healer);
 }

@@ -119,6 +119,7 @@ mod tests {
                 start: Timestamp::from_second(0).unwrap(),
                 end: Timestamp::from_second(3600).unwrap(),
                 step_seconds: 15.0,
+                scrape_seconds: None,
                 matcher: Some("node=\"node-a\"".into()),
                 notes: vec![],
                 signals,

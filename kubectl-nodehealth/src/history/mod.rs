@@ -207,6 +207,10 @@ pub struct History {
     pub end: Timestamp,
     /// Seconds between points.
     pub step_seconds: f64,
+    /// Seconds between the kubelet's scrapes (the median of the last ten minutes' `up` samples),
+    /// when they could be read: the onsets are found again to within one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_seconds: Option<f64>,
     /// How the kubelet's series were matched (`node="n1"` or `instance=~"10.0.0.5(:[0-9]+)?"`);
     /// `None` when no series of this node's kubelet was found.
     pub matcher: Option<String>,
@@ -269,6 +273,10 @@ pub struct Timeline {
     pub now: Option<(Timestamp, f64)>,
     /// No point in the last part of the range: the series went silent (a kubelet not scraped).
     pub silent_since: Option<Timestamp>,
+    /// The onset was found again to within one scrape ([`refine_onset`]); otherwise it is the
+    /// first degraded point at the range's step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub onset_refined: bool,
 }
 
 impl Timeline {
@@ -319,6 +327,52 @@ pub fn analyse(
         t.silent_since = ts(last_t);
     }
     t
+}
+
+/// The onset found again to within one scrape. At the range's step, a rate over minutes crosses its
+/// line well after the calls slowed (the window fills slowly) and the step itself is coarser than
+/// the scrape. `fine` are the signal's points one second apart over the stretch before the coarse
+/// onset `coarse` (rates taken over two scrapes, so each point covers one scrape interval's calls).
+/// The episode began where the run of degraded points that ends at the coarse onset began; for a
+/// rate, one scrape before that point (the interval it covers began there; the calls that crossed
+/// the line fell inside it). `None` when the point at the coarse onset is not degraded at this
+/// resolution, or the run fills the stretch (it began before the stretch asked).
+pub fn refine_onset(
+    fine: &[(i64, f64)],
+    (threshold, worse): (f64, Worse),
+    coarse: i64,
+    scrape: i64,
+    rate: bool,
+) -> Option<i64> {
+    let degraded = |v: f64| match worse {
+        Worse::Above => v > threshold,
+        Worse::Below => v < threshold,
+    };
+    let last = fine.iter().rposition(|p| p.0 <= coarse)?;
+    if coarse - fine[last].0 > scrape || !degraded(fine[last].1) {
+        return None;
+    }
+    let mut first = last;
+    while first > 0
+        && degraded(fine[first - 1].1)
+        && fine[first].0 - fine[first - 1].0 <= 2 * scrape
+    {
+        first -= 1;
+    }
+    if first == 0 {
+        return None;
+    }
+    Some(fine[first].0 - if rate { scrape } else { 0 })
+}
+
+/// The median seconds between samples (timestamps oldest first), when there are three or more.
+pub fn median_interval(times: &[f64]) -> Option<f64> {
+    let mut d: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    if d.len() < 2 {
+        return None;
+    }
+    d.sort_by(f64::total_cmp);
+    Some(d[d.len() / 2])
 }
 
 /// Eight levels of a sparkline, and a gap.
@@ -561,6 +615,7 @@ mod tests {
             start: Timestamp::from_second(1_000_000).unwrap(),
             end: Timestamp::from_second(end).unwrap(),
             step_seconds: STEP as f64,
+            scrape_seconds: None,
             matcher: Some("node=\"n\"".into()),
             notes: vec![],
             signals: vec![mk("relist-seconds", p1), mk("runtime-list-seconds", p2)],
@@ -574,6 +629,43 @@ mod tests {
         );
         assert!(lines[0].contains("past 1.00 s"), "{lines:?}");
         assert!(lines[1].contains("worst 0.50 s"), "{lines:?}");
+    }
+
+    #[test]
+    fn onsets_are_found_again_to_the_scrape() {
+        let above = (1.0, Worse::Above);
+        // One point a second; degraded from 1060 on, the coarse onset at 1090.
+        let fine: Vec<(i64, f64)> = (1000..=1090)
+            .map(|t| (t, if t >= 1060 { 3.0 } else { 0.01 }))
+            .collect();
+        // A gauge: the first degraded sample; a rate: the interval before it.
+        assert_eq!(refine_onset(&fine, above, 1090, 10, false), Some(1060));
+        assert_eq!(refine_onset(&fine, above, 1090, 10, true), Some(1050));
+        // An earlier blip apart from the run does not count.
+        let mut blip = fine.clone();
+        blip[20].1 = 5.0;
+        assert_eq!(refine_onset(&blip, above, 1090, 10, false), Some(1060));
+        // Not degraded at the coarse onset at this resolution, or degraded throughout: unknown.
+        let calm: Vec<(i64, f64)> = fine.iter().map(|p| (p.0, 0.01)).collect();
+        assert_eq!(refine_onset(&calm, above, 1090, 10, false), None);
+        let throughout: Vec<(i64, f64)> = fine.iter().map(|p| (p.0, 3.0)).collect();
+        assert_eq!(refine_onset(&throughout, above, 1090, 10, false), None);
+        // The points end long before the coarse onset: nothing to say.
+        assert_eq!(refine_onset(&fine[..50], above, 1090, 10, false), None);
+        // A gap longer than two scrapes ends the run; lower is worse for `up`.
+        let up = [
+            (1000, 1.0),
+            (1010, 1.0),
+            (1020, 0.0),
+            (1060, 0.0),
+            (1070, 0.0),
+        ];
+        assert_eq!(
+            refine_onset(&up, (0.5, Worse::Below), 1075, 10, false),
+            Some(1060)
+        );
+        assert_eq!(median_interval(&[0.0, 10.0, 19.5, 30.0, 45.0]), Some(10.5));
+        assert_eq!(median_interval(&[0.0, 10.0]), None);
     }
 
     #[test]
