@@ -10,6 +10,11 @@
 //! proxy) and by URL, it orders the runtime's slowdown no later than the relists', each onset
 //! within one scrape of the moment the fault took hold, and the failed scrape of the stopped
 //! kubelet within one scrape of its stop.
+//!
+//! The long tier adds kube-state-metrics (built from its Go module by `cargo xtask test --long`):
+//! under a partition the lease and Ready fail while the kubelet's own series stay within their
+//! lines, the history says so and the verdict cites it, and the kube-state-metrics rules go
+//! active naming the node (none on the healthy node).
 
 use std::{
     net::TcpListener,
@@ -57,12 +62,12 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     fn start(c: &Cluster, rules: &Path) -> Prometheus {
-        Prometheus::start_on(c, rules, "127.0.0.1")
+        Prometheus::start_on(c, rules, "127.0.0.1", "")
     }
 
     /// A Prometheus listening on `address` (loopback, or the node's own address where the API
-    /// server's service proxy must reach it).
-    fn start_on(c: &Cluster, rules: &Path, address: &str) -> Prometheus {
+    /// server's service proxy must reach it), with `extra` scrape configs.
+    fn start_on(c: &Cluster, rules: &Path, address: &str, extra: &str) -> Prometheus {
         let dir = tempfile::tempdir_in(workspace_root().join("target")).expect("temp dir");
         let port = TcpListener::bind(format!("{address}:0"))
             .and_then(|l| l.local_addr())
@@ -93,7 +98,7 @@ scrape_configs:
   - job_name: prometheus
     static_configs:
       - targets: ["{address}:{port}"]
-"#,
+{extra}"#,
             rules = rules.display(),
             node = c.node,
             ca = pki("ca.crt"),
@@ -338,7 +343,7 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     let dir = tempfile::tempdir_in(workspace_root().join("target")).expect("temp dir");
     let rules = dir.path().join("rules.yaml");
     std::fs::write(&rules, "groups: []\n").expect("rules.yaml");
-    let p = Prometheus::start_on(&c, &rules, &address);
+    let p = Prometheus::start_on(&c, &rules, &address, "");
     let _service = PrometheusService::create(&c, &address, p.port);
     // The kubelet onto the CRI proxy first, passing calls straight through (the move restarts
     // the kubelet), then a healthy stretch: three good scrapes in a row.
@@ -518,5 +523,214 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
         "the scrape's onset {up}, the kubelet stopped at {stopped_at}: {:#}",
         report["evidence"]["history"]
     );
+    drop(healer);
+}
+
+/// kube-state-metrics on loopback, watching nodes and leases with the admin's kubeconfig (`cargo
+/// xtask test --long` builds it from its Go module). Killed on drop.
+struct KubeStateMetrics {
+    child: Child,
+    port: u16,
+}
+
+impl KubeStateMetrics {
+    fn start(c: &Cluster) -> KubeStateMetrics {
+        let bin = std::env::var_os("NODEHEALTH_KUBE_STATE_METRICS")
+            .map(PathBuf::from)
+            .filter(|b| b.exists())
+            .expect("NODEHEALTH_KUBE_STATE_METRICS: `cargo xtask test --long` builds it");
+        let free = || {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (port, telemetry) = (free(), free());
+        let child = Command::new(bin)
+            .arg(format!("--kubeconfig={}", c.admin_kubeconfig().display()))
+            .args(["--resources=nodes,leases", "--host=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .args(["--telemetry-host=127.0.0.1"])
+            .arg(format!("--telemetry-port={telemetry}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting kube-state-metrics");
+        KubeStateMetrics { child, port }
+    }
+}
+
+impl Drop for KubeStateMetrics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[ignore = "long tier (cargo xtask test --long): kube-state-metrics built from its Go module"]
+fn history_puts_the_lease_and_ready_before_the_node_under_a_partition() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    let ksm = KubeStateMetrics::start(&c);
+    let dir = tempfile::tempdir_in(workspace_root().join("target")).expect("temp dir");
+    let rules = dir.path().join("rules.yaml");
+    let out = plugin(&["alerts"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    std::fs::write(&rules, &out.stdout).expect("rules.yaml");
+    // As kube-prometheus scrapes it: its own `node`, `lease` and `namespace` labels kept.
+    let extra = format!(
+        r#"  - job_name: kube-state-metrics
+    honor_labels: true
+    static_configs:
+      - targets: ["127.0.0.1:{}"]
+"#,
+        ksm.port
+    );
+    let p = Prometheus::start_on(&c, &rules, "127.0.0.1", &extra);
+    // A healthy stretch: three good scrapes of both, the node Ready and its lease renewed.
+    let healthy = format!(
+        r#"count_over_time(up{{job="kube-state-metrics"}}[35s]) >= 3 and on() min_over_time(up{{job="kubelet"}}[35s]) == 1 and on() kube_node_status_condition{{node="{n}",condition="Ready",status="true"}} == 1 and on() (time() - kube_lease_renew_time{{lease="{n}",namespace="kube-node-lease"}}) < 30"#,
+        n = c.node
+    );
+    wait_until(
+        "three good scrapes of the kubelet and kube-state-metrics, the node Ready",
+        Duration::from_secs(120),
+        || (!p.query(&healthy).is_empty()).then_some(()),
+    );
+    // The kube-state-metrics rules stay quiet on the healthy node too.
+    wait_until(
+        "15 evaluations of every rule group",
+        Duration::from_secs(120),
+        || (p.evaluations() >= 15.0).then_some(()),
+    );
+    let active = p.alerts();
+    assert!(active.is_empty(), "alerts on the healthy node: {active:#?}");
+    let healer = Healer(&c);
+    let cut_at = jiff::Timestamp::now().as_second();
+    c.xtask(&["fault", "api-partition"]);
+    // The lease past the history's 40 s line and Ready no longer True, while the API server still
+    // scrapes the kubelet (its path to the kubelet is not cut).
+    let cut_off = format!(
+        r#"(time() - kube_lease_renew_time{{lease="{n}",namespace="kube-node-lease"}}) > 40 and on() kube_node_status_condition{{node="{n}",condition="Ready",status="true"}} == 0"#,
+        n = c.node
+    );
+    wait_until(
+        "Prometheus sees the lease stale and the node not Ready",
+        Duration::from_secs(180),
+        || (!p.query(&cut_off).is_empty()).then_some(()),
+    );
+    let url = format!("http://127.0.0.1:{}", p.port);
+    let (out, _) = run_plugin(
+        &c,
+        &[
+            "--api-only",
+            "--prometheus",
+            &url,
+            "--since",
+            "10m",
+            "-o",
+            "json",
+        ],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let history = &report["evidence"]["history"]["data"];
+    let lease = onset(&report, "lease-age-seconds").expect("the lease's onset");
+    let ready = onset(&report, "node-ready").expect("Ready's onset");
+    eprintln!(
+        "HISTORY partition at {cut_at}: the lease past 40 s at +{} s, Ready lost at +{} s",
+        lease - cut_at,
+        ready - cut_at
+    );
+    // The last renewal came at most one renew interval (10 s) before the cut: the lease's age
+    // passes 40 s between 30 and 40 s after it (a second more for this command to start).
+    assert!(
+        (cut_at + 29..=cut_at + 42).contains(&lease),
+        "the lease's onset {lease}, the cut at {cut_at}: {history:#}"
+    );
+    assert!(ready >= cut_at, "{history:#}");
+    // Nothing on the node degraded: the runtime's calls and the relists stay within their lines.
+    // (The scrape itself may fail: the kubelet cannot ask the API server to authorize it once its
+    // cached answer expires — seen 14 s after the cut.)
+    for id in ["runtime-list-seconds", "relist-seconds"] {
+        assert!(onset(&report, id).is_none(), "{id}: {history:#}");
+    }
+    if let Some(up) = onset(&report, "kubelet-up") {
+        eprintln!("HISTORY the kubelet's scrape failed at +{} s", up - cut_at);
+    }
+    assert_eq!(
+        report["verdict"]["causes"][0]["id"], "api-partition",
+        "{:#}",
+        report["verdict"]
+    );
+    let cited = report["verdict"]["causes"][0]["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e.as_str().is_some_and(|e| {
+                e.starts_with("history: the lease or Ready failed at")
+                    && e.ends_with("before anything on the node degraded")
+            })
+        });
+    assert!(cited, "{:#}", report["verdict"]);
+    // The table, as an operator sees it.
+    let (out, _) = run_plugin(
+        &c,
+        &[
+            "--api-only",
+            "--prometheus",
+            &url,
+            "--since",
+            "10m",
+            "--no-color",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(i) = text.find("\nHistory") {
+        eprintln!(
+            "TABLE{}",
+            &text[i..text.find("\nPassed").unwrap_or(text.len())]
+        );
+    }
+    // The kube-state-metrics rules go active, each naming the node: the lease past 90 s, and
+    // Ready not True (pending: it fires only after 15 minutes).
+    let want = ["NodeLeaseStale", "NodeNotReadySustained"];
+    let active = wait_until(
+        "the lease and Ready rules active",
+        Duration::from_secs(180),
+        || {
+            let a = p.alerts();
+            want.iter()
+                .all(|w| a.iter().any(|x| x["labels"]["alertname"] == *w))
+                .then_some(a)
+        },
+    );
+    for a in &active {
+        eprintln!(
+            "ALERT {} {} | {}",
+            a["labels"]["alertname"], a["state"], a["annotations"]["summary"]
+        );
+        // NodeLeaseStale's series name the node in `lease` (kube_lease_renew_time has no `node`).
+        let label = if a["labels"]["alertname"] == "NodeLeaseStale" {
+            "lease"
+        } else {
+            "node"
+        };
+        assert_eq!(a["labels"][label], c.node.as_str(), "{a:#}");
+        let summary = a["annotations"]["summary"].as_str().unwrap_or("");
+        // "Node vm ..." (the kube-state-metrics rules) or "... on vm." (the kubelet's: under a
+        // partition its requests to the API server time out, KubeletAPIRequestsSlow).
+        assert!(
+            (summary.contains(&format!("Node {} ", c.node))
+                || summary.contains(&format!("on {}.", c.node)))
+                && !summary.contains("<no value>"),
+            "{a:#}"
+        );
+        let description = a["annotations"]["description"].as_str().unwrap_or("");
+        assert!(!description.contains("<no value>"), "{a:#}");
+    }
     drop(healer);
 }

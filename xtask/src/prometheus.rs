@@ -69,3 +69,60 @@ pub fn ensure() -> Result<PathBuf> {
     info(format!("prometheus and promtool in {}", dir.display()));
     Ok(dir)
 }
+
+/// The kube-state-metrics the long tier's history test scrapes (Ready and the node's lease as the
+/// control plane sees them), built from its Go module: `go install` into the cache, keyed by the
+/// version (about two minutes cold, most of it module downloads; nothing when cached).
+pub const KUBE_STATE_METRICS: &str = "v2.20.0";
+
+/// Builds kube-state-metrics [`KUBE_STATE_METRICS`] unless the cache has it; returns the binary.
+pub fn ensure_kube_state_metrics() -> Result<PathBuf> {
+    let dir = sh::cache_dir().join(format!("kube-state-metrics-{KUBE_STATE_METRICS}"));
+    let bin = dir.join("bin/kube-state-metrics");
+    let answers = |b: &PathBuf| {
+        Command::new(b)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if answers(&bin) {
+        return Ok(bin);
+    }
+    step(format!(
+        "kube-state-metrics {KUBE_STATE_METRICS} for the history test (go install from its \
+         module, cached; about two minutes cold)"
+    ));
+    let tmp = dir.join("tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    sh::run(
+        "go install k8s.io/kube-state-metrics/v2",
+        Command::new(go())
+            .args([
+                "install",
+                "-trimpath",
+                &format!("k8s.io/kube-state-metrics/v2@{KUBE_STATE_METRICS}"),
+            ])
+            .env("GOBIN", &tmp)
+            .env("CGO_ENABLED", "0"),
+    )?;
+    fs::create_dir_all(dir.join("bin"))?;
+    fs::rename(tmp.join("kube-state-metrics"), &bin)
+        .context("go install left no kube-state-metrics")?;
+    fs::remove_dir_all(&tmp)?;
+    if !answers(&bin) {
+        anyhow::bail!("{} does not answer `version`", bin.display());
+    }
+    info(format!("kube-state-metrics in {}", bin.display()));
+    Ok(bin)
+}
+
+/// Go, from PATH or where Go's tarball installs it (as `xtask/k8s/build.sh` finds it).
+fn go() -> PathBuf {
+    let local = PathBuf::from("/usr/local/go/bin/go");
+    if sh::output(Command::new("sh").args(["-c", "command -v go"])).is_none() && local.exists() {
+        local
+    } else {
+        PathBuf::from("go")
+    }
+}

@@ -360,6 +360,11 @@ fn end_to_end(
     // The alert tests load the rules into a real Prometheus (before the cluster's fingerprint:
     // the cache is not the cluster's).
     let prometheus = crate::prometheus::ensure()?;
+    let kube_state_metrics = if long {
+        Some(crate::prometheus::ensure_kube_state_metrics()?)
+    } else {
+        None
+    };
     let layout = Layout::new();
     if std::fs::metadata("/run/kubectl-nodehealth-cluster").is_ok() {
         info("a cluster is already registered; taking it down for a clean start");
@@ -383,6 +388,9 @@ fn end_to_end(
         e2e.current_dir(root)
             .args(["test", "-p", "nodehealth-e2e"])
             .env("NODEHEALTH_PROMETHEUS_DIR", &prometheus);
+        if let Some(k) = &kube_state_metrics {
+            e2e.env("NODEHEALTH_KUBE_STATE_METRICS", k);
+        }
         if let Target::Binary(b) = target {
             e2e.args(["--test", b]);
         }
