@@ -149,6 +149,29 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("running {bin:?}: {e}"));
         assert!(status.success(), "xtask {args:?} failed: {status}");
     }
+
+    /// `xtask fault ...`, returning the moment the fault took hold (unix seconds), as the command
+    /// prints it: for runtime-slow-list when the delay was set, for the others when they were in
+    /// place.
+    pub fn fault(&self, args: &[&str]) -> f64 {
+        let bin = workspace_root().join("target/debug/xtask");
+        let out = Command::new(&bin)
+            .arg("fault")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("running {bin:?}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "xtask fault {args:?} failed: {stdout}"
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.split(" took hold at ").nth(1)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("xtask fault {args:?} said not when: {stdout}"))
+    }
 }
 
 /// Heals every fault when dropped, so a failing assertion leaves a working cluster behind, and

@@ -357,11 +357,9 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
             (!n.is_empty()).then_some(())
         },
     );
-    // Then its list calls held 1.5 s: the proxy holds them from the moment this command starts
-    // (the kubelet is on it already), relists of 3 s follow. The true onset lies within a second
-    // of `fault_at`.
-    let fault_at = jiff::Timestamp::now().as_second();
-    c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
+    // Then its list calls held 1.5 s from a known moment (the kubelet is on the proxy already,
+    // so nothing restarts), relists of 3 s follow.
+    let fault_at = c.fault(&["runtime-slow-list", "--delay", "1500ms"]).round() as i64;
     let relists_slow = r#"sum(rate(kubelet_pleg_relist_duration_seconds_sum{node="NODE"}[2m])) / sum(rate(kubelet_pleg_relist_duration_seconds_count{node="NODE"}[2m])) > 1"#
         .replace("NODE", &c.node);
     wait_until(
@@ -414,19 +412,20 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     let runtime = onset(&report, "runtime-list-seconds").expect("the runtime's onset");
     let relists = onset(&report, "relist-seconds").expect("the relists' onset");
     eprintln!(
-        "HISTORY runtime list calls degraded at {runtime}, relists at {relists} ({} s later)",
-        relists - runtime
+        "HISTORY calls held from {fault_at}: runtime list calls degraded at {runtime} ({:+} s), relists at {relists} ({:+} s)",
+        runtime - fault_at,
+        relists - fault_at
     );
     assert!(runtime <= relists, "{data:#}");
-    // Each onset within one scrape (10 s) of the fault's, found again at one point a second (and
-    // the second this command took to start).
+    // Each onset within one scrape (10 s) of the fault's moment, found again at one point a
+    // second (and a second for rounding).
     let scrape = data["scrapeSeconds"]
         .as_f64()
         .expect("the scrape interval read") as i64;
     assert_eq!(scrape, 10, "{data:#}");
     for (what, at) in [("runtime", runtime), ("relists", relists)] {
         assert!(
-            (fault_at - scrape..=fault_at + scrape + 2).contains(&at),
+            (fault_at - scrape - 1..=fault_at + scrape + 1).contains(&at),
             "{what} onset {at}, the fault's at {fault_at}: {data:#}"
         );
     }
@@ -501,10 +500,10 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     assert_eq!(row["history"]["relistsDegrading"], true, "{row:#}");
     assert!(row["history"]["degradedSince"].is_string(), "{row:#}");
 
-    // Then the kubelet stops: its scrape fails after the runtime and the relists degraded, at the
-    // first scrape after it stopped.
-    let stopped_at = jiff::Timestamp::now().as_second();
-    c.xtask(&["fault", "kubelet-stopped"]);
+    // Then the kubelet stops: its scrape fails after the runtime and the relists degraded, within
+    // one scrape of the stop (a sample is stamped when its scrape began: one in flight at the stop
+    // fails too).
+    let stopped_at = c.fault(&["kubelet-stopped"]).round() as i64;
     let down = format!(r#"up{{job="kubelet",node="{}"}} == 0"#, c.node);
     wait_until(
         "Prometheus sees the kubelet down",
@@ -516,10 +515,13 @@ fn history_from_prometheus_orders_the_runtime_before_the_relists() {
     let (out, _) = run_plugin(&c, &plain);
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     let up = onset(&report, "kubelet-up").expect("the scrape's onset");
-    eprintln!("HISTORY the kubelet's scrape failed at {up}");
+    eprintln!(
+        "HISTORY the kubelet stopped at {stopped_at}, its scrape failed at {up} ({:+} s)",
+        up - stopped_at
+    );
     assert!(relists <= up, "{:#}", report["evidence"]["history"]);
     assert!(
-        (stopped_at..=stopped_at + scrape + 2).contains(&up),
+        (stopped_at - scrape - 1..=stopped_at + scrape + 1).contains(&up),
         "the scrape's onset {up}, the kubelet stopped at {stopped_at}: {:#}",
         report["evidence"]["history"]
     );
@@ -608,8 +610,7 @@ fn history_puts_the_lease_and_ready_before_the_node_under_a_partition() {
     let active = p.alerts();
     assert!(active.is_empty(), "alerts on the healthy node: {active:#?}");
     let healer = Healer(&c);
-    let cut_at = jiff::Timestamp::now().as_second();
-    c.xtask(&["fault", "api-partition"]);
+    let cut_at = c.fault(&["api-partition"]).round() as i64;
     // The lease past the history's 40 s line and Ready no longer True, while the API server still
     // scrapes the kubelet (its path to the kubelet is not cut).
     let cut_off = format!(
@@ -645,7 +646,7 @@ fn history_puts_the_lease_and_ready_before_the_node_under_a_partition() {
         ready - cut_at
     );
     // The last renewal came at most one renew interval (10 s) before the cut: the lease's age
-    // passes 40 s between 30 and 40 s after it (a second more for this command to start).
+    // passes 40 s between 30 and 40 s after it (and rounding).
     assert!(
         (cut_at + 29..=cut_at + 42).contains(&lease),
         "the lease's onset {lease}, the cut at {cut_at}: {history:#}"

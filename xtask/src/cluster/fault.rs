@@ -15,7 +15,7 @@ use std::{
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
@@ -192,12 +192,27 @@ pub fn apply(f: Fault) -> Result<()> {
     step(format!("fault {}", f.name()));
     fs::create_dir_all(l.faults())?;
     fs::write(marker(&l, f.name()), "")?;
+    let name = f.name();
+    // When the fault took hold, where that is a moment before this command returns.
+    let mut held = None;
     match f {
-        Fault::RuntimeFrozen => freeze("containerd", "FROZEN")?,
-        Fault::KubeletFrozen => freeze("kubelet", "FROZEN")?,
-        Fault::ApiPartition => fs::write(cut_file(&l), "")?,
-        Fault::KubeletStopped => stop_component(&l, "kubelet")?,
-        Fault::RuntimeSlowList { delay } => runtime_slow_list(&l, delay)?,
+        Fault::RuntimeFrozen => {
+            freeze("containerd", "FROZEN")?;
+            held = Some(SystemTime::now());
+        }
+        Fault::KubeletFrozen => {
+            freeze("kubelet", "FROZEN")?;
+            held = Some(SystemTime::now());
+        }
+        Fault::ApiPartition => {
+            fs::write(cut_file(&l), "")?;
+            held = Some(SystemTime::now());
+        }
+        Fault::KubeletStopped => {
+            stop_component(&l, "kubelet")?;
+            held = Some(SystemTime::now());
+        }
+        Fault::RuntimeSlowList { delay } => held = Some(runtime_slow_list(&l, delay)?),
         Fault::RuntimeCpuStarved {
             quota_us,
             period_us,
@@ -300,6 +315,13 @@ pub fn apply(f: Fault) -> Result<()> {
         }
     }
     info("applied; `cargo xtask heal` undoes it");
+    // For tests that judge how soon a signal follows the fault (stdout; the rest is on stderr):
+    // the moment it took hold, else when it was in place.
+    let at = held
+        .unwrap_or_else(SystemTime::now)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    println!("FAULT {name} took hold at {:.3}", at.as_secs_f64());
     Ok(())
 }
 
@@ -584,7 +606,8 @@ fn other_faults(l: &Layout, name: &str) -> Vec<&'static str> {
         .collect()
 }
 
-fn runtime_slow_list(l: &Layout, delay: Duration) -> Result<()> {
+/// Returns when the delay was set: the calls are held from then on.
+fn runtime_slow_list(l: &Layout, delay: Duration) -> Result<SystemTime> {
     let started = Instant::now();
     let proxy = l.criproxy_socket();
     if !super::component_alive(l, "criproxy") {
@@ -616,26 +639,27 @@ fn runtime_slow_list(l: &Layout, delay: Duration) -> Result<()> {
         );
     }
     criproxy::set_delay(&l.criproxy_control(), delay)?;
+    let held = SystemTime::now();
     info(format!(
         "{on_proxy}ListPodSandbox and ListContainers now take {} ms longer",
         delay.as_millis()
     ));
     if !others.is_empty() || !super::component_alive(l, "kubelet") {
-        return Ok(());
+        return Ok(held);
     }
     if delay > LONGEST_MEASURED_DELAY {
         info(format!(
             "not waiting for a slow relist: with calls held over {} s relists may time out",
             LONGEST_MEASURED_DELAY.as_secs()
         ));
-        return Ok(());
+        return Ok(held);
     }
     let took = wait_for_a_slow_relist(l, delay)?;
     info(format!(
         "a relist took {took:.2} s (two held calls); fault in place {:.1} s after the command started",
         started.elapsed().as_secs_f64()
     ));
-    Ok(())
+    Ok(held)
 }
 
 /// Waits for a relist that both held calls slowed (≥ 1.5 × delay; the one in flight when the
