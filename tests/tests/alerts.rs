@@ -154,6 +154,24 @@ scrape_configs:
             .unwrap_or_default()
     }
 
+    /// Waits until every alert in `want` is pending or firing; returns all the active ones, each
+    /// printed.
+    fn wait_for_alerts(&self, what: &str, want: &[&str], timeout: Duration) -> Vec<Value> {
+        let active = wait_until(what, timeout, || {
+            let a = self.alerts();
+            want.iter()
+                .all(|w| a.iter().any(|x| x["labels"]["alertname"] == *w))
+                .then_some(a)
+        });
+        for a in &active {
+            eprintln!(
+                "ALERT {} {} | {}",
+                a["labels"]["alertname"], a["state"], a["annotations"]["summary"]
+            );
+        }
+        active
+    }
+
     /// The least number of evaluations any rule group has had.
     fn evaluations(&self) -> f64 {
         let groups = self.query(r#"prometheus_rule_group_iterations_total{job="prometheus"}"#);
@@ -207,37 +225,33 @@ fn the_rules_pass_promtool_stay_quiet_on_a_healthy_node_and_name_the_node_under_
     // /metrics waiting 7 s on them past the 5 s scrape rule.
     let healer = Healer(&c);
     c.xtask(&["fault", "runtime-slow-list", "--delay", "3500ms"]);
-    let want = [
-        "KubeletRuntimeListSlow",
-        "KubeletPLEGRelistIntervalHigh",
-        "KubeletMetricsSlow",
-    ];
-    let active = wait_until(
+    let active = p.wait_for_alerts(
         "the runtime and relist-interval rules active",
+        &[
+            "KubeletRuntimeListSlow",
+            "KubeletPLEGRelistIntervalHigh",
+            "KubeletMetricsSlow",
+        ],
         Duration::from_secs(240),
-        || {
-            let a = p.alerts();
-            want.iter()
-                .all(|w| a.iter().any(|x| x["labels"]["alertname"] == *w))
-                .then_some(a)
-        },
     );
     for a in &active {
-        eprintln!(
-            "ALERT {} {} node={} | {}",
-            a["labels"]["alertname"], a["state"], a["labels"]["node"], a["annotations"]["summary"]
-        );
         // Every active alert names the node, in its labels and in its text.
-        assert_eq!(a["labels"]["node"], c.node.as_str(), "{a:#}");
-        let summary = a["annotations"]["summary"].as_str().unwrap_or("");
-        assert!(
-            summary.contains(&format!("on {}", c.node)) && !summary.contains("<no value>"),
-            "{a:#}"
-        );
-        let description = a["annotations"]["description"].as_str().unwrap_or("");
-        assert!(!description.contains("<no value>"), "{a:#}");
+        names_the_node(a, "node", &c.node, &[format!("on {}", c.node)]);
     }
     drop(healer);
+}
+
+/// An active alert names the node: in its `label`, and in its summary in one of `forms`; no
+/// template of it renders `<no value>`.
+fn names_the_node(a: &Value, label: &str, node: &str, forms: &[String]) {
+    assert_eq!(a["labels"][label], node, "{a:#}");
+    let summary = a["annotations"]["summary"].as_str().unwrap_or("");
+    assert!(
+        forms.iter().any(|f| summary.contains(f.as_str())) && !summary.contains("<no value>"),
+        "{a:#}"
+    );
+    let description = a["annotations"]["description"].as_str().unwrap_or("");
+    assert!(!description.contains("<no value>"), "{a:#}");
 }
 
 /// kube-prometheus' service for a Prometheus on the node's address: `monitoring/prometheus-k8s`
@@ -698,40 +712,26 @@ fn history_puts_the_lease_and_ready_before_the_node_under_a_partition() {
     }
     // The kube-state-metrics rules go active, each naming the node: the lease past 90 s, and
     // Ready not True (pending: it fires only after 15 minutes).
-    let want = ["NodeLeaseStale", "NodeNotReadySustained"];
-    let active = wait_until(
+    let active = p.wait_for_alerts(
         "the lease and Ready rules active",
+        &["NodeLeaseStale", "NodeNotReadySustained"],
         Duration::from_secs(180),
-        || {
-            let a = p.alerts();
-            want.iter()
-                .all(|w| a.iter().any(|x| x["labels"]["alertname"] == *w))
-                .then_some(a)
-        },
     );
     for a in &active {
-        eprintln!(
-            "ALERT {} {} | {}",
-            a["labels"]["alertname"], a["state"], a["annotations"]["summary"]
-        );
-        // NodeLeaseStale's series name the node in `lease` (kube_lease_renew_time has no `node`).
+        // NodeLeaseStale's series name the node in `lease` (kube_lease_renew_time has no `node`);
+        // its text and NodeNotReadySustained's say "Node vm ...", the kubelet's rules "... on vm."
+        // (under a partition its requests to the API server time out: KubeletAPIRequestsSlow).
         let label = if a["labels"]["alertname"] == "NodeLeaseStale" {
             "lease"
         } else {
             "node"
         };
-        assert_eq!(a["labels"][label], c.node.as_str(), "{a:#}");
-        let summary = a["annotations"]["summary"].as_str().unwrap_or("");
-        // "Node vm ..." (the kube-state-metrics rules) or "... on vm." (the kubelet's: under a
-        // partition its requests to the API server time out, KubeletAPIRequestsSlow).
-        assert!(
-            (summary.contains(&format!("Node {} ", c.node))
-                || summary.contains(&format!("on {}.", c.node)))
-                && !summary.contains("<no value>"),
-            "{a:#}"
+        names_the_node(
+            a,
+            label,
+            &c.node,
+            &[format!("Node {} ", c.node), format!("on {}.", c.node)],
         );
-        let description = a["annotations"]["description"].as_str().unwrap_or("");
-        assert!(!description.contains("<no value>"), "{a:#}");
     }
     drop(healer);
 }

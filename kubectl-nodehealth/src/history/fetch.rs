@@ -222,6 +222,25 @@ fn instant_path(query: &str, at: i64) -> String {
     format!("/api/v1/query?{qs}")
 }
 
+/// An instant query's `data.result`.
+async fn instant(
+    target: &Target,
+    endpoint: &Endpoint,
+    query: &str,
+    at: i64,
+    timeout: Duration,
+) -> Result<Vec<Value>, String> {
+    let body = get(
+        target,
+        endpoint,
+        &instant_path(query, at),
+        timeout,
+        MAX_ANSWER_BYTES,
+    )
+    .await?;
+    result_of(&body)
+}
+
 /// The `data.result` of a Prometheus API answer, or its error.
 pub fn result_of(body: &str) -> Result<Vec<Value>, String> {
     let v: Value = serde_json::from_str(body).map_err(|e| {
@@ -399,15 +418,7 @@ async fn kubelet_matcher(
             // Over the whole range: a kubelet that stopped has no series *now* (a failed scrape
             // marks them stale), and its history is what is asked for.
             format!("count by (job, instance) (count_over_time(kubelet_pleg_relist_duration_seconds_count{{{m}}}[{range}s]))");
-        let body = get(
-            target,
-            endpoint,
-            &instant_path(&q, at),
-            timeout,
-            MAX_ANSWER_BYTES,
-        )
-        .await?;
-        let result = result_of(&body)?;
+        let result = instant(target, endpoint, &q, at, timeout).await?;
         if result.is_empty() {
             continue;
         }
@@ -635,16 +646,7 @@ async fn scrape_interval(
     timeout: Duration,
 ) -> Option<i64> {
     let q = format!(r#"up{{{matcher},metrics_path=~"(/metrics)?"}}[10m]"#);
-    let body = get(
-        target,
-        endpoint,
-        &instant_path(&q, at),
-        timeout,
-        MAX_ANSWER_BYTES,
-    )
-    .await
-    .ok()?;
-    let result = result_of(&body).ok()?;
+    let result = instant(target, endpoint, &q, at, timeout).await.ok()?;
     let times: Vec<f64> = result
         .first()?
         .get("values")?
