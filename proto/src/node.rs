@@ -767,6 +767,29 @@ pub struct CgroupCpu {
     pub quota_us: Option<i64>,
     pub period_us: Option<u64>,
     pub error: Option<String>,
+    /// The cgroup's own pressure stall information (cgroup v2: `cpu.pressure`, `io.pressure`,
+    /// `memory.pressure` of the unit or pod's cgroup), with deltas over the window. None on v1
+    /// or when the cgroup is the root (whose PSI is the node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<CgroupPsi>,
+    /// The cgroup's own I/O limits (v2 `io.max` lines other than unlimited), e.g.
+    /// `254:0 rbps=max wbps=max riops=max wiops=10`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub io_max: Vec<String>,
+}
+
+/// One cgroup's pressure stall information.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupPsi {
+    pub cpu: Option<PsiResource>,
+    pub io: Option<PsiResource>,
+    pub memory: Option<PsiResource>,
+    /// On-CPU time of the cgroup over the window in µs (v2 `cpu.stat` usage_usec), to set the
+    /// CPU stall beside.
+    pub window_usage_us: Option<u64>,
+    /// `usage_usec` when sampled.
+    pub usage_us: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -4,7 +4,7 @@
 //! throttled_usec). Both are sampled at the start and the end of the window.
 use std::{collections::HashMap, fs};
 
-use nodehealth_proto::node::{CgroupCpu, Pressure, PsiLine, PsiResource};
+use nodehealth_proto::node::{CgroupCpu, CgroupPsi, Pressure, PsiLine, PsiResource};
 
 use crate::{host::HostRoot, procfs};
 
@@ -86,6 +86,8 @@ fn cgroup_cpu(host: &HostRoot, owner: &str, pid: u32) -> CgroupCpu {
         }
         Err(e) => c.error = Some(format!("{}: {e}", dir.join("cpu.stat").display())),
     }
+    c.psi = cgroup_psi(host, pid);
+    c.io_max = io_limits(host, pid);
     if version == 1 {
         let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
         c.quota_us = read("cpu.cfs_quota_us")
@@ -99,6 +101,70 @@ fn cgroup_cpu(host: &HostRoot, owner: &str, pid: u32) -> CgroupCpu {
         c.period_us = it.next().and_then(|p| p.parse().ok());
     }
     c
+}
+
+/// The v2 cgroup's own PSI and CPU usage; None on a v1-only host, when the process sits in the
+/// root cgroup (whose PSI is the node's, as on a hybrid host's empty unified hierarchy), or when
+/// the kernel has PSI off.
+fn cgroup_psi(host: &HostRoot, pid: u32) -> Option<CgroupPsi> {
+    let (_, path, dir) = procfs::cgroup_dir(host, pid, None)?;
+    if path == "/" {
+        return None;
+    }
+    let read = |res: &str| {
+        fs::read_to_string(dir.join(format!("{res}.pressure")))
+            .ok()
+            .map(|t| parse_psi(&t))
+    };
+    let psi = CgroupPsi {
+        cpu: read("cpu"),
+        io: read("io"),
+        memory: read("memory"),
+        window_usage_us: None,
+        usage_us: fs::read_to_string(dir.join("cpu.stat"))
+            .ok()
+            .and_then(|t| parse_kv(&t).get("usage_usec").copied())
+            .unwrap_or(0),
+    };
+    (psi.cpu.is_some() || psi.io.is_some() || psi.memory.is_some()).then_some(psi)
+}
+
+/// The v2 cgroup's own `io.max` lines that limit something.
+fn io_limits(host: &HostRoot, pid: u32) -> Vec<String> {
+    procfs::cgroup_dir(host, pid, None)
+        .filter(|(_, path, _)| path != "/")
+        .and_then(|(_, _, dir)| fs::read_to_string(dir.join("io.max")).ok())
+        .map(|t| limited_io_max_lines(&t))
+        .unwrap_or_default()
+}
+
+/// `io.max` lines with at least one limit (`MAJ:MIN rbps=max wbps=max riops=max wiops=10`).
+pub fn limited_io_max_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .any(|kv| kv.split_once('=').is_some_and(|(_, v)| v != "max"))
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// `end`'s PSI with deltas over the window from `start`.
+fn psi_with_deltas(end: &CgroupPsi, start: Option<&CgroupPsi>) -> CgroupPsi {
+    let res = |e: &Option<PsiResource>, s: Option<&PsiResource>| {
+        e.clone().map(|e| PsiResource {
+            some: with_delta(e.some, s.and_then(|s| s.some.as_ref())),
+            full: with_delta(e.full, s.and_then(|s| s.full.as_ref())),
+        })
+    };
+    CgroupPsi {
+        cpu: res(&end.cpu, start.and_then(|s| s.cpu.as_ref())),
+        io: res(&end.io, start.and_then(|s| s.io.as_ref())),
+        memory: res(&end.memory, start.and_then(|s| s.memory.as_ref())),
+        window_usage_us: start.map(|s| end.usage_us.saturating_sub(s.usage_us)),
+        usage_us: end.usage_us,
+    }
 }
 
 impl Sample {
@@ -145,6 +211,10 @@ pub fn evidence(start: &Sample, end: Sample) -> Pressure {
                 e.window_nr_periods = Some(e.nr_periods.saturating_sub(s.nr_periods));
                 e.window_nr_throttled = Some(e.nr_throttled.saturating_sub(s.nr_throttled));
                 e.window_throttled_ns = Some(e.throttled_ns.saturating_sub(s.throttled_ns));
+                e.psi = e
+                    .psi
+                    .as_ref()
+                    .map(|end| psi_with_deltas(end, s.psi.as_ref()));
             }
             e
         })
@@ -161,6 +231,37 @@ pub fn evidence(start: &Sample, end: Sample) -> Pressure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_max_lines_that_limit() {
+        let text = "254:0 rbps=max wbps=max riops=max wiops=10\n7:0 rbps=max wbps=max riops=max wiops=max\n";
+        assert_eq!(
+            limited_io_max_lines(text),
+            vec!["254:0 rbps=max wbps=max riops=max wiops=10".to_string()]
+        );
+        assert!(limited_io_max_lines("").is_empty());
+    }
+
+    #[test]
+    fn cgroup_psi_deltas_over_the_window() {
+        let line = |total_us| PsiLine {
+            total_us,
+            ..Default::default()
+        };
+        let at = |total, usage| CgroupPsi {
+            io: Some(PsiResource {
+                some: Some(line(total)),
+                full: None,
+            }),
+            usage_us: usage,
+            ..Default::default()
+        };
+        let d = psi_with_deltas(&at(9_000_000, 700), Some(&at(1_000_000, 200)));
+        assert_eq!(d.io.unwrap().some.unwrap().window_delta_us, Some(8_000_000));
+        assert_eq!(d.window_usage_us, Some(500));
+        assert!(d.cpu.is_none());
+        assert_eq!(psi_with_deltas(&at(5, 5), None).window_usage_us, None);
+    }
 
     #[test]
     fn psi_lines() {

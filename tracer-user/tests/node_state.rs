@@ -142,6 +142,46 @@ fn cfs_throttling_is_counted_over_the_window() {
     assert!(c.window_throttled_ns.unwrap() > 100_000_000, "{c:?}");
 }
 
+/// cgroup v2's own pressure stall information: two busy loops per CPU in a cgroup of our own, so
+/// on every CPU one of them waits — its `cpu.pressure` grows by most of the window (the kernel
+/// weighs each CPU's stall by its busy time: one loop more than CPUs showed only ~50% on two
+/// CPUs), and its `cpu.stat` counts the CPU time they got. On a hybrid host the unified hierarchy
+/// keeps per-cgroup PSI too (no controller needed).
+#[test]
+fn a_cgroups_own_cpu_stall_is_measured_over_the_window() {
+    let cg = own_v2_cgroup("psi").expect("no cgroup2 mount to make a cgroup in");
+    let cpus = thread::available_parallelism().map_or(2, |n| n.get());
+    let mut loops = Vec::new();
+    for _ in 0..2 * cpus {
+        let child = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let busy = ChildGuard(child);
+        cg.add(busy.0.id());
+        loops.push(busy);
+    }
+    let host = HostRoot::new("/");
+    let targets = [("runtime", loops[0].0.id())];
+    let a = pressure::Sample::take(&host, &targets);
+    thread::sleep(Duration::from_millis(1_000));
+    let b = pressure::Sample::take(&host, &targets);
+    let p = pressure::evidence(&a, b);
+    let c = &p.cgroups[0];
+    eprintln!("{} busy loops over 1 s: {:?}", loops.len(), c.psi);
+    let psi = c.psi.as_ref().expect("no PSI read from the cgroup");
+    let stall_us = psi
+        .cpu
+        .as_ref()
+        .and_then(|r| r.some.as_ref())
+        .and_then(|l| l.window_delta_us)
+        .expect("no cpu.pressure delta");
+    assert!(stall_us >= 300_000, "{stall_us} µs stalled in 1 s: {psi:?}");
+    assert!(psi.window_usage_us.unwrap_or(0) >= 300_000, "{psi:?}");
+    assert!(c.io_max.is_empty(), "{:?}", c.io_max);
+}
+
 /// The v2 (unified) hierarchy's mount point, when there is one: `/sys/fs/cgroup` on a cgroup-v2
 /// host, `/sys/fs/cgroup/unified` on a hybrid one.
 fn unified_mount() -> Option<PathBuf> {
