@@ -4,7 +4,7 @@
 //! meaning (stated in its doc).
 
 use super::{CauseId, Inputs, REPORT_SCORE, Scores};
-use crate::checks::FindingId;
+use crate::checks::{Component, FindingId, Severity};
 use crate::checks::logs::cause_of;
 
 /// A reconcile rule.
@@ -44,6 +44,10 @@ pub const RULES: &[Rule] = &[
     Rule {
         name: "a-pod-that-never-started-supports-every-cause",
         apply: a_pod_that_never_started_supports_every_cause,
+    },
+    Rule {
+        name: "a-certificate-problem-explains-the-restarts",
+        apply: a_certificate_problem_explains_the_restarts,
     },
     Rule {
         name: "a-restart-loop-explains-a-fresh-kubelet",
@@ -275,6 +279,36 @@ pub fn a_pod_that_never_started_supports_every_cause(scores: &mut Scores, i: &In
             s.support(10, w.clone());
         }
     }
+}
+
+/// A kubelet whose client certificate expires with rotation on exits and is started again by its
+/// service manager (its restarts then fail the same way), and operators restart a silent kubelet
+/// while they look: start events in the last minutes follow from a certificate problem as often as
+/// from starvation. While the certificate explains the silence (its credentials refused, expired,
+/// or its client CSR pending while it does not report) and nothing else shows the kubelet itself
+/// in trouble — no OOM loop, its own healthz answering on the node, its threads not starved of
+/// CPU — kubelet-starved ranks below the certificate. Measured: the scenario suite run twice in a
+/// row, cert-rotation-stuck 3 minutes after the previous round's OOM loop read kubelet-starved 99
+/// (4 starts in 3 minutes) over certificate 90. Runs before the restart loop holds PLEG and the
+/// runtime below kubelet-starved.
+pub fn a_certificate_problem_explains_the_restarts(scores: &mut Scores, i: &Inputs) {
+    let itself = i.oom_loop()
+        || i.at_least(&FindingId::KubeletUnresponsive, Severity::Warning)
+        || i.at_least(
+            &FindingId::CpuStarved(Component::Kubelet),
+            Severity::Warning,
+        );
+    if !i.certificate_signal() || itself {
+        return;
+    }
+    let certificate = scores.of(CauseId::Certificate);
+    if certificate == 0 {
+        return;
+    }
+    scores.get(CauseId::KubeletStarved).cap_below(
+        certificate,
+        "the kubelet's certificate is refused, expired or awaiting approval: a kubelet in that state exits and is restarted (and is restarted by hand), so its recent starts follow from the certificate",
+    );
 }
 
 /// A kubelet that keeps starting over has not relisted ("pleg has yet to be successful") or
@@ -539,6 +573,34 @@ mod tests {
         a_pod_that_never_started_supports_every_cause(&mut s, &Inputs::new(&f, &facts));
         assert_eq!(s.of(CauseId::PlegSlow), 60);
         assert_eq!(s.of(CauseId::Certificate), 0);
+    }
+
+    /// The scenario suite run twice in a row: cert-rotation-stuck judged 3 minutes after the
+    /// previous round's OOM loop (API side: 4 starts in 3 minutes, a pending client CSR, Unknown).
+    #[test]
+    fn a_certificate_problem_holds_restarts_below_it() {
+        let facts = facts();
+        let restarts = finding(FindingId::KubeletRestarts, Severity::Critical);
+        let refused = finding(FindingId::KubeletAuth, Severity::Warning);
+        let run = |f: &[crate::checks::Finding]| {
+            let mut s = scores(&[(CauseId::KubeletStarved, 99), (CauseId::Certificate, 90)]);
+            a_certificate_problem_explains_the_restarts(&mut s, &Inputs::new(f, &facts));
+            s.of(CauseId::KubeletStarved)
+        };
+        assert_eq!(run(&[restarts.clone(), refused.clone()]), 89);
+        // Without a certificate signal the restarts stand.
+        assert_eq!(run(std::slice::from_ref(&restarts)), 99);
+        // The node shows the kubelet itself in trouble: both stand, ordered by their evidence.
+        for itself in [
+            finding(FindingId::NodeOom, Severity::Critical),
+            finding(FindingId::KubeletUnresponsive, Severity::Warning),
+            finding(
+                FindingId::CpuStarved(Component::Kubelet),
+                Severity::Warning,
+            ),
+        ] {
+            assert_eq!(run(&[restarts.clone(), refused.clone(), itself]), 99);
+        }
     }
 
     #[test]
