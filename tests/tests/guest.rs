@@ -236,12 +236,13 @@ type GuestFault<'a> = (
     &'a [&'a str],
 );
 
-/// How a fault is judged on the guest: from the API side alone, or with the agent's evidence
-/// taken over SSH (no probe pod can start under any of these faults).
+/// How a fault is judged on the guest: from the API side alone, with the agent's evidence taken
+/// over SSH (where no probe pod can start), or with the probe pod and `--trace`.
 #[derive(Clone, Copy, Debug)]
 enum Way {
     ApiOnly,
     AgentOverSsh,
+    ProbeTraced,
 }
 
 /// The guest node in the cluster: joined, diagnosed healthy with the probe pod and `--trace` on
@@ -344,9 +345,67 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
         trace["processes"]
     );
 
+    // A window longer than the lease's 40 s: renewals seen while it lasts are heartbeats, not a
+    // stale lease (the host's "none, 42 s window" row).
+    let (out, _) = run_plugin(c, &["--duration", "42s", "-o", "json"]);
+    let report = json_of(&out);
+    println!("healthy guest, 42 s window: {:?}", causes(&report));
+    assert_eq!(top_cause(&report), "healthy", "{:#}", report["verdict"]);
+
     // Each fault: its setup, the condition that says the symptom is there, how it is judged, the
     // top causes that are right (the host node's truth for the same fault and moment).
     let faults: &[GuestFault] = &[
+        // io.max on the disk under containerd's root, with the pod churn on the guest: the fault
+        // returns once the kubelet's runtime writes are slowed.
+        (
+            &["disk-slow"],
+            "io.max set on containerd.service",
+            |g| {
+                g.sh("cat /sys/fs/cgroup/system.slice/containerd.service/io.max")
+                    .contains("wiops=10")
+            },
+            Way::ProbeTraced,
+            &["runtime-unresponsive"],
+        ),
+        // The CRI proxy inside the guest holds the relist's two list calls; the fault returns
+        // once a relist shows it.
+        (
+            &["runtime-slow-list", "--delay", "800ms"],
+            "the proxy holds list calls 800 ms",
+            |g| g.sh("cat /run/nodehealth-criproxy/delay-ms").trim() == "800",
+            Way::ApiOnly,
+            &["pleg-slow"],
+        ),
+        (
+            &["runtime-slow-list", "--delay", "1500ms"],
+            "the proxy holds list calls 1500 ms",
+            |g| g.sh("cat /run/nodehealth-criproxy/delay-ms").trim() == "1500",
+            Way::ProbeTraced,
+            &["pleg-slow"],
+        ),
+        // Ready=Unknown, not merely "not True": the restarted kubelet posts NotReady for its first
+        // seconds ("PLEG has yet to be successful"), which is not the certificate yet.
+        (
+            &["cert-expired-static", "--expires-in", "30s"],
+            "the certificate expired (Ready=Unknown: the node stopped posting)",
+            |g| g.0.ready_condition().0 == "Unknown",
+            Way::ApiOnly,
+            &["certificate"],
+        ),
+        (
+            &["cert-expired-static", "--expires-in", "30s"],
+            "the certificate expired (Ready=Unknown: the node stopped posting)",
+            |g| g.0.ready_condition().0 == "Unknown",
+            Way::AgentOverSsh,
+            &["certificate"],
+        ),
+        (
+            &["cert-rotation-stuck", "--lifetime", "60s"],
+            "the certificate expired, its renewal Pending (Ready=Unknown)",
+            |g| g.0.ready_condition().0 == "Unknown",
+            Way::ApiOnly,
+            &["certificate"],
+        ),
         (
             &["runtime-frozen"],
             "frozen",
@@ -365,6 +424,17 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
                     .contains("frozen 1")
             },
             Way::AgentOverSsh,
+            &["runtime-unresponsive"],
+        ),
+        // Minutes later: past PLEG's three minutes, Ready=False names the runtime.
+        (
+            &["runtime-frozen"],
+            "Ready=False: PLEG is not healthy",
+            |g| {
+                let (status, _, message) = g.0.ready_condition();
+                status == "False" && message.contains("PLEG is not healthy")
+            },
+            Way::ApiOnly,
             &["runtime-unresponsive"],
         ),
         (
@@ -416,19 +486,52 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
             &["kubelet-starved"],
         ),
     ];
+    // NODEHEALTH_GUEST_FAULTS=a,b runs only those faults (while working on one).
+    let only = std::env::var("NODEHEALTH_GUEST_FAULTS").ok();
     for (args, symptom, symptom_there, way, right) in faults {
+        if let Some(only) = &only
+            && !only.split(',').any(|f| f == args[0])
+        {
+            println!("guest {}: not in NODEHEALTH_GUEST_FAULTS", args[0]);
+            continue;
+        }
         let mut fault = vec!["fault", "--node", "guest"];
         fault.extend_from_slice(args);
         c.xtask(&fault);
         wait_until(
             &format!("{}: {symptom}", args[0]),
-            Duration::from_secs(180),
+            Duration::from_secs(420),
             || symptom_there(&guest).then_some(()),
         );
         let report = match way {
             Way::ApiOnly => json_of(&run_plugin(c, &["--api-only", "-o", "json"]).0),
             Way::AgentOverSsh => json_of(&run_plugin_with_node_evidence(c, &guest.agent(), "5s").0),
+            // The probe pod's sandbox is written through the throttled disk behind the churn's.
+            Way::ProbeTraced => json_of(
+                &run_plugin(
+                    c,
+                    &[
+                        "--duration",
+                        "10s",
+                        "--trace",
+                        "--pod-timeout",
+                        "300s",
+                        "-o",
+                        "json",
+                    ],
+                )
+                .0,
+            ),
         };
+        if matches!(way, Way::ProbeTraced) {
+            let trace = &report["evidence"]["nodeProbe"]["data"]["evidence"]["trace"];
+            println!(
+                "  layers {}, attribution {:?}, I/O waits {}",
+                report["verdict"]["layers"],
+                report["verdict"]["causes"][0]["attribution"],
+                trace["ioWaits"]
+            );
+        }
         let got = causes(&report);
         println!("guest {} ({way:?}): {got:?}", args.join(" "));
         assert!(
@@ -436,6 +539,42 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
             "guest {} ({way:?}): top cause {got:?}, expected one of {right:?}",
             args.join(" ")
         );
+        // The advice fits what the agent found on this node (issue 22): Debian's containerd unit
+        // (KillMode=process) keeps the containers through a restart; a frozen kubelet under
+        // systemd is thawed by systemctl; no fix restarts the kubelet or reboots the node.
+        let fix = report["verdict"]["causes"][0]["fix"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let must: &[&str] = match (args[0], way) {
+            ("runtime-frozen", Way::AgentOverSsh) => &["KillMode=process", "keep running"],
+            ("kubelet-frozen", Way::AgentOverSsh) => &["systemctl thaw kubelet"],
+            ("disk-slow", _) => &["not restarted"],
+            _ => &[],
+        };
+        for m in must {
+            assert!(
+                fix.contains(m),
+                "guest {} ({way:?}): the fix does not say {m:?}: {fix}",
+                args.join(" ")
+            );
+        }
+        // (A kubelet OOM-killed at its limit is the one fault here whose fix may restart it.)
+        let causes_here = report["verdict"]["causes"].as_array().cloned();
+        for cause in causes_here
+            .into_iter()
+            .flatten()
+            .filter(|_| args[0] != "kubelet-memory-limited")
+        {
+            let fix = cause["fix"].as_str().unwrap_or("");
+            assert!(
+                !fix.contains("systemctl restart kubelet")
+                    && !fix.to_lowercase().contains("reboot the node"),
+                "guest {}: {} restarts the kubelet or reboots: {fix}",
+                args.join(" "),
+                cause["id"]
+            );
+        }
         guest.heal();
     }
 

@@ -77,6 +77,12 @@ pub fn static_agent_binary() -> PathBuf {
         .join("tracer-user")
 }
 
+/// Builds `package` static (musl) for this machine's architecture; returns the binary's path.
+pub fn static_build(package: &str) -> Result<PathBuf> {
+    let t = host_target();
+    cross_build(package, t.triple, t.cross, t.arch, &[])
+}
+
 /// Builds the static agent for `t`; returns the binary's path.
 fn build_binary(t: &Target) -> Result<PathBuf> {
     cross_build("tracer-user", t.triple, t.cross, t.arch, &[])

@@ -4,8 +4,8 @@
 //! meaning (stated in its doc).
 
 use super::{CauseId, Inputs, REPORT_SCORE, Scores};
-use crate::checks::{Component, FindingId, Severity};
 use crate::checks::logs::cause_of;
+use crate::checks::{Component, FindingId, Severity};
 
 /// A reconcile rule.
 pub struct Rule {
@@ -594,10 +594,7 @@ mod tests {
         for itself in [
             finding(FindingId::NodeOom, Severity::Critical),
             finding(FindingId::KubeletUnresponsive, Severity::Warning),
-            finding(
-                FindingId::CpuStarved(Component::Kubelet),
-                Severity::Warning,
-            ),
+            finding(FindingId::CpuStarved(Component::Kubelet), Severity::Warning),
         ] {
             assert_eq!(run(&[restarts.clone(), refused.clone(), itself]), 99);
         }

@@ -44,8 +44,9 @@ pub struct Args {
     /// Skip this many draws first (to re-run one trial: `--seed S --skip K --trials 1`).
     #[arg(long, default_value_t = 0)]
     pub skip: u32,
-    /// Which node: `vm` (this machine's node) or `guest` (the guest node, once it exists).
-    #[arg(long, default_value = "vm")]
+    /// Which node: `vm` (this machine's node) or `guest` (the guest node of `cluster up
+    /// --guest-node`: faults done the systemd / cgroup-v2 way, the agent run over SSH).
+    #[arg(long, default_value = "vm", value_parser = ["vm", "guest"])]
     pub node: String,
     /// Only these faults (comma-separated harness names).
     #[arg(long, value_delimiter = ',')]
@@ -169,13 +170,56 @@ struct FaultArgs {
     fault: Fault,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if args.node != "vm" {
-        bail!(
-            "--node {}: only `vm` (this machine's node) exists; the guest node is not built yet",
-            args.node
-        );
+/// The node a campaign breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// This machine's node.
+    Host,
+    /// The guest node (`cluster up --guest-node`).
+    Guest,
+}
+
+impl Target {
+    fn node(self) -> String {
+        match self {
+            Target::Host => cluster::node_name(),
+            Target::Guest => cluster::guest_node::NODE.to_string(),
+        }
     }
+
+    fn apply(self, l: &Layout, fault: Fault) -> Result<()> {
+        match self {
+            Target::Host => cluster::fault::apply(fault),
+            Target::Guest => cluster::guest_node::apply_fault(l, &fault),
+        }
+    }
+
+    /// The agent on the node, as an operator runs it where no pod can start: its JSON.
+    fn agent(self, root: &Path, l: &Layout) -> Result<Vec<u8>> {
+        let probe = "tracer-user probe --host-root / --duration 5s --trace -o json";
+        let mut cmd = match self {
+            Target::Host => {
+                let mut c = Command::new(root.join("target/debug/tracer-user"));
+                c.args(probe.split(' ').skip(1));
+                c
+            }
+            Target::Guest => cluster::guest_node::ssh(l)?.command(probe),
+        };
+        let out = cmd
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .context("running the agent on the node")?;
+        Ok(out.stdout)
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let target = if args.node == "guest" {
+        Target::Guest
+    } else {
+        Target::Host
+    };
     let root = sh::workspace_root();
     let out = root.join(&args.out);
     fs::create_dir_all(&out)?;
@@ -222,12 +266,17 @@ pub fn run(args: Args) -> Result<()> {
     if !cluster::api::ready(&l) {
         bail!("the local cluster is not running: `cargo xtask cluster up` first");
     }
+    if target == Target::Guest && !cluster::guest_node::running(&l) {
+        bail!(
+            "--node guest: no guest node in the running cluster: `cargo xtask cluster up --guest-node` first"
+        );
+    }
     let all = draws(seed, &faults, args.skip + args.trials);
     let mut trials = Vec::new();
     for draw in all.into_iter().skip(args.skip as usize) {
         let dir = out.join(format!("trial-{seed}-{:03}", draw.index));
         fs::create_dir_all(&dir)?;
-        let trial = run_trial(&root, &l, draw, &dir)?;
+        let trial = run_trial(&root, &l, target, draw, &dir)?;
         info(format!(
             "TRIAL {} {} {} at +{:.0}s via {:?}: {} ({}) — expected {:?}{}{}",
             trial.draw.index,
@@ -263,7 +312,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn run_trial(root: &Path, l: &Layout, draw: Draw, dir: &Path) -> Result<Trial> {
+fn run_trial(root: &Path, l: &Layout, target: Target, draw: Draw, dir: &Path) -> Result<Trial> {
     let f = truth::fault(draw.fault).expect("drawn from the table");
     let expected = (f.judge)(draw.strength_value, draw.moment_seconds, draw.mode);
     step(format!(
@@ -286,13 +335,13 @@ fn run_trial(root: &Path, l: &Layout, draw: Draw, dir: &Path) -> Result<Trial> {
         .with_context(|| format!("the fault's command line {argv:?}"))?
         .fault;
     let result = (|| -> Result<Trial> {
-        cluster::fault::apply(fault)?;
+        target.apply(l, fault)?;
         let in_place = Instant::now();
         // The moment is the experiment: waiting for it is what the trial measures.
         let wait = Duration::from_secs_f64(draw.moment_seconds);
         thread::sleep(wait.saturating_sub(in_place.elapsed()));
         let observed = in_place.elapsed().as_secs_f64();
-        let (report, bundle, took) = run_tool(root, draw.mode, dir)?;
+        let (report, bundle, took) = run_tool(root, l, target, draw.mode, dir)?;
         Ok(score::judge(
             draw.clone(),
             expected.clone(),
@@ -306,14 +355,21 @@ fn run_trial(root: &Path, l: &Layout, draw: Draw, dir: &Path) -> Result<Trial> {
     let healed = cluster::fault::heal();
     let trial = result?;
     healed.context("the trial's fault did not heal: stopping the campaign")?;
-    wait_healthy(root, l).context("the node did not come back healthy after the trial")?;
+    wait_healthy(root, l, &target.node())
+        .context("the node did not come back healthy after the trial")?;
     Ok(trial)
 }
 
 /// Runs the tool as the mode says; returns the report, the bundle and how long it took.
-fn run_tool(root: &Path, mode: Mode, dir: &Path) -> Result<(Value, Option<PathBuf>, f64)> {
+fn run_tool(
+    root: &Path,
+    l: &Layout,
+    target: Target,
+    mode: Mode,
+    dir: &Path,
+) -> Result<(Value, Option<PathBuf>, f64)> {
     let plugin = root.join("target/debug/kubectl-nodehealth");
-    let node = cluster::node_name();
+    let node = target.node();
     let bundle = dir.join("bundle.tar.gz");
     let mut cmd = Command::new(&plugin);
     cmd.arg(&node)
@@ -331,15 +387,8 @@ fn run_tool(root: &Path, mode: Mode, dir: &Path) -> Result<(Value, Option<PathBu
             cmd.arg("--trace");
         }
         Mode::Agent => {
-            let agent = Command::new(root.join("target/debug/tracer-user"))
-                .args(["probe", "--host-root", "/", "--duration", "5s", "--trace"])
-                .args(["-o", "json"])
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .context("running the agent on the node")?;
             let evidence = dir.join("agent.json");
-            fs::write(&evidence, &agent.stdout)?;
+            fs::write(&evidence, target.agent(root, l)?)?;
             cmd.arg("--node-evidence").arg(&evidence);
         }
     }
@@ -362,15 +411,14 @@ fn run_tool(root: &Path, mode: Mode, dir: &Path) -> Result<(Value, Option<PathBu
 /// Waits until the node is Ready and the tool, from the API side, finds it healthy (the top
 /// cause; leftover events of the trial may keep the exit code at 1 for minutes, which the next
 /// trial's truth tolerates).
-fn wait_healthy(root: &Path, l: &Layout) -> Result<()> {
-    let node = cluster::node_name();
+fn wait_healthy(root: &Path, l: &Layout, node: &str) -> Result<()> {
     let plugin = root.join("target/debug/kubectl-nodehealth");
     let since = Instant::now();
     let mut last = String::new();
     while since.elapsed() < Duration::from_secs(300) {
-        if cluster::api::node_ready(l, &node)?.as_deref() == Some("True") {
+        if cluster::api::node_ready(l, node)?.as_deref() == Some("True") {
             let out = Command::new(&plugin)
-                .arg(&node)
+                .arg(node)
                 .arg("--kubeconfig")
                 .arg(l.dir.join("admin.kubeconfig"))
                 .args(["--api-only", "--duration", "2s", "-o", "json"])

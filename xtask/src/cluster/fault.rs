@@ -275,30 +275,11 @@ pub fn apply(f: Fault) -> Result<()> {
                     ("blkio.throttle.read_bps_device", read_bps),
                 ],
             )?;
-            let node = node_name();
-            let before = api::runtime_operations_above(&l, &node, WRITE_OPERATIONS, SLOW_WRITE_LE)?;
-            restart_component(&l, "podchurn")?;
+            churn_until_writes_are_slow(&l, &node_name(), "podchurn", &|| {
+                restart_component(&l, "podchurn")
+            })?;
             info(format!(
-                "containerd's root device limited to {write_iops} write IOPS, {write_bps} B/s; \
-                 a steady stream of short-lived pods started (label {})",
-                podchurn::LABEL
-            ));
-            // Returns once the symptom is there: the kubelet's runtime calls that write wait on
-            // the throttled disk (its own metrics record calls past the 1.22 s bucket).
-            let since = Instant::now();
-            super::wait_for(
-                "the runtime's writes slowed by the throttled disk",
-                Duration::from_secs(120),
-                || {
-                    super::check_alive(&l, "podchurn")?;
-                    let now =
-                        api::runtime_operations_above(&l, &node, WRITE_OPERATIONS, SLOW_WRITE_LE)?;
-                    Ok(now - before >= 2.0)
-                },
-            )?;
-            info(format!(
-                "runtime write calls over 1.22 s after {:.1} s",
-                since.elapsed().as_secs_f64()
+                "containerd's root device limited to {write_iops} write IOPS, {write_bps} B/s"
             ));
         }
         Fault::CertExpiredStatic { expires_in } => cert_expired_static(&l, expires_in)?,
@@ -401,7 +382,7 @@ fn heal_one(l: &Layout, name: &str) -> Result<()> {
             if !problems.is_empty() {
                 bail!("{}", problems.join("; "));
             }
-            delete_fault_pods(l)
+            delete_fault_pods(l, &node_name())
         }
         "cert-expired-static" => {
             // Back to the command line `up` chose: rotation on, the regular certificate.
@@ -424,7 +405,7 @@ fn heal_one(l: &Layout, name: &str) -> Result<()> {
         }
         "cert-rotation-stuck" => {
             stop_component(l, "kubelet")?;
-            delete_pending_node_csrs(l)?;
+            delete_pending_node_csrs(l, &node_name())?;
             restore_kubelet_cert(l)?;
             stop_component(l, "kube-controller-manager")?;
             restart_component(l, "kube-controller-manager")?;
@@ -460,7 +441,7 @@ const ENDPOINT_KEY: &str = "containerRuntimeEndpoint:";
 /// Beyond this delay the fault does not wait for a slow relist: a relist then takes over 20 s
 /// (two held calls), and a delay near runtimeRequestTimeout (30 s in the fast profile) makes each
 /// held call time out instead of completing.
-const LONGEST_MEASURED_DELAY: Duration = Duration::from_secs(10);
+pub const LONGEST_MEASURED_DELAY: Duration = Duration::from_secs(10);
 
 /// The `containerRuntimeEndpoint` of a KubeletConfiguration the harness wrote.
 pub fn runtime_endpoint(config: &str) -> Option<&str> {
@@ -582,15 +563,24 @@ fn set_log_query(l: &Layout, on: bool) -> Result<Option<(String, Instant)>> {
 /// once at start (then only on change or every nodeStatusReportFrequency, 5 min), NotReady if its
 /// first relist has not happened yet.
 fn wait_for_the_restarted_kubelet(l: &Layout, since: &str) -> Result<()> {
-    let node = node_name();
+    wait_for_a_kubelet_started_since(l, &node_name(), since, &|| super::check_alive(l, "kubelet"))
+}
+
+/// [`wait_for_the_restarted_kubelet`] for `node`, with `alive` failing the wait early.
+pub fn wait_for_a_kubelet_started_since(
+    l: &Layout,
+    node: &str,
+    since: &str,
+    alive: &dyn Fn() -> Result<()>,
+) -> Result<()> {
     super::wait_for(
         "the restarted kubelet (lease renewed, node Ready)",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         || {
-            super::check_alive(l, "kubelet")?;
+            alive()?;
             let renewed =
-                api::lease_renew_time(l, &node)?.is_some_and(|t| api::at_or_after(&t, since));
-            let ready = api::ready_heartbeat(l, &node)?
+                api::lease_renew_time(l, node)?.is_some_and(|t| api::at_or_after(&t, since));
+            let ready = api::ready_heartbeat(l, node)?
                 .is_some_and(|(status, beat)| status == "True" && api::at_or_after(&beat, since));
             Ok(renewed && ready)
         },
@@ -654,7 +644,7 @@ fn runtime_slow_list(l: &Layout, delay: Duration) -> Result<SystemTime> {
         ));
         return Ok(held);
     }
-    let took = wait_for_a_slow_relist(l, delay)?;
+    let took = wait_for_a_slow_relist(l, &node_name(), delay)?;
     info(format!(
         "a relist took {took:.2} s (two held calls); fault in place {:.1} s after the command started",
         started.elapsed().as_secs_f64()
@@ -664,15 +654,14 @@ fn runtime_slow_list(l: &Layout, delay: Duration) -> Result<SystemTime> {
 
 /// Waits for a relist that both held calls slowed (≥ 1.5 × delay; the one in flight when the
 /// delay was set may have been held once or not at all). Returns its duration in seconds.
-fn wait_for_a_slow_relist(l: &Layout, delay: Duration) -> Result<f64> {
-    let node = node_name();
+pub fn wait_for_a_slow_relist(l: &Layout, node: &str, delay: Duration) -> Result<f64> {
     let d = delay.as_secs_f64();
     let timeout = Duration::from_secs_f64(6.0 * d + 30.0);
     let since = Instant::now();
-    let mut last = api::relist_histogram(l, &node)?;
+    let mut last = api::relist_histogram(l, node)?;
     let mut took = 0.0;
     super::wait_for("a relist slowed by the proxy", timeout, || {
-        let now = api::relist_histogram(l, &node)?;
+        let now = api::relist_histogram(l, node)?;
         if now.1 < last.1 {
             // The kubelet restarted (counters start again): measure from here.
             last = now;
@@ -707,6 +696,38 @@ fn heal_runtime_slow_list(l: &Layout) -> Result<Option<(String, Instant)>> {
     Ok(moved)
 }
 
+/// The disk-slow workload on `node`: `start` starts its pod churn (component `churn`); returns
+/// once the symptom is there — the kubelet's runtime calls that write wait on the throttled disk
+/// (its own metrics record calls past the 1.22 s bucket).
+pub fn churn_until_writes_are_slow(
+    l: &Layout,
+    node: &str,
+    churn: &str,
+    start: &dyn Fn() -> Result<()>,
+) -> Result<()> {
+    let before = api::runtime_operations_above(l, node, WRITE_OPERATIONS, SLOW_WRITE_LE)?;
+    start()?;
+    info(format!(
+        "a steady stream of short-lived pods on {node} (label {})",
+        podchurn::LABEL
+    ));
+    let since = Instant::now();
+    super::wait_for(
+        "the runtime's writes slowed by the throttled disk",
+        Duration::from_secs(180),
+        || {
+            super::check_alive(l, churn)?;
+            let now = api::runtime_operations_above(l, node, WRITE_OPERATIONS, SLOW_WRITE_LE)?;
+            Ok(now - before >= 2.0)
+        },
+    )?;
+    info(format!(
+        "runtime write calls over 1.22 s after {:.1} s",
+        since.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 // --- certificates ---------------------------------------------------------------------------
 
 const STATIC_CERT: &str = "kubelet-static-client.pem";
@@ -716,9 +737,9 @@ const CURRENT_CERT: &str = "kubelet-client-current.pem";
 
 /// A kubelet client certificate (CN=system:node:<node>, O=system:nodes) valid from now for
 /// `lifetime`, as one PEM file holding cert and key, as the kubelet keeps it.
-fn short_lived_kubelet_cert(l: &Layout, lifetime: Duration) -> Result<String> {
+pub fn short_lived_kubelet_cert(l: &Layout, node: &str, lifetime: Duration) -> Result<String> {
     let ca = pki::Ca::load(&l.pki("ca.crt"), &l.pki("ca.key"))?;
-    let mut leaf = pki::Leaf::client(&format!("system:node:{}", node_name()), &["system:nodes"]);
+    let mut leaf = pki::Leaf::client(&format!("system:node:{node}"), &["system:nodes"]);
     leaf.validity = time::Duration::try_from(lifetime)?;
     // Valid from now, not backdated: the kubelet schedules rotation at 70-90% of
     // NotAfter - NotBefore (client-go util/certificate/certificate_manager.go, nextRotationDeadline).
@@ -748,7 +769,10 @@ fn with_flag(argv: &[String], flag: &str, value: &str) -> Result<Vec<String>> {
 fn cert_expired_static(l: &Layout, expires_in: Duration) -> Result<()> {
     let dir = l.faults();
     let cert = dir.join(STATIC_CERT);
-    pki::write_private(&cert, &short_lived_kubelet_cert(l, expires_in)?)?;
+    pki::write_private(
+        &cert,
+        &short_lived_kubelet_cert(l, &node_name(), expires_in)?,
+    )?;
     let kubeconfig = dir.join(STATIC_KUBECONFIG);
     super::write(
         &kubeconfig,
@@ -780,7 +804,7 @@ fn cert_expired_static(l: &Layout, expires_in: Duration) -> Result<()> {
 }
 
 /// Restarts kube-controller-manager with one controller disabled.
-fn controller_manager_without(l: &Layout, controller: &str) -> Result<()> {
+pub fn controller_manager_without(l: &Layout, controller: &str) -> Result<()> {
     let argv = component_argv(l, "kube-controller-manager")?;
     let controllers = argv
         .iter()
@@ -815,7 +839,7 @@ fn cert_rotation_stuck(l: &Layout, lifetime: Duration) -> Result<()> {
     );
     pki::write_private(
         &cert_dir.join(&dated),
-        &short_lived_kubelet_cert(l, lifetime)?,
+        &short_lived_kubelet_cert(l, &node_name(), lifetime)?,
     )?;
     relink(&current, Path::new(&dated))?;
     stop_component(l, "kubelet")?;
@@ -856,14 +880,14 @@ fn restore_kubelet_cert(l: &Layout) -> Result<()> {
 }
 
 /// Deletes the node's CSRs that were never approved or denied (the fault's renewal attempts).
-fn delete_pending_node_csrs(l: &Layout) -> Result<()> {
+pub fn delete_pending_node_csrs(l: &Layout, node: &str) -> Result<()> {
     let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
     let (code, body) = api::request(l, "GET", path, None)?;
     if code != 200 {
         bail!("GET {path}: HTTP {code}");
     }
     let list: Value = serde_json::from_str(&body)?;
-    let user = format!("system:node:{}", node_name());
+    let user = format!("system:node:{node}");
     for csr in list["items"].as_array().into_iter().flatten() {
         let pending = csr["status"]["conditions"]
             .as_array()
@@ -879,11 +903,12 @@ fn delete_pending_node_csrs(l: &Layout) -> Result<()> {
 
 // --- pods -------------------------------------------------------------------------------------
 
-/// Deletes the disk-slow fault's churn pods (one collection DELETE by their label).
-fn delete_fault_pods(l: &Layout) -> Result<()> {
+/// Deletes the disk-slow fault's churn pods on `node` (one collection DELETE by their label and
+/// node).
+pub fn delete_fault_pods(l: &Layout, node: &str) -> Result<()> {
     let path = format!(
-        "/api/v1/namespaces/default/pods?labelSelector={}&gracePeriodSeconds=0",
-        podchurn::LABEL.replace('=', "%3D")
+        "/api/v1/namespaces/default/pods?{}&gracePeriodSeconds=0",
+        podchurn::selector(node)
     );
     let (code, body) = api::request(l, "DELETE", &path, None)?;
     match code {

@@ -172,6 +172,24 @@ const CONTAINERD_CONFIG: &str = r#"version = 2
     conf_dir = "/etc/cni/net.d"
 "#;
 
+const KUBELET_CONFIG: &str = "/etc/kubernetes/kubelet.yaml";
+const KUBELET_KUBECONFIG: &str = "/etc/kubernetes/kubelet.kubeconfig";
+/// The kubelet's client certificate (and key) as rotation keeps it: a link to the current one.
+const KUBELET_CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+
+/// The kubelet unit's `ExecStart=` with this configuration and kubeconfig.
+fn kubelet_exec_start(config: &str, kubeconfig: &str) -> String {
+    format!(
+        r#"ExecStart=/usr/local/bin/kubelet \
+  --config={config} \
+  --kubeconfig={kubeconfig} \
+  --cert-dir=/var/lib/kubelet/pki \
+  --hostname-override={NODE} \
+  --node-ip={GUEST_IP} \
+  --v=2"#
+    )
+}
+
 /// The kubelet's unit, as a distribution's kubelet package writes it.
 fn kubelet_unit() -> String {
     format!(
@@ -181,18 +199,33 @@ Wants=containerd.service
 After=containerd.service network-online.target
 
 [Service]
-ExecStart=/usr/local/bin/kubelet \
-  --config=/etc/kubernetes/kubelet.yaml \
-  --kubeconfig=/etc/kubernetes/kubelet.kubeconfig \
-  --cert-dir=/var/lib/kubelet/pki \
-  --hostname-override={NODE} \
-  --node-ip={GUEST_IP} \
-  --v=2
+{}
 Restart=always
 RestartSec=2
 
 [Install]
 WantedBy=multi-user.target
+"#,
+        kubelet_exec_start(KUBELET_CONFIG, KUBELET_KUBECONFIG)
+    )
+}
+
+/// The CRI proxy of the guest's runtime-slow-list fault (criproxy/), started by the fault.
+const CRIPROXY_BIN: &str = "/usr/local/bin/nodehealth-criproxy";
+const CRIPROXY_DIR: &str = "/run/nodehealth-criproxy";
+const CRIPROXY_SOCKET: &str = "/run/nodehealth-criproxy/cri.sock";
+const CRIPROXY_CONTROL: &str = "/run/nodehealth-criproxy/delay-ms";
+
+fn criproxy_unit() -> String {
+    format!(
+        r#"[Unit]
+Description=nodehealth test harness: the CRI proxy of the runtime-slow-list fault
+After=containerd.service
+
+[Service]
+ExecStart={CRIPROXY_BIN} --listen={CRIPROXY_SOCKET} \
+  --upstream=/run/containerd/containerd.sock --control={CRIPROXY_CONTROL}
+RuntimeDirectory=nodehealth-criproxy
 "#
     )
 }
@@ -215,6 +248,7 @@ fn payload(
     settings: &Settings,
     bin: &Path,
     images: &[PathBuf],
+    criproxy: &Path,
     tar: &Path,
 ) -> Result<()> {
     let root = dir(l).join("payload");
@@ -240,13 +274,13 @@ fn payload(
         0o600,
     )?;
     put(
-        "/var/lib/kubelet/pki/kubelet-client-current.pem",
+        KUBELET_CLIENT_CERT,
         &pem("guest-kubelet-client.pem")?,
         0o600,
     )?;
-    let client = Path::new("/var/lib/kubelet/pki/kubelet-client-current.pem");
+    let client = Path::new(KUBELET_CLIENT_CERT);
     put(
-        "/etc/kubernetes/kubelet.kubeconfig",
+        KUBELET_KUBECONFIG,
         &config::with_tls_server_name(
             &config::kubeconfig(
                 &format!("https://{HOST_IP}:{LB_PORT}"),
@@ -261,7 +295,7 @@ fn payload(
         0o600,
     )?;
     put(
-        "/etc/kubernetes/kubelet.yaml",
+        KUBELET_CONFIG,
         &config::kubelet_config(&config::guest_kubelet(GUEST_IP), settings),
         0o644,
     )?;
@@ -274,6 +308,11 @@ fn payload(
     put(
         "/etc/systemd/system/kubelet.service",
         &kubelet_unit(),
+        0o644,
+    )?;
+    put(
+        "/etc/systemd/system/nodehealth-criproxy.service",
+        &criproxy_unit(),
         0o644,
     )?;
     put("/opt/nodehealth/setup.sh", SETUP, 0o755)?;
@@ -289,6 +328,7 @@ fn payload(
         &fs::canonicalize(bin.join("kubelet"))?,
         &root.join("usr/local/bin/kubelet"),
     )?;
+    link_or_copy(criproxy, &root.join(CRIPROXY_BIN.trim_start_matches('/')))?;
     // The agent, for runs over SSH where no pod can start (`tracer-user probe --host-root /`).
     let agent = crate::agent_image::static_agent_binary();
     if agent.exists() {
@@ -343,7 +383,8 @@ pub fn up(
     )?;
 
     let tar = d.join("payload.tar");
-    payload(l, settings, bin, images, &tar)?;
+    let criproxy = crate::agent_image::static_build("nodehealth-criproxy")?;
+    payload(l, settings, bin, images, &criproxy, &tar)?;
     let disk = d.join("disk.qcow2");
     let _ = fs::remove_file(&disk);
     guest::overlay(&image, &disk)?;
@@ -404,7 +445,7 @@ pub fn up(
 /// tap link, the Node object and the guest's files. `down` does the same for everything.
 pub fn remove(l: &Layout) -> Result<()> {
     step(format!("removing the guest node `{NODE}`"));
-    for name in ["guest", "guest-lb"] {
+    for name in [CHURN, "guest", "guest-lb"] {
         super::stop_component(l, name)?;
         let f = supervise::files(&l.run_dir(), name);
         for p in [f.pid, f.supervisor_pid, f.stop, f.restarts] {
@@ -445,12 +486,37 @@ pub fn undo_on_down(l: &Layout) -> Vec<String> {
 /// containerd's unit cgroup on the guest (cgroup v2, systemd).
 const CONTAINERD_CGROUP: &str = "/sys/fs/cgroup/system.slice/containerd.service";
 
+/// The disk-slow fault's pod churn for the guest (an `xtask podchurn` on the host).
+pub const CHURN: &str = "guest-podchurn";
+/// Sets `dev` (a /dev/block path systemd takes) and `mm` (MAJ:MIN) to the whole disk under
+/// containerd's root, or fails: io.max applies to disks, not partitions. (`stat`, not `findmnt
+/// -no MAJ:MIN`: findmnt pads its column with spaces.)
+const CONTAINERD_DISK: &str = r#"set -eu
+mm=$(stat -c '%Hd:%Ld' /var/lib/containerd)
+dev=/dev/block/$mm
+if [ -e /sys/dev/block/$mm/partition ]; then echo "containerd's root is on a partition ($mm): io.max takes whole disks" >&2; exit 1; fi"#;
+/// Where the certificate faults keep their files on the guest.
+const FAULT_DIR: &str = "/etc/kubernetes/nodehealth-fault";
+const DROPIN_DIR: &str = "/run/systemd/system/kubelet.service.d";
+const DROPIN: &str = "/run/systemd/system/kubelet.service.d/50-nodehealth-fault.conf";
+const PKI_DIR: &str = "/var/lib/kubelet/pki";
+/// runtime-slow-list's drop-in and the kubelet configuration it points at.
+const CRI_DROPIN: &str = "/run/systemd/system/kubelet.service.d/60-nodehealth-criproxy.conf";
+const CRI_CONFIG: &str = "/etc/kubernetes/nodehealth-fault/kubelet-criproxy.yaml";
+/// The certificate `cert-rotation-stuck` replaced (its name in PKI_DIR).
+const PREVIOUS: &str = "/var/lib/kubelet/pki/nodehealth-fault-previous";
+
 fn fault_marker(l: &Layout, name: &str) -> PathBuf {
     l.faults().join(format!("{NODE}-{name}"))
 }
 
 /// Runs `script` in the guest (sh -c), failing with its output when it fails.
 fn guest_sh(l: &Layout, what: &str, script: &str) -> Result<()> {
+    guest_output(l, what, script).map(|_| ())
+}
+
+/// [`guest_sh`], returning what the script printed.
+fn guest_output(l: &Layout, what: &str, script: &str) -> Result<String> {
     let out = ssh(l)?
         .command(&format!("sh -c {}", guest::shell_quote(script)))
         .output()
@@ -463,7 +529,178 @@ fn guest_sh(l: &Layout, what: &str, script: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Limits containerd.service's I/O on the disk under its root (systemd's IO*Max=).
+fn disk_slow_script(write_iops: u64, write_bps: u64, read_iops: u64, read_bps: u64) -> String {
+    format!(
+        r#"{CONTAINERD_DISK}
+systemctl set-property --runtime containerd.service "IOWriteIOPSMax=$dev {write_iops}" \
+  "IOWriteBandwidthMax=$dev {write_bps}" "IOReadIOPSMax=$dev {read_iops}" "IOReadBandwidthMax=$dev {read_bps}"
+grep -q "^$mm " {CONTAINERD_CGROUP}/io.max
+"#
+    )
+}
+
+/// Lifts containerd.service's I/O limits (an empty IO*Max= resets; io.max is written as well,
+/// in case the unit's cgroup kept the line).
+fn disk_slow_heal_script() -> String {
+    format!(
+        r#"{CONTAINERD_DISK}
+systemctl set-property --runtime containerd.service IOWriteIOPSMax= IOWriteBandwidthMax= \
+  IOReadIOPSMax= IOReadBandwidthMax=
+echo "$mm rbps=max wbps=max riops=max wiops=max" > {CONTAINERD_CGROUP}/io.max
+"#
+    )
+}
+
+/// Restarts the kubelet through a runtime drop-in with rotation off and the static certificate
+/// `pem`.
+fn cert_expired_static_script(pem: &str) -> String {
+    format!(
+        r#"set -eu
+if [ -e {CRI_DROPIN} ]; then echo "the kubelet runs under runtime-slow-list's drop-in: heal first" >&2; exit 1; fi
+umask 077
+mkdir -p {FAULT_DIR} {DROPIN_DIR}
+cat > {FAULT_DIR}/client.pem <<'PEM'
+{pem}PEM
+sed 's#{KUBELET_CLIENT_CERT}#{FAULT_DIR}/client.pem#g' {KUBELET_KUBECONFIG} > {FAULT_DIR}/kubelet.kubeconfig
+grep -q '{FAULT_DIR}/client.pem' {FAULT_DIR}/kubelet.kubeconfig
+sed 's/^rotateCertificates: true$/rotateCertificates: false/' {KUBELET_CONFIG} > {FAULT_DIR}/kubelet.yaml
+grep -qx 'rotateCertificates: false' {FAULT_DIR}/kubelet.yaml
+cat > {DROPIN} <<'UNIT'
+[Service]
+ExecStart=
+{exec}
+UNIT
+chmod 644 {DROPIN}
+systemctl daemon-reload
+systemctl restart kubelet.service
+"#,
+        exec = kubelet_exec_start(
+            &format!("{FAULT_DIR}/kubelet.yaml"),
+            &format!("{FAULT_DIR}/kubelet.kubeconfig")
+        )
+    )
+}
+
+/// Points the kubelet's current client certificate at `pem` (remembering the one it replaced)
+/// and restarts the kubelet.
+fn cert_rotation_stuck_script(pem: &str) -> String {
+    format!(
+        r#"set -eu
+umask 077
+cd {PKI_DIR}
+current={KUBELET_CLIENT_CERT}
+if [ ! -e {PREVIOUS} ]; then
+  if [ -L "$current" ]; then readlink "$current" > {PREVIOUS}
+  else cp -p "$current" kubelet-client-nodehealth-saved.pem; echo kubelet-client-nodehealth-saved.pem > {PREVIOUS}; fi
+fi
+f=kubelet-client-fault-$(date +%s).pem
+cat > "$f" <<'PEM'
+{pem}PEM
+ln -sfn "$f" current.tmp && mv -T current.tmp "$current"
+systemctl restart kubelet.service
+"#
+    )
+}
+
+/// Stops the kubelet and points its current client certificate back at the one it had.
+fn cert_rotation_stuck_heal_script() -> String {
+    format!(
+        r#"set -eu
+systemctl stop kubelet.service
+cd {PKI_DIR}
+if [ -e {PREVIOUS} ]; then
+  ln -sfn "$(cat {PREVIOUS})" current.tmp && mv -T current.tmp {KUBELET_CLIENT_CERT}
+fi
+rm -f kubelet-client-fault-*.pem {PREVIOUS}
+"#
+    )
+}
+
+/// Removes the drop-in and restarts the kubelet as its unit says.
+fn cert_expired_static_heal_script() -> String {
+    format!(
+        "rm -f {DROPIN} && systemctl daemon-reload && systemctl restart kubelet.service \
+         && rm -rf {FAULT_DIR}"
+    )
+}
+
+/// Moves the kubelet onto the CRI proxy (a passthrough until then) when it is not there yet,
+/// waits for it to come back, then holds relist calls for `delay`; returns once a relist shows
+/// it (as the host's fault does).
+fn runtime_slow_list(l: &Layout, delay: Duration) -> Result<()> {
+    let since = super::api::next_second();
+    let moved = guest_output(
+        l,
+        "moving the kubelet onto the CRI proxy",
+        &move_to_criproxy_script(),
+    )?;
+    if moved.trim() == "moved" {
+        info("the guest's kubelet restarted onto the CRI proxy (a passthrough so far)");
+        super::fault::wait_for_a_kubelet_started_since(l, NODE, &since, &|| {
+            super::check_alive(l, "guest")
+        })?;
+    }
+    guest_sh(
+        l,
+        "setting the CRI proxy's delay",
+        &format!("echo {} > {CRIPROXY_CONTROL}", delay.as_millis()),
+    )?;
+    info(format!(
+        "ListPodSandbox and ListContainers now take {} ms longer on the guest",
+        delay.as_millis()
+    ));
+    if delay <= super::fault::LONGEST_MEASURED_DELAY {
+        let took = super::fault::wait_for_a_slow_relist(l, NODE, delay)?;
+        info(format!("a relist took {took:.2} s (two held calls)"));
+    }
     Ok(())
+}
+
+/// Starts the CRI proxy and, unless the kubelet already uses it, restarts the kubelet onto it
+/// through a runtime drop-in; prints `moved` when it did.
+fn move_to_criproxy_script() -> String {
+    format!(
+        r#"set -eu
+systemctl start nodehealth-criproxy.service
+for i in $(seq 100); do [ -S {CRIPROXY_SOCKET} ] && break; sleep 0.1; done
+[ -S {CRIPROXY_SOCKET} ] || {{ echo "the CRI proxy's socket did not appear" >&2; exit 1; }}
+if [ -e {CRI_DROPIN} ]; then exit 0; fi
+if [ -e {DROPIN} ]; then echo "the kubelet runs under the certificate fault's drop-in: heal first" >&2; exit 1; fi
+echo 0 > {CRIPROXY_CONTROL}
+umask 022
+mkdir -p {FAULT_DIR} {DROPIN_DIR}
+sed 's#^containerRuntimeEndpoint:.*#containerRuntimeEndpoint: unix://{CRIPROXY_SOCKET}#' {KUBELET_CONFIG} > {CRI_CONFIG}
+grep -qx 'containerRuntimeEndpoint: unix://{CRIPROXY_SOCKET}' {CRI_CONFIG}
+cat > {CRI_DROPIN} <<'UNIT'
+[Service]
+ExecStart=
+{exec}
+UNIT
+systemctl daemon-reload
+systemctl restart kubelet.service
+echo moved
+"#,
+        exec = kubelet_exec_start(CRI_CONFIG, KUBELET_KUBECONFIG)
+    )
+}
+
+/// Releases held calls, restarts the kubelet onto containerd as its unit says, stops the proxy.
+fn runtime_slow_list_heal_script() -> String {
+    format!(
+        r#"set -eu
+if [ -d {CRIPROXY_DIR} ]; then echo 0 > {CRIPROXY_CONTROL}; fi
+if [ -e {CRI_DROPIN} ]; then
+  rm -f {CRI_DROPIN} {CRI_CONFIG}
+  systemctl daemon-reload
+  systemctl restart kubelet.service
+fi
+systemctl stop nodehealth-criproxy.service
+"#
+    )
 }
 
 /// The guest's part of `cargo xtask fault --node guest <fault>`: each fault done the way a
@@ -513,6 +750,56 @@ pub fn apply_fault(l: &Layout, f: &super::fault::Fault) -> Result<()> {
                  && systemctl restart kubelet.service"
             ),
         ),
+        // io.max of containerd.service on the disk under containerd's root, the systemd way
+        // (IO*Max=), and the host fault's pod churn scheduled to the guest.
+        Fault::DiskSlow {
+            write_iops,
+            write_bps,
+            read_iops,
+            read_bps,
+        } => guest_sh(
+            l,
+            "limiting containerd's I/O",
+            &disk_slow_script(*write_iops, *write_bps, *read_iops, *read_bps),
+        )
+        .and_then(|()| {
+            super::fault::churn_until_writes_are_slow(l, NODE, CHURN, &|| {
+                super::launch(
+                    l,
+                    CHURN,
+                    &[
+                        std::env::current_exe()?.display().to_string(),
+                        "podchurn".into(),
+                        format!("--node={NODE}"),
+                    ],
+                )
+            })
+        }),
+        // Rotation off and a client certificate that expires soon, through a runtime drop-in on
+        // the kubelet's unit (its own configuration files stay as they are).
+        Fault::CertExpiredStatic { expires_in } => {
+            let pem = super::fault::short_lived_kubelet_cert(l, NODE, *expires_in)?;
+            guest_sh(
+                l,
+                "restarting the kubelet with a static, short-lived certificate",
+                &cert_expired_static_script(&pem),
+            )
+        }
+        // The controller manager's CSR approver off (the cluster's, shared with the host's node)
+        // and a short-lived certificate where rotation keeps it: the renewal CSR stays Pending.
+        Fault::CertRotationStuck { lifetime } => {
+            let pem = super::fault::short_lived_kubelet_cert(l, NODE, *lifetime)?;
+            super::fault::controller_manager_without(l, "csrapproving")?;
+            guest_sh(
+                l,
+                "restarting the kubelet with a short-lived certificate",
+                &cert_rotation_stuck_script(&pem),
+            )
+        }
+        Fault::RuntimeSlowList { delay } => runtime_slow_list(l, *delay),
+        // The cluster's controller manager, shared with the host's node: the probe's Job gets no
+        // pod wherever it is scheduled.
+        Fault::JobControllerOff => super::fault::controller_manager_without(l, "job"),
         other => Err(anyhow::anyhow!(
             "fault {} is not done on the guest node yet: run it on the host's node (without --node)",
             other.name()
@@ -523,6 +810,11 @@ pub fn apply_fault(l: &Layout, f: &super::fault::Fault) -> Result<()> {
         return Err(e);
     }
     info("applied on the guest node; `cargo xtask heal` undoes it");
+    // As the host's faults do (fault.rs): when the fault was in place, on stdout.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    println!("FAULT {name} took hold at {:.3}", at.as_secs_f64());
     Ok(())
 }
 
@@ -559,6 +851,38 @@ pub fn heal_faults(l: &Layout) -> Vec<String> {
                 "systemctl set-property --runtime kubelet.service MemoryMax=infinity MemorySwapMax=infinity \
                  && systemctl restart kubelet.service",
             ),
+            "disk-slow" => super::stop_component(l, CHURN)
+                .and_then(|()| {
+                    guest_sh(
+                        l,
+                        "lifting containerd's I/O limits",
+                        &disk_slow_heal_script(),
+                    )
+                })
+                .and_then(|()| super::fault::delete_fault_pods(l, NODE)),
+            "cert-expired-static" => guest_sh(
+                l,
+                "restarting the kubelet as its unit says",
+                &cert_expired_static_heal_script(),
+            ),
+            "cert-rotation-stuck" => guest_sh(
+                l,
+                "putting the kubelet's certificate back",
+                &cert_rotation_stuck_heal_script(),
+            )
+            .and_then(|()| super::fault::delete_pending_node_csrs(l, NODE))
+            .and_then(|()| {
+                super::stop_component(l, "kube-controller-manager")?;
+                super::restart_component(l, "kube-controller-manager")
+            })
+            .and_then(|()| guest_sh(l, "starting the kubelet", "systemctl start kubelet.service")),
+            "job-controller-off" => super::stop_component(l, "kube-controller-manager")
+                .and_then(|()| super::restart_component(l, "kube-controller-manager")),
+            "runtime-slow-list" => guest_sh(
+                l,
+                "moving the kubelet back onto containerd",
+                &runtime_slow_list_heal_script(),
+            ),
             _ => Ok(()),
         };
         match healed {
@@ -569,4 +893,39 @@ pub fn heal_faults(l: &Layout) -> Vec<String> {
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fault scripts are shell inside Rust format strings: each must at least parse.
+    #[test]
+    fn the_guest_fault_scripts_parse() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        for script in [
+            disk_slow_script(10, 1 << 20, 20, 1 << 20),
+            disk_slow_heal_script(),
+            cert_expired_static_script(pem),
+            cert_expired_static_heal_script(),
+            cert_rotation_stuck_script(pem),
+            cert_rotation_stuck_heal_script(),
+            move_to_criproxy_script(),
+            runtime_slow_list_heal_script(),
+        ] {
+            let out = Command::new("sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .expect("sh");
+            assert!(
+                out.status.success(),
+                "{script}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let script = cert_expired_static_script(pem);
+        assert!(script.contains("ExecStart=\nExecStart=/usr/local/bin/kubelet"));
+        assert!(script.contains(&format!("--config={FAULT_DIR}/kubelet.yaml")));
+        assert!(disk_slow_script(10, 1, 2, 3).contains("\"IOWriteIOPSMax=$dev 10\""));
+    }
 }

@@ -50,7 +50,7 @@ const POINTER: &str = "/run/kubectl-nodehealth-cluster";
 /// Components in start order; `down` stops them in reverse. `criproxy` is not started by `up`:
 /// the kubelet talks to containerd directly, and only the `runtime-slow-list` fault starts the
 /// proxy and moves the kubelet onto it (fault.rs). `guest-lb` and `guest` (QEMU) exist only with
-/// `up --guest-node` (guest_node.rs).
+/// `up --guest-node` (guest_node.rs), `guest-podchurn` only with the guest's disk-slow fault.
 const COMPONENTS: &[&str] = &[
     "etcd",
     "kube-apiserver",
@@ -62,6 +62,7 @@ const COMPONENTS: &[&str] = &[
     "podchurn",
     "guest-lb",
     "guest",
+    "guest-podchurn",
 ];
 /// The kubelet reaches the API server through `apiserver-lb` on this port (see lb.rs).
 pub const LB_PORT: u16 = 6444;
@@ -1156,6 +1157,7 @@ fn status() -> Result<()> {
                 (false, "criproxy" | "podchurn") => "not in use",
                 // Only with `up --guest-node`.
                 (false, "guest" | "guest-lb") => "no guest",
+                (false, "guest-podchurn") => "not in use",
                 (false, _) => "stopped",
             },
             pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

@@ -46,14 +46,18 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
+/// The query that selects the churn pods on `node` (each node's churn is its own: the guest's and
+/// the host's disk-slow may run at once).
+pub fn selector(node: &str) -> String {
+    format!(
+        "labelSelector={}&fieldSelector=spec.nodeName%3D{node}",
+        LABEL.replace('=', "%3D")
+    )
+}
+
 /// One round: delete finished churn pods, top the live ones up to `--live`.
 fn tick(l: &Layout, args: &Args, serial: &mut u64) -> Result<()> {
-    let (code, body) = api::request(
-        l,
-        "GET",
-        &format!("{PODS}?labelSelector={}", LABEL.replace('=', "%3D")),
-        None,
-    )?;
+    let (code, body) = api::request(l, "GET", &format!("{PODS}?{}", selector(&args.node)), None)?;
     if code != 200 {
         bail!("listing churn pods: HTTP {code}");
     }
