@@ -66,6 +66,18 @@ impl Drop for OwnCgroup {
     }
 }
 
+/// A shell busy loop, moved into `cg`; killed on drop.
+fn busy_loop_in(cg: &OwnCgroup) -> ChildGuard {
+    let child = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let busy = ChildGuard(child);
+    cg.add(busy.0.id());
+    busy
+}
+
 #[test]
 fn zombie_children_of_the_kubelet_are_reported() {
     // sh forks a short sleep, then execs a long one that never reaps it.
@@ -116,13 +128,7 @@ fn cfs_throttling_is_counted_over_the_window() {
             (cg, 2)
         }
     };
-    let child = Command::new("sh")
-        .args(["-c", "while :; do :; done"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let busy = ChildGuard(child);
-    cg.add(busy.0.id());
+    let busy = busy_loop_in(&cg);
     let host = HostRoot::new("/");
     let targets = [("kubelet", busy.0.id())];
     let a = pressure::Sample::take(&host, &targets);
@@ -151,17 +157,7 @@ fn cfs_throttling_is_counted_over_the_window() {
 fn a_cgroups_own_cpu_stall_is_measured_over_the_window() {
     let cg = own_v2_cgroup("psi").expect("no cgroup2 mount to make a cgroup in");
     let cpus = thread::available_parallelism().map_or(2, |n| n.get());
-    let mut loops = Vec::new();
-    for _ in 0..2 * cpus {
-        let child = Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let busy = ChildGuard(child);
-        cg.add(busy.0.id());
-        loops.push(busy);
-    }
+    let loops: Vec<ChildGuard> = (0..2 * cpus).map(|_| busy_loop_in(&cg)).collect();
     let host = HostRoot::new("/");
     let targets = [("runtime", loops[0].0.id())];
     let a = pressure::Sample::take(&host, &targets);
