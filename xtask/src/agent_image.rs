@@ -62,10 +62,14 @@ fn host_target() -> &'static Target {
         .unwrap_or(&TARGETS[0])
 }
 
+/// Where the static and cross builds go: a target directory in the cache, outside the clone, so
+/// their dependencies (tokio, tonic, aya, ring, … for two architectures, minutes of release
+/// compiling) are built once per machine rather than once per clone. Cargo reuses them across
+/// clones because a path package's artifact names do not depend on where the workspace lies; the
+/// workspace's own crates are rebuilt (a fresh clone's sources are newer). Cargo's lock on the
+/// directory serialises two clones building at once.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sh::workspace_root().join("target"))
+    sh::cache_dir().join("static-target")
 }
 
 /// The static agent binary for this machine's architecture, as the last image build left it
@@ -109,6 +113,7 @@ pub fn cross_build(
         "--target",
         triple,
     ]);
+    cargo.arg("--target-dir").arg(target_dir());
     let env_triple = triple.replace('-', "_");
     match cross {
         Some(cc) => {
