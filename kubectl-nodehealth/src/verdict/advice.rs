@@ -181,6 +181,13 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
         CauseId::Certificate => {
             let approve = if c.pending_client_csrs.is_empty() {
                 String::new()
+            } else if c.platform == PlatformKind::Eks {
+                // EKS kubelets authenticate with IAM: a pending client CSR means this node's
+                // kubelet is not configured the EKS way, and approving it is not the fix.
+                format!(
+                    "this node filed client CSRs ({}), which EKS does not approve: its kubelet's kubeconfig should authenticate with `aws eks get-token`, not a client certificate — compare it with a healthy node's; ",
+                    c.pending_client_csrs.join(", ")
+                )
             } else {
                 format!(
                     "approve the pending client CSR now: {}; ",
@@ -202,7 +209,7 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
                             p.certificate, p.last_resort
                         ),
                         PlatformKind::Gke | PlatformKind::Aks => format!(
-                            "{approve}{}; the node's clock must be NTP-synchronized (skew breaks validation); on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`; if it cannot be brought back: {}",
+                            "{approve}{}; on {node}: `openssl x509 -in /var/lib/kubelet/pki/kubelet-client-current.pem -noout -dates`; if it cannot be brought back: {}",
                             p.certificate, p.last_resort
                         ),
                         PlatformKind::OpenShift | PlatformKind::Kubeadm | PlatformKind::Unknown => format!(
@@ -240,8 +247,9 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
         CauseId::RuntimeUnresponsive => {
             let fix = if c.runtime_hung {
                 format!(
-                    "on {node}: `timeout 10 crictl info`, `systemctl status {unit}`, `journalctl -u {unit} --since -15m`; the runtime is hung: capture its goroutine stacks (SIGUSR1 makes containerd and CRI-O dump them), then `systemctl restart {unit}` — {}; check workload tolerance first; if orphaned shims block state queries, drain the node first, then restart {unit}",
-                    c.runtime_restart()
+                    "on {node}: `timeout 10 crictl info`, `systemctl status {unit}`, `journalctl -u {unit} --since -15m`; the runtime is hung: capture its goroutine stacks (SIGUSR1 makes containerd and CRI-O dump them), then `systemctl restart {unit}` — {}; check workload tolerance first; if orphaned {} processes block state queries, drain the node first, then restart {unit}",
+                    c.runtime_restart(),
+                    c.runtime.shim()
                 )
             } else {
                 format!(
@@ -316,7 +324,7 @@ pub fn texts(id: CauseId, c: &Context) -> Texts {
         CauseId::NodePressure => Texts {
             summary: "the node is under resource pressure".into(),
             fix: format!(
-                "`kubectl cordon {node}`; free the resource under pressure (see findings): evictable pods, and on the node ({}) unused images (`crictl rmi --prune`) and logs (`journalctl --vacuum-size=500M`); so the kubelet stays protected: {}",
+                "`kubectl cordon {node}`; free the resource under pressure (see findings): evictable pods, then unused images (`crictl rmi --prune`) and logs (`journalctl --vacuum-size=500M`) from {}; so the kubelet stays protected: {}",
                 platform::advice(c.platform).shell,
                 platform::advice(c.platform).reserves
             ),
@@ -461,6 +469,13 @@ mod tests {
                     }
                     PlatformKind::Eks => {
                         assert!(cert.fix.contains("IAM role"), "{what}: {}", cert.fix);
+                        // A client CSR from an EKS node is named, not approved.
+                        assert!(
+                            cert.fix.contains("csr-x")
+                                && !cert.fix.contains("certificate approve"),
+                            "{what}: {}",
+                            cert.fix
+                        );
                         assert!(
                             !cert.fix.contains("kubelet-client-current.pem"),
                             "{what}: {}",
@@ -626,6 +641,106 @@ mod tests {
             fix.contains("freezer.state") && !fix.contains("systemctl thaw"),
             "{fix}"
         );
+    }
+
+    /// The context each cause is reported in on its own (the fault as the scenarios make it),
+    /// on `platform` with `runtime`: what the advice document shows.
+    fn reported_alone(id: CauseId, platform: PlatformKind, runtime: RuntimeKind) -> Context {
+        let mut c = context(runtime, false, None);
+        c.node = "<node>".into();
+        c.platform = platform;
+        c.api_server = None;
+        c.kubelet_itself = false;
+        c.goroutine_dump = GoroutineDump::NotTaken("the kubelet did not answer".into());
+        match id {
+            CauseId::ApiPartition => c.restart_forbidden_by = Some("a partition"),
+            CauseId::Certificate => {
+                c.restart_forbidden_by = Some("a certificate problem");
+                c.pending_client_csrs = vec!["<csr>".into()];
+            }
+            CauseId::RuntimeUnresponsive => {
+                c.restart_forbidden_by = Some("a runtime problem");
+                c.runtime_hung = true;
+            }
+            CauseId::KubeletStarved => c.kubelet_itself = true,
+            _ => {}
+        }
+        c
+    }
+
+    /// docs/advice.md: every cause's fix and avoid on every platform, for containerd and CRI-O,
+    /// as `texts` writes them (identical texts merged, with the combinations that get them).
+    fn advice_document() -> String {
+        use std::fmt::Write;
+        let platforms = [
+            PlatformKind::Eks,
+            PlatformKind::Gke,
+            PlatformKind::Aks,
+            PlatformKind::OpenShift,
+            PlatformKind::Kubeadm,
+            PlatformKind::Unknown,
+        ];
+        let mut doc = String::from(
+            "# The advice on each platform and runtime\n\n\
+             Generated from the verdict's own texts (`kubectl-nodehealth/src/verdict/advice.rs`, the test\n\
+             `the_advice_document_is_what_the_tool_says`; regenerate with `NODEHEALTH_UPDATE_DOCS=1 cargo test -p\n\
+             kubectl-nodehealth --lib advice_document`). Each cause is shown as it is reported on its own: a\n\
+             pending client CSR for `certificate`, a hung runtime for `runtime-unresponsive`, the kubelet shown\n\
+             starved by the node side for `kubelet-starved`, the goroutine dump not taken, and no address read\n\
+             from the node (the platform's usual API server is shown). What the agent discovers on a node (the\n\
+             runtime unit's `KillMode`, systemd, a paused kubelet, the API server address, `/configz`) changes\n\
+             these texts further; README \"Platforms\" says how.\n",
+        );
+        for id in CauseId::BY_SAFETY {
+            let name = serde_json::to_value(id).unwrap();
+            let name = name.as_str().unwrap();
+            writeln!(doc, "\n## {name}\n").unwrap();
+            // Each distinct (fix, avoid), in first-seen order, with the combinations giving it.
+            let mut seen: Vec<((String, String), Vec<String>)> = Vec::new();
+            for platform in platforms {
+                for runtime in [RuntimeKind::Containerd, RuntimeKind::CriO] {
+                    let t = texts(id, &reported_alone(id, platform, runtime));
+                    let who = format!("{} / {}", platform.name(), runtime.name());
+                    match seen.iter_mut().find(|(k, _)| *k == (t.fix.clone(), t.avoid.clone())) {
+                        Some((_, whos)) => whos.push(who),
+                        None => seen.push(((t.fix, t.avoid), vec![who])),
+                    }
+                }
+            }
+            for ((fix, avoid), whos) in seen {
+                writeln!(doc, "**{}**\n", whos.join(", ")).unwrap();
+                writeln!(doc, "- fix: {fix}\n- avoid: {avoid}\n").unwrap();
+            }
+        }
+        doc
+    }
+
+    /// The committed document is what the tool says today.
+    #[test]
+    fn the_advice_document_is_what_the_tool_says() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/advice.md");
+        let doc = advice_document();
+        if std::env::var_os("NODEHEALTH_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &doc).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == doc,
+            "{} is not what the advice says now: regenerate it with `NODEHEALTH_UPDATE_DOCS=1 cargo test -p kubectl-nodehealth --lib advice_document` and review the diff",
+            path.display()
+        );
+        // Every platform's own commands are in it.
+        for said in [
+            "IAM role",
+            "gcloud compute ssh",
+            "az aks",
+            "oc adm certificate approve <csr>",
+            "kubectl certificate approve <csr>",
+            "systemctl restart crio",
+            "systemctl restart containerd",
+        ] {
+            assert!(doc.contains(said), "{said}");
+        }
     }
 
     #[test]
