@@ -19,6 +19,32 @@ pub struct Cluster {
     pub node: String,
 }
 
+/// `cargo`, for a build the test needs, without the variables cargo set for this test crate
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …): a build script that tracks one (ring's tracks
+/// `CARGO_MANIFEST_DIR`) would rebuild its crate, and everything above it, here and again when
+/// xtask or a shell builds next (xtask's `sh::cargo` does the same).
+pub fn cargo() -> Command {
+    let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cargo.env_remove(key);
+        }
+    }
+    cargo
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -715,6 +741,31 @@ pub fn json_of(out: &std::process::Output) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The advice in a report that restarts the kubelet or reboots the node: each cause's fix and
+/// each finding's remediation that says so, as (id, text). The advice contract forbids both
+/// where a partition, a runtime outage or a certificate problem is the truth.
+pub fn kubelet_restarts_or_reboots(report: &Value) -> Vec<(String, String)> {
+    let causes = report["verdict"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (&c["id"], &c["fix"]));
+    let findings = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (&f["id"], &f["remediation"]));
+    causes
+        .chain(findings)
+        .filter_map(|(id, text)| {
+            let text = text.as_str().unwrap_or("");
+            (text.contains("systemctl restart kubelet")
+                || text.to_lowercase().contains("reboot the node"))
+            .then(|| (id.as_str().unwrap_or("?").to_string(), text.to_string()))
+        })
+        .collect()
 }
 
 /// The report's finding `id`, if it has one.

@@ -1,7 +1,8 @@
 //! The guest node (issue 17): `cargo xtask guest boot` on each Debian cloud kernel gives a node
 //! with that kernel, systemd as PID 1, cgroup v2 only, containerd running, and kprobes and BTF for
 //! the tracer. Needs no cluster: the guest is booted, asked and powered off by the test itself.
-//! The last test joins the guest to the running cluster as node `guest` and diagnoses it.
+//! The joined tests add the guest to the running cluster as node `guest` and diagnose it: two
+//! faults in the default tier, every fault in the long one.
 
 use std::{
     collections::BTreeMap,
@@ -11,7 +12,8 @@ use std::{
 };
 
 use nodehealth_e2e::{
-    Cluster, json_of, run_plugin, run_plugin_with_node_evidence, wait_until, workspace_root,
+    Cluster, json_of, kubelet_restarts_or_reboots, run_plugin, run_plugin_with_node_evidence,
+    wait_until, workspace_root,
 };
 use serde_json::Value;
 
@@ -33,7 +35,7 @@ exit 0
 
 fn xtask_bin() -> std::path::PathBuf {
     let root = workspace_root();
-    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+    let status = nodehealth_e2e::cargo()
         .args(["build", "-q", "-p", "xtask"])
         .current_dir(&root)
         .status()
@@ -245,14 +247,67 @@ enum Way {
     ProbeTraced,
 }
 
-/// The guest node in the cluster: joined, diagnosed healthy with the probe pod and `--trace` on
-/// its distro kernel (systemd units, the journal, cgroup v2), then each fault the guest does the
-/// systemd / cgroup-v2 way judged with the top cause the host node gets for it, healed in between;
-/// `down --guest-node` leaves no link behind.
+/// The guest node in the cluster, fast tier (about 3 minutes, most of it TCG): joined, diagnosed
+/// healthy with the probe pod and `--trace` on its distro kernel (systemd units, the journal,
+/// cgroup v2), then the two faults whose fix depends on what the agent finds on a systemd node —
+/// a frozen runtime (cgroup.freeze; Debian's containerd unit keeps the containers through a
+/// restart) and a frozen kubelet (`systemctl thaw`) — judged with the agent over SSH; `scan` lists
+/// both nodes; `down --guest-node` leaves no link behind. The long tier does every fault.
+#[test]
+fn the_guest_node_joins_and_its_frozen_runtime_and_kubelet_are_diagnosed() {
+    let guest = GuestNode::join();
+    healthy_with_the_trace(&guest);
+    let fast: Vec<GuestFault> = faults()
+        .into_iter()
+        .filter(|f| {
+            matches!(
+                (f.0[0], f.3),
+                ("runtime-frozen" | "kubelet-frozen", Way::AgentOverSsh)
+            )
+        })
+        .collect();
+    assert_eq!(fast.len(), 2);
+    judge(&guest, &fast);
+    scan_and_leave(guest);
+}
+
+/// The guest node in the cluster, long tier: as the fast tier, then a window longer than the
+/// lease, then each fault the guest does the systemd / cgroup-v2 way judged with the top cause the
+/// host node gets for it, healed in between.
 #[test]
 #[ignore = "long tier (cargo xtask test --long): boots the guest under TCG and joins it (minutes)"]
 fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
     let guest = GuestNode::join();
+    healthy_with_the_trace(&guest);
+
+    // A window longer than the lease's 40 s: renewals seen while it lasts are heartbeats, not a
+    // stale lease (the host's "none, 42 s window" row).
+    let (out, _) = run_plugin(&guest.0, &["--duration", "42s", "-o", "json"]);
+    let report = json_of(&out);
+    println!("healthy guest, 42 s window: {:?}", causes(&report));
+    assert_eq!(top_cause(&report), "healthy", "{:#}", report["verdict"]);
+
+    // NODEHEALTH_GUEST_FAULTS=a,b runs only those faults (while working on one).
+    let only = std::env::var("NODEHEALTH_GUEST_FAULTS").ok();
+    let faults: Vec<GuestFault> = faults()
+        .into_iter()
+        .filter(|f| {
+            let keep = only
+                .as_ref()
+                .is_none_or(|only| only.split(',').any(|n| n == f.0[0]));
+            if !keep {
+                println!("guest {}: not in NODEHEALTH_GUEST_FAULTS", f.0[0]);
+            }
+            keep
+        })
+        .collect();
+    judge(&guest, &faults);
+    scan_and_leave(guest);
+}
+
+/// Healthy, with the probe pod on the guest and the tracer on its kernel: the journal, the
+/// kubelet's unit, its v2 cgroup's pressure, the tracepoint fallback Debian's kernels need.
+fn healthy_with_the_trace(guest: &GuestNode) {
     let c = &guest.0;
     assert!(
         Path::new("/sys/class/net/nhguest0").exists(),
@@ -344,17 +399,13 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
         "no kubelet threads traced: {}",
         trace["processes"]
     );
+}
 
-    // A window longer than the lease's 40 s: renewals seen while it lasts are heartbeats, not a
-    // stale lease (the host's "none, 42 s window" row).
-    let (out, _) = run_plugin(c, &["--duration", "42s", "-o", "json"]);
-    let report = json_of(&out);
-    println!("healthy guest, 42 s window: {:?}", causes(&report));
-    assert_eq!(top_cause(&report), "healthy", "{:#}", report["verdict"]);
-
-    // Each fault: its setup, the condition that says the symptom is there, how it is judged, the
-    // top causes that are right (the host node's truth for the same fault and moment).
-    let faults: &[GuestFault] = &[
+/// Each fault the guest does: its setup, the condition that says the symptom is there, how it is
+/// judged, the top causes that are right (the host node's truth for the same fault and moment),
+/// in the order the long tier runs them.
+fn faults() -> Vec<GuestFault<'static>> {
+    vec![
         // io.max on the disk under containerd's root, with the pod churn on the guest: the fault
         // returns once the kubelet's runtime writes are slowed.
         (
@@ -485,23 +536,21 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
             Way::AgentOverSsh,
             &["kubelet-starved"],
         ),
-    ];
-    // NODEHEALTH_GUEST_FAULTS=a,b runs only those faults (while working on one).
-    let only = std::env::var("NODEHEALTH_GUEST_FAULTS").ok();
+    ]
+}
+
+/// Each fault in turn: applied on the guest, its symptom awaited, judged, the advice checked,
+/// healed.
+fn judge(guest: &GuestNode, faults: &[GuestFault]) {
+    let c = &guest.0;
     for (args, symptom, symptom_there, way, right) in faults {
-        if let Some(only) = &only
-            && !only.split(',').any(|f| f == args[0])
-        {
-            println!("guest {}: not in NODEHEALTH_GUEST_FAULTS", args[0]);
-            continue;
-        }
         let mut fault = vec!["fault", "--node", "guest"];
         fault.extend_from_slice(args);
         c.xtask(&fault);
         wait_until(
             &format!("{}: {symptom}", args[0]),
             Duration::from_secs(420),
-            || symptom_there(&guest).then_some(()),
+            || symptom_there(guest).then_some(()),
         );
         let report = match way {
             Way::ApiOnly => json_of(&run_plugin(c, &["--api-only", "-o", "json"]).0),
@@ -560,25 +609,21 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
             );
         }
         // (A kubelet OOM-killed at its limit is the one fault here whose fix may restart it.)
-        let causes_here = report["verdict"]["causes"].as_array().cloned();
-        for cause in causes_here
-            .into_iter()
-            .flatten()
-            .filter(|_| args[0] != "kubelet-memory-limited")
-        {
-            let fix = cause["fix"].as_str().unwrap_or("");
+        if args[0] != "kubelet-memory-limited" {
+            let offending = kubelet_restarts_or_reboots(&report);
             assert!(
-                !fix.contains("systemctl restart kubelet")
-                    && !fix.to_lowercase().contains("reboot the node"),
-                "guest {}: {} restarts the kubelet or reboots: {fix}",
-                args.join(" "),
-                cause["id"]
+                offending.is_empty(),
+                "guest {}: advice restarts the kubelet or reboots the node: {offending:#?}",
+                args.join(" ")
             );
         }
         guest.heal();
     }
+}
 
-    // The fleet view lists both real nodes.
+/// The fleet view lists both real nodes; then the guest leaves, and its link with it.
+fn scan_and_leave(guest: GuestNode) {
+    let c = &guest.0;
     let bin = workspace_root().join("target/debug/kubectl-nodehealth");
     let scan = Command::new(bin)
         .args(["scan", "--kubeconfig"])
@@ -602,7 +647,7 @@ fn the_guest_node_joins_and_is_diagnosed_like_the_host_node() {
 
 /// The tracer's integration tests, built static (musl) on the host: their paths.
 fn tracer_test_binaries(tests: &[&str]) -> Vec<(String, std::path::PathBuf)> {
-    let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    let mut cargo = nodehealth_e2e::cargo();
     cargo
         .args(["test", "-q", "-p", "tracer-user", "--release"])
         .args(["--target", "x86_64-unknown-linux-musl", "--no-run"])

@@ -18,8 +18,8 @@ use std::{
 };
 
 use nodehealth_e2e::{
-    Cluster, Healer, finding, json_of, run_agent_standalone, run_plugin,
-    run_plugin_with_node_evidence, wait_until,
+    Cluster, Healer, finding, json_of, kubelet_restarts_or_reboots, run_agent_standalone,
+    run_plugin, run_plugin_with_node_evidence, wait_until,
 };
 use serde_json::Value;
 
@@ -82,37 +82,11 @@ impl Diagnosis {
     /// reboots the node (asserted where a partition, a runtime outage or a certificate problem
     /// is the truth).
     fn expect_no_kubelet_restart(&self) {
-        let fixes = self
-            .causes()
-            .iter()
-            .map(|c| {
-                (
-                    c["id"].as_str().unwrap_or("?").to_string(),
-                    c["fix"].as_str().unwrap_or(""),
-                )
-            })
-            .chain(
-                self.report["findings"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|f| {
-                        (
-                            f["id"].as_str().unwrap_or("?").to_string(),
-                            f["remediation"].as_str().unwrap_or(""),
-                        )
-                    }),
-            );
-        for (id, fix) in fixes {
-            assert!(
-                !fix.contains("systemctl restart kubelet"),
-                "{id} restarts the kubelet: {fix}"
-            );
-            assert!(
-                !fix.to_lowercase().contains("reboot the node"),
-                "{id}: {fix}"
-            );
-        }
+        let offending = kubelet_restarts_or_reboots(&self.report);
+        assert!(
+            offending.is_empty(),
+            "advice restarts the kubelet or reboots the node: {offending:#?}"
+        );
     }
 
     /// The evidence of a cause (empty when it is not listed).
@@ -241,6 +215,16 @@ fn api_partition_is_a_partition_and_says_not_to_restart_the_kubelet() {
     let api = &agent["apiServer"];
     assert!(api["healthz"]["status"].is_null(), "{api:#}");
     d.expect_top("api-partition");
+    // The fix checks the API server at the address the agent read from the kubelet's kubeconfig.
+    let server = api["server"]
+        .as_str()
+        .expect("the kubelet's API server address");
+    let check = format!("curl -k {server}/healthz");
+    assert!(
+        d.top()["fix"].as_str().unwrap_or("").contains(&check),
+        "{check}: {:#}",
+        d.top()
+    );
     // The kubelet's log, read on the node: its lease renewals fail on the network (how a request
     // fails depends on the connection's state when the path was cut: a handshake timeout, a
     // client timeout, a deadline).

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cri;
 pub mod cri_socket;
 pub mod discovery;
+pub mod gosym;
 pub mod host;
 pub mod hpack;
 pub mod http;

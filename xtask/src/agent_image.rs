@@ -65,11 +65,56 @@ fn host_target() -> &'static Target {
 /// Where the static and cross builds go: a target directory in the cache, outside the clone, so
 /// their dependencies (tokio, tonic, aya, ring, … for two architectures, minutes of release
 /// compiling) are built once per machine rather than once per clone. Cargo reuses them across
-/// clones because a path package's artifact names do not depend on where the workspace lies; the
-/// workspace's own crates are rebuilt (a fresh clone's sources are newer). Cargo's lock on the
-/// directory serialises two clones building at once.
+/// clones because a path package's artifact names do not depend on where the workspace lies.
+/// The workspace's own crates are another matter: cargo judges them fresh by file times, so a
+/// clone whose sources are older than another clone's last build would be handed that clone's
+/// binary — [`claim_for_this_clone`] removes them whenever the last build here came from another
+/// clone. Cargo's lock on the directory serialises two clones building at once (two building
+/// the same target at the same time may still read each other's binary: run one at a time).
 fn target_dir() -> PathBuf {
     sh::cache_dir().join("static-target")
+}
+
+/// Removes the workspace crates' artifacts for `triple` from the shared target directory when the
+/// last build for it came from another clone (remembered in a marker file), so this clone's
+/// sources are what gets built.
+fn claim_for_this_clone(triple: &str) -> Result<()> {
+    let root = sh::workspace_root();
+    let marker = target_dir().join(format!(".built-from-{triple}"));
+    let here = root.display().to_string();
+    if fs::read_to_string(&marker).ok().as_deref() == Some(here.as_str()) {
+        return Ok(());
+    }
+    let metadata = sh::output(sh::cargo().current_dir(&root).args([
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+    ]))
+    .context("cargo metadata")?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&metadata).context("reading cargo metadata")?;
+    let mut clean = sh::cargo();
+    clean
+        .current_dir(&root)
+        .args([
+            "clean",
+            "--quiet",
+            "--release",
+            "--target",
+            triple,
+            "--target-dir",
+        ])
+        .arg(target_dir());
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        if let Some(name) = package["name"].as_str() {
+            clean.args(["-p", name]);
+        }
+    }
+    sh::run("removing another clone's workspace artifacts", &mut clean)?;
+    fs::create_dir_all(target_dir())?;
+    fs::write(&marker, here)?;
+    Ok(())
 }
 
 /// The static agent binary for this machine's architecture, as the last image build left it
@@ -102,6 +147,7 @@ pub fn cross_build(
     what: &str,
     env: &[(&str, &str)],
 ) -> Result<PathBuf> {
+    claim_for_this_clone(triple)?;
     let mut cargo = sh::cargo();
     cargo.envs(env.iter().copied());
     cargo.current_dir(sh::workspace_root()).args([

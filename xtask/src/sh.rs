@@ -69,8 +69,32 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// `cargo` of the toolchain this xtask runs under (rustup passes it down through the environment).
+///
+/// Without the variables cargo sets for the crate it runs (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …):
+/// xtask runs under `cargo run` (`cargo xtask`), under `cargo test` (the end-to-end tests call
+/// it) and from a shell, and a build script that tracks one of them (ring's tracks
+/// `CARGO_MANIFEST_DIR`) would otherwise rebuild its crate and everything above it whenever the
+/// caller changes — a minute of the agent image's release build each time.
 pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cargo.env_remove(key);
+        }
+    }
+    cargo
 }
 
 /// SHA-256 of `data`, lower-case hex (cache keys, OCI digests).

@@ -57,6 +57,7 @@ const INTEGRATION_BINARIES: &[&str] = &[
     "cri_calls",
     "discovery",
     "frozen_kubelet",
+    "gosym",
     "logs",
     "node_state",
     "runq_wait",

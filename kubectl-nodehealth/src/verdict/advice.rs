@@ -471,8 +471,7 @@ mod tests {
                         assert!(cert.fix.contains("IAM role"), "{what}: {}", cert.fix);
                         // A client CSR from an EKS node is named, not approved.
                         assert!(
-                            cert.fix.contains("csr-x")
-                                && !cert.fix.contains("certificate approve"),
+                            cert.fix.contains("csr-x") && !cert.fix.contains("certificate approve"),
                             "{what}: {}",
                             cert.fix
                         );
@@ -701,7 +700,10 @@ mod tests {
                 for runtime in [RuntimeKind::Containerd, RuntimeKind::CriO] {
                     let t = texts(id, &reported_alone(id, platform, runtime));
                     let who = format!("{} / {}", platform.name(), runtime.name());
-                    match seen.iter_mut().find(|(k, _)| *k == (t.fix.clone(), t.avoid.clone())) {
+                    match seen
+                        .iter_mut()
+                        .find(|(k, _)| *k == (t.fix.clone(), t.avoid.clone()))
+                    {
                         Some((_, whos)) => whos.push(who),
                         None => seen.push(((t.fix, t.avoid), vec![who])),
                     }
@@ -712,6 +714,10 @@ mod tests {
                 writeln!(doc, "- fix: {fix}\n- avoid: {avoid}\n").unwrap();
             }
         }
+        // One newline at the end, as editors leave a file.
+        let end = doc.trim_end().len();
+        doc.truncate(end);
+        doc.push('\n');
         doc
     }
 

@@ -368,7 +368,7 @@ pub fn cri_sim() -> PathBuf {
         .clone()
 }
 
-fn which_go() -> PathBuf {
+pub fn which_go() -> PathBuf {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
