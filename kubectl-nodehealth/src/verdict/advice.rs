@@ -355,6 +355,16 @@ mod tests {
         }
     }
 
+    /// Every platform the advice is written for.
+    const PLATFORMS: [PlatformKind; 6] = [
+        PlatformKind::Eks,
+        PlatformKind::Gke,
+        PlatformKind::Aks,
+        PlatformKind::OpenShift,
+        PlatformKind::Kubeadm,
+        PlatformKind::Unknown,
+    ];
+
     fn restarts_kubelet(text: &str) -> bool {
         text.contains("systemctl restart kubelet")
     }
@@ -430,15 +440,7 @@ mod tests {
     /// runtime's own unit and shim — and still no kubelet restart where one is forbidden.
     #[test]
     fn each_platform_and_runtime_gets_its_own_commands() {
-        let platforms = [
-            PlatformKind::Eks,
-            PlatformKind::Gke,
-            PlatformKind::Aks,
-            PlatformKind::OpenShift,
-            PlatformKind::Kubeadm,
-            PlatformKind::Unknown,
-        ];
-        for platform in platforms {
+        for platform in PLATFORMS {
             for runtime in [RuntimeKind::Containerd, RuntimeKind::CriO] {
                 let mut c = context(runtime, true, Some("a certificate problem"));
                 c.platform = platform;
@@ -671,14 +673,6 @@ mod tests {
     /// as `texts` writes them (identical texts merged, with the combinations that get them).
     fn advice_document() -> String {
         use std::fmt::Write;
-        let platforms = [
-            PlatformKind::Eks,
-            PlatformKind::Gke,
-            PlatformKind::Aks,
-            PlatformKind::OpenShift,
-            PlatformKind::Kubeadm,
-            PlatformKind::Unknown,
-        ];
         let mut doc = String::from(
             "# The advice on each platform and runtime\n\n\
              Generated from the verdict's own texts (`kubectl-nodehealth/src/verdict/advice.rs`, the test\n\
@@ -696,7 +690,7 @@ mod tests {
             writeln!(doc, "\n## {name}\n").unwrap();
             // Each distinct (fix, avoid), in first-seen order, with the combinations giving it.
             let mut seen: Vec<((String, String), Vec<String>)> = Vec::new();
-            for platform in platforms {
+            for platform in PLATFORMS {
                 for runtime in [RuntimeKind::Containerd, RuntimeKind::CriO] {
                     let t = texts(id, &reported_alone(id, platform, runtime));
                     let who = format!("{} / {}", platform.name(), runtime.name());
