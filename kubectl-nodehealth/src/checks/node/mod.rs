@@ -2,7 +2,9 @@
 //! whether the kubelet process exists, whether the runtime answers its socket, the certificate
 //! on disk, the API server as the node reaches it, OOM kills in the kernel log.
 
-use nodehealth_proto::node::{CallOutcome, CriState, KernelEventKind, Liveness, NodeEvidence};
+use nodehealth_proto::node::{
+    CallOutcome, CriState, KernelEventKind, Liveness, NodeEvidence, TraceCriCall,
+};
 
 use super::trace::CRI_SLOW_CALL_MS;
 use super::{Component, Domain, Finding, FindingId, Severity};
@@ -426,27 +428,35 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
     }
     // The kubelet's own CRI calls, seen on its socket by the tracer: slow ones are the runtime
     // making the kubelet wait, whatever the agent's own calls saw.
-    if let Some(cri) = n.trace.as_ref().map(|t| &t.cri).filter(|c| c.traced) {
-        let slow: Vec<String> = cri
-            .slowest
-            .iter()
-            .filter(|c| c.duration_ns >= CRI_SLOW_CALL_MS * 1_000_000)
-            .map(|c| {
+    if let Some(trace) = n.trace.as_ref().filter(|t| t.cri.traced) {
+        let said = |c: &TraceCriCall| {
+            format!(
+                "{} {:.1} s{}",
+                c.method
+                    .as_deref()
+                    .and_then(|m| m.rsplit('/').next())
+                    .unwrap_or("(method not decoded)"),
+                c.duration_ns as f64 / 1e9,
+                if c.end == "inFlight" {
+                    " (still waiting)"
+                } else {
+                    ""
+                }
+            )
+        };
+        let (slow, excused) = super::trace::runtime_slow_calls(trace, CRI_SLOW_CALL_MS * 1_000_000);
+        let slow: Vec<String> = slow.into_iter().map(said).collect();
+        if let Some(c) = excused {
+            out.push(Finding::new(
+                FindingId::NodeKubeletCriSlow,
+                Domain::Runtime,
+                Severity::Info,
                 format!(
-                    "{} {:.1} s{}",
-                    c.method
-                        .as_deref()
-                        .and_then(|m| m.rsplit('/').next())
-                        .unwrap_or("(method not decoded)"),
-                    c.duration_ns as f64 / 1e9,
-                    if c.end == "inFlight" {
-                        " (still waiting)"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .collect();
+                    "one CRI call of the kubelet's was held, {}, while the runtime answered the calls after it promptly: an image pull, a stop waiting out a grace period or an exec probe looks like this, so it is not counted as the runtime being slow",
+                    said(c)
+                ),
+            ));
+        }
         if !slow.is_empty() {
             out.push(
                 Finding::new(
