@@ -479,11 +479,14 @@ pub fn node_findings(n: &NodeEvidence) -> Vec<Finding> {
         .trace
         .as_ref()
         .and_then(super::trace::runtime_disk_bound)
-        .map(|(share, device)| {
+        .map(|b| {
             format!(
-                "the runtime's threads waited on block I/O for {:.0}% of the traced window{}: its calls that write (create, start, stop, remove) wait on the disk",
-                share * 100.0,
-                device.map(|d| format!(" (device {d})")).unwrap_or_default()
+                "the runtime's threads {}{}: its calls that write (create, start, stop, remove) wait on the disk",
+                b.words(),
+                b.device
+                    .as_ref()
+                    .map(|d| format!(" (device {d})"))
+                    .unwrap_or_default()
             )
         });
     // Without a trace, cgroup v2 says it too: the runtime's own cgroup stalled on I/O.
