@@ -83,6 +83,13 @@ pub struct Cli {
     #[arg(long)]
     pub trace: bool,
 
+    /// With --trace: let the agent see the kubelet's CRI calls through uprobes on its gRPC client,
+    /// where only the kubelet pays and every call is named (the default reads them on its socket,
+    /// which slows every task's syscalls on the node for the window). Linux allows uprobes only
+    /// with CAP_SYS_ADMIN: this adds it to the probe pod. Implies --trace.
+    #[arg(long)]
+    pub trace_uprobes: bool,
+
     /// Observation window between the two /metrics scrapes (Go duration: 5s, 1m30s).
     #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
     pub duration: Duration,
@@ -841,7 +848,8 @@ async fn with_probe(
         pod_timeout: cli.pod_timeout.unwrap_or(DEFAULT_POD_TIMEOUT),
         priority_class: cli.priority_class.clone(),
         window: cli.duration,
-        trace: cli.trace,
+        trace: cli.trace || cli.trace_uprobes,
+        uprobes: cli.trace_uprobes,
         log_since: cli.log_since,
         progress: progress.clone(),
     };

@@ -383,7 +383,7 @@ mod tests {
         let Offer::Words(flags) = plan_of(&["n", "--tr"]) else {
             panic!()
         };
-        assert_eq!(flags, ["--trace"]);
+        assert_eq!(flags, ["--trace", "--trace-uprobes"]);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct ProbeOptions {
     pub window: Duration,
     /// Attach the eBPF tracer over the window.
     pub trace: bool,
+    /// Give the agent CAP_SYS_ADMIN so that it can trace the kubelet's CRI calls through uprobes.
+    pub uprobes: bool,
     /// How far back the agent reads the kubelet's and runtime's logs.
     pub log_since: Duration,
     /// Progress on stderr (the pod's start, the agent's steps).
@@ -192,11 +194,17 @@ pub const EXPIRES_ANNOTATION: &str = "nodehealth.io/expires";
 ///   and kernel symbol addresses for the trace's stacks (kptr_restrict);
 /// - `SYS_CHROOT`: the host's own `journalctl` and `systemctl`, run chrooted into the host root;
 /// - with `--trace` only: `BPF` (load the programs, read their maps) and `PERFMON` (attach them,
-///   per-thread perf events on the kubelet's and the runtime's threads).
-pub fn capabilities(trace: bool) -> Vec<&'static str> {
+///   per-thread perf events on the kubelet's and the runtime's threads);
+/// - with `--trace-uprobes` only: `SYS_ADMIN`, which Linux requires for uprobes (since the 2025
+///   fix "perf: Require CAP_SYS_ADMIN for uprobes", in the stable kernels too): the kubelet's CRI
+///   calls seen through uprobes on its gRPC client instead of on its socket.
+pub fn capabilities(trace: bool, uprobes: bool) -> Vec<&'static str> {
     let mut caps = vec!["SYS_PTRACE", "DAC_READ_SEARCH", "SYSLOG", "SYS_CHROOT"];
-    if trace {
+    if trace || uprobes {
         caps.extend(["BPF", "PERFMON"]);
+    }
+    if uprobes {
+        caps.push("SYS_ADMIN");
     }
     caps
 }
@@ -249,7 +257,7 @@ pub fn pod_spec(o: &ProbeOptions, id: &RunIdentity, now_unix: i64) -> Pod {
                     "privileged": false,
                     "allowPrivilegeEscalation": false,
                     "readOnlyRootFilesystem": true,
-                    "capabilities": { "drop": ["ALL"], "add": capabilities(o.trace) },
+                    "capabilities": { "drop": ["ALL"], "add": capabilities(o.trace, o.uprobes) },
                     "seccompProfile": { "type": "RuntimeDefault" },
                 },
                 // Burstable, not BestEffort: the kubelet's eviction admission rejects BestEffort
@@ -1423,6 +1431,7 @@ mod tests {
             priority_class: None,
             window: Duration::from_secs(5),
             trace: false,
+            uprobes: false,
             log_since: Duration::from_secs(900),
             progress: crate::progress::Progress::hidden(),
         }
@@ -1468,6 +1477,23 @@ mod tests {
             json!(["SYS_PTRACE", "DAC_READ_SEARCH", "SYSLOG", "SYS_CHROOT"]),
             "no BPF or PERFMON without --trace"
         );
+        for (trace, uprobes, added) in [
+            (true, false, json!(["BPF", "PERFMON"])),
+            (true, true, json!(["BPF", "PERFMON", "SYS_ADMIN"])),
+        ] {
+            let o = ProbeOptions {
+                trace,
+                uprobes,
+                ..options()
+            };
+            let v = serde_json::to_value(pod_spec(&o, &id, 0)).unwrap();
+            let add = &v["spec"]["containers"][0]["securityContext"]["capabilities"]["add"];
+            assert_eq!(
+                add.as_array().unwrap()[4..],
+                added.as_array().unwrap()[..],
+                "SYS_ADMIN only with --trace-uprobes"
+            );
+        }
         assert_eq!(c["volumeMounts"][0]["readOnly"], true);
         assert_eq!(c["volumeMounts"][0]["recursiveReadOnly"], "IfPossible");
         assert_eq!(c["volumeMounts"][0]["mountPath"], "/host");

@@ -956,8 +956,9 @@ pub struct TraceCriCall {
     /// The gRPC method (`/runtime.v1.RuntimeService/ListPodSandbox`) when the connection's HPACK
     /// state allowed decoding it; `None` when it referred to a header sent before tracing began.
     pub method: Option<String>,
+    /// The kubelet's socket fd (0 when seen through the uprobes).
     pub fd: u32,
-    /// HTTP/2 stream id.
+    /// HTTP/2 stream id (0 when seen through the uprobes).
     pub stream: u32,
     /// The kubelet thread that wrote the request.
     pub tid: u32,
@@ -965,8 +966,8 @@ pub struct TraceCriCall {
     pub start_unix_ms: i64,
     /// Until the end, or until the window ended for a call in flight.
     pub duration_ns: u64,
-    /// `response`, `resetByRuntime`, `cancelled` (the kubelet gave up: its deadline) or
-    /// `inFlight`.
+    /// `response`, `resetByRuntime`, `cancelled` (the kubelet gave up: its deadline), `error`
+    /// (uprobe path: the call returned an error) or `inFlight`.
     pub end: String,
 }
 
@@ -993,6 +994,14 @@ pub struct TraceCri {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub kubelet_pid: u32,
+    /// How the calls were seen: `uprobe` (on the kubelet's gRPC client: `Invoke`'s entry and
+    /// returns; only the kubelet pays, every method named) or `syscalls` (its reads and writes on
+    /// the socket, HTTP/2 parsed in the kernel; methods decoded where HPACK allows).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hook: String,
+    /// Why the cheaper hook was not used, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_note: Option<String>,
     /// The kubelet's fds connected to the runtime's socket.
     pub fds: Vec<u32>,
     /// Calls finished in the window.

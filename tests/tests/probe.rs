@@ -433,9 +433,11 @@ fn runs_interrupted_at_random_moments_leave_nothing_behind() {
 fn the_least_privilege_pod_gives_every_section_with_and_without_trace() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
-    for trace in [false, true] {
+    for (trace, uprobes) in [(false, false), (true, false), (true, true)] {
         let mut args = vec!["--duration", "4s", "-o", "json"];
-        if trace {
+        if uprobes {
+            args.push("--trace-uprobes");
+        } else if trace {
             args.push("--trace");
         }
         // A busy loop beside the run: the runtime's and the kubelet's threads wait for a CPU,
@@ -518,6 +520,30 @@ fn the_least_privilege_pod_gives_every_section_with_and_without_trace() {
                 t["cri"]
             );
             assert_eq!(ev["runQueue"]["attached"], true);
+            // Without CAP_SYS_ADMIN the kubelet's calls are read on its socket, and the report
+            // says why; with --trace-uprobes through uprobes on its gRPC client, every call named.
+            let cri = &t["cri"];
+            if uprobes {
+                assert_eq!(cri["hook"], "uprobe", "{cri:#}");
+                assert!(
+                    cri["methods"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|m| m["method"]
+                            .as_str()
+                            .is_some_and(|m| m.starts_with("/runtime.v1."))),
+                    "every call named: {cri:#}"
+                );
+            } else {
+                assert_eq!(cri["hook"], "syscalls", "{cri:#}");
+                assert!(
+                    cri["hookNote"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("CAP_SYS_ADMIN")),
+                    "{cri:#}"
+                );
+            }
             let stacks: Vec<&Value> = t["stalls"]
                 .as_array()
                 .unwrap()

@@ -184,6 +184,9 @@ pub mod cri_end {
     pub const RESET_BY_RUNTIME: u32 = 1;
     /// The kubelet reset the stream (RST_STREAM written: its deadline passed or it gave up).
     pub const CANCELLED: u32 = 2;
+    /// The call returned an error (uprobe path: `Invoke` returned a non-nil error — a status
+    /// from the runtime, the kubelet's deadline, or a broken connection).
+    pub const ERROR: u32 = 3;
 }
 
 /// A read or write of a kubelet thread on a traced CRI socket, between sys_enter and sys_exit.
@@ -240,6 +243,15 @@ pub struct CriCall {
     pub end: u32,
     pub _pad: u32,
 }
+
+/// The `fd` of the [`CriStreamKey`] of a call seen through the uprobes on the kubelet's gRPC
+/// client (`grpc.(*ClientConn).Invoke`), not on a socket: its `stream` is a fold of the calling
+/// goroutine's `g` pointer (one unary call per goroutine at a time), and its [`CriStream::hdr`]
+/// holds the method name itself (`/runtime.v1.RuntimeService/ListContainers`), not HPACK.
+pub const GO_CALL_FD: u32 = u32::MAX;
+/// The method names the uprobe path keeps (the CRI services); other gRPC clients of the kubelet
+/// (device plugins, DRA, CSI) pass through `Invoke` too.
+pub const CRI_METHOD_PREFIX: &[u8; 12] = b"/runtime.v1.";
 
 /// Indexes of the CRI tracer's counters (an array map).
 pub mod cri_counter {

@@ -48,10 +48,11 @@ mod programs {
         helpers::{
             bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         },
-        macros::{btf_tracepoint, fentry, map, perf_event},
+        macros::{btf_tracepoint, fentry, map, perf_event, uprobe},
         maps::{HashMap, StackTrace},
         programs::{
-            BtfTracePointContext, FEntryContext, PerfEventContext, tracing::StackIdContext,
+            BtfTracePointContext, FEntryContext, PerfEventContext, ProbeContext,
+            tracing::StackIdContext,
         },
     };
     use aya_ebpf::{
@@ -59,10 +60,10 @@ mod programs {
         programs::BtfTracePointContext as RawCtx,
     };
     use tracer_ebpf::{
-        BIO_SLOTS, BioKey, BioLatency, BioStart, CRI_HDR_BYTES, CriCall, CriFraming, CriStream,
-        CriStreamKey, CriSyscall, MAX_BIO_KEYS, MAX_BIOS, MAX_CRI_FDS, MAX_CRI_STREAMS,
-        MAX_FRAMES_PER_SYSCALL, MAX_STACKS, MAX_THREADS, NO_STACK, TargetSet, ThreadTimes,
-        cri_counter, cri_end, state,
+        BIO_SLOTS, BioKey, BioLatency, BioStart, CRI_HDR_BYTES, CRI_METHOD_PREFIX, CriCall,
+        CriFraming, CriStream, CriStreamKey, CriSyscall, GO_CALL_FD, MAX_BIO_KEYS, MAX_BIOS,
+        MAX_CRI_FDS, MAX_CRI_STREAMS, MAX_FRAMES_PER_SYSCALL, MAX_STACKS, MAX_THREADS, NO_STACK,
+        TargetSet, ThreadTimes, cri_counter, cri_end, state,
     };
 
     /// `task_struct.__state`, `task_struct.sched_info.run_delay` and
@@ -551,6 +552,124 @@ mod programs {
             let _ = cri_frames(&call, ret as u32, tid);
         }
         0
+    }
+
+    // ---- CRI calls through the kubelet's gRPC client (uprobes) ----
+    //
+    // Where the kubelet's binary allows it, user space attaches `cri_invoke` at the entry of
+    // `google.golang.org/grpc.(*ClientConn).Invoke` and `cri_invoke_return` at each of its return
+    // instructions (no uretprobe: Go moves goroutine stacks, and a uretprobe rewrites the return
+    // address on the stack), for the kubelet only, instead of the syscall tracepoints above: only
+    // the kubelet's gRPC calls run a program, and the method is an argument, so every call is
+    // named. Go's register ABI (ABIInternal) passes the method string in the 4th and 5th integer
+    // registers and returns the error interface in the first two; the goroutine (`g`) lives in a
+    // fixed register throughout. Their offsets in `struct pt_regs` are written by user space.
+
+    /// Offsets in `struct pt_regs` (the uprobe's context) of: the method string's pointer and
+    /// length at `Invoke`'s entry, the current goroutine's `g`, and the returned error's type word
+    /// at a return.
+    #[unsafe(no_mangle)]
+    static GO_METHOD_PTR_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static GO_METHOD_LEN_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static GO_G_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static GO_ERR_OFFSET: u32 = 0;
+
+    #[inline(always)]
+    fn go_reg(ctx: &ProbeContext, offset: &u32) -> Result<u64, i32> {
+        let regs = ctx.regs as *const u8;
+        unsafe {
+            Ok(bpf_probe_read_kernel(
+                regs.add(global(offset) as usize) as *const u64
+            )?)
+        }
+    }
+
+    /// The key of the goroutine's call in flight: one unary call per goroutine at a time.
+    #[inline(always)]
+    fn go_call_key(g: u64) -> CriStreamKey {
+        CriStreamKey {
+            fd: GO_CALL_FD,
+            // `g` is heap memory, 8-aligned, and never moves; the fold keeps 35 of its bits.
+            stream: ((g >> 3) ^ (g >> 35)) as u32,
+        }
+    }
+
+    #[uprobe]
+    pub fn cri_invoke(ctx: ProbeContext) -> u32 {
+        let _ = try_cri_invoke(&ctx);
+        0
+    }
+
+    #[inline(always)]
+    fn try_cri_invoke(ctx: &ProbeContext) -> Result<(), i32> {
+        let id = bpf_get_current_pid_tgid();
+        if (id >> 32) as u32 != global(&KUBELET_TGID) {
+            return Ok(());
+        }
+        let len = go_reg(ctx, &GO_METHOD_LEN_OFFSET)?;
+        if len < CRI_METHOD_PREFIX.len() as u64 || len > CRI_HDR_BYTES as u64 {
+            return Ok(());
+        }
+        let key = go_call_key(go_reg(ctx, &GO_G_OFFSET)?);
+        // The entry runs twice when the goroutine's stack must grow first (the prologue calls
+        // runtime.morestack, which restarts the function): the first entry is the call's start.
+        if unsafe { CRI_STREAMS.get(&key).is_some() } {
+            return Ok(());
+        }
+        let ptr = go_reg(ctx, &GO_METHOD_PTR_OFFSET)?;
+        let s = CRI_SCRATCH.get_ptr_mut(0).ok_or(0i32)?;
+        let s = unsafe { &mut *s };
+        let want = (len as u32) & 0x1ff;
+        if want == 0 || want > CRI_HDR_BYTES as u32 {
+            return Ok(());
+        }
+        let rc =
+            unsafe { probe_read_user_raw(s.hdr.as_mut_ptr() as *mut _, want, ptr as *const _) };
+        if rc != 0 {
+            return Ok(());
+        }
+        // Byte by byte: no memcmp in BPF.
+        let mut i = 0;
+        while i < CRI_METHOD_PREFIX.len() {
+            if s.hdr[i] != CRI_METHOD_PREFIX[i] {
+                return Ok(());
+            }
+            i += 1;
+        }
+        s.start_ns = unsafe { bpf_ktime_get_ns() };
+        s.tid = id as u32;
+        s.hdr_len = want;
+        s.hdr_total = want;
+        CRI_STREAMS.insert(&key, s, 0)
+    }
+
+    #[uprobe]
+    pub fn cri_invoke_return(ctx: ProbeContext) -> u32 {
+        let _ = try_cri_invoke_return(&ctx);
+        0
+    }
+
+    #[inline(always)]
+    fn try_cri_invoke_return(ctx: &ProbeContext) -> Result<(), i32> {
+        let id = bpf_get_current_pid_tgid();
+        if (id >> 32) as u32 != global(&KUBELET_TGID) {
+            return Ok(());
+        }
+        let key = go_call_key(go_reg(ctx, &GO_G_OFFSET)?);
+        // Calls of other gRPC clients were never started: not counted as unmatched.
+        if unsafe { CRI_STREAMS.get(&key).is_none() } {
+            return Ok(());
+        }
+        let end = if go_reg(ctx, &GO_ERR_OFFSET)? != 0 {
+            cri_end::ERROR
+        } else {
+            cri_end::RESPONSE
+        };
+        end_call(&key, unsafe { bpf_ktime_get_ns() }, end);
+        Ok(())
     }
 
     /// One HTTP/2 frame header (RFC 9113 §4.1), read from user memory.

@@ -24,7 +24,65 @@
 //! minpc/maxpc: at byte 176 on 64-bit targets. Its first word points back at `.gopclntab`, which
 //! tells that the layout is the one expected.
 
+use std::{fs::File, os::fd::AsRawFd, path::Path};
+
 use object::{Architecture, Object, ObjectSection, ObjectSegment};
+
+/// A file mapped read-only: the kubelet's binary is ~100 MB, and only its function table and one
+/// function's code are read (only those pages are brought in).
+pub struct MappedFile {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> std::io::Result<MappedFile> {
+        let file = File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| std::io::Error::other("file too large to map"))?;
+        if len == 0 {
+            return Err(std::io::Error::other("empty file"));
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: a private read-only mapping of a file we opened; the pointer is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(MappedFile { ptr, len })
+    }
+}
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        #[allow(unsafe_code)]
+        // SAFETY: `len` bytes mapped readable at `ptr` until drop. (A binary replaced on disk is
+        // a new inode; this mapping keeps the old one.)
+        unsafe {
+            std::slice::from_raw_parts(self.ptr as *const u8, self.len)
+        }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        #[allow(unsafe_code)]
+        // SAFETY: unmaps exactly what `open` mapped.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
 
 /// Why a function could not be found.
 #[derive(Debug, thiserror::Error, PartialEq)]

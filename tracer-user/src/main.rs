@@ -142,10 +142,8 @@ fn main() -> ExitCode {
             cri_kubelet,
             cri_fds,
         } => {
-            let cri = cri_kubelet.map(|kubelet| tracer_user::trace::CriTarget {
-                kubelet,
-                fds: cri_fds,
-            });
+            let cri =
+                cri_kubelet.map(|kubelet| tracer_user::trace::CriTarget::new(kubelet, cri_fds));
             runq(&pids, seconds, cri)
         }
         Command::Probe { args, output } => probe_once(&args, output),

@@ -520,5 +520,5 @@ fn cri_target(
              another network namespace)"
         ));
     }
-    Ok(crate::trace::CriTarget { kubelet, fds })
+    Ok(crate::trace::CriTarget::new(kubelet, fds))
 }

@@ -15,8 +15,9 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap},
     programs::{
-        BtfTracePoint, FEntry, PerfEvent, ProgramError,
+        BtfTracePoint, FEntry, PerfEvent, ProgramError, UProbe,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
 use tracer_ebpf::{
@@ -26,6 +27,7 @@ use tracer_ebpf::{
 
 use crate::{
     btf::{Btf, BtfError},
+    gosym::{GoBinary, MappedFile},
     ksyms::KernelSymbols,
 };
 
@@ -54,6 +56,21 @@ const SYSCALL_TRACEPOINTS: [&str; 2] = ["sys_enter", "sys_exit"];
 pub struct CriTarget {
     pub kubelet: u32,
     pub fds: Vec<u32>,
+    /// Trace on the socket even where the uprobes are possible (tests and benchmarks compare the
+    /// two; `NODEHEALTH_CRI_HOOK=syscalls` sets it in the agent).
+    pub syscalls_only: bool,
+}
+
+impl CriTarget {
+    /// The kubelet `kubelet` with its runtime-socket fds `fds`, traced the cheapest way the
+    /// kernel and its binary allow unless `NODEHEALTH_CRI_HOOK=syscalls`.
+    pub fn new(kubelet: u32, fds: Vec<u32>) -> CriTarget {
+        CriTarget {
+            kubelet,
+            fds,
+            syscalls_only: std::env::var("NODEHEALTH_CRI_HOOK").as_deref() == Ok("syscalls"),
+        }
+    }
 }
 
 /// The CRI tracer's counters since attach.
@@ -96,6 +113,126 @@ const SYSCALL_ABI: SyscallAbi = SyscallAbi {
     arg0_offset: 0,
     arg1_offset: 8,
 };
+
+/// The kubelet's gRPC client function every unary CRI call goes through: the uprobe path hooks
+/// its entry and its return instructions.
+pub const GO_INVOKE: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
+/// The uprobe programs at `Invoke`'s entry and at its returns.
+const INVOKE_ENTRY: &str = "cri_invoke";
+const INVOKE_RETURN: &str = "cri_invoke_return";
+
+/// Where Go's register ABI (ABIInternal, go/src/cmd/compile/abi-internal.md) puts what the uprobe
+/// programs read, as offsets in the uprobe context's `struct pt_regs`: `Invoke(cc, ctx, method,
+/// args, reply, opts...)` — the receiver, the context interface's two words, then the method
+/// string's pointer and length; the error interface's type word returned first; the goroutine in
+/// its fixed register.
+struct GoRegs {
+    method_ptr: u32,
+    method_len: u32,
+    g: u32,
+    err: u32,
+}
+
+/// amd64: integer registers RAX, RBX, RCX, RDI, RSI, ...; g in R14. `struct pt_regs` words: r15,
+/// r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, ...
+#[cfg(target_arch = "x86_64")]
+const GO_REGS: GoRegs = GoRegs {
+    method_ptr: 14 * 8,
+    method_len: 13 * 8,
+    g: 8,
+    err: 10 * 8,
+};
+
+/// arm64: integer registers R0-R15; g in R28. `struct user_pt_regs`: regs[31] first.
+#[cfg(target_arch = "aarch64")]
+const GO_REGS: GoRegs = GoRegs {
+    method_ptr: 3 * 8,
+    method_len: 4 * 8,
+    g: 28 * 8,
+    err: 0,
+};
+
+/// How the kubelet's CRI calls are seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CriHook {
+    /// uprobes on the kubelet's gRPC client (`Invoke`'s entry and `returns` return
+    /// instructions): only the kubelet's calls run a program, and every method is named.
+    Uprobe { returns: usize },
+    /// The raw syscall tracepoints on the kubelet's socket fds (the uprobes were not possible,
+    /// with the reason): every task's syscalls pass the program's first comparison.
+    Syscalls { uprobe_error: String },
+}
+
+/// Attaches the uprobe programs to `kubelet`'s `Invoke`, found through its binary's function
+/// table; returns how many return instructions were hooked. On failure nothing stays attached.
+fn attach_cri_uprobes(ebpf: &mut Ebpf, target: &CriTarget) -> Result<usize, String> {
+    if target.syscalls_only {
+        return Err("the socket path was asked for (NODEHEALTH_CRI_HOOK=syscalls)".into());
+    }
+    let kubelet = target.kubelet;
+    let exe = format!("/proc/{kubelet}/exe");
+    let file = MappedFile::open(std::path::Path::new(&exe)).map_err(|e| format!("{exe}: {e}"))?;
+    let binary = GoBinary::parse(&file).map_err(|e| format!("the kubelet's binary: {e}"))?;
+    let points = binary
+        .probe_points(GO_INVOKE)
+        .map_err(|e| format!("the kubelet's binary: {e}"))?;
+    if points.return_offsets.is_empty() {
+        return Err(format!("no return instruction found in {GO_INVOKE}"));
+    }
+    let pid = std::num::NonZeroU32::new(kubelet).ok_or("no kubelet pid")?;
+    let attached = (|| -> Result<(), TraceError> {
+        let p: &mut UProbe = program(ebpf, INVOKE_ENTRY)?
+            .try_into()
+            .map_err(attach_err(INVOKE_ENTRY))?;
+        p.load().map_err(attach_err(INVOKE_ENTRY))?;
+        p.attach(
+            UProbeAttachLocation::AbsoluteOffset(points.entry_offset),
+            &exe,
+            UProbeScope::OneProcess(pid),
+        )
+        .map_err(attach_err(INVOKE_ENTRY))?;
+        let p: &mut UProbe = program(ebpf, INVOKE_RETURN)?
+            .try_into()
+            .map_err(attach_err(INVOKE_RETURN))?;
+        p.load().map_err(attach_err(INVOKE_RETURN))?;
+        for offset in &points.return_offsets {
+            p.attach(
+                UProbeAttachLocation::AbsoluteOffset(*offset),
+                &exe,
+                UProbeScope::OneProcess(pid),
+            )
+            .map_err(attach_err(INVOKE_RETURN))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = attached {
+        for name in [INVOKE_ENTRY, INVOKE_RETURN] {
+            if let Some(p) = ebpf.program_mut(name)
+                && let Ok(p) = <&mut UProbe>::try_from(p)
+            {
+                let _ = p.unload();
+            }
+        }
+        // The kernel's reason (an errno) is at the end of the error's source chain.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let said = s.to_string();
+            if !why.ends_with(&said) {
+                why.push_str(&format!(": {said}"));
+            }
+            source = s.source();
+        }
+        if matches!(&e, TraceError::Attach { source, .. } if perf_refused(source)) {
+            why.push_str(
+                " — Linux allows uprobes only with CAP_SYS_ADMIN (kubectl nodehealth \
+                 --trace-uprobes gives it to the probe pod)",
+            );
+        }
+        return Err(why);
+    }
+    Ok(points.return_offsets.len())
+}
 
 /// How the bio submitter is recorded on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -408,6 +545,7 @@ pub struct Tracer {
     ebpf: Ebpf,
     bio_hook: BioSubmitHook,
     cri_calls: Option<RingBuf<MapData>>,
+    cri_hook: Option<CriHook>,
     /// Threads with a context-switch event of their own (threads created later inherit one).
     switch_events: HashSet<u32>,
     switch_hook: SwitchHook,
@@ -444,6 +582,10 @@ impl Tracer {
             .override_global("SYS_WRITE_NR", &SYSCALL_ABI.write, true)
             .override_global("REGS_ARG0_OFFSET", &SYSCALL_ABI.arg0_offset, true)
             .override_global("REGS_ARG1_OFFSET", &SYSCALL_ABI.arg1_offset, true)
+            .override_global("GO_METHOD_PTR_OFFSET", &GO_REGS.method_ptr, true)
+            .override_global("GO_METHOD_LEN_OFFSET", &GO_REGS.method_len, true)
+            .override_global("GO_G_OFFSET", &GO_REGS.g, true)
+            .override_global("GO_ERR_OFFSET", &GO_REGS.err, true)
             .load(EBPF_OBJECT)
             .map_err(TraceError::Load)?;
         for name in TRACEPOINTS {
@@ -466,6 +608,7 @@ impl Tracer {
             }
         };
         let mut cri_calls = None;
+        let mut cri_hook = None;
         if let Some(cri) = cri {
             {
                 let mut fds: BpfHashMap<_, u32, u32> =
@@ -475,9 +618,15 @@ impl Tracer {
                     fds.insert(*fd, 1, 0).map_err(map_err("CRI_FDS"))?;
                 }
             }
-            for name in SYSCALL_TRACEPOINTS {
-                attach_tp_btf(&mut ebpf, name, &aya_btf)?;
-            }
+            cri_hook = Some(match attach_cri_uprobes(&mut ebpf, cri) {
+                Ok(returns) => CriHook::Uprobe { returns },
+                Err(uprobe_error) => {
+                    for name in SYSCALL_TRACEPOINTS {
+                        attach_tp_btf(&mut ebpf, name, &aya_btf)?;
+                    }
+                    CriHook::Syscalls { uprobe_error }
+                }
+            });
             let ring = ebpf.take_map("CRI_CALLS").expect("CRI_CALLS map in object");
             cri_calls = Some(RingBuf::try_from(ring).map_err(map_err("CRI_CALLS"))?);
         }
@@ -485,6 +634,7 @@ impl Tracer {
             ebpf,
             bio_hook,
             cri_calls,
+            cri_hook,
             switch_events: HashSet::new(),
             switch_hook: SwitchHook::PerThreadEvent,
         })
@@ -535,6 +685,11 @@ impl Tracer {
             lost: get(cri_counter::LOST),
             unmatched: get(cri_counter::UNMATCHED),
         })
+    }
+
+    /// How the kubelet's CRI calls are seen (`None`: not traced).
+    pub fn cri_hook(&self) -> Option<&CriHook> {
+        self.cri_hook.as_ref()
     }
 
     /// How bio submitters are recorded on this kernel.

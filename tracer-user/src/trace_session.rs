@@ -14,14 +14,14 @@ use nodehealth_proto::node::{
     RunQueue, RunQueueProcess, ThreadStateTimes, Trace, TraceCri, TraceCriCall, TraceCriMethod,
     TraceDevice, TraceProcess, TraceSecond, TraceStall,
 };
-use tracer_ebpf::{CriCall, CriStream, CriStreamKey, cri_end, state};
+use tracer_ebpf::{CriCall, CriStream, CriStreamKey, GO_CALL_FD, cri_end, state};
 
 use crate::hpack;
 use crate::io_waits::{IO_WAIT_EVERY, IoWaitSampler};
 use crate::ksyms::KernelSymbols;
 use crate::trace::{
-    BioSubmitHook, CriCounters, CriTarget, SwitchHook, ThreadSample, TraceError, Tracer, dev_name,
-    monotonic_ns,
+    BioSubmitHook, CriCounters, CriHook, CriTarget, GO_INVOKE, SwitchHook, ThreadSample,
+    TraceError, Tracer, dev_name, monotonic_ns,
 };
 
 /// CRI calls listed as the slowest, and in flight, at most.
@@ -363,14 +363,30 @@ fn sample_until_stopped(
             cri_calls.extend(tracer.cri_calls());
             let now_ns = monotonic_ns();
             match (tracer.cri_in_flight(), tracer.cri_counters()) {
-                (Ok(in_flight), Ok(counters)) => cri_section(
-                    target,
-                    &cri_calls,
-                    &in_flight,
-                    counters,
-                    |ns| clocks.to_unix_ms(ns),
-                    now_ns,
-                ),
+                (Ok(in_flight), Ok(counters)) => {
+                    let mut section = cri_section(
+                        target,
+                        &cri_calls,
+                        &in_flight,
+                        counters,
+                        |ns| clocks.to_unix_ms(ns),
+                        now_ns,
+                    );
+                    match tracer.cri_hook() {
+                        Some(CriHook::Uprobe { returns }) => {
+                            section.hook = "uprobe".into();
+                            section.hook_note = Some(format!(
+                                "{GO_INVOKE}: its entry and {returns} return instruction(s)"
+                            ));
+                        }
+                        Some(CriHook::Syscalls { uprobe_error }) => {
+                            section.hook = "syscalls".into();
+                            section.hook_note = Some(format!("uprobes not used: {uprobe_error}"));
+                        }
+                        None => {}
+                    }
+                    section
+                }
                 (Err(e), _) | (_, Err(e)) => TraceCri {
                     traced: true,
                     note: Some(format!("reading the CRI call maps failed: {e}")),
@@ -402,6 +418,7 @@ pub fn cri_section(
         cri_end::RESPONSE => "response",
         cri_end::RESET_BY_RUNTIME => "resetByRuntime",
         cri_end::CANCELLED => "cancelled",
+        cri_end::ERROR => "error",
         _ => "unknown",
     };
     // (key, stream, end) for every call, in the order its request was written on its fd.
@@ -416,15 +433,28 @@ pub fn cri_section(
     let mut calls = Vec::with_capacity(all.len());
     for (key, stream, end) in &all {
         let len = (stream.hdr_len as usize).min(stream.hdr.len());
-        let method = connections
-            .entry(key.fd)
-            .or_default()
-            .request_path(&stream.hdr[..len], stream.hdr_total <= stream.hdr_len);
+        let method = if key.fd == GO_CALL_FD {
+            // Seen by the uprobes: the method name itself.
+            std::str::from_utf8(&stream.hdr[..len])
+                .ok()
+                .map(str::to_string)
+        } else {
+            connections
+                .entry(key.fd)
+                .or_default()
+                .request_path(&stream.hdr[..len], stream.hdr_total <= stream.hdr_len)
+        };
         let (end_ns, end) = end.unwrap_or((now_ns, "inFlight"));
+        // The uprobe path has no socket and no HTTP/2 stream: 0 for both.
+        let (fd, stream_id) = if key.fd == GO_CALL_FD {
+            (0, 0)
+        } else {
+            (key.fd, key.stream)
+        };
         calls.push(TraceCriCall {
             method,
-            fd: key.fd,
-            stream: key.stream,
+            fd,
+            stream: stream_id,
             tid: stream.tid,
             start_unix_ms: to_unix_ms(stream.start_ns),
             duration_ns: end_ns.saturating_sub(stream.start_ns),
@@ -464,6 +494,8 @@ pub fn cri_section(
         traced: true,
         note: None,
         kubelet_pid: target.kubelet,
+        hook: String::new(),
+        hook_note: None,
         fds: target.fds.clone(),
         calls: finished_count,
         methods,

@@ -15,11 +15,11 @@ use std::{
 };
 
 use common::{ChildGuard, cri_sim};
-use tracer_ebpf::{CriCall, cri_end};
+use tracer_ebpf::{CriCall, GO_CALL_FD, cri_end};
 use tracer_user::{
     cri_socket::{connected_fds, unix_sockets},
     host::HostRoot,
-    trace::{CriTarget, Tracer},
+    trace::{CriHook, CriTarget, Tracer},
     trace_session::cri_section,
 };
 
@@ -94,18 +94,35 @@ impl Client {
     }
 }
 
-fn traced(client: &Client, sock: &str) -> Tracer {
+/// The tracer on `client`'s CRI calls: on its socket (`Hook::Syscalls`) or through uprobes on its
+/// gRPC client (`Hook::Uprobe`: asserted to be the path that ran).
+fn traced(client: &Client, sock: &str, hook: Hook) -> Tracer {
     let sockets = unix_sockets().expect("sock_diag dump of unix sockets");
     let fds = connected_fds(&HostRoot::new("/"), client.pid(), sock, &sockets);
     assert!(
         !fds.is_empty(),
         "no fd of the client is connected to {sock}"
     );
-    Tracer::attach_with(Some(&CriTarget {
+    let tracer = Tracer::attach_with(Some(&CriTarget {
         kubelet: client.pid(),
         fds,
+        syscalls_only: hook == Hook::Syscalls,
     }))
-    .expect("load and attach the tracer")
+    .expect("load and attach the tracer");
+    match (hook, tracer.cri_hook()) {
+        (Hook::Syscalls, Some(CriHook::Syscalls { .. })) => {}
+        (Hook::Uprobe, Some(CriHook::Uprobe { returns })) => {
+            assert!(*returns > 0, "Invoke's returns hooked");
+        }
+        (_, other) => panic!("asked for {hook:?}, the tracer used {other:?}"),
+    }
+    tracer
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Syscalls,
+    Uprobe,
 }
 
 /// The calls the tracer submits, read until `want` arrived (the ring buffer is read as the
@@ -136,7 +153,7 @@ fn each_call_lasts_the_servers_known_delay() {
     let mut client = Client::connect(&sock, 5, "10s");
     // A second client on the same server, not traced: none of its calls may appear.
     let mut other = Client::connect(&sock, 5, "10s");
-    let mut tracer = traced(&client, &sock);
+    let mut tracer = traced(&client, &sock, Hook::Syscalls);
 
     let o = thread::spawn(move || other.run());
     let (latencies, errors) = client.run();
@@ -185,6 +202,7 @@ fn each_call_lasts_the_servers_known_delay() {
     let target = CriTarget {
         kubelet: client.pid(),
         fds: vec![calls[0].key.fd],
+        syscalls_only: true,
     };
     let section = cri_section(&target, &calls, &[], counters, |ns| ns as i64, 0);
     eprintln!("methods: {:?}", section.methods);
@@ -205,7 +223,7 @@ fn a_call_past_its_deadline_ends_at_the_deadline_and_is_in_flight_until_then() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, sock) = serve(dir.path(), "5s");
     let mut client = Client::connect(&sock, 1, "1500ms");
-    let mut tracer = traced(&client, &sock);
+    let mut tracer = traced(&client, &sock, Hook::Syscalls);
     struct Ran {
         client: Client,
         result: (Vec<u64>, usize),
@@ -269,6 +287,110 @@ fn a_call_past_its_deadline_ends_at_the_deadline_and_is_in_flight_until_then() {
     assert!(
         (0.9..1.1).contains(&(d as f64 / 1500e6)),
         "cancelled after {} ms, deadline 1500 ms",
+        ms(d)
+    );
+    assert!(tracer.cri_in_flight().unwrap().is_empty());
+}
+
+/// The uprobe path (entry and return instructions of grpc-go's `(*ClientConn).Invoke`, found
+/// through the client binary's function table): one record per call of the traced client, none of
+/// the other client's, each named by its method and as long as the server's known delay.
+#[test]
+fn the_uprobes_on_invoke_name_and_time_each_call_of_the_traced_client_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, sock) = serve(dir.path(), "300ms");
+    let mut client = Client::connect(&sock, 5, "10s");
+    let mut other = Client::connect(&sock, 5, "10s");
+    let mut tracer = traced(&client, &sock, Hook::Uprobe);
+
+    let o = thread::spawn(move || other.run());
+    let (latencies, errors) = client.run();
+    let _ = o.join();
+    let calls = calls_until(&mut tracer, 5);
+    let counters = tracer.cri_counters().unwrap();
+    eprintln!(
+        "client latencies (ms): {:?}; traced: {:?}",
+        latencies.iter().map(|l| ms(*l)).collect::<Vec<_>>(),
+        calls
+            .iter()
+            .map(|c| (c.key.stream, ms(c.end_ns - c.stream.start_ns), c.end))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(errors, 0);
+    assert_eq!(calls.len(), 5, "one record per call of the traced client");
+    for (c, client_ns) in calls.iter().zip(&latencies) {
+        let d = c.end_ns - c.stream.start_ns;
+        assert_eq!(c.key.fd, GO_CALL_FD);
+        assert_eq!(c.end, cri_end::RESPONSE);
+        assert_ne!(c.stream.tid, 0);
+        assert!(
+            (0.9..1.1).contains(&(d as f64 / 300e6)),
+            "traced {} ms vs the server's 300 ms delay",
+            ms(d)
+        );
+        assert!(
+            (0.9..1.1).contains(&(d as f64 / *client_ns as f64)),
+            "traced {} ms vs the client's own {} ms",
+            ms(d),
+            ms(*client_ns)
+        );
+    }
+    assert_eq!(counters.lost, 0);
+    assert_eq!(counters.frames, 0, "no socket parsing on the uprobe path");
+    assert!(tracer.cri_in_flight().unwrap().is_empty());
+
+    let target = CriTarget {
+        kubelet: client.pid(),
+        fds: vec![],
+        syscalls_only: false,
+    };
+    let section = cri_section(&target, &calls, &[], counters, |ns| ns as i64, 0);
+    assert_eq!(section.calls, 5);
+    assert_eq!(section.methods.len(), 1, "{:?}", section.methods);
+    assert_eq!(
+        section.methods[0].method.as_deref(),
+        Some("/runtime.v1.RuntimeService/ListPodSandbox"),
+        "every call named, the first included"
+    );
+}
+
+/// On the uprobe path a call past its deadline is in flight, named, until `Invoke` returns its
+/// error at the deadline.
+#[test]
+fn on_the_uprobe_path_a_call_past_its_deadline_is_in_flight_then_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, sock) = serve(dir.path(), "5s");
+    let mut client = Client::connect(&sock, 1, "1500ms");
+    let mut tracer = traced(&client, &sock, Hook::Uprobe);
+    let run = thread::spawn(move || {
+        let result = client.run();
+        (client, result)
+    });
+    let started = Instant::now();
+    let in_flight = loop {
+        let now = tracer.cri_in_flight().unwrap();
+        if !now.is_empty() || started.elapsed() > Duration::from_millis(1200) {
+            break now;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(in_flight.len(), 1, "in flight within 1.2 s: {in_flight:?}");
+    let (key, stream) = in_flight[0];
+    assert_eq!(key.fd, GO_CALL_FD);
+    let len = stream.hdr_len as usize;
+    assert_eq!(
+        std::str::from_utf8(&stream.hdr[..len]).ok(),
+        Some("/runtime.v1.RuntimeService/ListPodSandbox")
+    );
+    let (_client, (_, errors)) = run.join().unwrap();
+    assert_eq!(errors, 1, "the call failed at its deadline");
+    let calls = calls_until(&mut tracer, 1);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].end, cri_end::ERROR);
+    let d = calls[0].end_ns - calls[0].stream.start_ns;
+    assert!(
+        (0.9..1.1).contains(&(d as f64 / 1500e6)),
+        "returned after {} ms, deadline 1500 ms",
         ms(d)
     );
     assert!(tracer.cri_in_flight().unwrap().is_empty());

@@ -173,59 +173,150 @@ fn dd_ns_per_syscall(bytes: u32) -> Result<f64> {
     Ok(start.elapsed().as_nanos() as f64 / (2.0 * bytes as f64))
 }
 
-/// The raw syscall programs (attached while a kubelet's CRI calls are traced) on a non-target,
-/// syscall-heavy workload: baseline, the tracer without them, the tracer with them (the kubelet
-/// being an idle process), interleaved.
-fn syscalls(agent: &Path, idle: u32, rounds: usize) -> Result<()> {
+/// An idle grpc-go CRI client, connected to a CRI server that never gets a call: a stand-in
+/// kubelet whose binary has grpc-go's `(*ClientConn).Invoke`, so the tracer can take the uprobe
+/// path on it (`xtask/cri-sim`, built with the Go that setup installs).
+struct GoClient {
+    client: Guard,
+    _server: Guard,
+    dir: PathBuf,
+}
+
+impl Drop for GoClient {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn go_client(target_dir: &Path) -> Result<GoClient> {
+    let bin = target_dir.join("cri-sim");
+    let src = sh::workspace_root().join("xtask/cri-sim");
+    sh::run(
+        "go build xtask/cri-sim",
+        Command::new(crate::prometheus::go())
+            .args(["build", "-trimpath", "-buildvcs=false", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(&src)
+            .env("CGO_ENABLED", "0"),
+    )?;
+    let dir = target_dir.join(format!("bench-cri-sim-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let sock = dir.join("cri.sock");
+    let mut server = Command::new(&bin)
+        .args(["serve", "-delay", "1ms", "-listen"])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cri-sim serve")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().context("cri-sim stdout")?),
+        &mut line,
+    )?;
+    let server = Guard(server);
+    let mut client = Command::new(&bin)
+        .args(["call", "-endpoint"])
+        .arg(format!("unix://{}", sock.display()))
+        .args(["-calls", "1", "-timeout", "10s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cri-sim call")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(client.stdout.take().context("cri-sim stdout")?),
+        &mut line,
+    )?;
+    if line.trim() != "connected" {
+        bail!("cri-sim call did not connect: {line:?}");
+    }
+    Ok(GoClient {
+        client: Guard(client),
+        _server: server,
+        dir,
+    })
+}
+
+/// The CRI programs on a non-target, syscall-heavy workload: baseline; the tracer without CRI
+/// tracing; with the kubelet's CRI calls traced on its socket (the raw syscall tracepoints: every
+/// task's syscalls enter a program); and traced through uprobes on its gRPC client (only the
+/// kubelet's `Invoke` runs a program) — the kubelet a stand-in grpc-go client, idle; interleaved.
+/// Returns the median per-round ratios to the baseline (socket path, uprobe path).
+fn syscalls(agent: &Path, idle: u32, rounds: usize, target_dir: &Path) -> Result<(f64, f64)> {
     const BYTES: u32 = 1_000_000;
+    let go = go_client(target_dir)?;
+    let kubelet = go.client.0.id().to_string();
     step(format!(
         "bench tracer: {rounds} interleaved rounds of `dd bs=1 count={BYTES}` on CPU 1: baseline, \
-         tracer without and with the CRI syscall programs"
+         tracer without CRI tracing, with it on the socket (syscall tracepoints), with it through \
+         uprobes on the (stand-in) kubelet's gRPC client"
     ));
-    let (mut base, mut sched, mut cri) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base, mut sched, mut cri, mut uprobe) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut r_cri, mut r_uprobe) = (Vec::new(), Vec::new());
     let idle = idle.to_string();
+    let traced = |hook: &str| -> Result<Guard> {
+        let t = spawn(
+            Command::new(agent)
+                .args(["runq", "--pid", &idle, "--seconds", "3600"])
+                .args(["--cri-kubelet", &kubelet])
+                .env("NODEHEALTH_CRI_HOOK", hook),
+        )?;
+        // The uprobe path loads two programs where the socket path loads sys_enter/sys_exit.
+        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
+        Ok(t)
+    };
     for _ in 0..rounds {
         base.push(dd_ns_per_syscall(BYTES)?);
         let t = spawn(Command::new(agent).args(["runq", "--pid", &idle, "--seconds", "3600"]))?;
         wait_programs(t.0.id(), 4, Duration::from_secs(20))?;
         sched.push(dd_ns_per_syscall(BYTES)?);
         drop(t);
-        let t = spawn(Command::new(agent).args([
-            "runq",
-            "--pid",
-            &idle,
-            "--seconds",
-            "3600",
-            "--cri-kubelet",
-            &idle,
-        ]))?;
-        wait_programs(t.0.id(), 6, Duration::from_secs(20))?;
-        let s0 = prog_stats(t.0.id());
-        cri.push(dd_ns_per_syscall(BYTES)?);
-        let s1 = prog_stats(t.0.id());
-        for (id, (ns1, cnt1)) in &s1 {
-            let name = prog_name(*id);
-            if name.starts_with("sys_") {
-                let (ns0, cnt0) = s0.get(id).copied().unwrap_or_default();
-                if cnt1 > &cnt0 {
-                    info(format!(
-                        "{name:<16} {:>7.1} ns/event over {} events",
-                        (ns1 - ns0) as f64 / (cnt1 - cnt0) as f64,
-                        cnt1 - cnt0
-                    ));
+        for (hook, out) in [("syscalls", &mut cri), ("uprobe", &mut uprobe)] {
+            let t = traced(hook)?;
+            let names: Vec<String> = prog_stats(t.0.id())
+                .keys()
+                .map(|id| prog_name(*id))
+                .collect();
+            let want = if hook == "uprobe" {
+                "cri_invoke"
+            } else {
+                "sys_enter"
+            };
+            if !names.iter().any(|n| n.starts_with(want)) {
+                bail!("the {hook} path did not load {want}: programs {names:?}");
+            }
+            let s0 = prog_stats(t.0.id());
+            out.push(dd_ns_per_syscall(BYTES)?);
+            let s1 = prog_stats(t.0.id());
+            for (id, (ns1, cnt1)) in &s1 {
+                let name = prog_name(*id);
+                if name.starts_with("sys_") || name.starts_with("cri_") {
+                    let (ns0, cnt0) = s0.get(id).copied().unwrap_or_default();
+                    if cnt1 > &cnt0 {
+                        info(format!(
+                            "{name:<16} {:>7.1} ns/event over {} events",
+                            (ns1 - ns0) as f64 / (cnt1 - cnt0) as f64,
+                            cnt1 - cnt0
+                        ));
+                    }
                 }
             }
+            drop(t);
         }
-        drop(t);
+        let b = (base.last().copied().unwrap_or(0.0) + dd_ns_per_syscall(BYTES)?) / 2.0;
+        r_cri.push(cri.last().copied().unwrap_or(0.0) / b);
+        r_uprobe.push(uprobe.last().copied().unwrap_or(0.0) / b);
     }
-    let (b, s, c) = (median(base), median(sched), median(cri));
+    let (b, s, c, u) = (median(base), median(sched), median(cri), median(uprobe));
+    let (rc, ru) = (median(r_cri), median(r_uprobe));
     info(format!(
-        "dd bs=1: baseline {b:.0} ns/syscall, tracer {s:.0} (x{:.3}), tracer + CRI syscall programs \
-         {c:.0} (x{:.3})",
+        "dd bs=1: baseline {b:.0} ns/syscall, tracer {s:.0} (x{:.3}), CRI on the socket {c:.0}, \
+         CRI through uprobes {u:.0}; median of per-round ratios: socket x{rc:.3}, uprobes x{ru:.3}",
         s / b,
-        c / b
     ));
-    Ok(())
+    Ok((rc, ru))
 }
 
 /// A loop device over a sparse file the bench made; detached and removed on drop.
@@ -274,7 +365,6 @@ fn dd_direct_us(dev: &str, count: u32) -> Result<f64> {
     }
     Ok(start.elapsed().as_secs_f64() * 1e6 / count as f64)
 }
-
 /// A non-target O_DIRECT writer on a loop device the bench creates: baseline, our tracer and
 /// libbpf-tools biolatency, interleaved.
 fn direct_io(agent: &Path, idle: u32, rounds: usize, target_dir: &Path) -> Result<()> {
@@ -486,9 +576,10 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
          no program; what they pay is the perf core's per-task switch hooks, in the wall ratios)",
     );
     traced_pipe(&agent, rounds, loops)?;
-    syscalls(&agent, idle.0.id(), rounds)?;
+    let (_socket, uprobes) = syscalls(&agent, idle.0.id(), rounds, &target_dir)?;
     direct_io(&agent, idle.0.id(), rounds, &target_dir)?;
     let share = median(cpu_share);
+    let pipe_ratio = median(r_ours.clone());
     let (b, o, r) = (median(base), median(ours), median(runqlat));
     info(format!(
         "tracer programs during the pipe benchmark: median {share:.3}% of one CPU (goal <= 1%)"
@@ -503,6 +594,13 @@ pub fn tracer(rounds: usize, loops: u32) -> Result<()> {
         median(r_stat),
         median(r_runqlat)
     ));
+    // One machine-readable line: this kernel, the attach path the agent takes for the kubelet's
+    // CRI calls where its binary allows (uprobes), the two storms' ratios with it.
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "RESULT kernel={} path=uprobe pipe={pipe_ratio:.3} syscall={uprobes:.3}",
+        release.trim(),
+    );
     drop(idle);
     Ok(())
 }

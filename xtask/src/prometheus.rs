@@ -118,7 +118,7 @@ pub fn ensure_kube_state_metrics() -> Result<PathBuf> {
 }
 
 /// Go, from PATH or where Go's tarball installs it (as `xtask/k8s/build.sh` finds it).
-fn go() -> PathBuf {
+pub(crate) fn go() -> PathBuf {
     let local = PathBuf::from("/usr/local/go/bin/go");
     if sh::output(Command::new("sh").args(["-c", "command -v go"])).is_none() && local.exists() {
         local

@@ -131,7 +131,7 @@ pub fn runtime_slow_calls(
         .iter()
         .chain(&trace.cri.in_flight)
         .filter(|c| c.duration_ns >= threshold_ns)
-        .filter(|c| seen.insert((c.fd, c.stream, c.start_unix_ms)))
+        .filter(|c| seen.insert((c.fd, c.stream, c.tid, c.start_unix_ms)))
         .filter(|c| {
             !c.method
                 .as_deref()
