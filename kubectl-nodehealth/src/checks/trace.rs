@@ -33,9 +33,10 @@ pub const RUNTIME_DISK_BOUND_SHARE: f64 = 0.5;
 /// One uninterrupted wait of a runtime thread on block I/O this long says its disk is slow: a
 /// healthy disk commits the runtime's bolt transactions (an fdatasync or two) in milliseconds, a
 /// busy spinning disk in tens; etcd calls an fdatasync of a second slow. Measured on the local
-/// cluster's disk-slow fault (10 write IOPS): each window's longest was 0.9-3.4 s, while the
-/// runtime's I/O-wait share ranged from 20% to 150% (it was the share alone that missed the
-/// windows at 20%).
+/// cluster's disk-slow fault (10 write IOPS), 8 windows of 10 s: the longest 0.2-5.6 s, 0.5 s or
+/// more in 7 (the one at 0.2 s had the runtime in I/O wait for the whole window), while the
+/// runtime's I/O-wait share ranged from 25% to 150%; the flake hunt's failed window had 20% and
+/// no call past the floor, which the share alone missed.
 pub const RUNTIME_LONG_IO_WAIT_MS: u64 = 500;
 
 /// Why the runtime counts as disk-bound over the traced window.
