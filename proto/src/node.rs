@@ -971,6 +971,13 @@ pub struct TraceCriCall {
     pub end: String,
 }
 
+impl TraceCriCall {
+    /// When it ended, or the window did for a call in flight (node clock, Unix ms).
+    pub fn end_unix_ms(&self) -> i64 {
+        self.start_unix_ms + (self.duration_ns / 1_000_000) as i64
+    }
+}
+
 /// Per-method totals of the kubelet's CRI calls finished in the window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -1027,12 +1034,7 @@ impl TraceCri {
             .iter()
             .chain(&self.in_flight)
             .filter(|c| c.duration_ns >= threshold_ns)
-            .map(|c| {
-                (
-                    c.start_unix_ms,
-                    c.start_unix_ms + (c.duration_ns / 1_000_000) as i64,
-                )
-            })
+            .map(|c| (c.start_unix_ms, c.end_unix_ms()))
             .collect()
     }
 }

@@ -146,22 +146,31 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-#[test]
-fn each_call_lasts_the_servers_known_delay() {
+/// Five calls of a traced client against a server holding each 300 ms, while a second,
+/// untraced client makes five of its own: the traced records, each checked to have ended with the
+/// response and to last the server's delay and the client's own measure (within 10%), exactly one
+/// per call of the traced client (none of the other's).
+struct FiveCalls {
+    calls: Vec<CriCall>,
+    counters: tracer_user::trace::CriCounters,
+    tracer: Tracer,
+    pid: u32,
+}
+
+fn five_timed_calls(hook: Hook) -> FiveCalls {
     let dir = tempfile::tempdir().unwrap();
     let (_server, sock) = serve(dir.path(), "300ms");
     let mut client = Client::connect(&sock, 5, "10s");
-    // A second client on the same server, not traced: none of its calls may appear.
     let mut other = Client::connect(&sock, 5, "10s");
-    let mut tracer = traced(&client, &sock, Hook::Syscalls);
+    let mut tracer = traced(&client, &sock, hook);
 
     let o = thread::spawn(move || other.run());
     let (latencies, errors) = client.run();
     let _ = o.join();
-    let calls: Vec<CriCall> = calls_until(&mut tracer, 5);
+    let calls = calls_until(&mut tracer, 5);
     let counters = tracer.cri_counters().unwrap();
     eprintln!(
-        "client latencies (ms): {:?}; traced: {:?}; counters {counters:?}",
+        "{hook:?}: client latencies (ms): {:?}; traced: {:?}; counters {counters:?}",
         latencies.iter().map(|l| ms(*l)).collect::<Vec<_>>(),
         calls
             .iter()
@@ -174,13 +183,9 @@ fn each_call_lasts_the_servers_known_delay() {
         5,
         "one traced call per call of the traced client"
     );
-    let mut streams: Vec<u32> = calls.iter().map(|c| c.key.stream).collect();
-    streams.dedup();
-    assert_eq!(streams.len(), 5, "distinct stream ids");
     for (c, client_ns) in calls.iter().zip(&latencies) {
         let d = c.end_ns - c.stream.start_ns;
         assert_eq!(c.end, cri_end::RESPONSE);
-        assert_eq!(c.key.stream & 1, 1, "client streams are odd");
         assert!(
             (0.9..1.1).contains(&(d as f64 / 300e6)),
             "traced {} ms vs the server's 300 ms delay",
@@ -192,15 +197,37 @@ fn each_call_lasts_the_servers_known_delay() {
             ms(d),
             ms(*client_ns)
         );
-        assert!(c.stream.hdr_len > 0, "the request's header block is kept");
     }
     assert_eq!(counters.lost, 0);
     assert!(tracer.cri_in_flight().unwrap().is_empty());
+    FiveCalls {
+        calls,
+        counters,
+        tracer,
+        pid: client.pid(),
+    }
+}
+
+#[test]
+fn each_call_lasts_the_servers_known_delay() {
+    let FiveCalls {
+        calls,
+        counters,
+        tracer: _tracer,
+        pid,
+    } = five_timed_calls(Hook::Syscalls);
+    let mut streams: Vec<u32> = calls.iter().map(|c| c.key.stream).collect();
+    streams.dedup();
+    assert_eq!(streams.len(), 5, "distinct stream ids");
+    for c in &calls {
+        assert_eq!(c.key.stream & 1, 1, "client streams are odd");
+        assert!(c.stream.hdr_len > 0, "the request's header block is kept");
+    }
 
     // The section the agent reports: methods decoded from the requests' HPACK blocks (the
     // connection's first ListPodSandbox sends its :path literally, the next ones by index).
     let target = CriTarget {
-        kubelet: client.pid(),
+        kubelet: pid,
         fds: vec![calls[0].key.fd],
         syscalls_only: true,
     };
@@ -297,50 +324,20 @@ fn a_call_past_its_deadline_ends_at_the_deadline_and_is_in_flight_until_then() {
 /// the other client's, each named by its method and as long as the server's known delay.
 #[test]
 fn the_uprobes_on_invoke_name_and_time_each_call_of_the_traced_client_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_server, sock) = serve(dir.path(), "300ms");
-    let mut client = Client::connect(&sock, 5, "10s");
-    let mut other = Client::connect(&sock, 5, "10s");
-    let mut tracer = traced(&client, &sock, Hook::Uprobe);
-
-    let o = thread::spawn(move || other.run());
-    let (latencies, errors) = client.run();
-    let _ = o.join();
-    let calls = calls_until(&mut tracer, 5);
-    let counters = tracer.cri_counters().unwrap();
-    eprintln!(
-        "client latencies (ms): {:?}; traced: {:?}",
-        latencies.iter().map(|l| ms(*l)).collect::<Vec<_>>(),
-        calls
-            .iter()
-            .map(|c| (c.key.stream, ms(c.end_ns - c.stream.start_ns), c.end))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(errors, 0);
-    assert_eq!(calls.len(), 5, "one record per call of the traced client");
-    for (c, client_ns) in calls.iter().zip(&latencies) {
-        let d = c.end_ns - c.stream.start_ns;
+    let FiveCalls {
+        calls,
+        counters,
+        tracer: _tracer,
+        pid,
+    } = five_timed_calls(Hook::Uprobe);
+    for c in &calls {
         assert_eq!(c.key.fd, GO_CALL_FD);
-        assert_eq!(c.end, cri_end::RESPONSE);
         assert_ne!(c.stream.tid, 0);
-        assert!(
-            (0.9..1.1).contains(&(d as f64 / 300e6)),
-            "traced {} ms vs the server's 300 ms delay",
-            ms(d)
-        );
-        assert!(
-            (0.9..1.1).contains(&(d as f64 / *client_ns as f64)),
-            "traced {} ms vs the client's own {} ms",
-            ms(d),
-            ms(*client_ns)
-        );
     }
-    assert_eq!(counters.lost, 0);
     assert_eq!(counters.frames, 0, "no socket parsing on the uprobe path");
-    assert!(tracer.cri_in_flight().unwrap().is_empty());
 
     let target = CriTarget {
-        kubelet: client.pid(),
+        kubelet: pid,
         fds: vec![],
         syscalls_only: false,
     };

@@ -103,13 +103,12 @@ pub const CRI_SLOW_CALL_MS: u64 = 1000;
 /// takes to answer: an image pull, a stop that waits out the container's grace period, an exec
 /// probe that runs the probe's command, the kubelet's container-event stream. Their length says
 /// nothing about the runtime's health.
-const HELD_BY_DESIGN: [&str; 6] = [
+const HELD_BY_DESIGN: [&str; 5] = [
     "PullImage",
     "StopContainer",
     "StopPodSandbox",
     "ExecSync",
     "GetContainerEvents",
-    "Exec",
 ];
 
 /// A lone slow call whose method is not decoded is only the runtime's slowness if the runtime
@@ -143,7 +142,7 @@ pub fn runtime_slow_calls(
     if let [lone] = slow[..]
         && lone.method.is_none()
     {
-        let end = lone.start_unix_ms + (lone.duration_ns / 1_000_000) as i64;
+        let end = lone.end_unix_ms();
         // The runtime waiting on the disk while it lasted: plausibly a write (create, stop,
         // remove) waiting on a slow disk, the runtime's slowness after all.
         let runtime_io = wait_shares(trace, &[(lone.start_unix_ms, end)], Some("runtime"))
@@ -159,7 +158,7 @@ pub fn runtime_slow_calls(
                 c.end == "response"
                     && c.start_unix_ms > lone.start_unix_ms
                     && c.duration_ns < threshold_ns
-                    && c.start_unix_ms + (c.duration_ns / 1_000_000) as i64 <= end
+                    && c.end_unix_ms() <= end
             })
             .count();
         if prompt >= PROMPT_LATER_CALLS {
@@ -360,10 +359,7 @@ fn slow_calls(n: &NodeEvidence, relists: Option<&RelistWindow>) -> Intervals {
     let mut slow: Intervals = Vec::new();
     if let Some(t) = &n.trace {
         for c in runtime_slow_calls(t, threshold_ns).0 {
-            slow.push((
-                c.start_unix_ms,
-                c.start_unix_ms + (c.duration_ns / 1_000_000) as i64,
-            ));
+            slow.push((c.start_unix_ms, c.end_unix_ms()));
         }
     }
     if let Some(cri) = &n.cri {
@@ -740,10 +736,13 @@ mod tests {
             assert_eq!(slow_ids(&t), (vec![], None), "{held}");
             assert_eq!(attribute(&node(t), None, false), None, "{held}");
         }
-        // A decoded list call that long is the runtime's.
-        let mut t = quiet();
-        t.cri.slowest = vec![call(1000, 5800, "ListPodSandbox")];
-        assert_eq!(slow_ids(&t).0, vec![1000]);
+        // A decoded list call that long is the runtime's; so is an Exec (it only returns the
+        // streaming URL).
+        for method in ["ListPodSandbox", "Exec"] {
+            let mut t = quiet();
+            t.cri.slowest = vec![call(1000, 5800, method)];
+            assert_eq!(slow_ids(&t).0, vec![1000], "{method}");
+        }
 
         let lone = |later: Vec<TraceCriCall>| {
             let mut t = quiet();
