@@ -166,8 +166,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// API-side checks for every node, worst first: Ready and pressure conditions, leases,
-    /// pending CSRs, with the probable cause. A fixed number of API calls (4) for any number of
-    /// nodes. Exit 0 when no node has a problem, 1 otherwise.
+    /// pending CSRs, the flight recorder's reports, with the probable cause. A fixed number of
+    /// API calls (6) for any number of nodes. Exit 0 when no node has a problem, 1 otherwise.
     Scan {
         /// Only nodes with these labels (a label selector, e.g. `node-role.kubernetes.io/worker`).
         #[arg(short = 'l', long)]
@@ -229,6 +229,13 @@ pub enum Command {
         #[arg(value_parser = parse_node_name)]
         node: Option<String>,
     },
+    /// The flight recorder: a DaemonSet whose pod on each node records it every second and
+    /// writes the node's NodeRecorderReport to the API server, so that a diagnosis has node-side
+    /// evidence and the minutes before a failure when no probe pod can start.
+    Recorder {
+        #[command(subcommand)]
+        action: RecorderAction,
+    },
     /// A shell completion script: `source <(kubectl-nodehealth completion bash)`. `completion
     /// kubectl` prints the `kubectl_complete-nodehealth` helper: put it on PATH, executable, and
     /// kubectl (≥ 1.26) completes `kubectl nodehealth <TAB>` with node names from the cluster.
@@ -236,6 +243,29 @@ pub enum Command {
         /// The shell, or `kubectl` for the kubectl plugin helper.
         shell: CompletionShell,
     },
+}
+
+/// `recorder` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RecorderAction {
+    /// Apply the CRD, the recorder's service account and RBAC, the admission policy that holds
+    /// each recorder to its own node's report, and the DaemonSet (in -n's namespace, default
+    /// kube-system). Needs cluster-admin.
+    Install {
+        /// The agent image the recorder runs.
+        #[arg(long, default_value = probe::DEFAULT_IMAGE)]
+        image: String,
+        /// `imagePullPolicy` of the recorder's pods.
+        #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
+        image_pull_policy: String,
+        /// Print what would be applied (YAML; -o json: a v1 List) and apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete everything `install` created; deleting the CRD deletes every report.
+    Uninstall,
+    /// The DaemonSet's rollout and each node's report: its age and the node's state now.
+    Status,
 }
 
 /// The shells `completion` writes for.
@@ -366,6 +396,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             write_stdout(&text)?;
             return Ok(crate::exit::HEALTHY);
         }
+        Some(Command::Recorder { action }) => return recorder(&cli, action).await,
         Some(Command::Version { node }) => return Box::pin(version(&cli, node.as_deref())).await,
         Some(Command::Completion { shell }) => {
             write_stdout(&crate::complete::script(*shell))?;
@@ -912,6 +943,33 @@ async fn with_probe(
             }
             Step::Collected { data: np }
         }
+        Err(e) if recorded_evidence(&evidence.recorder).is_some() => {
+            // No probe pod, but the node's recorder wrote its evidence recently: that is the
+            // node-side half (README, "What each layer can see").
+            let (view, node) = recorded_evidence(&evidence.recorder).expect("checked");
+            let age = view
+                .age_seconds
+                .map(|a| format!("{} old", crate::units::human_duration(a)))
+                .unwrap_or_else(|| "age unknown".into());
+            say!("kubectl-nodehealth: node probe: {e}");
+            say!(
+                "kubectl-nodehealth: node-side evidence from the recorder's report {} ({age})",
+                view.object
+            );
+            let pod = format!("recorder: {} ({age}; the probe pod: {e})", view.object);
+            evidence.layers.push(Layer::Recorder);
+            Step::Collected {
+                data: crate::evidence::NodeProbe {
+                    pod,
+                    pod_start_seconds: 0.0,
+                    connect_seconds: None,
+                    host_root_recursive_read_only: None,
+                    partial: false,
+                    stream_error: None,
+                    evidence: node,
+                },
+            }
+        }
         Err(e) => {
             say!("kubectl-nodehealth: node probe: {e}");
             if matches!(e, probe::ProbeError::NotStarted(_)) {
@@ -938,6 +996,120 @@ async fn with_probe(
         }
     };
     Ok((evidence, raw))
+}
+
+async fn recorder(cli: &Cli, action: &RecorderAction) -> Result<u8, Error> {
+    use crate::recorder as rec;
+    let namespace = cli.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    if let RecorderAction::Install {
+        image,
+        image_pull_policy,
+        dry_run: true,
+    } = action
+    {
+        let manifests = rec::manifests(namespace, image, image_pull_policy);
+        let text = match cli.output {
+            Format::Json => {
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "apiVersion": "v1", "kind": "List", "items": manifests,
+                }))
+                .unwrap_or_default()
+                    + "\n"
+            }
+            _ => manifests
+                .iter()
+                .map(|m| serde_saphyr::to_string(m).map_err(|e| Error::Usage(format!("yaml: {e}"))))
+                .collect::<Result<Vec<_>, _>>()?
+                .join("---\n"),
+        };
+        write_stdout(&text)?;
+        return Ok(crate::exit::HEALTHY);
+    }
+    let target = connect(cli).await?;
+    let client = &target.client;
+    match action {
+        RecorderAction::Install {
+            image,
+            image_pull_policy,
+            ..
+        } => {
+            let manifests = rec::manifests(namespace, image, image_pull_policy);
+            let applied = rec::install(client, &manifests, cli.timeout)
+                .await
+                .map_err(Error::Usage)?;
+            for a in &applied {
+                say!("kubectl-nodehealth: applied {a}");
+            }
+            say!(
+                "kubectl-nodehealth: the recorder is installed; `kubectl nodehealth recorder \
+                 status` shows its pods and each node's report"
+            );
+            Ok(crate::exit::HEALTHY)
+        }
+        RecorderAction::Uninstall => {
+            let deleted = rec::uninstall(client, namespace, cli.timeout)
+                .await
+                .map_err(Error::Usage)?;
+            if deleted.is_empty() {
+                say!("kubectl-nodehealth: no recorder installed (namespace {namespace})");
+            }
+            for d in &deleted {
+                say!("kubectl-nodehealth: deleted {d}");
+            }
+            Ok(crate::exit::HEALTHY)
+        }
+        RecorderAction::Status => {
+            let s = rec::status(client, namespace).await.map_err(Error::Usage)?;
+            let text = match cli.output {
+                Format::Json => serde_json::to_string_pretty(&s).unwrap_or_default() + "\n",
+                Format::Yaml => {
+                    serde_saphyr::to_string(&s).map_err(|e| Error::Usage(format!("yaml: {e}")))?
+                }
+                Format::Table | Format::Wide => {
+                    let mut out = match (s.desired, s.ready) {
+                        (Some(d), r) => format!(
+                            "recorder DaemonSet {namespace}/{}: {} of {d} ready\n",
+                            nodehealth_proto::recorder::NAME,
+                            r.unwrap_or(0)
+                        ),
+                        (None, _) => format!(
+                            "no recorder DaemonSet in {namespace} (kubectl nodehealth recorder install)\n"
+                        ),
+                    };
+                    for r in &s.reports {
+                        out.push_str(&format!(
+                            "{}\t{}\t{}{}\n",
+                            r.node,
+                            r.age_seconds
+                                .map(|a| format!("{} ago", crate::units::human_duration(a)))
+                                .unwrap_or_else(|| "age unknown".into()),
+                            r.now,
+                            if r.stale { "\tSTALE" } else { "" }
+                        ));
+                    }
+                    out
+                }
+            };
+            write_stdout(&text)?;
+            let all_ready = s.desired.is_some() && s.desired == s.ready;
+            Ok(if all_ready && !s.reports.iter().any(|r| r.stale) {
+                crate::exit::HEALTHY
+            } else {
+                crate::exit::PROBLEMS
+            })
+        }
+    }
+}
+
+/// The recorder's view and its node evidence, when its report is fresh and carries evidence.
+fn recorded_evidence(
+    step: &crate::evidence::Step<crate::recorder::RecorderView>,
+) -> Option<(
+    &crate::recorder::RecorderView,
+    nodehealth_proto::node::NodeEvidence,
+)> {
+    let view = step.data().filter(|v| !v.stale)?;
+    Some((view, view.report.evidence.clone()?))
 }
 
 async fn cleanup(cli: &Cli, dry_run: bool, all_namespaces: bool) -> Result<u8, Error> {

@@ -550,6 +550,8 @@ pub struct ScanSnapshot {
     pub server_time: Option<Timestamp>,
     /// API requests made.
     pub api_calls: u32,
+    /// Every node's flight-recorder report (one list), by node name.
+    pub recorders: Step<Vec<crate::recorder::RecorderView>>,
 }
 
 /// Reads the [`ScanSnapshot`]; `label_selector` narrows the nodes.
@@ -588,7 +590,7 @@ pub async fn scan_snapshot(
     let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let all_csrs = ListParams::default();
     let kcm_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
-    let (leases, csrs, kcm, server_time) = tokio::join!(
+    let (leases, csrs, kcm, server_time, recorders) = tokio::join!(
         step(
             timeout,
             "LIST /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
@@ -611,6 +613,7 @@ pub async fn scan_snapshot(
             kcm_leases.get("kube-controller-manager"),
         ),
         api_server_time(client, timeout),
+        crate::recorder::list(client, timeout),
     );
     let answered_at = Timestamp::now();
     Ok(ScanSnapshot {
@@ -624,8 +627,60 @@ pub async fn scan_snapshot(
         })),
         collected_at: answered_at,
         server_time,
-        api_calls: 5,
+        api_calls: 6,
+        // Aged on the API server's clock, like the leases.
+        recorders: recorders.map_ref(|list| crate::recorder::views(list, server_time)),
     })
+}
+
+/// A scan node's node-side steps from its recorder report (one list for all nodes): a fresh
+/// report's evidence is the node probe (layer `recorder`); otherwise both say why not.
+fn recorder_evidence(report: Step<Option<crate::recorder::RecorderView>>) -> RecorderSteps {
+    fn skipped<T>(reason: &str) -> Step<T> {
+        Step::Skipped {
+            reason: reason.to_string(),
+        }
+    }
+    match report {
+        Step::Collected { data: Some(v) } => {
+            let node_probe = match (&v.report.evidence, v.stale) {
+                (Some(ev), false) => Step::Collected {
+                    data: evidence::NodeProbe {
+                        pod: format!("recorder: {}", v.object),
+                        pod_start_seconds: 0.0,
+                        connect_seconds: None,
+                        host_root_recursive_read_only: None,
+                        partial: false,
+                        stream_error: None,
+                        evidence: ev.clone(),
+                    },
+                },
+                _ => skipped("the recorder's report is stale or carries no evidence"),
+            };
+            RecorderSteps {
+                node_probe,
+                recorder: Step::Collected { data: v },
+            }
+        }
+        Step::Collected { data: None } => RecorderSteps {
+            node_probe: skipped(SCAN_SKIPPED),
+            recorder: skipped("no recorder report for this node"),
+        },
+        Step::Failed { failure } => RecorderSteps {
+            node_probe: skipped(SCAN_SKIPPED),
+            recorder: Step::Failed { failure },
+        },
+        Step::Skipped { reason } => RecorderSteps {
+            node_probe: skipped(SCAN_SKIPPED),
+            recorder: Step::Skipped { reason },
+        },
+    }
+}
+
+/// The two node-side steps of a scan's evidence.
+struct RecorderSteps {
+    node_probe: Step<evidence::NodeProbe>,
+    recorder: Step<crate::recorder::RecorderView>,
 }
 
 /// Why a scan's evidence has no kubelet or node-side steps.
@@ -661,6 +716,14 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                 (None, Some(failure)) => Step::Failed { failure },
                 _ => skipped(),
             };
+            let steps = recorder_evidence(
+                snap.recorders
+                    .map_ref(|all| all.iter().find(|v| v.report.node == name).cloned()),
+            );
+            let mut layers = vec![Layer::Api];
+            if steps.node_probe.data().is_some() {
+                layers.push(Layer::Recorder);
+            }
             Evidence {
                 node_name: name.clone(),
                 collected_at: snap.collected_at,
@@ -669,9 +732,10 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                     started_at: snap.collected_at,
                     ended_at: snap.collected_at,
                 },
-                layers: vec![Layer::Api],
+                layers,
                 node: Step::Collected { data: node_info(n) },
                 lease,
+                node_probe: steps.node_probe,
                 node_leases: snap.leases.map_ref(|list| {
                     lease_overview(list, &name, judged_at(snap.collected_at, snap.server_time))
                 }),
@@ -686,8 +750,8 @@ pub fn scan_evidence(snap: &ScanSnapshot) -> Vec<Evidence> {
                 controller_manager_lease: snap.controller_manager_lease.clone(),
                 kubelet_log: skipped(),
                 runtime_log: skipped(),
-                node_probe: skipped(),
                 history: evidence::no_history(),
+                recorder: steps.recorder,
             }
         })
         .collect()
@@ -1138,11 +1202,27 @@ pub async fn collect_with(
             async { tokio::join!(lease, all_leases, kcm, csrs, events) },
             api_server_time(client, timeout)
         );
-        (window, lease_before, objects, server_time, Timestamp::now())
+        // The recorder's report, aged on the API server's clock.
+        let recorder = crate::recorder::fetch(client, node, timeout, server_time).await;
+        (
+            window,
+            lease_before,
+            objects,
+            server_time,
+            Timestamp::now(),
+            recorder,
+        )
     });
     let (
         (
-            (window, lease_before, (lease, all_leases, kcm, csrs, events), server_time, leases_at),
+            (
+                window,
+                lease_before,
+                (lease, all_leases, kcm, csrs, events),
+                server_time,
+                leases_at,
+                recorder,
+            ),
             healthz,
             configz,
             stats,
@@ -1251,6 +1331,7 @@ pub async fn collect_with(
             reason: "--api-only".to_string(),
         },
         history: evidence::no_history(),
+        recorder,
     };
     Ok((evidence, raw))
 }

@@ -29,6 +29,9 @@ pub enum Layer {
     NodeAgent,
     /// eBPF attribution in the node agent (`--trace`).
     Ebpf,
+    /// The node's flight recorder report (`kubectl nodehealth recorder install`): its node
+    /// evidence when no probe pod can start, and always its timeline.
+    Recorder,
 }
 
 /// Everything observed about one node.
@@ -80,6 +83,16 @@ pub struct Evidence {
     /// This node's series in the user's Prometheus before the run (`--prometheus`).
     #[serde(default = "no_history")]
     pub history: Step<crate::history::History>,
+    /// The node's flight-recorder report, when a recorder runs there.
+    #[serde(default = "no_recorder")]
+    pub recorder: Step<crate::recorder::RecorderView>,
+}
+
+/// The recorder step of evidence that predates it (older bundles).
+pub fn no_recorder() -> Step<crate::recorder::RecorderView> {
+    Step::Skipped {
+        reason: "the recorder's report was not read".to_string(),
+    }
 }
 
 /// The history step when `--prometheus` was not given.

@@ -20,6 +20,7 @@ pub mod pleg;
 pub mod probe;
 pub mod progress;
 pub mod rbac;
+pub mod recorder;
 pub mod relists;
 pub mod render;
 pub mod scan;

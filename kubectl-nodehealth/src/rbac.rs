@@ -67,6 +67,15 @@ pub const CLUSTER_RULES: &[Rule] = &[
               Job controller's FailedCreate event when the probe pod is refused",
         missing_says: "events",
     },
+    Rule {
+        api_group: "nodehealth.io",
+        resources: &["noderecorderreports"],
+        verbs: &["get", "list"],
+        why: "the node's flight-recorder report (`recorder install`): its node evidence when no \
+              probe pod starts, its timeline; optional (without it the run says so and goes on); \
+              list: `recorder status`",
+        missing_says: "get noderecorderreports",
+    },
 ];
 
 /// In the probe pod's namespace: the probe Job, its pod, and the port-forward to the agent.

@@ -2,8 +2,9 @@
 //! pressure conditions, its lease, the cluster's stale leases (a partition looks like many at
 //! once), its pending certificate requests and the CSR approver — ranked worst first, each with
 //! the probable cause the same verdict engine gives. A fixed number of API calls whatever the
-//! number of nodes ([`crate::collect::scan_snapshot`]); the kubelet and the node itself are for
-//! `kubectl nodehealth <node>` on the nodes at the top.
+//! number of nodes ([`crate::collect::scan_snapshot`]); where the flight recorder runs, every
+//! node's report comes in the same single list and its node-side evidence ranks the node with the
+//! node-side causes. The kubelet itself is for `kubectl nodehealth <node>` on the nodes at the top.
 
 use comfy_table::{Cell, ContentArrangement, Table};
 use jiff::Timestamp;
@@ -151,8 +152,14 @@ pub fn rows(evidence: &[Evidence]) -> Vec<NodeRow> {
     let mut rows: Vec<NodeRow> = evidence
         .iter()
         .map(|e| {
-            // The checks that read what a scan collects (API objects only).
-            let assessment = checks::assess_with(e, checks::run_named(e, checks::OBJECT_CHECKS));
+            // The checks that read what a scan collects: API objects, and a node's recorder
+            // report (its node evidence, its timeline) where a recorder runs.
+            let names: Vec<&str> = checks::OBJECT_CHECKS
+                .iter()
+                .copied()
+                .chain(["node", "recorder"])
+                .collect();
+            let assessment = checks::assess_with(e, checks::run_named(e, &names));
             let v = verdict::judge(&assessment);
             let mut problems: Vec<Finding> = assessment
                 .findings
@@ -431,6 +438,38 @@ mod tests {
             table.contains("3 nodes, 2 with problems (4 API calls)"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_nodes_recorder_evidence_ranks_it_with_the_node_side_cause() {
+        let healthy = scanned("a-healthy");
+        let mut gone = scanned("b-recorded");
+        // Its recorder's report: no kubelet process on the node (what kubelet-stopped gives).
+        gone.node_probe = Step::Collected {
+            data: crate::evidence::NodeProbe {
+                pod: "recorder: noderecorderreports/b-recorded".into(),
+                pod_start_seconds: 0.0,
+                connect_seconds: None,
+                partial: false,
+                stream_error: None,
+                host_root_recursive_read_only: None,
+                evidence: nodehealth_proto::node::NodeEvidence {
+                    processes: Some(nodehealth_proto::node::Processes::default()),
+                    ..Default::default()
+                },
+            },
+        };
+        let r = report(&[healthy, gone], 6, now());
+        assert_eq!(r.nodes[0].node, "b-recorded", "{:#?}", r.nodes);
+        assert!(
+            r.nodes[0]
+                .problems
+                .iter()
+                .any(|f| f.id.to_string() == "node-kubelet-process-gone"),
+            "{:#?}",
+            r.nodes[0].problems
+        );
+        assert!(r.nodes[1].problems.is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod logs;
 pub mod node;
 pub mod proof;
+pub mod recorder;
 pub mod redact;
 
 /// Version 1 of the API.

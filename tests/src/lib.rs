@@ -79,15 +79,32 @@ impl Cluster {
 
     /// Sends a request as the cluster admin; returns (status, body).
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        self.request_as(None, method, path, body, "application/json")
+    }
+
+    /// A request as the holder of a bearer `token` (else as the admin), with the body's
+    /// content type (e.g. `application/apply-patch+yaml` for a server-side apply).
+    pub fn request_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        content_type: &str,
+    ) -> (u16, String) {
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "--max-time", "15", "-X", method])
             .arg("--cacert")
-            .arg(self.pki("ca.crt"))
-            .arg("--cert")
-            .arg(self.pki("admin.crt"))
-            .arg("--key")
-            .arg(self.pki("admin.key"))
-            .args(["-w", "\n%{http_code}"])
+            .arg(self.pki("ca.crt"));
+        match token {
+            Some(t) => cmd.args(["-H", &format!("Authorization: Bearer {t}")]),
+            None => cmd
+                .arg("--cert")
+                .arg(self.pki("admin.crt"))
+                .arg("--key")
+                .arg(self.pki("admin.key")),
+        };
+        cmd.args(["-w", "\n%{http_code}"])
             .arg(format!("https://127.0.0.1:6443{path}"))
             .stdout(Stdio::piped())
             .stdin(if body.is_some() {
@@ -98,7 +115,7 @@ impl Cluster {
         if body.is_some() {
             cmd.args([
                 "-H",
-                "Content-Type: application/json",
+                &format!("Content-Type: {content_type}"),
                 "--data-binary",
                 "@-",
             ]);

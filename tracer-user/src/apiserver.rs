@@ -204,7 +204,7 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-fn tls_config(ca: &[Vec<u8>], verify: bool) -> Result<ClientConfig, String> {
+pub(crate) fn tls_config(ca: &[Vec<u8>], verify: bool) -> Result<ClientConfig, String> {
     let provider = Arc::new(ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

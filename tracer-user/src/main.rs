@@ -94,6 +94,49 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "json")]
         output: Output,
     },
+    /// Record the node every second and publish its report to the API server (the recorder
+    /// DaemonSet `kubectl nodehealth recorder install` applies).
+    Record {
+        /// Where the host's root file system is mounted (`/host` in the recorder's pod).
+        #[arg(long, default_value = "/")]
+        host_root: PathBuf,
+        /// This node's name (the pod's spec.nodeName).
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// A short probe and a write at least this often, e.g. 60s.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        heartbeat: Duration,
+        /// Never two writes closer than this (at least 10s).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        min_write_interval: Duration,
+        /// The short probe's window.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        probe_window: Duration,
+        /// How far back each probe reads the kubelet's and runtime's logs.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        log_since: Duration,
+        /// The API server to write to (default: the kubelet's, from its kubeconfig).
+        #[arg(long)]
+        server: Option<String>,
+        /// The service account token.
+        #[arg(
+            long,
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        )]
+        token_file: PathBuf,
+        /// The CA of the API server when the kubelet's kubeconfig names none (or with --server).
+        #[arg(
+            long,
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+        )]
+        ca_file: PathBuf,
+        /// Print each report as a JSON line instead of writing it.
+        #[arg(long)]
+        print: bool,
+        /// Exit after this many reports (0: run until stopped).
+        #[arg(long, default_value_t = 0)]
+        max_reports: u64,
+    },
     /// Serve one probe run over gRPC on 127.0.0.1, then exit.
     Serve {
         #[command(flatten)]
@@ -147,6 +190,41 @@ fn main() -> ExitCode {
             runq(&pids, seconds, cri)
         }
         Command::Probe { args, output } => probe_once(&args, output),
+        Command::Record {
+            host_root,
+            node,
+            heartbeat,
+            min_write_interval,
+            probe_window,
+            log_since,
+            server,
+            token_file,
+            ca_file,
+            print,
+            max_reports,
+        } => {
+            if min_write_interval < Duration::from_secs(10) {
+                eprintln!(
+                    "tracer-user: --min-write-interval {min_write_interval:?}: at least 10s (one \
+                     write per node per 10 s is the API server's budget)"
+                );
+                return ExitCode::from(2);
+            }
+            let cfg = tracer_user::recorder::RecordConfig {
+                host_root,
+                node,
+                heartbeat: heartbeat.max(min_write_interval),
+                min_write_interval,
+                probe_window,
+                log_since,
+                server,
+                token_file,
+                ca_file,
+                print,
+                max_writes: max_reports,
+            };
+            record(cfg)
+        }
         Command::Serve {
             args,
             port,
@@ -178,6 +256,30 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn record(cfg: tracer_user::recorder::RecordConfig) -> anyhow::Result<()> {
+    log::init();
+    runtime()?.block_on(async {
+        let stop = Box::pin(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        });
+        tracer_user::recorder::run(cfg, stop)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+    })
 }
 
 fn probe_once(args: &ProbeArgs, _output: Output) -> anyhow::Result<()> {

@@ -141,6 +141,25 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The kubelet's local healthz address (`healthzBindAddress:healthzPort`), None when disabled
+/// (port 0) or unknown.
+pub fn healthz_addr(d: &Discovery) -> Option<String> {
+    match (&d.healthz_bind_address, &d.healthz_port) {
+        (_, Some(p)) if p.value == 0 => None,
+        (b, Some(p)) => {
+            let bind = b.as_ref().map(|b| b.value.as_str()).unwrap_or("127.0.0.1");
+            // A wildcard bind answers on loopback.
+            let ip = match bind {
+                "0.0.0.0" | "" => "127.0.0.1",
+                "::" => "[::1]",
+                other => other,
+            };
+            Some(format!("{ip}:{}", p.value))
+        }
+        _ => None,
+    }
+}
+
 /// Runs the probe. Events go to `tx` (if any) as they happen; the full evidence is returned.
 pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvidence {
     let t0 = Instant::now();
@@ -253,20 +272,7 @@ pub async fn run(cfg: ProbeConfig, tx: Option<mpsc::Sender<Event>>) -> NodeEvide
             None => None,
         }
     };
-    let healthz_addr = match (&d.healthz_bind_address, &d.healthz_port) {
-        (_, Some(p)) if p.value == 0 => None,
-        (b, Some(p)) => {
-            let bind = b.as_ref().map(|b| b.value.as_str()).unwrap_or("127.0.0.1");
-            // A wildcard bind answers on loopback.
-            let ip = match bind {
-                "0.0.0.0" | "" => "127.0.0.1",
-                "::" => "[::1]",
-                other => other,
-            };
-            Some(format!("{ip}:{}", p.value))
-        }
-        _ => None,
-    };
+    let healthz_addr = healthz_addr(&d);
     let healthz_first = async {
         // Probed even when no kubelet process was found: "connection refused" confirms it.
         match &healthz_addr {

@@ -339,6 +339,22 @@ pub fn cgroup_memory(host: &HostRoot, pid: u32) -> Option<nodehealth_proto::node
     })
 }
 
+/// OOM kills counted in a process's memory cgroup: v2 `memory.events` `oom_kill`, v1
+/// `memory.oom_control` `oom_kill` (kernel 4.13+). Cumulative for the cgroup's life, so a process
+/// killed and restarted in the same cgroup (a kubelet under systemd or a supervisor) adds up.
+pub fn cgroup_oom_kills(host: &HostRoot, pid: u32) -> Option<u64> {
+    let (version, _, dir) = cgroup_dir(host, pid, Some("memory"))?;
+    let file = if version == 1 {
+        "memory.oom_control"
+    } else {
+        "memory.events"
+    };
+    let text = fs::read_to_string(dir.join(file)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn parse_memory_limit(text: &str) -> Option<u64> {
     text.trim().parse::<u64>().ok().filter(|l| *l < 1 << 62)
 }

@@ -29,9 +29,6 @@ pub enum Bench {
         #[arg(long, default_value_t = 15)]
         rounds: usize,
     },
-    /// What the eBPF tracer costs non-target workloads: per-program cost (bpf_stats run time x
-    /// event rate, share of a CPU) and interleaved `perf bench sched pipe` baseline / ours /
-    /// runqlat (bar: <= 1%).
     /// `kubectl nodehealth scan` of many nodes (Node + Lease objects created on the local API
     /// server, removed after): time and API calls (bar: <= 5 s for 5,000 nodes).
     Scan {
@@ -42,6 +39,9 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// What the eBPF tracer costs non-target workloads: per-program cost (bpf_stats run time x
+    /// event rate, share of a CPU) and interleaved `perf bench sched pipe` baseline / ours /
+    /// runqlat (bar: <= 1%).
     Tracer {
         /// Interleaved rounds.
         #[arg(long, default_value_t = 9)]
@@ -50,6 +50,14 @@ pub enum Bench {
         #[arg(long, default_value_t = 100_000)]
         loops: u32,
     },
+    /// The flight recorder on the local cluster's idle node: its process's peak RSS and CPU share
+    /// (from the kernel's own accounting of the process) and its API writes per minute (bars:
+    /// <= 32 MiB, <= 0.5% of a core, <= 6 writes a minute).
+    Recorder {
+        /// How long to watch it, e.g. 180 (seconds).
+        #[arg(long, default_value_t = 180)]
+        seconds: u64,
+    },
 }
 
 pub fn run(b: Bench) -> Result<()> {
@@ -57,6 +65,7 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Api { rounds } => api(rounds),
         Bench::Tracer { rounds, loops } => bench_tracer::tracer(rounds, loops),
         Bench::Scan { nodes, rounds } => scan(nodes, rounds),
+        Bench::Recorder { seconds } => recorder(seconds),
     }
 }
 
@@ -339,4 +348,112 @@ fn scan(nodes: usize, rounds: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `/proc/<pid>/stat`'s utime + stime, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `VmRSS` in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// The pid of the recorder's process on this node (its container runs `tracer-user record`).
+fn recorder_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is = args.first().is_some_and(|a| a.ends_with(b"tracer-user"))
+            && args.get(1) == Some(&&b"record"[..]);
+        is.then_some(pid)
+    })
+}
+
+fn recorder(seconds: u64) -> Result<()> {
+    let (plugin, kubectl) = cluster_and_plugin()?;
+    crate::agent_image::run()?;
+    let kubeconfig = Layout::new().admin_kubeconfig();
+    let node = cluster::node_name();
+    let nodehealth = |args: &[&str]| -> Result<()> {
+        let status = Command::new(&plugin)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stdin(Stdio::null())
+            .status()
+            .context("running the plugin")?;
+        if !status.success() {
+            bail!("kubectl nodehealth {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    step("bench recorder: installing the recorder on the local cluster");
+    nodehealth(&["recorder", "install", "--image-pull-policy", "Never"])?;
+    let result = (|| -> Result<()> {
+        let report = || -> Option<Value> {
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["get", "noderecorderreports", &node, "-o", "json"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            serde_json::from_slice(&out.stdout).ok()
+        };
+        let start = Instant::now();
+        let (pid, first) = loop {
+            if let (Some(pid), Some(r)) = (recorder_pid(), report()) {
+                break (pid, r);
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!("no recorder process or report within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        // Past its start (the first probe, the ring filling): the steady state.
+        std::thread::sleep(Duration::from_secs(15));
+        let writes = |r: &Value| r["status"]["publisher"]["writes"].as_u64().unwrap_or(0);
+        let first_writes = writes(&report().unwrap_or(first));
+        let ticks0 = cpu_ticks(pid).context("the recorder's stat")?;
+        let t0 = Instant::now();
+        step(format!(
+            "bench recorder: watching pid {pid} for {seconds} s on the idle node {node}"
+        ));
+        let mut peak_rss = 0;
+        while t0.elapsed() < Duration::from_secs(seconds) {
+            peak_rss = peak_rss.max(rss_kib(pid).context("the recorder exited")?);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let ticks = cpu_ticks(pid).context("the recorder exited")? - ticks0;
+        let wall = t0.elapsed().as_secs_f64();
+        let hz = sh::output(Command::new("getconf").arg("CLK_TCK"))
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or(100.0);
+        let cpu_pct = ticks as f64 / hz / wall * 100.0;
+        let last = report().context("the report")?;
+        let per_min = (writes(&last).saturating_sub(first_writes)) as f64 / wall * 60.0;
+        let rss_mib = peak_rss as f64 / 1024.0;
+        info(format!(
+            "peak RSS {rss_mib:.1} MiB (bar 32), CPU {cpu_pct:.2}% of a core (bar 0.5; {ticks} ticks \
+             in {wall:.0} s), {per_min:.1} writes/min (bar 6), report {} bytes",
+            last["status"].to_string().len()
+        ));
+        println!(
+            "RESULT recorder rss_mib={rss_mib:.1} cpu_pct={cpu_pct:.2} writes_per_min={per_min:.1}"
+        );
+        Ok(())
+    })();
+    step("bench recorder: uninstalling");
+    nodehealth(&["recorder", "uninstall"])?;
+    result
 }

@@ -244,6 +244,13 @@ pub enum FindingId {
     // --- history
     /// The node's series in the user's Prometheus (`--prometheus`).
     History,
+    // --- the flight recorder
+    /// The node's recorder timeline: the minutes before the run, in spans of state.
+    RecorderTimeline,
+    /// The recorder's report is older than two heartbeats: it is not writing.
+    RecorderStale,
+    /// The recorder's writes to the API server failed for a while (said once the path is back).
+    RecorderWritesFailed,
 }
 
 const SIMPLE: &[(FindingId, &str)] = &[
@@ -310,6 +317,9 @@ const SIMPLE: &[(FindingId, &str)] = &[
     (FindingId::LogQueryDisabled, "logs-query-disabled"),
     (FindingId::LogUnreadable, "logs-unreadable"),
     (FindingId::History, "history"),
+    (FindingId::RecorderTimeline, "recorder-timeline"),
+    (FindingId::RecorderStale, "recorder-stale"),
+    (FindingId::RecorderWritesFailed, "recorder-writes-failed"),
 ];
 
 /// Ids made of a prefix and a part: `node-pressure-memory`, `logs-pleg-not-healthy`, ...

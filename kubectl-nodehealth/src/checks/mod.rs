@@ -155,6 +155,7 @@ pub mod logs;
 pub mod node;
 pub mod platform;
 pub mod pleg;
+pub mod recorder;
 pub mod runtime;
 pub mod thresholds;
 pub mod trace;
@@ -327,6 +328,10 @@ pub const CHECKS: &[Check] = &[
     Check {
         name: "history",
         run: history::run,
+    },
+    Check {
+        name: "recorder",
+        run: recorder::run,
     },
 ];
 

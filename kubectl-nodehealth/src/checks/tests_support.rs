@@ -190,6 +190,7 @@ pub fn healthy_evidence() -> Evidence {
             reason: "--api-only".into(),
         },
         history: crate::evidence::no_history(),
+        recorder: crate::evidence::no_recorder(),
     }
 }
 

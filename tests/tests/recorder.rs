@@ -1,0 +1,296 @@
+//! The flight recorder on the real local cluster: `kubectl nodehealth recorder install` runs
+//! `tracer-user record` on the node as a DaemonSet, which writes the node's NodeRecorderReport to
+//! the API server itself. With it, faults that keep every probe pod from starting are diagnosed
+//! by `kubectl nodehealth <node>` alone — no SSH, no `--node-evidence` — to the same top cause as
+//! the agent run on the node by hand; a recorder cannot write another node's report (the
+//! admission policy, asserted); its writes that failed during a partition are said once the path
+//! is back; uninstall leaves nothing.
+
+use std::time::{Duration, Instant};
+
+use nodehealth_e2e::{
+    Cluster, Healer, json_of, plugin, run_agent_standalone, run_plugin,
+    run_plugin_with_node_evidence, wait_until,
+};
+use serde_json::{Value, json};
+
+const NS: &str = "kube-system";
+const REPORTS: &str = "/apis/nodehealth.io/v1alpha1/noderecorderreports";
+
+fn admin(c: &Cluster, args: &[&str]) -> std::process::Output {
+    let kubeconfig = c.admin_kubeconfig();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    plugin(&all)
+}
+
+/// The node's report as the API server has it (None before the first write).
+fn report(c: &Cluster) -> Option<Value> {
+    let (code, body) = c.request("GET", &format!("{REPORTS}/{}", c.node), None);
+    (code == 200).then(|| serde_json::from_str(&body).expect("report JSON"))
+}
+
+/// Waits until the node's report was written after `after` (node clock, ms) and `ok` holds for
+/// its status; returns the status.
+fn report_where(c: &Cluster, what: &str, after: i64, ok: impl Fn(&Value) -> bool) -> Value {
+    wait_until(what, Duration::from_secs(90), || {
+        let s = report(c)?["status"].clone();
+        (s["recordedAtUnixMs"].as_i64()? > after && ok(&s)).then_some(s)
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The recorder's pod on the node: (name, uid).
+fn recorder_pod(c: &Cluster) -> (String, String) {
+    let pods = c.get_json(&format!(
+        "/api/v1/namespaces/{NS}/pods?labelSelector=app.kubernetes.io%2Fname%3Dnodehealth-recorder"
+    ));
+    let pod = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == c.node.as_str())
+        .cloned()
+        .expect("a recorder pod on the node");
+    (
+        pod["metadata"]["name"].as_str().unwrap().into(),
+        pod["metadata"]["uid"].as_str().unwrap().into(),
+    )
+}
+
+/// A token of the recorder's service account, bound to its pod on the node (what the kubelet
+/// mounts into it), or bound to nothing.
+fn recorder_token(c: &Cluster, bound_to_pod: bool) -> String {
+    let mut spec = json!({ "expirationSeconds": 600 });
+    if bound_to_pod {
+        let (name, uid) = recorder_pod(c);
+        spec["boundObjectRef"] =
+            json!({ "apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid });
+    }
+    let (code, body) = c.request(
+        "POST",
+        &format!("/api/v1/namespaces/{NS}/serviceaccounts/nodehealth-recorder/token"),
+        Some(&json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec })),
+    );
+    assert_eq!(code, 201, "TokenRequest: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["status"]["token"].as_str().unwrap().to_string()
+}
+
+/// The plugin as an operator runs it (the probe pod tried, bounded), and the agent's evidence
+/// taken by hand on the node with the plugin judging it (`--node-evidence`): both reports.
+fn diagnose_both_ways(c: &Cluster) -> (Value, Value) {
+    let (out, took) = run_plugin(
+        c,
+        &["--duration", "3s", "--pod-timeout", "20s", "-o", "json"],
+    );
+    let with_recorder = json_of(&out);
+    eprintln!(
+        "plugin alone: exit {:?} in {:.1} s, layers {}, top {}",
+        out.status.code(),
+        took.as_secs_f64(),
+        with_recorder["evidence"]["layers"],
+        with_recorder["verdict"]["causes"][0]["id"]
+    );
+    let agent = run_agent_standalone(&["--duration", "3s"]);
+    let (out, _) = run_plugin_with_node_evidence(c, &agent, "3s");
+    (with_recorder, json_of(&out))
+}
+
+fn top(report: &Value) -> String {
+    report["verdict"]["causes"][0]["id"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// One fault: the recorder notices (its report is written after the fault with `state`), the
+/// plugin alone uses its evidence (layer `recorder`), and names the same top cause as the agent
+/// run by hand.
+fn judged_through_the_recorder(c: &Cluster, fault: &str, noticed: impl Fn(&Value) -> bool) {
+    let healer = Healer(c);
+    let before = now_ms();
+    c.xtask(&["fault", fault]);
+    let s = report_where(
+        c,
+        &format!("the recorder's report of {fault}"),
+        before,
+        |s| noticed(&s["now"]) && s["evidence"]["startedAtUnixMs"].as_i64() > Some(before),
+    );
+    eprintln!(
+        "{fault}: recorded now {} ({}), {} span(s)",
+        s["now"],
+        s["evidenceReason"],
+        s["timeline"].as_array().map_or(0, Vec::len)
+    );
+    let (with_recorder, by_hand) = diagnose_both_ways(c);
+    let layers = with_recorder["evidence"]["layers"].to_string();
+    assert!(
+        layers.contains("recorder"),
+        "{fault}: the node-side half came from the recorder: {layers}\n{:#}",
+        with_recorder["evidence"]["nodeProbe"]
+    );
+    assert!(
+        with_recorder["evidence"]["nodeProbe"]["data"]["pod"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("recorder: noderecorderreports/"),
+        "{:#}",
+        with_recorder["evidence"]["nodeProbe"]
+    );
+    assert_eq!(
+        top(&with_recorder),
+        top(&by_hand),
+        "{fault}: the recorder's evidence gives the same top cause as the agent by hand:\n{:#}\n{:#}",
+        with_recorder["verdict"],
+        by_hand["verdict"]
+    );
+    let timeline = with_recorder["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "recorder-timeline")
+        .cloned()
+        .expect("the recorder's timeline is a finding");
+    eprintln!(
+        "{fault}: top {} (by hand {}); {}",
+        top(&with_recorder),
+        top(&by_hand),
+        timeline["summary"]
+    );
+    drop(healer);
+    c.wait_ready("True", Duration::from_secs(120));
+}
+
+#[test]
+fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+
+    // Installed: its pod runs on the node and its first report arrives.
+    let started = Instant::now();
+    let out = admin(&c, &["recorder", "install", "--image-pull-policy", "Never"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = report_where(&c, "the first report", 0, |s| {
+        s["now"]["kubelet"] == "running"
+    });
+    eprintln!(
+        "installed; first report after {:.1} s: now {}, {} bytes",
+        started.elapsed().as_secs_f64(),
+        s["now"],
+        s.to_string().len()
+    );
+    assert_eq!(s["node"], c.node.as_str());
+    assert!(
+        s["evidence"]["processes"].is_object(),
+        "it carries node evidence"
+    );
+    let out = admin(&c, &["recorder", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 of 1 ready") && text.contains(&c.node),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+
+    // Held to its own node, in the cluster: its own pod-bound token may write its node's report
+    // and nothing else; a token without a node claim may write none.
+    let bound = recorder_token(&c, true);
+    let other = json!({
+        "apiVersion": "nodehealth.io/v1alpha1", "kind": "NodeRecorderReport",
+        "metadata": { "name": "some-other-node" }, "spec": { "nodeName": "some-other-node" },
+    });
+    let (code, body) = c.request_as(
+        Some(&bound),
+        "POST",
+        REPORTS,
+        Some(&other),
+        "application/json",
+    );
+    assert_eq!(code, 403, "another node's report: {body}");
+    assert!(
+        body.contains(&format!(
+            "a recorder on node {} may write only its own node",
+            c.node
+        )),
+        "{body}"
+    );
+    let own = json!({
+        "apiVersion": "nodehealth.io/v1alpha1", "kind": "NodeRecorderReport",
+        "metadata": { "name": c.node }, "spec": { "nodeName": c.node },
+    });
+    let apply = format!("{REPORTS}/{}?fieldManager=e2e-check", c.node);
+    let (code, body) = c.request_as(
+        Some(&bound),
+        "PATCH",
+        &apply,
+        Some(&own),
+        "application/apply-patch+yaml",
+    );
+    assert_eq!(code, 200, "its own node's report: {body}");
+    let unbound = recorder_token(&c, false);
+    let (code, body) = c.request_as(
+        Some(&unbound),
+        "POST",
+        REPORTS,
+        Some(&other),
+        "application/json",
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("carries no node claim"), "{body}");
+    eprintln!("admission: another node's report refused, its own accepted, no claim refused");
+
+    // Faults that keep every pod from starting, judged without SSH.
+    judged_through_the_recorder(&c, "kubelet-stopped", |now| now["kubelet"] == "absent");
+    judged_through_the_recorder(&c, "runtime-frozen", |now| {
+        now["runtime"] == "frozen" && matches!(now["cri"].as_str(), Some("hung" | "error"))
+    });
+
+    // Uninstalled: nothing left.
+    let out = admin(&c, &["recorder", "uninstall"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the recorder's pods gone", Duration::from_secs(90), || {
+        let pods = c.get_json(&format!(
+            "/api/v1/namespaces/{NS}/pods?labelSelector=app.kubernetes.io%2Fname%3Dnodehealth-recorder"
+        ));
+        pods["items"].as_array().unwrap().is_empty().then_some(())
+    });
+    for path in [
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/noderecorderreports.nodehealth.io".to_string(),
+        format!("/api/v1/namespaces/{NS}/serviceaccounts/nodehealth-recorder"),
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/nodehealth-recorder".into(),
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/nodehealth-recorder".into(),
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/nodehealth-recorder-own-node".into(),
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/nodehealth-recorder-own-node".into(),
+        format!("/apis/apps/v1/namespaces/{NS}/daemonsets/nodehealth-recorder"),
+    ] {
+        wait_until(&format!("{path} gone"), Duration::from_secs(60), || {
+            (c.request("GET", &path, None).0 == 404).then_some(())
+        });
+    }
+    // And a diagnosis without it says nothing of a recorder.
+    let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
+    let r = json_of(&out);
+    assert_eq!(
+        r["evidence"]["recorder"]["outcome"], "skipped",
+        "{:#}",
+        r["evidence"]["recorder"]
+    );
+    eprintln!("uninstalled: nothing left");
+}
