@@ -110,9 +110,9 @@ fn top(report: &Value) -> String {
         .to_string()
 }
 
-/// One fault: the recorder notices (its report is written after the fault with `state`), the
-/// plugin alone uses its evidence (layer `recorder`), and names the same top cause as the agent
-/// run by hand.
+/// One fault: the recorder notices (`noticed` holds for a report written after the fault, with a
+/// probe taken after it), the plugin alone uses its evidence (layer `recorder`), and names the same
+/// top cause as the agent run by hand.
 fn judged_through_the_recorder(c: &Cluster, fault: &str, noticed: impl Fn(&Value) -> bool) {
     let healer = Healer(c);
     let before = now_ms();
@@ -121,7 +121,7 @@ fn judged_through_the_recorder(c: &Cluster, fault: &str, noticed: impl Fn(&Value
         c,
         &format!("the recorder's report of {fault}"),
         before,
-        |s| noticed(&s["now"]) && s["evidence"]["startedAtUnixMs"].as_i64() > Some(before),
+        |s| noticed(s) && s["evidence"]["startedAtUnixMs"].as_i64() > Some(before),
     );
     eprintln!(
         "{fault}: recorded now {} ({}), {} span(s)",
@@ -168,21 +168,17 @@ fn judged_through_the_recorder(c: &Cluster, fault: &str, noticed: impl Fn(&Value
     c.wait_ready("True", Duration::from_secs(120));
 }
 
-#[test]
-fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() {
-    let c = Cluster::get();
-    c.wait_ready("True", Duration::from_secs(60));
-
-    // Installed: its pod runs on the node and its first report arrives.
+/// `recorder install`; returns once the node's first report (a running kubelet) is in.
+fn install(c: &Cluster) {
     let started = Instant::now();
-    let out = admin(&c, &["recorder", "install", "--image-pull-policy", "Never"]);
+    let out = admin(c, &["recorder", "install", "--image-pull-policy", "Never"]);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = report_where(&c, "the first report", 0, |s| {
+    let s = report_where(c, "the first report", 0, |s| {
         s["now"]["kubelet"] == "running"
     });
     eprintln!(
@@ -196,6 +192,50 @@ fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() 
         s["evidence"]["processes"].is_object(),
         "it carries node evidence"
     );
+}
+
+/// `recorder uninstall`, and nothing of it left: its pods, the CRD (with every report), the
+/// service account, RBAC, the admission policy and binding, the DaemonSet.
+fn uninstall(c: &Cluster) {
+    let out = admin(c, &["recorder", "uninstall"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the recorder's pods gone", Duration::from_secs(90), || {
+        let pods = c.get_json(&format!(
+            "/api/v1/namespaces/{NS}/pods?labelSelector=app.kubernetes.io%2Fname%3Dnodehealth-recorder"
+        ));
+        pods["items"].as_array().unwrap().is_empty().then_some(())
+    });
+    for path in [
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/noderecorderreports.nodehealth.io"
+            .to_string(),
+        format!("/api/v1/namespaces/{NS}/serviceaccounts/nodehealth-recorder"),
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/nodehealth-recorder".into(),
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/nodehealth-recorder".into(),
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/nodehealth-recorder-own-node"
+            .into(),
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/nodehealth-recorder-own-node"
+            .into(),
+        format!("/apis/apps/v1/namespaces/{NS}/daemonsets/nodehealth-recorder"),
+    ] {
+        wait_until(&format!("{path} gone"), Duration::from_secs(60), || {
+            (c.request("GET", &path, None).0 == 404).then_some(())
+        });
+    }
+    eprintln!("uninstalled: nothing left");
+}
+
+/// Installed, held to its own node by the cluster, and two faults that keep every pod from
+/// starting — a stopped kubelet, a frozen runtime — judged with no SSH; then uninstalled.
+#[test]
+fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    install(&c);
     let out = admin(&c, &["recorder", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -252,38 +292,13 @@ fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() 
     eprintln!("admission: another node's report refused, its own accepted, no claim refused");
 
     // Faults that keep every pod from starting, judged without SSH.
-    judged_through_the_recorder(&c, "kubelet-stopped", |now| now["kubelet"] == "absent");
-    judged_through_the_recorder(&c, "runtime-frozen", |now| {
-        now["runtime"] == "frozen" && matches!(now["cri"].as_str(), Some("hung" | "error"))
+    judged_through_the_recorder(&c, "kubelet-stopped", |s| s["now"]["kubelet"] == "absent");
+    judged_through_the_recorder(&c, "runtime-frozen", |s| {
+        s["now"]["runtime"] == "frozen"
+            && matches!(s["now"]["cri"].as_str(), Some("hung" | "error"))
     });
 
-    // Uninstalled: nothing left.
-    let out = admin(&c, &["recorder", "uninstall"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_until("the recorder's pods gone", Duration::from_secs(90), || {
-        let pods = c.get_json(&format!(
-            "/api/v1/namespaces/{NS}/pods?labelSelector=app.kubernetes.io%2Fname%3Dnodehealth-recorder"
-        ));
-        pods["items"].as_array().unwrap().is_empty().then_some(())
-    });
-    for path in [
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/noderecorderreports.nodehealth.io".to_string(),
-        format!("/api/v1/namespaces/{NS}/serviceaccounts/nodehealth-recorder"),
-        "/apis/rbac.authorization.k8s.io/v1/clusterroles/nodehealth-recorder".into(),
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/nodehealth-recorder".into(),
-        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/nodehealth-recorder-own-node".into(),
-        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/nodehealth-recorder-own-node".into(),
-        format!("/apis/apps/v1/namespaces/{NS}/daemonsets/nodehealth-recorder"),
-    ] {
-        wait_until(&format!("{path} gone"), Duration::from_secs(60), || {
-            (c.request("GET", &path, None).0 == 404).then_some(())
-        });
-    }
+    uninstall(&c);
     // And a diagnosis without it says nothing of a recorder.
     let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
     let r = json_of(&out);
@@ -292,5 +307,70 @@ fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() 
         "{:#}",
         r["evidence"]["recorder"]
     );
-    eprintln!("uninstalled: nothing left");
+}
+
+/// The recorder's pod log, read through the API server (whose path to the kubelet a partition
+/// of the kubelet's path to it leaves up).
+fn recorder_log(c: &Cluster) -> String {
+    let (name, _) = recorder_pod(c);
+    c.request(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/pods/{name}/log"),
+        None,
+    )
+    .1
+}
+
+/// The other faults it must survive: a frozen kubelet, an OOM-looping kubelet (both judged
+/// through it), and a partition of the node's path to the API server — its writes fail, it says
+/// so in its log, and its first report after the heal carries the outage and the timeline across
+/// it.
+#[test]
+#[ignore = "long tier (cargo xtask test --long): three more faults through the recorder (minutes)"]
+fn the_recorder_survives_a_frozen_or_oom_looping_kubelet_and_reports_a_partition_after_it() {
+    let c = Cluster::get();
+    c.wait_ready("True", Duration::from_secs(60));
+    install(&c);
+    judged_through_the_recorder(&c, "kubelet-frozen", |s| s["now"]["kubelet"] == "frozen");
+    judged_through_the_recorder(&c, "kubelet-memory-limited", |s| {
+        s["timeline"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|seg| seg["kubeletOomKills"].as_u64() > Some(0))
+        })
+    });
+
+    let healer = Healer(&c);
+    let before = now_ms();
+    c.xtask(&["fault", "api-partition"]);
+    wait_until(
+        "the recorder's log says a write failed",
+        Duration::from_secs(120),
+        || recorder_log(&c).contains("write failed").then_some(()),
+    );
+    let failed_by = now_ms();
+    drop(healer);
+    let s = report_where(&c, "the first report after the partition", failed_by, |s| {
+        s["publisher"]["lastOutage"]["toUnixMs"].as_i64() > Some(failed_by)
+    });
+    let outage = &s["publisher"]["lastOutage"];
+    eprintln!("api-partition: after the heal the report says {outage}");
+    assert!(outage["failedWrites"].as_u64() >= Some(1), "{outage}");
+    assert!(outage["fromUnixMs"].as_i64() <= Some(failed_by), "{outage}");
+    let first = s["timeline"][0]["fromUnixMs"].as_i64().unwrap();
+    assert!(
+        first < before,
+        "the timeline it publishes covers the partition (the ring is its backlog): from {first}"
+    );
+    let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
+    let r = json_of(&out);
+    let said = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "recorder-writes-failed")
+        .cloned();
+    assert!(said.is_some(), "{:#}", r["findings"]);
+    eprintln!("api-partition: {}", said.unwrap()["summary"]);
+    c.wait_ready("True", Duration::from_secs(120));
+    uninstall(&c);
 }

@@ -387,6 +387,9 @@ pub async fn run(
     let mut schedule = Schedule::default();
     // The state the latest probe saw, and a changed state's run length.
     let mut probed_state: Option<State> = None;
+    // The kubelet's pid and its cgroup's OOM kills at the latest probe: a restart or a kill is a
+    // change even when the state looks the same a second later (an OOM loop).
+    let (mut probed_pid, mut probed_ooms): (Option<u32>, Option<u64>) = (None, None);
     let mut changed_for = 0u32;
     let mut evidence: Option<(NodeEvidence, String)> = None;
     let mut last_probe: Option<Instant> = None;
@@ -407,6 +410,7 @@ pub async fn run(
         }
         let s = sampler.sample().await;
         let state = s.state();
+        let (pid, ooms) = (s.kubelet_pid, s.kubelet_oom_kills);
         if ring.len() == RING_SAMPLES {
             ring.pop_front();
         }
@@ -426,6 +430,10 @@ pub async fn run(
                 probed_state.as_ref().map(State::words).unwrap_or_default(),
                 state.words()
             ))
+        } else if let Some(why) = restarted(probed_pid, pid, probed_ooms, ooms)
+            .filter(|_| last_probe.is_none_or(|t| t.elapsed() >= cfg.min_write_interval))
+        {
+            Some(why)
         } else if last_probe.is_some_and(|t| t.elapsed() >= cfg.heartbeat) {
             Some("heartbeat".to_string())
         } else {
@@ -435,6 +443,8 @@ pub async fn run(
             probing = true;
             last_probe = Some(Instant::now());
             probed_state = Some(state.clone());
+            probed_pid = pid.or(probed_pid);
+            probed_ooms = ooms.or(probed_ooms);
             changed_for = 0;
             let pc = probe::ProbeConfig {
                 host_root: cfg.host_root.clone(),
@@ -456,17 +466,18 @@ pub async fn run(
         }
         let samples: Vec<Sample> = ring.iter().cloned().collect();
         let (ev, why) = evidence.clone().expect("checked above");
+        let recorded_at = now_unix_ms();
         let report = RecorderReport {
             schema: recorder::REPORT_SCHEMA.into(),
             node: cfg.node.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
-            recorded_at_unix_ms: now_unix_ms(),
+            recorded_at_unix_ms: recorded_at,
             started_at_unix_ms: started_at,
             now: samples.last().cloned().unwrap_or_default(),
             timeline: recorder::fold(&samples),
             evidence: Some(ev),
             evidence_reason: why,
-            publisher: publisher.clone(),
+            publisher: as_written(&publisher, recorded_at),
         };
         let body = serde_json::to_vec(&object(&report)).map_err(|e| e.to_string())?;
         let ok = match &target {
@@ -494,6 +505,33 @@ pub async fn run(
         if cfg.max_writes > 0 && written >= cfg.max_writes {
             return Ok(());
         }
+    }
+}
+
+/// The publisher's record as the report being written says it: an open outage ends with this
+/// write, if it gets through (a report that does not get through is never read).
+fn as_written(p: &Publisher, at_unix_ms: i64) -> Publisher {
+    let mut p = p.clone();
+    if let Some(o) = p.last_outage.as_mut().filter(|o| o.to_unix_ms.is_none()) {
+        o.to_unix_ms = Some(at_unix_ms);
+    }
+    p
+}
+
+/// A kubelet restart (another pid) or an OOM kill in its cgroup since the latest probe, in words.
+fn restarted(
+    probed_pid: Option<u32>,
+    pid: Option<u32>,
+    probed_ooms: Option<u64>,
+    ooms: Option<u64>,
+) -> Option<String> {
+    match ((probed_pid, pid), (probed_ooms, ooms)) {
+        (_, (Some(a), Some(b))) if b > a => Some(format!(
+            "{} OOM kill(s) in the kubelet's cgroup since the last probe",
+            b - a
+        )),
+        ((Some(a), Some(b)), _) if a != b => Some(format!("kubelet restarted (pid {a} -> {b})")),
+        _ => None,
     }
 }
 
@@ -581,9 +619,37 @@ mod tests {
             "closed by the write that got through"
         );
         assert_eq!((p.writes, p.failed_writes), (2, 2));
+        // The report that gets through after an outage already says it ended.
+        let mut open = Publisher::default();
+        note_write(&mut open, &Err("x".into()), 5_000);
+        assert_eq!(
+            as_written(&open, 9_000).last_outage.unwrap().to_unix_ms,
+            Some(9_000)
+        );
+        assert_eq!(open.last_outage.as_ref().unwrap().to_unix_ms, None);
         // A later outage replaces it.
         note_write(&mut p, &Err("x".into()), 41_000);
         assert_eq!(p.last_outage.unwrap().from_unix_ms, 41_000);
+    }
+
+    #[test]
+    fn a_restart_or_an_oom_kill_is_a_change() {
+        assert_eq!(restarted(Some(1), Some(1), Some(0), Some(0)), None);
+        assert_eq!(restarted(None, Some(1), None, Some(0)), None, "first sight");
+        assert_eq!(
+            restarted(Some(1), None, Some(0), None),
+            None,
+            "gone: a state change"
+        );
+        assert_eq!(
+            restarted(Some(1), Some(2), Some(0), Some(0)).unwrap(),
+            "kubelet restarted (pid 1 -> 2)"
+        );
+        assert!(
+            restarted(Some(1), Some(2), Some(0), Some(3))
+                .unwrap()
+                .starts_with("3 OOM kill(s)")
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build Kubernetes v1.35.4 (kube-apiserver, kube-controller-manager, kubelet, kubectl)
+# Build Kubernetes v1.35.4 (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+# kubectl)
 # and etcd v3.6.x from the published Go modules, into a cache outside the repo.
 #
 # Usage:  xtask/k8s/build.sh            # build if needed, print the bin dir last
@@ -9,7 +10,7 @@
 # Result ($CACHE/bin/, CACHE defaults to
 #   ~/.cache/kubectl-nodehealth/k8s-v1.35.4-etcd-<etcd version from ../etcd/go.mod>):
 #   k8sbin                  one multi-call binary (./main.go)
-#   kube-apiserver, kube-controller-manager, kubelet, kubectl -> k8sbin   (symlinks; it
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl -> k8sbin (symlinks; it
 #                           dispatches on argv[0], or on its first argument)
 #   etcd                    upstream etcd main (../etcd/main.go)
 #
@@ -78,7 +79,7 @@ build() { # build <what> <module dir> <output> <go build args...>
 
 k8s_ok() {
   local c
-  for c in kube-apiserver kube-controller-manager kubelet; do
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
     [[ -x "$BIN/$c" ]] && [[ "$("$BIN/$c" --version 2>/dev/null)" == "Kubernetes $K8S_VERSION" ]] || return 1
   done
   [[ -x "$BIN/kubectl" ]] && [[ "$("$BIN/kubectl" version --client 2>/dev/null)" == *"Client Version: $K8S_VERSION"* ]] || return 1
@@ -98,7 +99,7 @@ else
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
   done
   build kubernetes "$HERE" "$BIN/k8sbin" -tags selinux,notest,grpcnotrace -ldflags "$ldflags"
-  for c in kube-apiserver kube-controller-manager kubelet kubectl; do ln -sfn k8sbin "$BIN/$c"; done
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do ln -sfn k8sbin "$BIN/$c"; done
   k8s_ok || { log "kubernetes: built binaries do not report Kubernetes $K8S_VERSION"; exit 1; }
 fi
 

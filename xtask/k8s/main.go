@@ -1,7 +1,8 @@
 // Command k8sbin is one multi-call binary holding kube-apiserver,
-// kube-controller-manager, kubelet and kubectl of Kubernetes v1.35.4 (one link
-// instead of four). It picks the component from the name it was invoked as
-// (symlinks kube-apiserver, kube-controller-manager, kubelet) or, failing
+// kube-controller-manager, kube-scheduler, kubelet and kubectl of Kubernetes
+// v1.35.4 (one link instead of five). It picks the component from the name it was
+// invoked as (symlinks kube-apiserver, kube-controller-manager, kube-scheduler,
+// kubelet) or, failing
 // that, from its first argument: `k8sbin kubelet --version`.
 //
 // Each case mirrors the upstream cmd/<component>/*.go main function of
@@ -21,14 +22,15 @@ import (
 
 	"k8s.io/component-base/cli"
 	"k8s.io/component-base/logs"
-	kubectlcmd "k8s.io/kubectl/pkg/cmd"
-	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	_ "k8s.io/component-base/logs/json/register"          // for JSON log format registration
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // load all the prometheus client-go plugins
 	_ "k8s.io/component-base/metrics/prometheus/version"  // for version metric registration
+	kubectlcmd "k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 
 	_ "k8s.io/client-go/plugin/pkg/client/auth" // kubectl's client auth plugins
@@ -37,11 +39,12 @@ import (
 var commands = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
+	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
 	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
 }
 
 func names() string {
-	return "kube-apiserver, kube-controller-manager, kubelet, kubectl"
+	return "kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl"
 }
 
 // kubectl mirrors cmd/kubectl/kubectl.go: verbosity is parsed before the command is built, and

@@ -1,6 +1,6 @@
 //! `cargo xtask cluster up|down|status`: a real single-node Kubernetes on this machine.
 //!
-//! etcd, kube-apiserver and kube-controller-manager (Kubernetes v1.35.4 built from the published Go
+//! etcd, kube-apiserver, kube-controller-manager and kube-scheduler (Kubernetes v1.35.4 built from the published Go
 //! modules by `xtask/k8s/build.sh`, cached outside the clone) and the kubelet with containerd, runc
 //! and the CNI plugins from Debian, as plain processes. The kubelet and containerd run under
 //! `xtask supervise`, which restarts them like systemd would. Everything lives under
@@ -55,6 +55,7 @@ const COMPONENTS: &[&str] = &[
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
+    "kube-scheduler",
     "apiserver-lb",
     "containerd",
     "criproxy",
@@ -284,6 +285,7 @@ pub fn binaries_dir() -> Result<PathBuf> {
     for b in [
         "kube-apiserver",
         "kube-controller-manager",
+        "kube-scheduler",
         "kubelet",
         "etcd",
     ] {
@@ -397,6 +399,7 @@ fn generate_pki(l: &Layout, node: &str) -> Result<()> {
         "controller-manager",
         pki::Leaf::client("system:kube-controller-manager", &[]),
     )?;
+    issue("scheduler", pki::Leaf::client("system:kube-scheduler", &[]))?;
     issue(
         "apiserver-kubelet-client",
         pki::Leaf::client("kube-apiserver-kubelet-client", &["system:masters"]),
@@ -467,6 +470,16 @@ fn write_configs(l: &Layout, node: &str, settings: &Settings) -> Result<()> {
             &l.pki("controller-manager.crt"),
             &l.pki("controller-manager.key"),
             "controller-manager",
+        ),
+    )?;
+    write(
+        &l.dir.join("scheduler.kubeconfig"),
+        &config::kubeconfig(
+            &server,
+            &ca,
+            &l.pki("scheduler.crt"),
+            &l.pki("scheduler.key"),
+            "scheduler",
         ),
     )?;
     let kubelet_cert = l.kubelet_cert_dir().join("kubelet-client-current.pem");
@@ -551,6 +564,18 @@ fn command_line(l: &Layout, bin: &Path, name: &str, node: &str, s: &Settings) ->
             format!("--node-monitor-grace-period={}", s.node_monitor_grace_period),
             format!("--node-monitor-period={}", s.node_monitor_period),
             "--controllers=*,-service-lb-controller,-node-ipam-controller,-cloud-node-lifecycle-controller".into(),
+            "--profiling=false".into(),
+        ],
+        // Only what has no nodeName asks it: the recorder's DaemonSet pods (every other pod
+        // here is bound to its node directly).
+        "kube-scheduler" => vec![
+            bin.join("kube-scheduler").display().to_string(),
+            format!("--kubeconfig={}", d("scheduler.kubeconfig")),
+            format!("--authentication-kubeconfig={}", d("scheduler.kubeconfig")),
+            format!("--authorization-kubeconfig={}", d("scheduler.kubeconfig")),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=10259".into(),
+            "--leader-elect=false".into(),
             "--profiling=false".into(),
         ],
         "apiserver-lb" => vec![
@@ -914,6 +939,13 @@ pub fn up(settings: Settings, guest: Option<crate::guest::Kernel>) -> Result<()>
             &l,
             "kube-controller-manager",
             &command_line(&l, &bin, "kube-controller-manager", &node, &settings),
+        )?;
+
+        step("kube-scheduler");
+        start(
+            &l,
+            "kube-scheduler",
+            &command_line(&l, &bin, "kube-scheduler", &node, &settings),
         )?;
 
         step("apiserver-lb (the kubelet's path to the API server)");
