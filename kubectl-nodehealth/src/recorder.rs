@@ -193,10 +193,13 @@ pub fn manifests(namespace: &str, image: &str, pull_policy: &str) -> Vec<Value> 
                 "validations": [
                     {
                         "expression": "variables.claimNode != ''",
+                        // 403, not the default 422: the writer may not, the object is fine.
+                        "reason": "Forbidden",
                         "message": "the recorder's token carries no node claim: it must be a pod's bound service-account token (Kubernetes 1.30+)",
                     },
                     {
                         "expression": "request.operation != 'DELETE' && variables.reportNode == variables.claimNode && object.spec.nodeName == variables.claimNode",
+                        "reason": "Forbidden",
                         "messageExpression": "'a recorder on node ' + variables.claimNode + ' may write only its own node\\'s report, not ' + variables.reportNode",
                     },
                 ],
@@ -442,7 +445,12 @@ pub struct RecorderView {
 /// Reads a report object (as JSON) into a view, ages it against `now` (the API server's clock
 /// where known).
 pub fn view(object: &Value, now: Timestamp) -> Result<RecorderView, String> {
-    let report: RecorderReport = serde_json::from_value(object["status"].clone())
+    // The API server's server-side apply stores an empty map under a schemaless field as null
+    // (seen: a stopped kubelet's `discovery.flags: {}` read back as null): nulls are dropped,
+    // and every field of the report's types has a default.
+    let mut status = object["status"].clone();
+    drop_nulls(&mut status);
+    let report: RecorderReport = serde_json::from_value(status)
         .map_err(|e| format!("not a recorder report this plugin reads: {e}"))?;
     if report.schema != rec::REPORT_SCHEMA {
         return Err(format!(
@@ -472,6 +480,18 @@ pub fn view(object: &Value, now: Timestamp) -> Result<RecorderView, String> {
         age_seconds,
         report,
     })
+}
+
+/// Removes every object member whose value is null, at any depth.
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// The node's report, or why there is none (not installed, not yet written, not allowed).
@@ -683,6 +703,25 @@ mod tests {
             view(&object("2026-12-07T11:57:44Z", 60), now)
                 .unwrap()
                 .stale
+        );
+        // What the API server gives back for empty maps (null) reads as empty.
+        let mut nulled = object("2026-12-07T11:59:00Z", 60);
+        let mut discovery =
+            serde_json::to_value(nodehealth_proto::node::Discovery::default()).unwrap();
+        discovery["flags"] = Value::Null;
+        let mut evidence =
+            serde_json::to_value(nodehealth_proto::node::NodeEvidence::default()).unwrap();
+        evidence["discovery"] = discovery;
+        nulled["status"]["evidence"] = evidence;
+        let v = view(&nulled, now).unwrap();
+        assert!(
+            v.report
+                .evidence
+                .unwrap()
+                .discovery
+                .unwrap()
+                .flags
+                .is_empty()
         );
         // A report from another schema is refused with the fix.
         let mut other = object("2026-12-07T11:59:00Z", 60);

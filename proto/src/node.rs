@@ -180,6 +180,8 @@ pub struct Discovery {
     /// Every process that looked like a kubelet (more than one is itself worth knowing).
     pub kubelet_candidates: Vec<u32>,
     /// The kubelet flags that matter here (a fixed allow-list; nothing else is copied).
+    /// (Defaulted: the API server stores an empty map in a recorder report as null, dropped.)
+    #[serde(default)]
     pub flags: BTreeMap<String, String>,
     /// `--config`, resolved against the kubelet's working directory.
     pub config_file: Option<String>,
@@ -665,6 +667,8 @@ pub struct KernelLog {
     /// Records overwritten while reading.
     pub records_lost: u32,
     pub oldest_record_unix_ms: Option<i64>,
+    /// (Defaulted: the API server stores an empty map in a recorder report as null, dropped.)
+    #[serde(default)]
     pub counts: BTreeMap<String, u32>,
     /// The most recent events of each kind (at most 20 each).
     pub events: Vec<KernelEvent>,

@@ -24,7 +24,7 @@ pub const NAME: &str = "nodehealth-recorder";
 
 /// `status` of a NodeRecorderReport.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecorderReport {
     /// Always [`REPORT_SCHEMA`].
     pub schema: String,
@@ -53,7 +53,7 @@ pub struct RecorderReport {
 /// The recorder's writes: failures are reported once the path is back (a partition is said
 /// after the fact, with when it began; the timeline covers it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Publisher {
     /// Successful writes since the recorder started.
     pub writes: u64,
@@ -74,7 +74,7 @@ pub struct Publisher {
 
 /// A run of failed writes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Outage {
     pub from_unix_ms: i64,
     /// `None` while it lasts (never seen in a published report, except through a backlog).
@@ -86,7 +86,7 @@ pub struct Outage {
 
 /// One second of the node, as the recorder sees it without asking the kubelet's API.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Sample {
     pub at_unix_ms: i64,
     /// "running" | "stopped" (SIGSTOP / frozen cgroup) | "disk-wait" | "absent"
@@ -128,7 +128,7 @@ impl Sample {
 
 /// The discrete part of a [`Sample`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct State {
     pub kubelet: String,
     pub healthz: String,
@@ -171,7 +171,7 @@ impl State {
 /// Consecutive samples with one [`State`]: its span, the worst PSI in it, the kubelet pids seen
 /// (a restart shows as a second pid), and OOM kills that happened within it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Segment {
     pub from_unix_ms: i64,
     pub to_unix_ms: i64,

@@ -185,9 +185,12 @@ impl Cluster {
     /// Runs the harness's xtask binary (built by `cargo xtask test` before the tests run).
     pub fn xtask(&self, args: &[&str]) {
         let bin = workspace_root().join("target/debug/xtask");
+        // Its stdout goes to our stderr: the test binary's stdout is libtest's, whose
+        // `test <name> ... ok` lines the flake hunt counts (a child's line in between split them).
         let status = Command::new(&bin)
             .args(args)
             .stdin(Stdio::null())
+            .stdout(std::io::stderr())
             .status()
             .unwrap_or_else(|e| panic!("running {bin:?}: {e}"));
         assert!(status.success(), "xtask {args:?} failed: {status}");

@@ -190,6 +190,12 @@ impl Diagnosis {
             self.exit,
             self.took.as_secs_f64()
         );
+        // Why there is no node-side half, when the probe pod was tried and gave none: a failed
+        // assertion on the verdict then says what the node side missed.
+        let probe = &self.report["evidence"]["nodeProbe"];
+        if probe["outcome"] == "failed" {
+            eprintln!("  node probe failed: {}", probe["failure"]["message"]);
+        }
     }
 }
 

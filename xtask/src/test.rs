@@ -243,10 +243,12 @@ impl Tally {
             .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
         let stdout = child.stdout.take().expect("piped");
         let mut failed_here = false;
+        let mut results = ResultLines::default();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap_or_default();
             println!("{line}");
-            if let Some((name, outcome)) = parse_result(&line) {
+            if let Some((name, outcome)) = results.feed(&line) {
+                let name = name.as_str();
                 let e = self.tests.entry(name.to_string()).or_default();
                 match outcome {
                     Outcome::Ok => e.0 += 1,
@@ -329,6 +331,34 @@ fn parse_result(line: &str) -> Option<(&str, Outcome)> {
         _ => return None,
     };
     Some((name.trim(), outcome))
+}
+
+/// libtest's result lines in a stream of stdout lines. A test whose result did not end its line
+/// (something else wrote to the test's stdout after `test <name> ... `) gets the next line that
+/// is only a result.
+#[derive(Default)]
+struct ResultLines {
+    pending: Option<String>,
+}
+
+impl ResultLines {
+    fn feed(&mut self, line: &str) -> Option<(String, Outcome)> {
+        let parsed = match (parse_result(line), &self.pending) {
+            (Some((n, o)), _) => Some((n.to_string(), o)),
+            (None, Some(name)) => parse_result(&format!("test {name} ... {}", line.trim()))
+                .map(|(n, o)| (n.to_string(), o)),
+            (None, None) => None,
+        };
+        if parsed.is_some() {
+            self.pending = None;
+        } else if let Some(rest) = line.strip_prefix("test ")
+            && let Some((name, _)) = rest.split_once(" ... ")
+            && !name.contains(' ')
+        {
+            self.pending = Some(name.to_string());
+        }
+        parsed
+    }
 }
 
 /// The end-to-end tier: a real cluster up, the tests in `tests/` against it (`repeat` times), the
@@ -447,6 +477,31 @@ mod tests {
         );
         assert_eq!(parse_result("test result: ok. 3 passed"), None);
         assert_eq!(parse_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn a_result_split_from_its_test_line_is_counted() {
+        // As the flake hunt of 2026-12-07 saw it: a fault command's stdout line after the name.
+        let mut r = ResultLines::default();
+        let lines = [
+            "test frozen_runtime ... FAULT runtime-frozen took hold at 1796669099.692",
+            "FAULT api-partition took hold at 1.0",
+            "ok",
+            "test plain ... ok",
+            "test broken ... FAULT x took hold at 2.0",
+            "FAILED",
+            "ok",
+        ];
+        let got: Vec<(String, Outcome)> = lines.iter().filter_map(|l| r.feed(l)).collect();
+        assert_eq!(
+            got,
+            [
+                ("frozen_runtime".to_string(), Outcome::Ok),
+                ("plain".to_string(), Outcome::Ok),
+                ("broken".to_string(), Outcome::Failed),
+            ],
+            "a lone result after the one that resolved its test counts nothing"
+        );
     }
 
     #[test]

@@ -362,7 +362,12 @@ fn write(path: &Path, contents: &str) -> Result<()> {
 }
 
 fn generate_pki(l: &Layout, node: &str) -> Result<()> {
-    if l.pki("ca.crt").exists() {
+    // Kept across `up`s; made anew when a leaf a newer harness issues is missing (the
+    // scheduler's, added after clusters had been brought up without it).
+    if ["ca.crt", "scheduler.crt"]
+        .iter()
+        .all(|f| l.pki(f).exists())
+    {
         return Ok(());
     }
     step("cluster PKI");
@@ -947,6 +952,16 @@ pub fn up(settings: Settings, guest: Option<crate::guest::Kernel>) -> Result<()>
             "kube-scheduler",
             &command_line(&l, &bin, "kube-scheduler", &node, &settings),
         )?;
+        wait_for("kube-scheduler", Duration::from_secs(60), || {
+            check_alive(&l, "kube-scheduler")?;
+            Ok(sh::output(Command::new("curl").args([
+                "-skf",
+                "--max-time",
+                "2",
+                "https://127.0.0.1:10259/healthz",
+            ]))
+            .is_some_and(|s| s.trim() == "ok"))
+        })?;
 
         step("apiserver-lb (the kubelet's path to the API server)");
         start(
