@@ -371,6 +371,12 @@ fn generate_pki(l: &Layout, node: &str) -> Result<()> {
         return Ok(());
     }
     step("cluster PKI");
+    // Every leaf anew with the new CA: a leaf kept from the old one (the guest kubelet's is issued
+    // only when missing) would be refused.
+    match fs::remove_dir_all(l.dir.join("pki")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     fs::create_dir_all(l.dir.join("pki"))?;
     let ca = pki::Ca::generate()?;
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
