@@ -506,15 +506,10 @@ async fn collect_evidence(
             evidence.layers.push(crate::evidence::Layer::Ebpf);
         }
         evidence.node_probe = crate::evidence::Step::Collected {
-            data: crate::evidence::NodeProbe {
-                pod: format!("standalone: {}", path.display()),
-                pod_start_seconds: 0.0,
-                connect_seconds: None,
-                host_root_recursive_read_only: None,
-                partial: false,
-                stream_error: None,
-                evidence: node,
-            },
+            data: crate::evidence::NodeProbe::without_pod(
+                format!("standalone: {}", path.display()),
+                node,
+            ),
         };
         (evidence, raw)
     } else {
@@ -959,15 +954,7 @@ async fn with_probe(
             let pod = format!("recorder: {} ({age}; the probe pod: {e})", view.object);
             evidence.layers.push(Layer::Recorder);
             Step::Collected {
-                data: crate::evidence::NodeProbe {
-                    pod,
-                    pod_start_seconds: 0.0,
-                    connect_seconds: None,
-                    host_root_recursive_read_only: None,
-                    partial: false,
-                    stream_error: None,
-                    evidence: node,
-                },
+                data: crate::evidence::NodeProbe::without_pod(pod, node),
             }
         }
         Err(e) => {

@@ -645,15 +645,10 @@ fn recorder_evidence(report: Step<Option<crate::recorder::RecorderView>>) -> Rec
         Step::Collected { data: Some(v) } => {
             let node_probe = match (&v.report.evidence, v.stale) {
                 (Some(ev), false) => Step::Collected {
-                    data: evidence::NodeProbe {
-                        pod: format!("recorder: {}", v.object),
-                        pod_start_seconds: 0.0,
-                        connect_seconds: None,
-                        host_root_recursive_read_only: None,
-                        partial: false,
-                        stream_error: None,
-                        evidence: ev.clone(),
-                    },
+                    data: evidence::NodeProbe::without_pod(
+                        format!("recorder: {}", v.object),
+                        ev.clone(),
+                    ),
                 },
                 _ => skipped("the recorder's report is stale or carries no evidence"),
             };

@@ -150,6 +150,22 @@ pub struct NodeProbe {
     pub evidence: nodehealth_proto::node::NodeEvidence,
 }
 
+impl NodeProbe {
+    /// Node evidence that came without a probe pod (the agent's file, a recorder's report):
+    /// `source` says where from.
+    pub fn without_pod(source: String, evidence: nodehealth_proto::node::NodeEvidence) -> Self {
+        NodeProbe {
+            pod: source,
+            pod_start_seconds: 0.0,
+            connect_seconds: None,
+            host_root_recursive_read_only: None,
+            partial: false,
+            stream_error: None,
+            evidence,
+        }
+    }
+}
+
 /// Why a probe produced no node evidence: a failed [`Step`] of the node probe carries one of
 /// these in its message; the pod-not-started case is evidence for the verdict.
 pub const POD_NOT_STARTED: &str = "pod-not-started";
