@@ -12,8 +12,9 @@ use crate::{
 };
 
 pub fn run() -> Result<()> {
-    cluster::up(cluster::Settings::fast(), None)?;
     let root = sh::workspace_root();
+    sh::require_free_space(&root, sh::need_free_gib(false), "`cargo xtask demo`")?;
+    cluster::up(cluster::Settings::fast(), None)?;
     step("building kubectl-nodehealth");
     sh::run(
         "cargo build -p kubectl-nodehealth",

@@ -50,6 +50,64 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Fails, before any work, when the filesystem holding `path` has less than `need_gib` GiB free:
+/// a build that runs out of disk half-way fails with a compiler's I/O error many minutes in and
+/// leaves a half-written target directory; this names the shortfall and what to remove instead.
+pub fn require_free_space(path: &Path, need_gib: u64, what: &str) -> Result<()> {
+    let Some(out) = output(Command::new("df").args(["-B1", "--output=avail"]).arg(path)) else {
+        info(format!(
+            "cannot read the free space of {} (df failed); going on",
+            path.display()
+        ));
+        return Ok(());
+    };
+    let Some(avail) = df_avail(&out) else {
+        info(format!(
+            "cannot parse df's answer for {}; going on",
+            path.display()
+        ));
+        return Ok(());
+    };
+    let have = avail as f64 / (1u64 << 30) as f64;
+    if avail < need_gib << 30 {
+        bail!(
+            "{what} needs about {need_gib} GiB free on the filesystem of {} and it has {have:.1} GiB: \
+             free space (e.g. `cargo clean` in other clones of this project, old `target/` \
+             directories, `{}`) and run it again",
+            path.display(),
+            cache_dir().join("fuzz-target").display()
+        );
+    }
+    info(format!(
+        "{have:.1} GiB free on the filesystem of {} (needs ~{need_gib})",
+        path.display()
+    ));
+    Ok(())
+}
+
+/// Free disk the build needs, in GiB, from what is already built. Measured on 2026-12-07: the
+/// clone's target/ 3.3 GiB (with margin: 6), the fuzz build 6 GiB (`cargo xtask test` only) and
+/// the Go build cache 5 GiB (both kept outside the clone, so only a first run writes them), the
+/// agent's static build 1.6 GiB.
+pub fn need_free_gib(fuzz: bool) -> u64 {
+    let cache = cache_dir();
+    let go_cache = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/go-build"))
+        .unwrap_or_default();
+    let missing = |p: &Path, gib: u64| if p.exists() { 0 } else { gib };
+    6 + if fuzz {
+        missing(&cache.join("fuzz-target"), 6)
+    } else {
+        0
+    } + missing(&go_cache, 5)
+        + missing(&cache.join("static-target"), 2)
+}
+
+/// The byte count in `df -B1 --output=avail`'s answer (a header line, then the number).
+fn df_avail(out: &str) -> Option<u64> {
+    out.lines().nth(1)?.trim().parse().ok()
+}
+
 /// The workspace root (the parent of xtask/).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,4 +159,16 @@ pub fn cargo() -> Command {
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     format!("{:x}", Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::df_avail;
+
+    #[test]
+    fn df_avail_reads_the_number_under_the_header() {
+        assert_eq!(df_avail("   Avail\n13958643712\n"), Some(13_958_643_712));
+        assert_eq!(df_avail("Avail\n"), None);
+        assert_eq!(df_avail("Avail\n12G\n"), None);
+    }
 }

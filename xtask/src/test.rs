@@ -138,8 +138,9 @@ fn select(only: Option<&str>) -> Selection {
 }
 
 pub fn run(o: Options) -> Result<()> {
-    setup::run()?;
     let root = sh::workspace_root();
+    sh::require_free_space(&root, sh::need_free_gib(true), "`cargo xtask test`")?;
+    setup::run()?;
     let repeat = o.repeat.max(1);
     let sel = select(o.only.as_deref());
 
