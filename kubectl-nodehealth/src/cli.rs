@@ -185,6 +185,11 @@ pub enum Command {
         /// Seconds between scrapes.
         #[arg(long, default_value = "1s", value_parser = parse_duration_flag)]
         every: Duration,
+        /// The last 15 minutes from the node's flight recorder (one tick per 10 s, quiet
+        /// stretches folded) instead of live seconds: there even when the kubelet no longer
+        /// answers (`kubectl nodehealth recorder install`).
+        #[arg(long, conflicts_with_all = ["watch", "every"])]
+        recorded: bool,
     },
     /// Prometheus alerting rules with the thresholds of these checks, including a stuck-relist
     /// alert (a relist that never finishes never reaches the duration histogram). Prints YAML;
@@ -258,6 +263,11 @@ pub enum RecorderAction {
         /// `imagePullPolicy` of the recorder's pods.
         #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
         image_pull_policy: String,
+        /// The recorder accepts the kubelet's serving certificate unverified when it reads the
+        /// kubelet's /metrics for the PLEG history (where kubelets serve self-signed
+        /// certificates, serverTLSBootstrap off); verified against the cluster CA otherwise.
+        #[arg(long)]
+        kubelet_insecure_tls: bool,
         /// Print what would be applied (YAML; -o json: a v1 List) and apply nothing.
         #[arg(long)]
         dry_run: bool,
@@ -360,7 +370,16 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 "--prometheus and --since go with a node's diagnosis or `scan`".into(),
             ));
         }
-        Some(Command::Pleg { node, watch, every }) => {
+        Some(Command::Pleg {
+            node,
+            recorded: true,
+            ..
+        }) => {
+            return pleg_recorded(&cli, node).await;
+        }
+        Some(Command::Pleg {
+            node, watch, every, ..
+        }) => {
             return pleg(&cli, node, *watch, *every).await;
         }
         Some(Command::Alerts {
@@ -573,6 +592,86 @@ async fn scan(cli: &Cli, selector: Option<&str>) -> Result<u8, Error> {
     progress.finish();
     write_stdout(&crate::scan::render(&report, cli.output)?)?;
     Ok(report.exit_code())
+}
+
+/// `pleg <node> --recorded`: the PLEG ticks of the node's recorder report.
+async fn pleg_recorded(cli: &Cli, node: &str) -> Result<u8, Error> {
+    use crate::{evidence::Step, pleg};
+    if cli.output == Format::Yaml {
+        return Err(Error::Usage(
+            "pleg prints its timeline: -o table or -o json (one object per line)".into(),
+        ));
+    }
+    let target = connect(cli).await?;
+    let view = match crate::recorder::fetch(&target.client, node, cli.timeout, None).await {
+        Step::Collected { data } => data,
+        Step::Skipped { reason } => {
+            return Err(Error::Usage(format!("pleg --recorded {node}: {reason}")));
+        }
+        Step::Failed { failure } => {
+            return Err(Error::Usage(format!(
+                "pleg --recorded {node}: cannot read its recorder report: {}{}",
+                failure.message,
+                failure
+                    .needs
+                    .map(|n| format!(" (needs {n})"))
+                    .unwrap_or_default()
+            )));
+        }
+    };
+    let ticks = &view.report.pleg;
+    let json = cli.output == Format::Json;
+    let mut out = String::new();
+    if !json {
+        out.push_str(&format!(
+            "PLEG history of {node} from its flight recorder: report {}{}; one tick per scrape \
+             of the kubelet's /metrics on the node, quiet stretches folded\n{}\n",
+            view.age_seconds
+                .map_or("of unknown age".into(), |a| format!("{a:.0}s old")),
+            if view.stale {
+                " (stale: its recorder is not writing)"
+            } else {
+                ""
+            },
+            pleg::HEADER
+        ));
+    }
+    for t in ticks {
+        if json {
+            out.push_str(&(serde_json::to_string(t).unwrap_or_default() + "\n"));
+        } else {
+            out.push_str(&pleg::line(t));
+            if t.seconds >= 20.0 {
+                out.push_str(&format!("  ({:.0}s)", t.seconds));
+            }
+            out.push('\n');
+        }
+    }
+    if let Some(e) = &view.report.pleg_error {
+        if json {
+            out.push_str(&(serde_json::json!({ "error": e }).to_string() + "\n"));
+        } else {
+            out.push_str(&format!("latest scrape failed: {e}\n"));
+        }
+    }
+    if !json {
+        if ticks.is_empty() {
+            out.push_str(
+                "\nNo PLEG ticks recorded: the recorder scrapes the kubelet's /metrics every \
+                 10 s (it needs two scrapes, and its ClusterRole's `get nodes/metrics`).\n",
+            );
+        } else {
+            out.push_str(&pleg::summary(node, ticks, 0));
+        }
+    }
+    write_stdout(&out)?;
+    Ok(if ticks.is_empty() {
+        crate::exit::UNDIAGNOSED
+    } else if pleg::worst(ticks) == "ok" {
+        crate::exit::HEALTHY
+    } else {
+        crate::exit::PROBLEMS
+    })
 }
 
 async fn pleg(cli: &Cli, node: &str, watch: Duration, every: Duration) -> Result<u8, Error> {
@@ -988,13 +1087,23 @@ async fn with_probe(
 async fn recorder(cli: &Cli, action: &RecorderAction) -> Result<u8, Error> {
     use crate::recorder as rec;
     let namespace = cli.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-    if let RecorderAction::Install {
-        image,
-        image_pull_policy,
-        dry_run: true,
-    } = action
-    {
-        let manifests = rec::manifests(namespace, image, image_pull_policy);
+    let manifests = match action {
+        RecorderAction::Install {
+            image,
+            image_pull_policy,
+            kubelet_insecure_tls,
+            ..
+        } => rec::manifests(
+            namespace,
+            &rec::InstallOptions {
+                image: image.clone(),
+                pull_policy: image_pull_policy.clone(),
+                kubelet_insecure_tls: *kubelet_insecure_tls,
+            },
+        ),
+        _ => Vec::new(),
+    };
+    if let RecorderAction::Install { dry_run: true, .. } = action {
         let text = match cli.output {
             Format::Json => {
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -1015,12 +1124,7 @@ async fn recorder(cli: &Cli, action: &RecorderAction) -> Result<u8, Error> {
     let target = connect(cli).await?;
     let client = &target.client;
     match action {
-        RecorderAction::Install {
-            image,
-            image_pull_policy,
-            ..
-        } => {
-            let manifests = rec::manifests(namespace, image, image_pull_policy);
+        RecorderAction::Install { .. } => {
             let applied = rec::install(client, &manifests, cli.timeout)
                 .await
                 .map_err(Error::Usage)?;

@@ -13,7 +13,7 @@ pub mod complete;
 pub mod error;
 pub mod evidence;
 pub mod history;
-pub mod metrics;
+pub use nodehealth_proto::metrics;
 #[cfg(test)]
 mod platform_tests;
 pub mod pleg;

@@ -38,8 +38,22 @@ pub fn crd_name() -> String {
 const STALE_HEARTBEATS: u64 = 2;
 const STALE_SLACK_SECONDS: u64 = 15;
 
+/// What `recorder install` was told.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    pub image: String,
+    pub pull_policy: String,
+    /// The recorder accepts the kubelet's serving certificate unverified (for its `/metrics`).
+    pub kubelet_insecure_tls: bool,
+}
+
 /// Everything `install` applies, in order (pure: `recorder install --dry-run` prints it).
-pub fn manifests(namespace: &str, image: &str, pull_policy: &str) -> Vec<Value> {
+pub fn manifests(namespace: &str, o: &InstallOptions) -> Vec<Value> {
+    let (image, pull_policy) = (o.image.as_str(), o.pull_policy.as_str());
+    let mut args = vec!["record", "--host-root", "/host"];
+    if o.kubelet_insecure_tls {
+        args.push("--kubelet-insecure-tls");
+    }
     let labels = json!({ LABEL.0: LABEL.1 });
     let sa_user = format!("system:serviceaccount:{namespace}:{}", rec::NAME);
     let mut pod = json!({
@@ -61,11 +75,18 @@ pub fn manifests(namespace: &str, image: &str, pull_policy: &str) -> Vec<Value> 
                 "name": "recorder",
                 "image": image,
                 "imagePullPolicy": pull_policy,
-                "args": ["record", "--host-root", "/host"],
-                "env": [{
-                    "name": "NODE_NAME",
-                    "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } },
-                }],
+                "args": args,
+                "env": [
+                    {
+                        "name": "NODE_NAME",
+                        "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } },
+                    },
+                    // The kubelet's address for its /metrics (the PLEG history).
+                    {
+                        "name": "NODE_IP",
+                        "valueFrom": { "fieldRef": { "fieldPath": "status.hostIP" } },
+                    },
+                ],
                 // The probe pod's capabilities without the tracer's (crate::probe::capabilities).
                 "securityContext": {
                     "privileged": false,
@@ -146,13 +167,22 @@ pub fn manifests(namespace: &str, image: &str, pull_policy: &str) -> Vec<Value> 
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": { "name": rec::NAME, "labels": labels },
-            // Server-side apply of its report: create the first time, patch after. Nothing else:
-            // everything it reads is on its node.
-            "rules": [{
-                "apiGroups": [rec::GROUP],
-                "resources": [rec::PLURAL],
-                "verbs": ["get", "create", "patch"],
-            }],
+            // Server-side apply of its report: create the first time, patch after. And its
+            // node's kubelet's /metrics, which the kubelet authorizes as `get nodes/metrics`
+            // (read-only counters; not nodes/proxy, which would open the kubelet's whole API).
+            // Nothing else: everything else it reads is on its node.
+            "rules": [
+                {
+                    "apiGroups": [rec::GROUP],
+                    "resources": [rec::PLURAL],
+                    "verbs": ["get", "create", "patch"],
+                },
+                {
+                    "apiGroups": [""],
+                    "resources": ["nodes/metrics"],
+                    "verbs": ["get"],
+                },
+            ],
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -345,7 +375,10 @@ pub async fn uninstall(
 ) -> Result<Vec<String>, String> {
     let mut deleted = Vec::new();
     let dp = DeleteParams::background();
-    for m in manifests(namespace, "", "").iter().rev() {
+    for m in manifests(namespace, &InstallOptions::default())
+        .iter()
+        .rev()
+    {
         let (api, name) = api_for(client, m);
         let what = describe(m);
         match tokio::time::timeout(timeout, api.delete(&name, &dp)).await {
@@ -637,10 +670,70 @@ pub fn timeline_lines(report: &RecorderReport) -> Vec<String> {
         .collect()
 }
 
+/// The recorded PLEG in words: one line per run of ticks in the same troubled state (slow, stuck,
+/// unhealthy), with the run's span and its worst relist and runtime-list means; a quiet PLEG is
+/// one line. Times are the node's.
+pub fn pleg_lines(report: &RecorderReport) -> Vec<String> {
+    let ticks = &report.pleg;
+    if ticks.is_empty() {
+        return report
+            .pleg_error
+            .iter()
+            .map(|e| format!("PLEG (recorded): no ticks; the latest scrape failed: {e}"))
+            .collect();
+    }
+    let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let secs = |v: Option<f64>| v.map_or("-".into(), |s| format!("{s:.1}s"));
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < ticks.len() {
+        let state = &ticks[i].state;
+        let mut j = i;
+        let (mut relist, mut list, mut restarts) = (None, None, 0);
+        while j < ticks.len() && ticks[j].state == *state {
+            relist = max(relist, ticks[j].relist_mean_seconds);
+            list = max(list, ticks[j].runtime_list_mean_seconds);
+            restarts += u32::from(ticks[j].restarted);
+            j += 1;
+        }
+        let run = &ticks[i..j];
+        let seconds: f64 = run.iter().map(|t| t.seconds).sum();
+        let from = ticks[i]
+            .at
+            .checked_sub(jiff::SignedDuration::from_secs_f64(ticks[i].seconds))
+            .unwrap_or(ticks[i].at);
+        let mut line = format!(
+            "PLEG (recorded) {}-{} ({}) {state}: relists mean up to {}, the runtime's list calls up to {}",
+            from.strftime("%H:%M:%S"),
+            ticks[j - 1].at.strftime("%H:%M:%S"),
+            crate::units::human_duration(seconds),
+            secs(relist),
+            secs(list),
+        );
+        if restarts > 0 {
+            line.push_str(&format!("; the kubelet restarted {restarts} time(s)"));
+        }
+        out.push(line);
+        i = j;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use nodehealth_proto::recorder::{Publisher, Sample, fold};
+
+    fn opts() -> InstallOptions {
+        InstallOptions {
+            image: "img:1".into(),
+            pull_policy: "IfNotPresent".into(),
+            kubelet_insecure_tls: false,
+        }
+    }
 
     fn sample(at: i64, kubelet: &str, pid: Option<u32>) -> Sample {
         Sample {
@@ -742,8 +835,49 @@ mod tests {
     }
 
     #[test]
+    fn the_recorded_pleg_reads_as_runs_of_state() {
+        use nodehealth_proto::pleg::Tick;
+        let tick = |at: i64, state: &str, mean: f64, restarted: bool| Tick {
+            at: Timestamp::from_second(1_796_688_000 + at).unwrap(),
+            seconds: 10.0,
+            relists: 3.0,
+            relist_mean_seconds: Some(mean),
+            relist_slowest: None,
+            interval_mean_seconds: None,
+            last_seen_age_seconds: None,
+            runtime_list_calls: 6.0,
+            runtime_list_mean_seconds: Some(mean / 2.0),
+            runtime_list_slowest: None,
+            runtime_errors: 0.0,
+            restarted,
+            state: state.into(),
+        };
+        let mut r = RecorderReport {
+            pleg: vec![
+                tick(60, "ok", 0.002, false),
+                tick(70, "slow", 1.5, true),
+                tick(80, "slow", 3.1, false),
+                tick(90, "ok", 0.002, false),
+            ],
+            ..Default::default()
+        };
+        let lines = pleg_lines(&r);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[1].contains("(20s) slow: relists mean up to 3.1s, the runtime's list calls up to 1.6s; the kubelet restarted 1 time(s)"),
+            "{lines:?}"
+        );
+        // The span starts a tick's length before its scrape.
+        assert!(lines[1].contains("-"), "{lines:?}");
+        r.pleg.clear();
+        assert!(pleg_lines(&r).is_empty());
+        r.pleg_error = Some("kubelet https://n:10250/metrics: 403: forbidden".into());
+        assert!(pleg_lines(&r)[0].contains("403"));
+    }
+
+    #[test]
     fn the_manifests_are_least_privilege_and_bound_to_the_own_node() {
-        let ms = manifests("kube-system", "img:1", "IfNotPresent");
+        let ms = manifests("kube-system", &opts());
         let kinds: Vec<&str> = ms.iter().map(|m| m["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
@@ -758,8 +892,14 @@ mod tests {
             ]
         );
         let role = &ms[2]["rules"];
-        assert_eq!(role.as_array().unwrap().len(), 1, "one rule: its reports");
+        assert_eq!(
+            role.as_array().unwrap().len(),
+            2,
+            "two rules: its reports, the kubelet's metrics"
+        );
         assert_eq!(role[0]["verbs"], json!(["get", "create", "patch"]));
+        assert_eq!(role[1]["resources"], json!(["nodes/metrics"]));
+        assert_eq!(role[1]["verbs"], json!(["get"]));
         let pod = &ms[6]["spec"]["template"]["spec"];
         let sc = &pod["containers"][0]["securityContext"];
         assert_eq!(sc["privileged"], false);
@@ -770,6 +910,22 @@ mod tests {
             "no tracer capabilities: {caps:?}"
         );
         assert_eq!(pod["containers"][0]["volumeMounts"][0]["readOnly"], true);
+        assert_eq!(pod["containers"][0]["env"][1]["name"], "NODE_IP");
+        // The kubelet's certificate is verified unless the operator says otherwise.
+        let args = |o: &InstallOptions| {
+            manifests("kube-system", o)[6]["spec"]["template"]["spec"]["containers"][0]["args"]
+                .clone()
+        };
+        assert!(!args(&opts()).to_string().contains("insecure"));
+        let insecure = InstallOptions {
+            kubelet_insecure_tls: true,
+            ..opts()
+        };
+        assert!(
+            args(&insecure)
+                .to_string()
+                .contains("--kubelet-insecure-tls")
+        );
         let policy = &ms[4]["spec"];
         assert!(
             policy["matchConditions"][0]["expression"]
@@ -786,7 +942,7 @@ mod tests {
         assert_eq!(ms[5]["spec"]["validationActions"], json!(["Deny"]));
         // The system priority class only where the Priority admission plugin allows it.
         assert_eq!(pod["priorityClassName"], "system-node-critical");
-        let elsewhere = manifests("monitoring", "img:1", "IfNotPresent");
+        let elsewhere = manifests("monitoring", &opts());
         assert!(elsewhere[6]["spec"]["template"]["spec"]["priorityClassName"].is_null());
         for m in &ms {
             let (ar, _, name) = resource_of(m);

@@ -2,7 +2,9 @@
 //! carries ([`node`]).
 
 pub mod logs;
+pub mod metrics;
 pub mod node;
+pub mod pleg;
 pub mod proof;
 pub mod recorder;
 pub mod redact;

@@ -48,6 +48,13 @@ pub struct RecorderReport {
     pub evidence_reason: String,
     /// How the recorder's own writes to the API server went.
     pub publisher: Publisher,
+    /// The kubelet's PLEG over the same minutes, one tick per scrape of its `/metrics` (every
+    /// 10 s, on the node), quiet runs folded ([`crate::pleg::fold`]); oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pleg: Vec<crate::pleg::Tick>,
+    /// Why the latest scrape of the kubelet's `/metrics` failed (absent when it answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pleg_error: Option<String>,
 }
 
 /// The recorder's writes: failures are reported once the path is back (a partition is said

@@ -165,7 +165,6 @@ fn judged_through_the_recorder(c: &Cluster, fault: &str, noticed: impl Fn(&Value
         timeline["summary"]
     );
     drop(healer);
-    c.wait_ready("True", Duration::from_secs(120));
 }
 
 /// `recorder install`; returns once the node's first report (a running kubelet) is in.
@@ -299,6 +298,84 @@ fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() 
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("carries no node claim"), "{body}");
     eprintln!("admission: another node's report refused, its own accepted, no claim refused");
+
+    // The PLEG history: the recorder scrapes the kubelet's /metrics on the node (its token,
+    // `get nodes/metrics`, the kubelet's certificate verified against the cluster CA) and
+    // publishes its ticks; `pleg --recorded` shows them. Quiet first, then relists held 1.5 s by
+    // the runtime's list calls.
+    let s = report_where(&c, "PLEG ticks in the report", 0, |s| {
+        s["pleg"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert!(s["plegError"].is_null(), "{}", s["plegError"]);
+    let out = admin(&c, &["pleg", &c.node, "--recorded"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert_eq!(out.status.code(), Some(0), "a quiet PLEG: {text}");
+    assert!(
+        text.contains("PLEG history of") && text.contains(" ok "),
+        "{text}"
+    );
+    let healer = Healer(&c);
+    let before = now_ms();
+    c.xtask(&["fault", "runtime-slow-list", "--delay", "1500ms"]);
+    // The fault restarts the kubelet (pointed at the proxy): the tick across the restart mixes
+    // the last fast calls with the first held ones; the ticks after it are the held calls alone.
+    let held = |t: &Value| {
+        t["state"] == "slow"
+            && t["restarted"] == false
+            && t["runtimeListMeanSeconds"].as_f64().unwrap_or(0.0) >= 1.0
+    };
+    let s = report_where(
+        &c,
+        "a slow PLEG tick, list calls held, in the report",
+        before,
+        |s| s["pleg"].as_array().is_some_and(|a| a.iter().any(held)),
+    );
+    let slow: Vec<&Value> = s["pleg"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "slow")
+        .collect();
+    eprintln!("slow ticks: {}", json!(slow));
+    // Two list calls held 1.5 s each make a relist of about 3 s.
+    assert!(
+        slow.iter()
+            .all(|t| t["relistMeanSeconds"].as_f64().unwrap_or(0.0) >= 1.0),
+        "{slow:?}"
+    );
+    assert!(
+        slow.iter().filter(|t| held(t)).all(|t| {
+            let bucket = &t["relistSlowest"]["upper"];
+            bucket.as_f64().unwrap_or(f64::INFINITY) >= 2.5
+        }),
+        "the slowest relist's bucket holds about 3 s: {slow:?}"
+    );
+    let out = admin(&c, &["pleg", &c.node, "--recorded", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "a slow PLEG is a problem");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(lines.iter().any(|t| t["state"] == "slow"), "{lines:?}");
+    // A diagnosis carries the recorded PLEG in the recorder's finding.
+    let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
+    let r = json_of(&out);
+    let timeline = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "recorder-timeline")
+        .cloned()
+        .expect("the recorder's finding");
+    let said = timeline.to_string();
+    assert!(
+        said.contains("its PLEG was slow in the recorded minutes")
+            && said.contains("PLEG (recorded)"),
+        "{timeline:#}"
+    );
+    drop(healer);
+    c.wait_ready("True", Duration::from_secs(120));
 
     // Faults that keep every pod from starting, judged without SSH.
     judged_through_the_recorder(&c, "kubelet-stopped", |s| s["now"]["kubelet"] == "absent");

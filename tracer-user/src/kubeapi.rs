@@ -32,6 +32,9 @@ pub struct ApiTarget {
     pub server_name: String,
     /// DER CA certificates.
     pub ca: Vec<Vec<u8>>,
+    /// Verify the server's certificate against `ca` (only the kubelet's, where the operator said
+    /// its serving certificate is self-signed, is not).
+    pub verify: bool,
     pub token_file: PathBuf,
 }
 
@@ -49,6 +52,7 @@ impl ApiTarget {
             server: server.trim_end_matches('/').to_string(),
             server_name: tls_server_name.map_or(host, str::to_string),
             ca,
+            verify: true,
             token_file,
         })
     }
@@ -84,7 +88,33 @@ pub async fn apply(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<u16, String> {
-    match tokio::time::timeout(timeout, apply_inner(target, path, body)).await {
+    let (status, _) = request(
+        target,
+        Method::PATCH,
+        path,
+        Some((body, "application/apply-patch+yaml")),
+        timeout,
+    )
+    .await?;
+    Ok(status)
+}
+
+/// GETs `path`: the body on 2xx, the server's message otherwise.
+pub async fn get(target: &ApiTarget, path: &str, timeout: Duration) -> Result<Bytes, String> {
+    request(target, Method::GET, path, None, timeout)
+        .await
+        .map(|(_, body)| body)
+}
+
+/// One request on its own connection, everything under `timeout`.
+async fn request(
+    target: &ApiTarget,
+    method: Method,
+    path: &str,
+    body: Option<(Vec<u8>, &str)>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    match tokio::time::timeout(timeout, request_inner(target, method, path, body)).await {
         Ok(r) => r,
         Err(_) => Err(format!(
             "no answer from {} within {timeout:?}",
@@ -93,7 +123,12 @@ pub async fn apply(
     }
 }
 
-async fn apply_inner(target: &ApiTarget, path: &str, body: Vec<u8>) -> Result<u16, String> {
+async fn request_inner(
+    target: &ApiTarget,
+    method: Method,
+    path: &str,
+    body: Option<(Vec<u8>, &str)>,
+) -> Result<(u16, Bytes), String> {
     let token = std::fs::read_to_string(&target.token_file)
         .map_err(|e| format!("cannot read the token {}: {e}", target.token_file.display()))?;
     let (host, port) = split_server(&target.server)
@@ -103,7 +138,7 @@ async fn apply_inner(target: &ApiTarget, path: &str, body: Vec<u8>) -> Result<u1
         .map_err(|e| format!("connect {}: {e}", target.server))?;
     let name = ServerName::try_from(target.server_name.clone())
         .map_err(|e| format!("server name {:?}: {e}", target.server_name))?;
-    let tls = TlsConnector::from(Arc::new(tls_config(&target.ca, true)?))
+    let tls = TlsConnector::from(Arc::new(tls_config(&target.ca, target.verify)?))
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with {}: {e}", target.server))?;
@@ -111,23 +146,28 @@ async fn apply_inner(target: &ApiTarget, path: &str, body: Vec<u8>) -> Result<u1
         .await
         .map_err(|e| format!("HTTP with {}: {e}", target.server))?;
     let conn = tokio::spawn(conn);
-    let req = Request::builder()
-        .method(Method::PATCH)
+    let mut req = Request::builder()
+        .method(method.clone())
         .uri(path)
         .header("host", format!("{host}:{port}"))
         .header("authorization", format!("Bearer {}", token.trim()))
-        .header("content-type", "application/apply-patch+yaml")
-        .header("accept", "application/json")
+        .header("accept", "application/json, text/plain")
         .header(
             "user-agent",
             concat!("nodehealth-recorder/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+        );
+    let payload = match body {
+        Some((bytes, content_type)) => {
+            req = req.header("content-type", content_type);
+            Bytes::from(bytes)
+        }
+        None => Bytes::new(),
+    };
+    let req = req.body(Full::new(payload)).map_err(|e| e.to_string())?;
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| format!("PATCH {}: {e}", target.server))?;
+        .map_err(|e| format!("{method} {}: {e}", target.server))?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()
@@ -137,7 +177,7 @@ async fn apply_inner(target: &ApiTarget, path: &str, body: Vec<u8>) -> Result<u1
         .unwrap_or_default();
     conn.abort();
     if (200..300).contains(&status) {
-        Ok(status)
+        Ok((status, body))
     } else {
         Err(format!("{status}: {}", status_message(&body)))
     }

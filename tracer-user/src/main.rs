@@ -130,6 +130,17 @@ enum Command {
             default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
         )]
         ca_file: PathBuf,
+        /// The kubelet's address for its /metrics (the PLEG history), e.g. the node's IP (the
+        /// pod's status.hostIP); without it, no PLEG history is kept.
+        #[arg(long, env = "NODE_IP")]
+        kubelet_address: Option<String>,
+        /// The kubelet's port.
+        #[arg(long, default_value_t = 10250)]
+        kubelet_port: u16,
+        /// Accept the kubelet's serving certificate unverified (self-signed serving certificates,
+        /// serverTLSBootstrap off); it is verified against --ca-file otherwise.
+        #[arg(long)]
+        kubelet_insecure_tls: bool,
         /// Print each report as a JSON line instead of writing it.
         #[arg(long)]
         print: bool,
@@ -200,6 +211,9 @@ fn main() -> ExitCode {
             server,
             token_file,
             ca_file,
+            kubelet_address,
+            kubelet_port,
+            kubelet_insecure_tls,
             print,
             max_reports,
         } => {
@@ -220,6 +234,11 @@ fn main() -> ExitCode {
                 server,
                 token_file,
                 ca_file,
+                kubelet: kubelet_address.filter(|a| !a.is_empty()).map(|a| {
+                    let host = if a.contains(':') { format!("[{a}]") } else { a };
+                    format!("https://{host}:{kubelet_port}")
+                }),
+                kubelet_insecure_tls,
                 print,
                 max_writes: max_reports,
             };

@@ -48,6 +48,11 @@ const HEALTHZ_TIMEOUT: Duration = Duration::from_millis(800);
 const CRI_EVERY: Duration = Duration::from_secs(5);
 const CRI_TIMEOUT: Duration = Duration::from_secs(3);
 const CRI_SLOW: Duration = Duration::from_secs(1);
+/// The kubelet's `/metrics` (its PLEG and runtime-call histograms) every this often, bounded by
+/// [`PLEG_TIMEOUT`]; the last [`PLEG_TICKS`] ticks (15 minutes) are kept.
+const PLEG_EVERY: Duration = Duration::from_secs(10);
+const PLEG_TIMEOUT: Duration = Duration::from_secs(5);
+const PLEG_TICKS: usize = 90;
 /// Rescan /proc for a missing kubelet or runtime at most this often.
 const RESCAN_EVERY: Duration = Duration::from_secs(2);
 
@@ -69,6 +74,12 @@ pub struct RecordConfig {
     pub server: Option<String>,
     pub token_file: PathBuf,
     pub ca_file: PathBuf,
+    /// The kubelet's `https://address:port` for its `/metrics` (the PLEG history); None: not
+    /// scraped.
+    pub kubelet: Option<String>,
+    /// Accept the kubelet's serving certificate unverified (a self-signed one, as kubeadm's
+    /// kubelets have when serverTLSBootstrap is off). Verified against the cluster CA otherwise.
+    pub kubelet_insecure_tls: bool,
     /// Print each report as one JSON line instead of writing it (a dry run, for a person).
     pub print: bool,
     /// Stop after this many writes (0: never).
@@ -259,18 +270,90 @@ impl Sampler {
     }
 }
 
+/// The PLEG ticks the scraper task made, and its latest failure.
+#[derive(Debug, Default)]
+struct PlegRing {
+    ticks: VecDeque<nodehealth_proto::pleg::Tick>,
+    error: Option<String>,
+    /// A tick worth a write came: the first, a changed state, a troubled one.
+    changed: bool,
+}
+
+/// Only the lines of the families a PLEG tick reads (the kubelet's `/metrics` is mostly other
+/// families): the parse then costs what those lines cost.
+fn pleg_lines(text: &str) -> String {
+    use nodehealth_proto::pleg::FAMILIES;
+    let ours = |name: &str| FAMILIES.iter().any(|f| name.starts_with(f));
+    text.lines()
+        .filter(|l| match l.strip_prefix("# TYPE ") {
+            Some(rest) => ours(rest),
+            None => !l.starts_with('#') && ours(l),
+        })
+        .fold(String::new(), |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        })
+}
+
+/// Scrapes the kubelet's `/metrics` every [`PLEG_EVERY`] and keeps one tick per pair of scrapes;
+/// runs apart from the sampling loop (a frozen kubelet holds a scrape for its whole bound).
+fn spawn_pleg_scraper(target: ApiTarget, ring: Arc<Mutex<PlegRing>>) {
+    use nodehealth_proto::{metrics, pleg};
+    tokio::spawn(async move {
+        let mut prev: Option<metrics::MetricsSnapshot> = None;
+        let mut every = tokio::time::interval(PLEG_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let got = kubeapi::get(&target, "/metrics", PLEG_TIMEOUT).await;
+            let mut r = ring.lock().expect("pleg lock");
+            let body = match got {
+                Ok(b) => b,
+                Err(e) => {
+                    r.error = Some(format!("kubelet {}/metrics: {e}", target.server));
+                    continue;
+                }
+            };
+            r.error = None;
+            let text = pleg_lines(&String::from_utf8_lossy(&body));
+            let cur = metrics::MetricsSnapshot::from_scrape(
+                &metrics::parse(&text),
+                body.len(),
+                jiff::Timestamp::now(),
+            );
+            if let Some(p) = &prev {
+                let t = pleg::tick(p, &cur);
+                // Worth a write (at the minimum interval, like any change): the first tick, a
+                // change of state, and every troubled tick (their numbers are the story).
+                if r.ticks.back().is_none_or(|b| b.state != t.state) || t.state != "ok" {
+                    r.changed = true;
+                }
+                if r.ticks.len() == PLEG_TICKS {
+                    r.ticks.pop_front();
+                }
+                r.ticks.push_back(t);
+            }
+            prev = Some(cur);
+        }
+    });
+}
+
+/// The DER certificates of a PEM CA file (the service account's `ca.crt`).
+fn read_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(crate::certs::certificate_blocks(&pem)
+        .0
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
 /// Where the recorder writes: `--server` (with the service account's CA), else the kubelet's
 /// kubeconfig (its server and CA), else in-cluster.
 fn api_target(cfg: &RecordConfig, host: &HostRoot) -> Result<ApiTarget, String> {
-    let sa_ca = || -> Result<Vec<Vec<u8>>, String> {
-        let pem = std::fs::read_to_string(&cfg.ca_file)
-            .map_err(|e| format!("cannot read {}: {e}", cfg.ca_file.display()))?;
-        Ok(crate::certs::certificate_blocks(&pem)
-            .0
-            .into_iter()
-            .flatten()
-            .collect())
-    };
+    let sa_ca = || read_ca(&cfg.ca_file);
     if let Some(server) = &cfg.server {
         return ApiTarget::from_kubeconfig(server, None, sa_ca()?, cfg.token_file.clone());
     }
@@ -378,6 +461,22 @@ pub async fn run(
         ));
         Some(t)
     };
+    let pleg = Arc::new(Mutex::new(PlegRing::default()));
+    if let Some(kubelet) = &cfg.kubelet {
+        // Unverified, the CA is not needed (and may be absent on a host run).
+        let ca = read_ca(&cfg.ca_file).or_else(|e| {
+            if cfg.kubelet_insecure_tls {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
+        })?;
+        let t = ApiTarget {
+            verify: !cfg.kubelet_insecure_tls,
+            ..ApiTarget::from_kubeconfig(kubelet, None, ca, cfg.token_file.clone())?
+        };
+        spawn_pleg_scraper(t, pleg.clone());
+    }
     let mut ring: VecDeque<Sample> = VecDeque::with_capacity(RING_SAMPLES);
     let mut publisher = Publisher {
         server: target
@@ -463,6 +562,9 @@ pub async fn run(
             });
         }
 
+        if std::mem::take(&mut pleg.lock().expect("pleg lock").changed) {
+            schedule.want();
+        }
         let now = Instant::now();
         if evidence.is_none() || !schedule.due(now, cfg.min_write_interval, cfg.heartbeat) {
             continue;
@@ -481,6 +583,11 @@ pub async fn run(
             evidence: Some(ev),
             evidence_reason: why,
             publisher: as_written(&publisher, recorded_at),
+            pleg: {
+                let p = pleg.lock().expect("pleg lock");
+                nodehealth_proto::pleg::fold(&p.ticks.iter().cloned().collect::<Vec<_>>())
+            },
+            pleg_error: pleg.lock().expect("pleg lock").error.clone(),
         };
         let body = serde_json::to_vec(&object(&report)).map_err(|e| e.to_string())?;
         let ok = match &target {
@@ -656,6 +763,22 @@ mod tests {
                 .unwrap()
                 .starts_with("3 OOM kill(s)")
         );
+    }
+
+    #[test]
+    fn only_the_pleg_families_are_parsed() {
+        let text = "# HELP kubelet_pleg_relist_duration_seconds x\n\
+# TYPE kubelet_pleg_relist_duration_seconds histogram\n\
+kubelet_pleg_relist_duration_seconds_bucket{le=\"1\"} 3\n\
+kubelet_pleg_relist_duration_seconds_sum 0.3\n\
+# TYPE rest_client_requests_total counter\n\
+rest_client_requests_total{code=\"200\"} 9\n\
+kubelet_pleg_last_seen_seconds 1.7e9\n\
+kubelet_runtime_operations_errors_total{operation_type=\"list_containers\"} 1\n";
+        let kept = pleg_lines(text);
+        assert_eq!(kept.lines().count(), 5, "{kept}");
+        assert!(!kept.contains("rest_client") && !kept.contains("# HELP"));
+        assert!(kept.starts_with("# TYPE kubelet_pleg_relist_duration_seconds histogram\n"));
     }
 
     #[test]

@@ -49,15 +49,21 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
         .zip(r.timeline.last())
         .map(|(a, b)| (b.to_unix_ms - a.from_unix_ms) as f64 / 1000.0)
         .unwrap_or(0.0);
+    let pleg = nodehealth_proto::pleg::worst(&r.pleg);
+    let pleg_words = if pleg == "ok" {
+        String::new()
+    } else {
+        format!("; its PLEG was {pleg} in the recorded minutes")
+    };
     let summary = if unhealthy == 0 {
         format!(
-            "the node's recorder ({}, {age}): healthy throughout the last {}",
+            "the node's recorder ({}, {age}): processes healthy throughout the last {}{pleg_words}",
             v.object,
             human_duration(covered)
         )
     } else {
         format!(
-            "the node's recorder ({}, {age}): {unhealthy} span(s) not healthy in the last {}; now: {}",
+            "the node's recorder ({}, {age}): {unhealthy} span(s) not healthy in the last {}; now: {}{pleg_words}",
             v.object,
             human_duration(covered),
             r.now.state().words()
@@ -71,6 +77,8 @@ pub fn run(e: &Evidence) -> Vec<Finding> {
     if !r.evidence_reason.is_empty() {
         evidence.push(format!("its latest probe: {}", r.evidence_reason));
     }
+    // The kubelet's PLEG over the same minutes (`pleg <node> --recorded` shows every tick).
+    evidence.extend(crate::recorder::pleg_lines(r));
     out.push(Finding::new(
         FindingId::RecorderTimeline,
         Domain::Collection,

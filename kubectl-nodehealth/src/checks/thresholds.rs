@@ -2,15 +2,11 @@
 //! the operator guide's, or this tool's degraded tier (DESIGN.md, Thresholds). `alerts` and `pleg`
 //! use the same numbers.
 
-/// Stuck relist: kubelet_pleg_last_seen_seconds age for a warning (FACTS: our own, well below
-/// the kubelet's 3 m).
-pub const PLEG_LAST_SEEN_WARN_SECONDS: f64 = 60.0;
-/// The kubelet's PLEG health threshold (pkg/kubelet/pleg/generic.go relistThreshold = 3m).
-pub const PLEG_UNHEALTHY_SECONDS: f64 = 180.0;
+pub use nodehealth_proto::pleg::{
+    PLEG_DEGRADED_P50_SECONDS, PLEG_LAST_SEEN_WARN_SECONDS, PLEG_UNHEALTHY_SECONDS,
+};
 /// kubernetes-mixin KubeletPlegDurationHigh: p99 >= 10 s (the top finite bucket).
 pub const PLEG_P99_SECONDS: f64 = 10.0;
-/// Degraded tier: relist duration p50 > 1 s (a DefBuckets bound).
-pub const PLEG_DEGRADED_P50_SECONDS: f64 = 1.0;
 /// Degraded tier: relist interval p50 > 2 s. 2 s is not a bucket bound (1 and 2.5 are), so it is
 /// decided on the exact window mean or on p50 above the 2.5 s bucket.
 pub const PLEG_INTERVAL_DEGRADED_SECONDS: f64 = 2.0;

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Label set of one series, sorted by label name.
@@ -511,6 +512,130 @@ pub mod prom_f64 {
             NumberOrText::Text(text) => super::parse_go_float(&text)
                 .ok_or_else(|| serde::de::Error::custom(format!("not a number: {text}"))),
         }
+    }
+}
+
+/// One counter or gauge series.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Series {
+    /// Labels.
+    pub labels: Labels,
+    /// Value (`+Inf` survives JSON as a string).
+    #[serde(with = "prom_f64")]
+    pub value: f64,
+}
+
+/// The metric families the checks read. Everything else in `/metrics` stays in the raw capture.
+pub const SCALAR_FAMILIES: &[&str] = &[
+    "kubelet_pleg_last_seen_seconds",
+    "kubelet_pleg_discard_events",
+    "kubelet_runtime_operations_total",
+    "kubelet_runtime_operations_errors_total",
+    "kubelet_certificate_manager_client_ttl_seconds",
+    "kubelet_certificate_manager_client_expiration_renew_errors",
+    "kubelet_certificate_manager_server_ttl_seconds",
+    "kubelet_server_expiration_renew_errors",
+    "rest_client_requests_total",
+    "go_goroutines",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "kubelet_running_pods",
+    "kubelet_running_containers",
+];
+
+/// Histogram families the checks read.
+pub const HISTOGRAM_FAMILIES: &[&str] = &[
+    "kubelet_pleg_relist_duration_seconds",
+    "kubelet_pleg_relist_interval_seconds",
+    "kubelet_runtime_operations_duration_seconds",
+    "rest_client_request_duration_seconds",
+];
+
+/// One `/metrics` scrape, reduced to the families the checks use.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSnapshot {
+    /// When the answer arrived (local clock).
+    pub scraped_at: Option<Timestamp>,
+    /// Size of the text.
+    pub bytes: usize,
+    /// Lines that did not parse.
+    pub malformed_lines: usize,
+    /// The first few of them.
+    pub malformed_examples: Vec<String>,
+    /// Counter and gauge families by name; absent when the kubelet does not export it.
+    pub scalars: BTreeMap<String, Vec<Series>>,
+    /// Histogram families by name.
+    pub histograms: BTreeMap<String, Vec<Histogram>>,
+}
+
+impl MetricsSnapshot {
+    /// Reduce a parsed scrape to the families in [`SCALAR_FAMILIES`] and [`HISTOGRAM_FAMILIES`].
+    pub fn from_scrape(scrape: &Scrape, bytes: usize, scraped_at: Timestamp) -> Self {
+        let mut scalars = BTreeMap::new();
+        for &name in SCALAR_FAMILIES {
+            // Counters may be exposed with or without `_total` depending on the client version.
+            let series: Vec<Series> = scrape
+                .series(name)
+                .map(|s| Series {
+                    labels: s.labels.clone(),
+                    value: s.value,
+                })
+                .collect();
+            if !series.is_empty() {
+                scalars.insert(name.to_string(), series);
+            }
+        }
+        let mut histograms = BTreeMap::new();
+        for &name in HISTOGRAM_FAMILIES {
+            if matches!(
+                scrape.types.get(name),
+                Some(MetricType::Counter | MetricType::Gauge)
+            ) {
+                continue;
+            }
+            let found = scrape.histograms(name);
+            if !found.is_empty() {
+                histograms.insert(name.to_string(), found);
+            }
+        }
+        MetricsSnapshot {
+            scraped_at: Some(scraped_at),
+            bytes,
+            malformed_lines: scrape.malformed_count,
+            malformed_examples: scrape.malformed.clone(),
+            scalars,
+            histograms,
+        }
+    }
+
+    /// The value of an unlabelled gauge (first series).
+    pub fn scalar(&self, name: &str) -> Option<f64> {
+        self.scalars.get(name)?.first().map(|s| s.value)
+    }
+
+    /// Sum of the series of `name` whose labels pass `filter`; `None` if the family is absent.
+    pub fn sum_where(&self, name: &str, filter: impl Fn(&Labels) -> bool) -> Option<f64> {
+        let series = self.scalars.get(name)?;
+        // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0".
+        Some(
+            series
+                .iter()
+                .filter(|s| filter(&s.labels))
+                .map(|s| s.value)
+                .sum::<f64>()
+                + 0.0,
+        )
+    }
+
+    /// Histograms of `name` whose labels pass `filter`, merged.
+    pub fn histogram_where(
+        &self,
+        name: &str,
+        filter: impl Fn(&Labels) -> bool,
+    ) -> Option<Histogram> {
+        let series = self.histograms.get(name)?;
+        Histogram::merge(series.iter().filter(|h| filter(&h.labels)))
     }
 }
 
