@@ -447,6 +447,36 @@ fn the_recorder_survives_a_frozen_or_oom_looping_kubelet_and_reports_a_partition
         || recorder_log(&c).contains("write failed").then_some(()),
     );
     let failed_by = now_ms();
+    // While it lasts: the recorder fell silent with the kubelet, having last seen it healthy —
+    // the verdict ranks the partition above a dead kubelet on that (once the report is past its
+    // heartbeat's reach and the lease is stale: a bounded wait on the verdict itself).
+    let r = wait_until(
+        "the verdict reads the silent recorder as a partition",
+        Duration::from_secs(240),
+        || {
+            let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
+            let r = json_of(&out);
+            (top(&r) == "api-partition"
+                && r["verdict"]
+                    .to_string()
+                    .contains("fell silent with the kubelet"))
+            .then_some(r)
+        },
+    );
+    let causes = r["verdict"]["causes"].as_array().unwrap();
+    let down = causes.iter().find(|c| c["id"] == "kubelet-down");
+    eprintln!(
+        "api-partition during the cut: {}; kubelet-down {}",
+        causes[0]["confidence"],
+        down.map_or("not listed".into(), |d| d["confidence"].to_string())
+    );
+    assert!(
+        !r["verdict"]
+            .to_string()
+            .contains("systemctl restart kubelet"),
+        "no kubelet restart during a partition: {:#}",
+        r["verdict"]
+    );
     drop(healer);
     let s = report_where(&c, "the first report after the partition", failed_by, |s| {
         s["publisher"]["lastOutage"]["toUnixMs"].as_i64() > Some(failed_by)

@@ -131,6 +131,34 @@ pub struct Facts {
     /// The signals of the Prometheus history that came back, oldest onset first, those that never
     /// degraded last (`--prometheus`; empty without it).
     pub history: Vec<HistoryOnset>,
+    /// The node's flight recorder fell silent with the kubelet, having last seen the kubelet
+    /// running and answering its healthz: why, in words ([`recorder_silent_with_kubelet`]).
+    pub recorder_silent_with_kubelet: Option<String>,
+}
+
+/// The recorder writes at least once a heartbeat (its fallback: 1.5 heartbeats) and within
+/// seconds of a kubelet that dies or freezes (a changed state held 2 s, a 3 s probe, a write at
+/// most 10 s after the one before). So a report that is older than 1.5 heartbeats plus 10 s,
+/// whose last write came no later than 10 s after the kubelet's last lease renewal (the kubelet
+/// renews every 10 s), and whose last sample saw the kubelet running with its healthz ok, means
+/// the recorder could not write when the kubelet went silent — and a dead or frozen kubelet would
+/// have made it write. The node lost its path to the API server, or the node itself is down.
+pub fn recorder_silent_with_kubelet(e: &Evidence) -> Option<String> {
+    let v = e.recorder.data()?;
+    let lease = e.lease.data()?;
+    let (lease_age, _) = super::heartbeat::lease_age(e, lease)?;
+    let report_age = v.age_seconds?;
+    let beat = v.report.publisher.heartbeat_seconds.max(10) as f64;
+    let now = &v.report.now;
+    let saw_healthy = now.kubelet == "running" && now.healthz == "ok";
+    (saw_healthy && report_age > 1.5 * beat + 10.0 && report_age + 10.0 >= lease_age).then(|| {
+        format!(
+            "the node's recorder, which writes to the API server on its own, fell silent with the \
+             kubelet: its last report is {report_age:.0} s old (it writes every {beat:.0} s, and \
+             within seconds of a kubelet that dies or freezes), the lease was last renewed \
+             {lease_age:.0} s ago, and its last sample saw the kubelet running with its healthz ok"
+        )
+    })
 }
 
 /// A signal of the Prometheus history: whether and when it degraded.
@@ -252,6 +280,7 @@ impl Facts {
                     v
                 })
                 .unwrap_or_default(),
+            recorder_silent_with_kubelet: recorder_silent_with_kubelet(e),
         }
     }
 
@@ -350,5 +379,57 @@ fn node_side(e: &Evidence) -> NodeSide {
             .as_ref()
             .filter(|t| !t.attached)
             .and_then(|t| t.error.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorder_silent_with_kubelet;
+    use crate::checks::tests_support::{healthy_evidence, set_lease_age};
+    use crate::evidence::Step;
+    use crate::recorder::RecorderView;
+    use nodehealth_proto::recorder::{Publisher, RecorderReport, Sample};
+
+    fn with_report(age: f64, kubelet: &str, healthz: &str, lease_age: f64) -> Option<String> {
+        let mut e = healthy_evidence();
+        set_lease_age(&mut e, lease_age);
+        e.recorder = Step::Collected {
+            data: RecorderView {
+                object: "noderecorderreports/n".into(),
+                age_seconds: Some(age),
+                stale: false,
+                report: RecorderReport {
+                    now: Sample {
+                        kubelet: kubelet.into(),
+                        healthz: healthz.into(),
+                        ..Default::default()
+                    },
+                    publisher: Publisher {
+                        heartbeat_seconds: 60,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            },
+        };
+        recorder_silent_with_kubelet(&e)
+    }
+
+    /// Silent past its heartbeat's fallback (100 s at 60 s), its last write no later than 10 s
+    /// after the lease's last renewal, the kubelet healthy in its last sample: each condition
+    /// tried on both sides.
+    #[test]
+    fn a_recorder_silent_with_a_healthy_kubelet() {
+        assert!(with_report(120.0, "running", "ok", 125.0).is_some());
+        // Within its heartbeat's reach: a live recorder may simply not have written yet.
+        assert!(with_report(99.0, "running", "ok", 105.0).is_none());
+        assert!(with_report(101.0, "running", "ok", 105.0).is_some());
+        // It wrote well after the kubelet went silent: it was not cut off then.
+        assert!(with_report(120.0, "running", "ok", 131.0).is_none());
+        assert!(with_report(120.0, "running", "ok", 129.0).is_some());
+        // Its last sample saw the kubelet in trouble: no claim.
+        assert!(with_report(120.0, "absent", "refused", 125.0).is_none());
+        assert!(with_report(120.0, "frozen", "no-answer", 125.0).is_none());
+        assert!(with_report(120.0, "running", "no-answer", 125.0).is_none());
     }
 }

@@ -30,6 +30,10 @@ pub const RULES: &[Rule] = &[
         apply: nothing_separates_down_from_partition,
     },
     Rule {
+        name: "a-recorder-silent-with-the-kubelet-is-a-partition",
+        apply: a_recorder_silent_with_the_kubelet_is_a_partition,
+    },
+    Rule {
         name: "oom-loop-explains-a-down-kubelet",
         apply: oom_loop_explains_a_down_kubelet,
     },
@@ -200,6 +204,34 @@ pub fn nothing_separates_down_from_partition(scores: &mut Scores, i: &Inputs) {
             );
         }
     }
+}
+
+/// The node's flight recorder writes to the API server on its own path and reports a kubelet
+/// that dies or freezes within seconds. When it fell silent with the kubelet, having last seen
+/// the kubelet running and healthy ([`crate::checks::facts::recorder_silent_with_kubelet`]), the
+/// kubelet did not die: the node lost its path to the API server, or the node itself is down
+/// (powered off, or hung as a whole) — which the partition's advice covers. A certificate
+/// problem keeps the recorder writing (its own token), so it never meets this. After
+/// nothing-separates (which may have raised both at low confidence), before the node side.
+pub fn a_recorder_silent_with_the_kubelet_is_a_partition(scores: &mut Scores, i: &Inputs) {
+    let Some(why) = &i.facts.recorder_silent_with_kubelet else {
+        return;
+    };
+    if !i.not_reporting() || i.certificate_signal() {
+        return;
+    }
+    let partition = scores.get(CauseId::ApiPartition);
+    if partition.raised() {
+        partition.support(15, why.clone());
+    } else {
+        partition.because(50, why.clone());
+    }
+    let p = scores.of(CauseId::ApiPartition);
+    scores.get(CauseId::KubeletDown).cap_below(
+        p,
+        "the node's recorder last saw the kubelet running and healthy, and a kubelet that died \
+         would have been reported within seconds (see api-partition)",
+    );
 }
 
 /// A kubelet the kernel keeps OOM-killing is "down" between kills: starved of memory is the
@@ -504,6 +536,47 @@ mod tests {
         // The relists went first: the lease is a symptom, not the first thing that broke.
         facts.history.insert(0, onset("relist-seconds", 4));
         assert_eq!(history_lifts(&facts, CauseId::ApiPartition, 60), 60);
+    }
+
+    #[test]
+    fn a_recorder_silent_with_a_healthy_kubelet_ranks_the_partition_above_down() {
+        let mut facts = silent();
+        let f = [finding(FindingId::Lease, Severity::Critical)];
+        // Nothing separated them: both at 35.
+        let mut s = scores(&[(CauseId::KubeletDown, 35), (CauseId::ApiPartition, 35)]);
+        let rule = a_recorder_silent_with_the_kubelet_is_a_partition;
+        rule(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(
+            (s.of(CauseId::KubeletDown), s.of(CauseId::ApiPartition)),
+            (35, 35)
+        );
+        facts.recorder_silent_with_kubelet = Some("the recorder fell silent".into());
+        rule(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::ApiPartition), 50);
+        assert_eq!(s.of(CauseId::KubeletDown), 35, "already below");
+        // Raised from nothing; a kubelet-down at 60 held below it.
+        let mut s = scores(&[(CauseId::KubeletDown, 60), (CauseId::ApiPartition, 0)]);
+        rule(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::ApiPartition), 50);
+        assert_eq!(s.of(CauseId::KubeletDown), 49);
+        // A certificate problem explains the silence: not this rule's.
+        let cert = [
+            finding(FindingId::Lease, Severity::Critical),
+            finding(FindingId::KubeletAuth, Severity::Critical),
+        ];
+        let mut s = scores(&[(CauseId::KubeletDown, 60), (CauseId::ApiPartition, 0)]);
+        rule(&mut s, &Inputs::new(&cert, &facts));
+        assert_eq!(
+            (s.of(CauseId::KubeletDown), s.of(CauseId::ApiPartition)),
+            (60, 0)
+        );
+        // A kubelet that reports: nothing to explain.
+        let mut s = scores(&[(CauseId::KubeletDown, 0), (CauseId::ApiPartition, 0)]);
+        rule(
+            &mut s,
+            &Inputs::new(&[], &super::super::causes::test_support::facts()),
+        );
+        assert_eq!(s.of(CauseId::ApiPartition), 0);
     }
 
     #[test]

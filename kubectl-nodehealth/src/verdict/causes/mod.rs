@@ -109,6 +109,7 @@ pub(crate) mod test_support {
             lease_predates_kubelet: false,
             api_server_from_node: None,
             history: Vec::new(),
+            recorder_silent_with_kubelet: None,
         }
     }
 
