@@ -438,6 +438,12 @@ fn the_recorder_survives_a_frozen_or_oom_looping_kubelet_and_reports_a_partition
         })
     });
 
+    // The recorder has published the healed node (the OOM loop's last report said the kubelet
+    // absent: a silence after that says nothing of a healthy kubelet).
+    let healed = now_ms();
+    report_where(&c, "a report of the healed node", healed, |s| {
+        s["now"]["kubelet"] == "running" && s["now"]["healthz"] == "ok"
+    });
     let healer = Healer(&c);
     let before = now_ms();
     c.xtask(&["fault", "api-partition"]);
@@ -456,19 +462,39 @@ fn the_recorder_survives_a_frozen_or_oom_looping_kubelet_and_reports_a_partition
         || {
             let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
             let r = json_of(&out);
-            (top(&r) == "api-partition"
-                && r["verdict"]
-                    .to_string()
-                    .contains("fell silent with the kubelet"))
-            .then_some(r)
+            let ranked: Vec<String> = r["verdict"]["causes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{} {}", c["id"], c["score"]))
+                .collect();
+            let rec = &r["evidence"]["recorder"]["data"];
+            let lease = r["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["id"] == "lease-age")
+                .map(|f| f["summary"].to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "during the cut: report {} s old, its last sample {}; {lease}; causes {ranked:?}",
+                rec["ageSeconds"], rec["report"]["now"]
+            );
+            let partition = r["verdict"]["causes"]
+                .as_array()?
+                .iter()
+                .find(|c| c["id"] == "api-partition")?;
+            partition["evidence"]
+                .to_string()
+                .contains("fell silent with the kubelet")
+                .then_some(r)
         },
     );
     let causes = r["verdict"]["causes"].as_array().unwrap();
-    let down = causes.iter().find(|c| c["id"] == "kubelet-down");
-    eprintln!(
-        "api-partition during the cut: {}; kubelet-down {}",
-        causes[0]["confidence"],
-        down.map_or("not listed".into(), |d| d["confidence"].to_string())
+    let rank = |id: &str| causes.iter().position(|c| c["id"] == id);
+    assert!(
+        rank("kubelet-down").is_none_or(|d| Some(d) > rank("api-partition")),
+        "the partition above a dead kubelet: {causes:#?}"
     );
     assert!(
         !r["verdict"]

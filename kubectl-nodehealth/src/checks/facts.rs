@@ -140,7 +140,9 @@ pub struct Facts {
 /// seconds of a kubelet that dies or freezes (a changed state held 2 s, a 3 s probe, a write at
 /// most 10 s after the one before). So a report that is older than 1.5 heartbeats plus 10 s,
 /// whose last write came no later than 10 s after the kubelet's last lease renewal (the kubelet
-/// renews every 10 s), and whose last sample saw the kubelet running with its healthz ok, means
+/// renews every 10 s) and no earlier than 1.5 heartbeats plus 10 s before it (a recorder gone
+/// long before says nothing of this silence), and whose last sample saw the kubelet running with
+/// its healthz ok, means
 /// the recorder could not write when the kubelet went silent — and a dead or frozen kubelet would
 /// have made it write. The node lost its path to the API server, or the node itself is down.
 pub fn recorder_silent_with_kubelet(e: &Evidence) -> Option<String> {
@@ -151,7 +153,12 @@ pub fn recorder_silent_with_kubelet(e: &Evidence) -> Option<String> {
     let beat = v.report.publisher.heartbeat_seconds.max(10) as f64;
     let now = &v.report.now;
     let saw_healthy = now.kubelet == "running" && now.healthz == "ok";
-    (saw_healthy && report_age > 1.5 * beat + 10.0 && report_age + 10.0 >= lease_age).then(|| {
+    // Silent since about when the kubelet went silent: not later than 10 s after its last
+    // renewal, and not a recorder that had stopped long before (gone, or evicted) — its last
+    // write within its heartbeat's reach of that renewal.
+    let reach = 1.5 * beat + 10.0;
+    let together = report_age + 10.0 >= lease_age && report_age <= lease_age + reach;
+    (saw_healthy && report_age > reach && together).then(|| {
         format!(
             "the node's recorder, which writes to the API server on its own, fell silent with the \
              kubelet: its last report is {report_age:.0} s old (it writes every {beat:.0} s, and \
@@ -427,6 +434,10 @@ mod tests {
         // It wrote well after the kubelet went silent: it was not cut off then.
         assert!(with_report(120.0, "running", "ok", 131.0).is_none());
         assert!(with_report(120.0, "running", "ok", 129.0).is_some());
+        // A recorder silent long before the kubelet (gone, evicted): nothing about this silence.
+        assert!(with_report(600.0, "running", "ok", 125.0).is_none());
+        assert!(with_report(226.0, "running", "ok", 125.0).is_none());
+        assert!(with_report(224.0, "running", "ok", 125.0).is_some());
         // Its last sample saw the kubelet in trouble: no claim.
         assert!(with_report(120.0, "absent", "refused", 125.0).is_none());
         assert!(with_report(120.0, "frozen", "no-answer", 125.0).is_none());

@@ -226,12 +226,29 @@ pub fn a_recorder_silent_with_the_kubelet_is_a_partition(scores: &mut Scores, i:
     } else {
         partition.because(50, why.clone());
     }
+    // Whatever else the kubelet has, none of it silences the recorder: the silence that the
+    // kubelet-side causes were raised on is the node's path (seen: an OOM loop healed minutes
+    // before the cut kept kubelet-starved at 90 on its recent events).
     let p = scores.of(CauseId::ApiPartition);
-    scores.get(CauseId::KubeletDown).cap_below(
-        p,
-        "the node's recorder last saw the kubelet running and healthy, and a kubelet that died \
-         would have been reported within seconds (see api-partition)",
-    );
+    for (id, why) in [
+        (
+            CauseId::KubeletDown,
+            "the node's recorder last saw the kubelet running and healthy, and a kubelet that died \
+             or froze would have been reported within seconds (see api-partition)",
+        ),
+        (
+            CauseId::KubeletStarved,
+            "the node's recorder last saw the kubelet running and healthy and fell silent with it: \
+             a starved kubelet does not silence the recorder (see api-partition)",
+        ),
+        (
+            CauseId::Certificate,
+            "the node's recorder, on a token of its own, fell silent with the kubelet: not the \
+             kubelet's certificate alone (see api-partition)",
+        ),
+    ] {
+        scores.get(id).cap_below(p, why);
+    }
 }
 
 /// A kubelet the kernel keeps OOM-killing is "down" between kills: starved of memory is the
@@ -559,6 +576,25 @@ mod tests {
         rule(&mut s, &Inputs::new(&f, &facts));
         assert_eq!(s.of(CauseId::ApiPartition), 50);
         assert_eq!(s.of(CauseId::KubeletDown), 49);
+        // Seen in the long recorder test: kubelet-starved at 90 on an OOM loop healed before the
+        // cut, certificate at 55 on "cannot authorize" (a cut-off kubelet cannot either).
+        let mut s = scores(&[
+            (CauseId::KubeletStarved, 90),
+            (CauseId::ApiPartition, 55),
+            (CauseId::Certificate, 55),
+            (CauseId::KubeletDown, 50),
+            (CauseId::PlegSlow, 60),
+        ]);
+        rule(&mut s, &Inputs::new(&f, &facts));
+        assert_eq!(s.of(CauseId::ApiPartition), 70);
+        assert_eq!(s.of(CauseId::KubeletStarved), 69);
+        assert_eq!(s.of(CauseId::Certificate), 55);
+        assert_eq!(s.of(CauseId::KubeletDown), 50);
+        assert_eq!(
+            s.of(CauseId::PlegSlow),
+            60,
+            "node-side causes are not its to judge"
+        );
         // A certificate problem explains the silence: not this rule's.
         let cert = [
             finding(FindingId::Lease, Severity::Critical),
