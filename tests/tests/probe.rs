@@ -730,12 +730,20 @@ fn agent_pid(port: &str) -> Option<u32> {
 fn agent_crash_mid_stream_keeps_partial_evidence_and_deletes_the_pod() {
     let c = Cluster::get();
     c.wait_ready("True", Duration::from_secs(60));
-    let child = plugin_command(&c, &["--duration", "20s", "-o", "json"])
+    let mut child = plugin_command(&c, &["--duration", "20s", "-o", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting kubectl-nodehealth");
     let pod = wait_until("a running probe pod", Duration::from_secs(40), || {
+        // A plugin that gave up before its pod ran says why (the wait alone would not).
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the plugin exited ({status}) before its probe pod ran: {err}");
+        }
         let list = c.get_json(&format!("/api/v1/pods?labelSelector={SELECTOR}"));
         list["items"]
             .as_array()?
