@@ -665,13 +665,7 @@ async fn pleg_recorded(cli: &Cli, node: &str) -> Result<u8, Error> {
         }
     }
     write_stdout(&out)?;
-    Ok(if ticks.is_empty() {
-        crate::exit::UNDIAGNOSED
-    } else if pleg::worst(ticks) == "ok" {
-        crate::exit::HEALTHY
-    } else {
-        crate::exit::PROBLEMS
-    })
+    Ok(pleg::exit_code(ticks))
 }
 
 async fn pleg(cli: &Cli, node: &str, watch: Duration, every: Duration) -> Result<u8, Error> {
@@ -751,13 +745,7 @@ async fn pleg(cli: &Cli, node: &str, watch: Duration, every: Duration) -> Result
     if !json {
         emit(pleg::summary(node, &ticks, failures))?;
     }
-    Ok(if ticks.is_empty() {
-        crate::exit::UNDIAGNOSED
-    } else if pleg::worst(&ticks) == "ok" {
-        crate::exit::HEALTHY
-    } else {
-        crate::exit::PROBLEMS
-    })
+    Ok(pleg::exit_code(&ticks))
 }
 
 /// The plugin's version line.

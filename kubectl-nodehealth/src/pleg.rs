@@ -47,6 +47,18 @@ pub fn line(t: &Tick) -> String {
     )
 }
 
+/// The exit code of a timeline, live or recorded: no tick at all is undiagnosed; any slow,
+/// stuck or unhealthy tick is a problem.
+pub fn exit_code(ticks: &[Tick]) -> u8 {
+    if ticks.is_empty() {
+        crate::exit::UNDIAGNOSED
+    } else if worst(ticks) == "ok" {
+        crate::exit::HEALTHY
+    } else {
+        crate::exit::PROBLEMS
+    }
+}
+
 /// The closing lines of a table timeline.
 pub fn summary(node: &str, ticks: &[Tick], failures: usize) -> String {
     let relists: f64 = ticks.iter().map(|t| t.relists).sum();

@@ -103,6 +103,15 @@ fn diagnose_both_ways(c: &Cluster) -> (Value, Value) {
     (with_recorder, json_of(&out))
 }
 
+/// The report's finding with this id.
+fn finding(report: &Value, id: &str) -> Option<Value> {
+    report["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["id"] == id)
+        .cloned()
+}
+
 fn top(report: &Value) -> String {
     report["verdict"]["causes"][0]["id"]
         .as_str()
@@ -151,13 +160,8 @@ fn judged_through_the_recorder(c: &Cluster, fault: &str, noticed: impl Fn(&Value
         with_recorder["verdict"],
         by_hand["verdict"]
     );
-    let timeline = with_recorder["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "recorder-timeline")
-        .cloned()
-        .expect("the recorder's timeline is a finding");
+    let timeline =
+        finding(&with_recorder, "recorder-timeline").expect("the recorder's timeline is a finding");
     eprintln!(
         "{fault}: top {} (by hand {}); {}",
         top(&with_recorder),
@@ -361,13 +365,7 @@ fn the_recorder_reports_its_node_through_the_api_server_when_no_pod_can_start() 
     // A diagnosis carries the recorded PLEG in the recorder's finding.
     let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
     let r = json_of(&out);
-    let timeline = r["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "recorder-timeline")
-        .cloned()
-        .expect("the recorder's finding");
+    let timeline = finding(&r, "recorder-timeline").expect("the recorder's finding");
     let said = timeline.to_string();
     assert!(
         said.contains("its PLEG was slow in the recorded minutes")
@@ -469,11 +467,7 @@ fn the_recorder_survives_a_frozen_or_oom_looping_kubelet_and_reports_a_partition
                 .map(|c| format!("{} {}", c["id"], c["score"]))
                 .collect();
             let rec = &r["evidence"]["recorder"]["data"];
-            let lease = r["findings"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|f| f["id"] == "lease-age")
+            let lease = finding(&r, "lease-age")
                 .map(|f| f["summary"].to_string())
                 .unwrap_or_default();
             eprintln!(
@@ -518,12 +512,7 @@ fn the_recorder_survives_a_frozen_or_oom_looping_kubelet_and_reports_a_partition
     );
     let (out, _) = run_plugin(&c, &["--api-only", "--duration", "2s", "-o", "json"]);
     let r = json_of(&out);
-    let said = r["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "recorder-writes-failed")
-        .cloned();
+    let said = finding(&r, "recorder-writes-failed");
     assert!(said.is_some(), "{:#}", r["findings"]);
     eprintln!("api-partition: {}", said.unwrap()["summary"]);
     c.wait_ready("True", Duration::from_secs(120));
